@@ -1,0 +1,272 @@
+//! The one way hybridboot writes files: atomically, with an explicit mode and owner.
+//!
+//! A reader (or a machine that loses power) sees either the old content or the new one, never a
+//! mix: the data goes to a temporary file in the same directory, is flushed with `fsync`, renamed
+//! over the target, and the directory is flushed so the rename itself survives a power cut.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// How a file is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Permission bits of the final file.
+    pub mode: u32,
+    /// Owner `(uid, gid)`; `None` keeps the writing process's.
+    pub owner: Option<(u32, u32)>,
+    /// Create missing parent directories (with mode 0755).
+    pub create_parents: bool,
+}
+
+impl WriteOptions {
+    /// 0600: keys, credentials, tokens, state.
+    pub fn private() -> Self {
+        WriteOptions {
+            mode: 0o600,
+            owner: None,
+            create_parents: true,
+        }
+    }
+
+    /// 0644: certificates, configuration, unit files.
+    pub fn public() -> Self {
+        WriteOptions {
+            mode: 0o644,
+            ..WriteOptions::private()
+        }
+    }
+
+    /// 0755: executables.
+    pub fn executable() -> Self {
+        WriteOptions {
+            mode: 0o755,
+            ..WriteOptions::private()
+        }
+    }
+
+    /// Same options with another mode.
+    pub fn with_mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+}
+
+/// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename, fsync of
+/// the directory). On any error the target is untouched and the temporary file removed.
+pub fn atomic_write(path: &Path, data: &[u8], opts: &WriteOptions) -> io::Result<()> {
+    atomic_write_with(path, opts, |f| f.write_all(data))
+}
+
+/// Like [`atomic_write`], but the content is produced by `fill` writing into the temporary file
+/// (for content that is streamed, such as downloads).
+pub fn atomic_write_with(
+    path: &Path,
+    opts: &WriteOptions,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let tmp = TempFile::create(path, opts)?;
+    tmp.commit(fill)
+}
+
+/// A temporary file next to its final path; removed on drop unless committed.
+pub struct TempFile {
+    path: PathBuf,
+    target: PathBuf,
+    file: Option<File>,
+    opts: WriteOptions,
+}
+
+impl TempFile {
+    /// Creates `.<name>.hbtmp.<pid>.<n>` beside `target` (exclusively, with the final mode).
+    pub fn create(target: &Path, opts: &WriteOptions) -> io::Result<TempFile> {
+        let dir = parent_dir(target);
+        if opts.create_parents {
+            create_dir_all(&dir)?;
+        }
+        let name = target.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no file name", target.display()),
+            )
+        })?;
+        for attempt in 0..100u32 {
+            let mut tmp_name = OsString::from(".");
+            tmp_name.push(name);
+            tmp_name.push(format!(".hbtmp.{}.{}", std::process::id(), unique(attempt)));
+            let tmp_path = dir.join(&tmp_name);
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(opts.mode)
+                .open(&tmp_path)
+            {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path: tmp_path,
+                        target: target.to_path_buf(),
+                        file: Some(file),
+                        opts: opts.clone(),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(with_path(e, "creating a temporary file in", &dir)),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("could not create a temporary file in {}", dir.display()),
+        ))
+    }
+
+    /// The temporary file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fills the file, sets mode and owner, fsyncs, renames it over the target and fsyncs the
+    /// directory.
+    pub fn commit(mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+        let mut file = self.file.take().expect("temp file present until commit");
+        fill(&mut file).map_err(|e| with_path(e, "writing", &self.target))?;
+        file.flush()?;
+        // The umask may have narrowed the mode given to open(2): set it explicitly.
+        file.set_permissions(fs::Permissions::from_mode(self.opts.mode))
+            .map_err(|e| with_path(e, "setting the mode of", &self.target))?;
+        if let Some((uid, gid)) = self.opts.owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                .map_err(|e| with_path(e, "setting the owner of", &self.target))?;
+        }
+        file.sync_all()
+            .map_err(|e| with_path(e, "flushing", &self.target))?;
+        drop(file);
+        fs::rename(&self.path, &self.target)
+            .map_err(|e| with_path(e, "replacing", &self.target))?;
+        // From here the temp path is gone; do not try to remove it on drop.
+        self.path = PathBuf::new();
+        sync_dir(&parent_dir(&self.target))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes a file durably (the directory entry removal is flushed). A missing file is fine.
+pub fn remove_file(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            sync_dir(&parent_dir(path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(with_path(e, "removing", path)),
+    }
+}
+
+/// Creates a directory and its parents with mode 0755, flushing each new entry.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+            sync_dir(&parent_dir(dir))
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(with_path(e, "creating directory", dir)),
+    }
+}
+
+/// `path` under `root` (`--root DIR`): `/etc/x` with root `/tmp/r` is `/tmp/r/etc/x`.
+pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    root.join(relative)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, "flushing directory", dir))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn unique(attempt: u32) -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ ((attempt as u64) << 32)
+}
+
+fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_with_mode_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/file");
+        atomic_write(&p, b"one", &WriteOptions::private()).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        atomic_write(&p, b"two", &WriteOptions::public()).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn failed_fill_leaves_old_content_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("file");
+        atomic_write(&p, b"old", &WriteOptions::public()).unwrap();
+        let err = atomic_write_with(&p, &WriteOptions::public(), |f| {
+            f.write_all(b"partial")?;
+            Err(io::Error::other("disk on fire"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk on fire"));
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn root_prefix() {
+        assert_eq!(
+            under_root(Path::new("/tmp/r"), Path::new("/etc/x")),
+            PathBuf::from("/tmp/r/etc/x")
+        );
+        assert_eq!(
+            under_root(Path::new("/"), Path::new("/etc/x")),
+            PathBuf::from("/etc/x")
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! Key references: the strings operators write to name a key, in the forms aws_signing_helper
+//! already uses.
+//!
+//! - `handle:0x81000001`: a TPM 2.0 persistent handle (owner range 0x81000000-0x81FFFFFF);
+//! - `pkcs11:token=..;object=..[?pin-source=file:..|pin-value=..&module-path=..]` (RFC 7512);
+//! - `file:/path/key.pem` or a plain path: a PEM key file (development only), or a TSS2 PEM file
+//!   holding a TPM-wrapped key.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use percent_encoding::percent_decode_str;
+
+use super::KeyError;
+use crate::secret::Secret;
+
+/// A parsed key reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef {
+    /// TPM persistent handle.
+    TpmHandle(u32),
+    /// PKCS#11 object.
+    Pkcs11(Pkcs11Uri),
+    /// A file: a PEM private key, or a TSS2 PEM TPM-wrapped key (decided by its content).
+    Path(PathBuf),
+}
+
+/// The lowest and highest TPM persistent handles in the owner hierarchy.
+pub const PERSISTENT_MIN: u32 = 0x8100_0000;
+pub const PERSISTENT_MAX: u32 = 0x81FF_FFFF;
+
+impl KeyRef {
+    /// Parses a reference. Anything that looks like `scheme:` with an unknown scheme is refused
+    /// rather than taken for a relative path.
+    pub fn parse(reference: &str) -> Result<KeyRef, KeyError> {
+        let bad = |reason: &str| KeyError::BadReference {
+            reference: reference.to_string(),
+            reason: reason.to_string(),
+        };
+        if reference.trim().is_empty() {
+            return Err(bad("empty key reference"));
+        }
+        if let Some(rest) = reference.strip_prefix("handle:") {
+            return parse_handle(rest).map(KeyRef::TpmHandle);
+        }
+        if reference.starts_with("pkcs11:") {
+            return Pkcs11Uri::parse(reference).map(KeyRef::Pkcs11);
+        }
+        if let Some(rest) = reference.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(bad(
+                    "file:// URIs need an absolute path (file:///etc/key.pem)",
+                ));
+            }
+            return Ok(KeyRef::Path(PathBuf::from(rest)));
+        }
+        if let Some(rest) = reference.strip_prefix("file:") {
+            if rest.is_empty() {
+                return Err(bad("file: needs a path"));
+            }
+            return Ok(KeyRef::Path(PathBuf::from(rest)));
+        }
+        if let Some(scheme) = uri_scheme(reference) {
+            return Err(KeyError::UnknownScheme {
+                scheme: scheme.to_string(),
+                reference: reference.to_string(),
+            });
+        }
+        Ok(KeyRef::Path(PathBuf::from(reference)))
+    }
+}
+
+impl fmt::Display for KeyRef {
+    /// The canonical, secret-free form (a PKCS#11 PIN value is never printed).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyRef::TpmHandle(h) => write!(f, "handle:0x{h:08x}"),
+            KeyRef::Pkcs11(u) => write!(f, "{u}"),
+            KeyRef::Path(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for KeyRef {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        KeyRef::parse(s)
+    }
+}
+
+/// `scheme` of `scheme:rest` when the text looks like a URI (RFC 3986 scheme syntax, at least two
+/// characters so that `C:` style or single letters stay paths).
+fn uri_scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    if scheme.len() < 2 || !first.is_ascii_alphabetic() {
+        return None;
+    }
+    if chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) {
+        Some(scheme)
+    } else {
+        None
+    }
+}
+
+fn parse_handle(text: &str) -> Result<u32, KeyError> {
+    let t = text.trim();
+    let parsed = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16)
+    } else {
+        t.parse::<u32>()
+    };
+    let value = parsed.map_err(|_| KeyError::BadReference {
+        reference: format!("handle:{text}"),
+        reason: "the handle must be a number such as 0x81000001".into(),
+    })?;
+    if !(PERSISTENT_MIN..=PERSISTENT_MAX).contains(&value) {
+        return Err(KeyError::HandleOutOfRange {
+            handle: format!("0x{value:08x}"),
+        });
+    }
+    Ok(value)
+}
+
+/// Where a PKCS#11 PIN comes from, per the URI.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// `pin-source=file:/path` (or a bare path).
+    File(PathBuf),
+    /// `pin-value=...` (discouraged: it ends up in process listings).
+    Value(Secret),
+}
+
+impl fmt::Debug for PinSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinSource::File(p) => write!(f, "File({})", p.display()),
+            PinSource::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+/// An RFC 7512 PKCS#11 URI, reduced to the attributes hybridboot uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pkcs11Uri {
+    /// `token=`: the token label (required: tokens are found by label, never by slot number).
+    pub token: String,
+    /// `object=`: the key label (CKA_LABEL).
+    pub object: Option<String>,
+    /// `id=`: CKA_ID bytes.
+    pub id: Option<Vec<u8>>,
+    /// `module-path=`: the PKCS#11 module to load.
+    pub module_path: Option<PathBuf>,
+    /// `pin-source=` or `pin-value=`.
+    pub pin: Option<PinSource>,
+}
+
+const PATH_ATTRS: &[&str] = &[
+    "token",
+    "object",
+    "id",
+    "type",
+    "manufacturer",
+    "model",
+    "serial",
+    "library-description",
+    "library-manufacturer",
+    "library-version",
+    "slot-description",
+    "slot-manufacturer",
+    "slot-id",
+];
+const QUERY_ATTRS: &[&str] = &["pin-source", "pin-value", "module-path", "module-name"];
+
+impl Pkcs11Uri {
+    /// Parses `pkcs11:` path attributes (`;`-separated) and query attributes (`&`-separated),
+    /// percent-decoding every value.
+    pub fn parse(uri: &str) -> Result<Pkcs11Uri, KeyError> {
+        let shown = redact_pin_value(uri);
+        let bad = |reason: String| KeyError::BadReference {
+            reference: shown.clone(),
+            reason,
+        };
+        let body = uri
+            .strip_prefix("pkcs11:")
+            .ok_or_else(|| bad("a PKCS#11 URI starts with pkcs11:".into()))?;
+        let (path, query) = match body.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (body, None),
+        };
+        let mut out = Pkcs11Uri::default();
+        let mut token = None;
+        for attr in path.split(';').filter(|a| !a.is_empty()) {
+            let (name, value) = attr
+                .split_once('=')
+                .ok_or_else(|| bad(format!("attribute {attr:?} has no '='")))?;
+            if !PATH_ATTRS.contains(&name) {
+                return Err(bad(format!(
+                    "unknown path attribute {name:?} (known: {})",
+                    PATH_ATTRS.join(", ")
+                )));
+            }
+            let bytes = decode(value).map_err(|r| bad(format!("attribute {name}: {r}")))?;
+            match name {
+                "token" => token = Some(utf8(bytes, name).map_err(&bad)?),
+                "object" => out.object = Some(utf8(bytes, name).map_err(&bad)?),
+                "id" => out.id = Some(bytes),
+                "type" => {
+                    let t = utf8(bytes, name).map_err(&bad)?;
+                    if !matches!(t.as_str(), "private" | "public" | "cert") {
+                        return Err(bad(format!(
+                            "type={t} is not a key type hybridboot can use"
+                        )));
+                    }
+                }
+                "slot-id" => {
+                    log::warn!("ignoring slot-id in PKCS#11 URI: tokens are found by label");
+                }
+                _ => {}
+            }
+        }
+        for attr in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|a| !a.is_empty())
+        {
+            let (name, value) = attr
+                .split_once('=')
+                .ok_or_else(|| bad(format!("query attribute {attr:?} has no '='")))?;
+            if !QUERY_ATTRS.contains(&name) {
+                return Err(bad(format!(
+                    "unknown query attribute {name:?} (known: {})",
+                    QUERY_ATTRS.join(", ")
+                )));
+            }
+            let bytes = decode(value).map_err(|r| bad(format!("attribute {name}: {r}")))?;
+            let text = utf8(bytes, name).map_err(&bad)?;
+            match name {
+                "pin-source" => {
+                    let p = text.strip_prefix("file:").unwrap_or(&text);
+                    let p = p.strip_prefix("//").unwrap_or(p);
+                    out.pin = Some(PinSource::File(PathBuf::from(p)));
+                }
+                "pin-value" => out.pin = Some(PinSource::Value(Secret::new(text))),
+                "module-path" => out.module_path = Some(PathBuf::from(text)),
+                _ => {} // module-name: resolved by the platform loader; not used
+            }
+        }
+        out.token = token.ok_or_else(|| {
+            bad("token=<label> is required: tokens are found by label, never by slot number".into())
+        })?;
+        if out.token.is_empty() {
+            return Err(bad("token label is empty".into()));
+        }
+        if out.object.is_none() && out.id.is_none() {
+            return Err(bad("name the key with object=<label> (or id=)".into()));
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for Pkcs11Uri {
+    /// Canonical form without any PIN value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pkcs11:token={}", encode(self.token.as_bytes()))?;
+        if let Some(o) = &self.object {
+            write!(f, ";object={}", encode(o.as_bytes()))?;
+        }
+        if let Some(id) = &self.id {
+            write!(f, ";id=")?;
+            for b in id {
+                write!(f, "%{b:02x}")?;
+            }
+        }
+        let mut sep = '?';
+        if let Some(m) = &self.module_path {
+            write!(
+                f,
+                "{sep}module-path={}",
+                encode(m.to_string_lossy().as_bytes())
+            )?;
+            sep = '&';
+        }
+        match &self.pin {
+            Some(PinSource::File(p)) => write!(
+                f,
+                "{sep}pin-source=file:{}",
+                encode(p.to_string_lossy().as_bytes())
+            )?,
+            Some(PinSource::Value(_)) => write!(f, "{sep}pin-value=<redacted>")?,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// Replaces a `pin-value=` value in a raw URI so that error messages never carry it.
+pub fn redact_pin_value(uri: &str) -> String {
+    let Some(pos) = uri.find("pin-value=") else {
+        return uri.to_string();
+    };
+    let start = pos + "pin-value=".len();
+    let end = uri[start..]
+        .find('&')
+        .map(|e| start + e)
+        .unwrap_or(uri.len());
+    format!("{}<redacted>{}", &uri[..start], &uri[end..])
+}
+
+fn decode(value: &str) -> Result<Vec<u8>, String> {
+    // Reject malformed escapes instead of passing them through literally.
+    let b = value.as_bytes();
+    for (i, c) in b.iter().enumerate() {
+        if *c == b'%'
+            && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
+        {
+            return Err(format!("malformed percent-encoding in {value:?}"));
+        }
+    }
+    Ok(percent_decode_str(value).collect())
+}
+
+fn utf8(bytes: Vec<u8>, name: &str) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|_| format!("attribute {name} is not UTF-8"))
+}
+
+fn encode(bytes: &[u8]) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::percent_encode(bytes, SET).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles() {
+        assert_eq!(
+            KeyRef::parse("handle:0x81000001").unwrap(),
+            KeyRef::TpmHandle(0x8100_0001)
+        );
+        assert_eq!(
+            KeyRef::parse("handle:2164260865").unwrap(),
+            KeyRef::TpmHandle(0x8100_0001)
+        );
+        assert!(matches!(
+            KeyRef::parse("handle:0x80000001"),
+            Err(KeyError::HandleOutOfRange { .. })
+        ));
+        assert!(matches!(
+            KeyRef::parse("handle:0x82000000"),
+            Err(KeyError::HandleOutOfRange { .. })
+        ));
+        assert!(matches!(
+            KeyRef::parse("handle:zz"),
+            Err(KeyError::BadReference { .. })
+        ));
+    }
+
+    #[test]
+    fn paths_and_unknown_schemes() {
+        assert_eq!(
+            KeyRef::parse("/etc/k.pem").unwrap(),
+            KeyRef::Path("/etc/k.pem".into())
+        );
+        assert_eq!(
+            KeyRef::parse("k.pem").unwrap(),
+            KeyRef::Path("k.pem".into())
+        );
+        assert_eq!(
+            KeyRef::parse("file:/etc/k.pem").unwrap(),
+            KeyRef::Path("/etc/k.pem".into())
+        );
+        assert_eq!(
+            KeyRef::parse("file:///etc/k.pem").unwrap(),
+            KeyRef::Path("/etc/k.pem".into())
+        );
+        assert!(matches!(
+            KeyRef::parse("tpm:0x81000001"),
+            Err(KeyError::UnknownScheme { .. })
+        ));
+        assert!(matches!(
+            KeyRef::parse(""),
+            Err(KeyError::BadReference { .. })
+        ));
+    }
+
+    #[test]
+    fn pkcs11_uri_with_percent_encoding_and_pin() {
+        let u = Pkcs11Uri::parse(
+            "pkcs11:token=node%20token;object=node-key;id=%01%02?pin-source=file:/run/pin&module-path=/usr/lib/softhsm/libsofthsm2.so",
+        )
+        .unwrap();
+        assert_eq!(u.token, "node token");
+        assert_eq!(u.object.as_deref(), Some("node-key"));
+        assert_eq!(u.id, Some(vec![1, 2]));
+        assert_eq!(u.pin, Some(PinSource::File("/run/pin".into())));
+        assert_eq!(
+            u.module_path.as_deref(),
+            Some(std::path::Path::new("/usr/lib/softhsm/libsofthsm2.so"))
+        );
+        let again = Pkcs11Uri::parse(&u.to_string()).unwrap();
+        assert_eq!(again, u);
+    }
+
+    #[test]
+    fn pkcs11_pin_value_never_displayed() {
+        let u = Pkcs11Uri::parse("pkcs11:token=t;object=k?pin-value=s3cr3t-1234").unwrap();
+        assert!(!u.to_string().contains("s3cr3t"));
+        assert!(!format!("{u:?}").contains("s3cr3t"));
+        let err = Pkcs11Uri::parse("pkcs11:object=k?pin-value=s3cr3t-1234").unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn pkcs11_rejects_what_it_cannot_use() {
+        for bad in [
+            "pkcs11:object=k",
+            "pkcs11:token=t",
+            "pkcs11:token=t;object=k;color=red",
+            "pkcs11:token=t;object=%zz",
+            "pkcs11:token=t;object=k?frobnicate=1",
+        ] {
+            assert!(Pkcs11Uri::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! hybridboot: turns factory hardware into an Amazon EKS hybrid node whose identity never leaves
+//! its hardware (TPM 2.0 or PKCS#11).
+//!
+//! The data flows one way:
+//!
+//! ```text
+//! key (TPM | PKCS#11 | file) -> csr -> vault (enroll, renew) -> rolesanywhere (credentials)
+//!     -> eks (describe cluster, token) -> node (install, init: render files, start units)
+//! ```
+//!
+//! Exit codes are documented in [`exit`].
+
+pub mod exit;
+pub mod fsutil;
+pub mod key;
+pub mod logging;
+pub mod secret;
+pub mod x509;

@@ -1,0 +1,225 @@
+//! The `hybridboot` command line: parse, set up logging, call one function per subcommand, map
+//! errors to exit codes (see `hybridboot::exit`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use hybridboot::key::{self, Algorithm, KeyOptions, KeyRef, NodeKey, OpenMode};
+use hybridboot::secret::Secret;
+use hybridboot::{exit, fsutil, logging, x509};
+
+const AFTER_HELP: &str = "\
+KEY REFERENCES (--key):
+  handle:0x81000001                 TPM 2.0 persistent handle (0x81000000-0x81FFFFFF); created
+                                    under the owner-hierarchy SRK if absent (key create)
+  /path/key.tss2.pem                TPM-wrapped key file (-----BEGIN TSS2 PRIVATE KEY-----)
+  pkcs11:token=LABEL;object=LABEL   PKCS#11 key (RFC 7512). PIN from ?pin-source=file:/path,
+                                    ?pin-value=.. or HYBRIDBOOT_PKCS11_PIN; module from
+                                    ?module-path=.. or --pkcs11-lib
+  file:/path/key.pem | /path        software key file, development only (must be mode 0600)
+
+EXIT CODES:
+  0 success, 1 internal error, 2 usage error, 3 needs an operator (configuration, key,
+  permission), 4 retry later (a peer is unreachable or failing transiently)
+
+Logs go to stderr; stdout carries only machine-readable output.";
+
+/// Turns factory hardware into an Amazon EKS hybrid node whose identity never leaves its TPM or
+/// HSM.
+#[derive(Parser, Debug)]
+#[command(name = "hybridboot", version, after_long_help = AFTER_HELP, after_help = "Run `hybridboot --help` for key references and exit codes.")]
+struct Cli {
+    /// More log output on stderr (-v debug, -vv trace). Secrets are never logged.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or show the node key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print a PKCS#10 certificate signing request signed by the node key.
+    ///
+    /// Example: hybridboot csr --key handle:0x81000001 --common-name node-1 --dns-name node-1.example.com
+    Csr(CsrArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create the key if it does not exist (an existing key is reused) and print its public key.
+    ///
+    /// Idempotent: running it again prints the same public key. A TPM key is created under the
+    /// owner hierarchy's storage root key with fixedTPM, fixedParent and sensitiveDataOrigin, so
+    /// its private part can never leave the TPM. A PKCS#11 key is generated on the token as
+    /// sensitive and never extractable.
+    Create(KeyCreateArgs),
+    /// Print the public key (PEM SubjectPublicKeyInfo) and its algorithm.
+    Show(KeyArgs),
+}
+
+/// How to reach the key.
+#[derive(Args, Debug, Clone)]
+struct KeyArgs {
+    /// Key reference: handle:0x81.., pkcs11:token=..;object=.., a TSS2 PEM file, or file:/path.
+    #[arg(long, value_name = "REF", env = "HYBRIDBOOT_KEY")]
+    key: String,
+    /// TPM TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321 [default: env
+    /// HYBRIDBOOT_TCTI, then TPM2TOOLS_TCTI, then device:/dev/tpmrm0].
+    #[arg(long, value_name = "TCTI")]
+    tcti: Option<String>,
+    /// PKCS#11 module to load when the URI has no module-path.
+    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_PKCS11_LIB")]
+    pkcs11_lib: Option<PathBuf>,
+    /// File holding the TPM key's auth value (password), if the key has one.
+    #[arg(long, value_name = "FILE")]
+    tpm_key_auth_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct KeyCreateArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Algorithm of a new key. An existing key of another algorithm is an error.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = ["ecdsa-p256", "rsa-2048"])]
+    algorithm: String,
+}
+
+#[derive(Args, Debug)]
+struct CsrArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Subject common name; for EKS hybrid nodes, the node name.
+    #[arg(long, value_name = "CN")]
+    common_name: String,
+    /// DNS subject alternative name (repeatable).
+    #[arg(long = "dns-name", value_name = "NAME")]
+    dns_names: Vec<String>,
+    /// IP subject alternative name (repeatable).
+    #[arg(long = "ip-address", value_name = "IP")]
+    ip_addresses: Vec<IpAddr>,
+    /// Write the CSR to this file (atomically, mode 0644) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    fn options(&self) -> anyhow::Result<KeyOptions> {
+        let tcti = self
+            .tcti
+            .clone()
+            .or_else(|| std::env::var("HYBRIDBOOT_TCTI").ok())
+            .or_else(|| std::env::var("TPM2TOOLS_TCTI").ok())
+            .filter(|t| !t.is_empty());
+        let pin = std::env::var("HYBRIDBOOT_PKCS11_PIN").ok().map(Secret::new);
+        Ok(KeyOptions {
+            tcti,
+            pkcs11_lib: self.pkcs11_lib.clone(),
+            pkcs11_pin: pin,
+            tpm_auth_file: self.tpm_key_auth_file.clone(),
+        })
+    }
+
+    fn open(&self, mode: OpenMode) -> anyhow::Result<Box<dyn NodeKey>> {
+        let reference = KeyRef::parse(&self.key)?;
+        let opts = self.options()?;
+        log::debug!("opening key {reference}");
+        Ok(key::open(&reference, &opts, mode)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    logging::init(cli.verbose as i8 - cli.quiet as i8);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let class = exit::classify(&err);
+            log::error!("{}", chain(&err));
+            ExitCode::from(class.code() as u8)
+        }
+    }
+}
+
+/// The whole cause chain on one line: `outer: inner: root cause`, without repeats.
+fn chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Key(KeyCommand::Create(a)) => key_create(a),
+        Command::Key(KeyCommand::Show(a)) => key_show(a),
+        Command::Csr(a) => csr(a),
+    }
+}
+
+fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {
+    let alg: Algorithm = args.algorithm.parse().map_err(exit::operator)?;
+    let key = args.key.open(OpenMode::CreateIfAbsent(alg))?;
+    log::info!(
+        "key {} ready: {} (sha256 {})",
+        key.describe(),
+        key.algorithm(),
+        key.fingerprint()
+    );
+    print!("{}", key.public_key_pem());
+    Ok(())
+}
+
+fn key_show(args: KeyArgs) -> anyhow::Result<()> {
+    let key = args.open(OpenMode::Existing)?;
+    println!("# algorithm: {}", key.algorithm());
+    println!("# sha256: {}", key.fingerprint());
+    print!("{}", key.public_key_pem());
+    Ok(())
+}
+
+fn csr(args: CsrArgs) -> anyhow::Result<()> {
+    let key = args.key.open(OpenMode::Existing)?;
+    let req = x509::CsrRequest {
+        common_name: args.common_name,
+        dns_names: args.dns_names,
+        ip_addresses: args.ip_addresses,
+    };
+    let pem = x509::build_csr(key.as_ref(), &req)?;
+    match args.out {
+        Some(path) => {
+            fsutil::atomic_write(&path, pem.as_bytes(), &fsutil::WriteOptions::public())
+                .with_context(|| format!("writing CSR to {}", path.display()))?;
+            log::info!(
+                "CSR for CN={} written to {}",
+                req.common_name,
+                path.display()
+            );
+        }
+        None => print!("{pem}"),
+    }
+    Ok(())
+}
