@@ -9,6 +9,8 @@ mod file;
 mod pkcs11;
 #[cfg(feature = "tpm")]
 mod tpm;
+#[cfg(feature = "tpm-native")]
+pub mod tpm_native;
 pub mod uri;
 
 use std::fmt;
@@ -214,42 +216,101 @@ pub fn open(
     }
 }
 
-#[cfg(feature = "tpm")]
+/// The TPM backends a binary can contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TpmBackend {
+    /// tss-esapi over the system's tpm2-tss (cargo feature `tpm`).
+    Esapi,
+    /// The native Rust client (cargo feature `tpm-native`), for the static binary.
+    Native,
+}
+
+/// Environment variable choosing the TPM backend when both are compiled in.
+pub const TPM_BACKEND_ENV: &str = "HYBRIDBOOT_TPM_BACKEND";
+
+/// Chooses the TPM backend: `requested` is the value of [`TPM_BACKEND_ENV`] (`esapi` or
+/// `native`); unset means esapi when it is compiled in, else native.
+pub fn select_tpm_backend(
+    requested: Option<&str>,
+    esapi_built: bool,
+    native_built: bool,
+) -> Result<TpmBackend, KeyError> {
+    let esapi = || {
+        if esapi_built {
+            Ok(TpmBackend::Esapi)
+        } else {
+            Err(KeyError::BackendDisabled {
+                backend: "tss-esapi TPM",
+                feature: "tpm",
+            })
+        }
+    };
+    let native = || {
+        if native_built {
+            Ok(TpmBackend::Native)
+        } else {
+            Err(KeyError::BackendDisabled {
+                backend: "native TPM",
+                feature: "tpm-native",
+            })
+        }
+    };
+    match requested.map(str::trim).filter(|r| !r.is_empty()) {
+        None if esapi_built => esapi(),
+        None if native_built => native(),
+        None => Err(KeyError::BackendDisabled {
+            backend: "TPM",
+            feature: "tpm or tpm-native",
+        }),
+        Some(r) if r.eq_ignore_ascii_case("esapi") => esapi(),
+        Some(r) if r.eq_ignore_ascii_case("native") => native(),
+        Some(other) => Err(KeyError::backend(
+            format!("{TPM_BACKEND_ENV}={other:?}"),
+            "unknown TPM backend: use esapi or native",
+        )),
+    }
+}
+
+fn tpm_backend() -> Result<TpmBackend, KeyError> {
+    select_tpm_backend(
+        std::env::var(TPM_BACKEND_ENV).ok().as_deref(),
+        cfg!(feature = "tpm"),
+        cfg!(feature = "tpm-native"),
+    )
+}
+
 fn open_tpm_handle(
     handle: u32,
     opts: &KeyOptions,
     mode: OpenMode,
 ) -> Result<Box<dyn NodeKey>, KeyError> {
-    Ok(Box::new(tpm::TpmKey::open_persistent(handle, opts, mode)?))
+    match tpm_backend()? {
+        #[cfg(feature = "tpm")]
+        TpmBackend::Esapi => Ok(Box::new(tpm::TpmKey::open_persistent(handle, opts, mode)?)),
+        #[cfg(feature = "tpm-native")]
+        TpmBackend::Native => Ok(Box::new(tpm_native::NativeTpmKey::open_persistent(
+            handle, opts, mode,
+        )?)),
+        #[allow(unreachable_patterns)]
+        other => unreachable!("select_tpm_backend returned {other:?}, which is not compiled in"),
+    }
 }
 
-#[cfg(not(feature = "tpm"))]
-fn open_tpm_handle(_: u32, _: &KeyOptions, _: OpenMode) -> Result<Box<dyn NodeKey>, KeyError> {
-    Err(KeyError::BackendDisabled {
-        backend: "TPM",
-        feature: "tpm",
-    })
-}
-
-#[cfg(feature = "tpm")]
 fn open_tss2_pem(
     path: &std::path::Path,
     opts: &KeyOptions,
     mode: OpenMode,
 ) -> Result<Box<dyn NodeKey>, KeyError> {
-    Ok(Box::new(tpm::TpmKey::open_tss2_pem(path, opts, mode)?))
-}
-
-#[cfg(not(feature = "tpm"))]
-fn open_tss2_pem(
-    _: &std::path::Path,
-    _: &KeyOptions,
-    _: OpenMode,
-) -> Result<Box<dyn NodeKey>, KeyError> {
-    Err(KeyError::BackendDisabled {
-        backend: "TPM",
-        feature: "tpm",
-    })
+    match tpm_backend()? {
+        #[cfg(feature = "tpm")]
+        TpmBackend::Esapi => Ok(Box::new(tpm::TpmKey::open_tss2_pem(path, opts, mode)?)),
+        #[cfg(feature = "tpm-native")]
+        TpmBackend::Native => Ok(Box::new(tpm_native::NativeTpmKey::open_tss2_pem(
+            path, opts, mode,
+        )?)),
+        #[allow(unreachable_patterns)]
+        other => unreachable!("select_tpm_backend returned {other:?}, which is not compiled in"),
+    }
 }
 
 #[cfg(feature = "pkcs11")]
@@ -431,6 +492,33 @@ mod tests {
         assert_eq!(a[0], 0x30);
         let back = p256::ecdsa::Signature::from_der(&a).unwrap();
         assert_eq!(&back.to_bytes()[..], &raw[..]);
+    }
+
+    #[test]
+    fn tpm_backend_selection() {
+        use TpmBackend::*;
+        assert_eq!(select_tpm_backend(None, true, true).unwrap(), Esapi);
+        assert_eq!(select_tpm_backend(Some(""), true, true).unwrap(), Esapi);
+        assert_eq!(select_tpm_backend(None, false, true).unwrap(), Native);
+        assert_eq!(
+            select_tpm_backend(Some("native"), true, true).unwrap(),
+            Native
+        );
+        assert_eq!(
+            select_tpm_backend(Some("ESAPI"), true, true).unwrap(),
+            Esapi
+        );
+        assert_eq!(
+            select_tpm_backend(Some("native"), false, true).unwrap(),
+            Native
+        );
+        let e = select_tpm_backend(Some("native"), true, false).unwrap_err();
+        assert!(e.to_string().contains("tpm-native"), "{e}");
+        let e = select_tpm_backend(Some("esapi"), false, true).unwrap_err();
+        assert!(e.to_string().contains("`tpm`"), "{e}");
+        assert!(select_tpm_backend(None, false, false).is_err());
+        let e = select_tpm_backend(Some("tabrmd"), true, true).unwrap_err();
+        assert!(e.to_string().contains("use esapi or native"), "{e}");
     }
 
     #[test]
