@@ -279,6 +279,10 @@ fn tpm_backend() -> Result<TpmBackend, KeyError> {
     )
 }
 
+#[cfg_attr(
+    not(any(feature = "tpm", feature = "tpm-native")),
+    allow(unused_variables)
+)]
 fn open_tpm_handle(
     handle: u32,
     opts: &KeyOptions,
@@ -296,6 +300,10 @@ fn open_tpm_handle(
     }
 }
 
+#[cfg_attr(
+    not(any(feature = "tpm", feature = "tpm-native")),
+    allow(unused_variables)
+)]
 fn open_tss2_pem(
     path: &std::path::Path,
     opts: &KeyOptions,
