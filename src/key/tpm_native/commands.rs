@@ -440,6 +440,11 @@ pub fn command_name(cc: TpmCc) -> String {
     format!("TPM2_{cc:?}")
 }
 
+/// The base of a response code: the error number without the handle/parameter/session index.
+pub fn rc_base(rc: u32) -> u32 {
+    rc_parts(rc).0
+}
+
 /// Splits a response code into its base code and the handle/parameter/session it refers to.
 fn rc_parts(rc: u32) -> (u32, Option<String>) {
     if rc & 0x80 != 0 {

@@ -475,17 +475,19 @@ impl NativeTpmKey {
     }
 
     fn load_error(&self, f: Failure) -> KeyError {
-        let hint = match f.rc().map(|rc| rc & 0xbf) {
-            // TPM_RC_INTEGRITY / TPM_RC_VALUE on the private blob: wrong TPM or parent.
-            Some(0x9f) | Some(0x84) => {
-                " (the key file was made for another TPM or another parent key)"
-            }
+        // TPM_RC_VALUE on the private blob usually means it was made under another parent (the
+        // TPM_RC_INTEGRITY text already says so).
+        let hint = match f.rc().map(commands::rc_base) {
+            Some(0x084) => " (was the key file made for another TPM or another parent key?)",
             _ => "",
         };
-        let err = key_error(&self.tcti, "TPM2_Load", f);
-        match err {
+        let path = match &self.location {
+            Location::Tss2 { path, .. } => path.display().to_string(),
+            Location::Persistent(h) => format!("0x{h:08x}"),
+        };
+        match key_error(&self.tcti, "TPM2_Load", f) {
             KeyError::Backend { context, detail } => KeyError::Backend {
-                context: format!("{} {context}", self.describe()),
+                context: format!("loading TSS2 key {path}: {context}"),
                 detail: format!("{detail}{hint}"),
             },
             other => other,
