@@ -172,7 +172,7 @@ impl Transport {
                             stream = Some(s);
                             break;
                         }
-                        Err(e) => last = Some(format!("{addr}: {e}")),
+                        Err(e) => last = Some(e.to_string()),
                     }
                 }
                 let stream = stream.ok_or_else(|| {
