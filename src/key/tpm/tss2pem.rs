@@ -15,7 +15,7 @@
 //! ```
 
 use der::asn1::{AnyRef, ObjectIdentifier, OctetStringRef};
-use der::{Decode, Reader, SliceReader, TagMode, TagNumber};
+use der::{Decode, Reader, SliceReader, TagNumber};
 
 /// OID of a loadable key (`id-loadablekey`).
 pub const OID_LOADABLE_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.10.1.3");
@@ -88,7 +88,7 @@ pub fn parse_der(der: &[u8]) -> Result<Tss2Key, Tss2Error> {
     let mut reader = SliceReader::new(der)?;
     let key = reader.sequence(|r| {
         let oid = ObjectIdentifier::decode(r)?;
-        let empty_auth: Option<bool> = r.context_specific(TagNumber::N0, TagMode::Explicit)?;
+        let empty_auth = read_empty_auth(r)?;
         // Optional [1] policy, [2] secret, [3] authPolicy: noted (to refuse later) and skipped.
         let mut extras = Vec::new();
         while let Ok(der::Tag::ContextSpecific { number, .. }) = r.peek_tag() {
@@ -141,6 +141,21 @@ pub fn parse_der(der: &[u8]) -> Result<Tss2Key, Tss2Error> {
     })
 }
 
+/// Reads the optional `[0] EXPLICIT BOOLEAN emptyAuth`. OpenSSL (and so tpm2-openssl) writes
+/// TRUE as 0x01, which strict DER rejects; BER's "any non-zero octet is TRUE" is accepted here.
+fn read_empty_auth<'a, R: Reader<'a>>(r: &mut R) -> der::Result<Option<bool>> {
+    match r.peek_tag() {
+        Ok(der::Tag::ContextSpecific { number, .. }) if number == TagNumber::N0 => {}
+        _ => return Ok(None),
+    }
+    let outer = AnyRef::decode(r)?;
+    let inner = AnyRef::from_der(outer.value())?;
+    if der::Tagged::tag(&inner) != der::Tag::Boolean || inner.value().len() != 1 {
+        return Err(der::Tag::Boolean.value_error());
+    }
+    Ok(Some(inner.value()[0] != 0))
+}
+
 /// The contents of a `TPM2B_*` (a big-endian u16 size, then that many bytes).
 fn strip_tpm2b(b: &[u8], field: &str) -> Result<Vec<u8>, Tss2Error> {
     if b.len() < 2 {
@@ -160,7 +175,7 @@ fn strip_tpm2b(b: &[u8], field: &str) -> Result<Vec<u8>, Tss2Error> {
 mod tests {
     use super::*;
     use der::asn1::ContextSpecific;
-    use der::Encode;
+    use der::{Encode, TagMode};
 
     fn tpm2b(body: &[u8]) -> Vec<u8> {
         let mut v = (body.len() as u16).to_be_bytes().to_vec();
@@ -231,6 +246,21 @@ mod tests {
         let k = parse_der(&der).unwrap();
         assert_eq!(k.parent, 0x8100_0001);
         assert!(!k.empty_auth);
+    }
+
+    #[test]
+    fn accepts_openssl_ber_boolean_true() {
+        // What tpm2-openssl 1.1 writes: [0] { BOOLEAN 0x01 }.
+        let der = encode("2.23.133.10.1.3", Some(true), TPM_RH_OWNER, false);
+        let at = der
+            .windows(3)
+            .position(|w| w == [0x01, 0x01, 0xff])
+            .unwrap();
+        let mut ber = der.clone();
+        ber[at + 2] = 0x01;
+        assert!(parse_der(&ber).unwrap().empty_auth);
+        ber[at + 2] = 0x00;
+        assert!(!parse_der(&ber).unwrap().empty_auth);
     }
 
     #[test]
