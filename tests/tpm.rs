@@ -386,3 +386,116 @@ fn key_auth_file_protects_the_key_and_is_never_logged() {
     assert!(!r.stderr.contains("not-the-auth-value"), "{}", r.stderr);
     assert!(dir_entries(outdir.path()).is_empty());
 }
+
+#[test]
+fn tss2_pem_key_under_a_persistent_parent_and_from_another_tpm() {
+    let tpm = Swtpm::start();
+    let tcti = tpm.tcti();
+    let env = [
+        ("TPM2TOOLS_TCTI", tcti.as_str()),
+        ("TPM2OPENSSL_TCTI", tcti.as_str()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("parent.ctx");
+    let ctx = ctx.to_str().unwrap();
+    tool(
+        "tpm2_createprimary",
+        &["-C", "o", "-G", "ecc", "-c", ctx],
+        &env,
+    )
+    .ok();
+    tool(
+        "tpm2_evictcontrol",
+        &["-C", "o", "-c", ctx, "0x81000005"],
+        &env,
+    )
+    .ok();
+    tool("tpm2_flushcontext", &["-t"], &env).ok();
+    let key = dir.path().join("k.pem");
+    let key = key.to_str().unwrap();
+    tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-provider",
+            "tpm2",
+            "-provider",
+            "default",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "group:P-256",
+            "-pkeyopt",
+            "parent:0x81000005",
+            "-out",
+            key,
+        ],
+        &env,
+    )
+    .ok();
+    let expected = tool(
+        "openssl",
+        &[
+            "pkey",
+            "-provider",
+            "tpm2",
+            "-provider",
+            "default",
+            "-in",
+            key,
+            "-pubout",
+        ],
+        &env,
+    );
+    expected.ok();
+    let outdir = tempfile::tempdir().unwrap();
+    let out = outdir.path().join("req.pem");
+    run(&csr_args(key, &tcti, out.to_str().unwrap()), &[]).ok();
+    assert_eq!(check_csr(&out).trim(), pem_only(&expected.stdout).trim());
+    std::fs::remove_file(&out).unwrap();
+
+    // The same file on another TPM: its parent does not exist there.
+    let other = Swtpm::start();
+    let r = run(&csr_args(key, &other.tcti(), out.to_str().unwrap()), &[]);
+    assert_clean_failure(
+        &r,
+        3,
+        "its parent key 0x81000005 does not exist in this TPM",
+        outdir.path(),
+    );
+}
+
+#[test]
+fn tss2_pem_key_from_another_tpm_is_refused_clearly() {
+    let made_here = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let key = key.to_str().unwrap();
+    tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-provider",
+            "tpm2",
+            "-provider",
+            "default",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "group:P-256",
+            "-out",
+            key,
+        ],
+        &[("TPM2OPENSSL_TCTI", &made_here.tcti())],
+    )
+    .ok();
+    drop(made_here);
+    let elsewhere = Swtpm::start();
+    let outdir = tempfile::tempdir().unwrap();
+    let out = outdir.path().join("req.pem");
+    let r = run(
+        &csr_args(key, &elsewhere.tcti(), out.to_str().unwrap()),
+        &[],
+    );
+    assert_clean_failure(&r, 3, "was not made under this TPM", outdir.path());
+}

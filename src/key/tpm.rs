@@ -93,15 +93,7 @@ impl TpmKey {
             Some(object) => {
                 let public = read_public(&mut ctx, object, &reference)?;
                 let (algorithm, spki) = describe_public(&public, &reference)?;
-                if let OpenMode::CreateIfAbsent(requested) = mode {
-                    if requested != algorithm {
-                        return Err(KeyError::AlgorithmMismatch {
-                            reference,
-                            existing: algorithm,
-                            requested,
-                        });
-                    }
-                }
+                check_requested(mode, algorithm, &reference)?;
                 log::debug!("found existing TPM key {reference} ({algorithm})");
                 return Self::finish(ctx, object, auth, algorithm, spki, reference, &tcti);
             }
@@ -114,6 +106,7 @@ impl TpmKey {
         };
         let public = read_public(&mut ctx, object, &reference)?;
         let (algorithm, spki) = describe_public(&public, &reference)?;
+        check_requested(mode, algorithm, &reference)?;
         log::info!("created TPM key {reference} ({algorithm}) under the owner SRK");
         Self::finish(ctx, object, auth, algorithm, spki, reference, &tcti)
     }
@@ -125,24 +118,19 @@ impl TpmKey {
         let reference = path.display().to_string();
         let text = std::fs::read(path)
             .map_err(|e| KeyError::io(format!("reading TPM key file {reference}"), e))?;
-        let parsed = tss2pem::parse_pem(&text).map_err(|e| KeyError::Unsupported {
-            reference: reference.clone(),
-            detail: e.to_string(),
+        let parsed = tss2pem::parse_pem(&text).map_err(|e| match e {
+            tss2pem::Tss2Error::Unsupported(detail) => KeyError::Unsupported {
+                reference: reference.clone(),
+                detail,
+            },
+            other => KeyError::backend(format!("reading TPM key file {reference}"), other),
         })?;
         let public = Public::unmarshall(&parsed.public).map_err(|e| KeyError::Unsupported {
             reference: reference.clone(),
             detail: format!("unreadable TPM public area: {e}"),
         })?;
         let (algorithm, spki) = describe_public(&public, &reference)?;
-        if let OpenMode::CreateIfAbsent(requested) = mode {
-            if requested != algorithm {
-                return Err(KeyError::AlgorithmMismatch {
-                    reference,
-                    existing: algorithm,
-                    requested,
-                });
-            }
-        }
+        check_requested(mode, algorithm, &reference)?;
         let private =
             Private::try_from(parsed.private.clone()).map_err(|e| KeyError::Unsupported {
                 reference: reference.clone(),
@@ -252,6 +240,20 @@ impl NodeKey for TpmKey {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+}
+
+/// Refuses an existing key of another algorithm than `key create --algorithm` asked for.
+fn check_requested(mode: OpenMode, algorithm: Algorithm, reference: &str) -> Result<(), KeyError> {
+    match mode {
+        OpenMode::CreateIfAbsent(requested) if requested != algorithm => {
+            Err(KeyError::AlgorithmMismatch {
+                reference: reference.to_string(),
+                existing: algorithm,
+                requested,
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -609,7 +611,23 @@ fn create_persistent(
             )
         });
         flush(ctx, loaded);
-        persisted.map_err(|e| tpm_error(format!("making the new key persistent at {reference}"), e))
+        match persisted {
+            Ok(object) => Ok(object),
+            // TPM_RC_NV_DEFINED: another process made a key persistent there since we looked
+            // (two first-boot runs racing). Use theirs; the caller checks its algorithm.
+            Err(e) if raw_rc(&e) == Some(0x14c) => {
+                log::warn!(
+                    "TPM key {reference} appeared while creating it; using the existing key"
+                );
+                find_persistent(ctx, handle, reference)?.ok_or_else(|| {
+                    tpm_error(format!("making the new key persistent at {reference}"), e)
+                })
+            }
+            Err(e) => Err(tpm_error(
+                format!("making the new key persistent at {reference}"),
+                e,
+            )),
+        }
     })();
     flush(ctx, srk);
     result
