@@ -1,5 +1,6 @@
 //! The TPM 2.0 backend against a real (software) TPM: swtpm, checked independently with
 //! tpm2-tools, tpm2-openssl and openssl.
+#![cfg(feature = "tpm")]
 mod common;
 
 use std::path::Path;
