@@ -165,6 +165,14 @@ fn created_key_has_the_required_attributes() {
         }
         assert_eq!(set.len(), 5, "{alg}: unexpected attributes {attrs}");
     }
+    // swtpm has no resource manager: nothing transient (SRK, loaded key) may be left loaded.
+    let r = tool(
+        "tpm2_getcap",
+        &["handles-transient"],
+        &[("TPM2TOOLS_TCTI", &tcti)],
+    );
+    r.ok();
+    assert!(r.stdout.trim().is_empty(), "left loaded: {}", r.stdout);
 }
 
 #[test]

@@ -131,11 +131,10 @@ impl TpmKey {
         })?;
         let (algorithm, spki) = describe_public(&public, &reference)?;
         check_requested(mode, algorithm, &reference)?;
-        let private =
-            Private::try_from(parsed.private.clone()).map_err(|e| KeyError::Unsupported {
-                reference: reference.clone(),
-                detail: format!("private blob too large: {e}"),
-            })?;
+        let private = Private::try_from(parsed.private).map_err(|e| KeyError::Unsupported {
+            reference: reference.clone(),
+            detail: format!("private blob too large: {e}"),
+        })?;
         let auth = read_auth(opts)?;
         if !parsed.empty_auth && auth.is_none() {
             log::warn!(
