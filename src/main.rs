@@ -184,7 +184,7 @@ fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {
     let alg: Algorithm = args.algorithm.parse().map_err(exit::operator)?;
     let key = args.key.open(OpenMode::CreateIfAbsent(alg))?;
     log::info!(
-        "key {} ready: {} (sha256 {})",
+        "{} ready: {} (sha256 {})",
         key.describe(),
         key.algorithm(),
         key.fingerprint()
