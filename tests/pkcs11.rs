@@ -459,6 +459,156 @@ fn pins_never_reach_stderr_even_at_trace() {
     }
 }
 
+/// pkcs11-tool's view of a public key, as PEM (independent of hybridboot's attribute parsing).
+fn pkcs11_tool_public_pem(hsm: &SoftHsm, label: &str) -> String {
+    let der = hsm.dir().join(format!("{label}.pub.der"));
+    hsm.pkcs11_tool(&[
+        "--token-label",
+        "node",
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--label",
+        label,
+        "-o",
+        der.to_str().unwrap(),
+    ])
+    .ok();
+    let pem = tool(
+        "openssl",
+        &[
+            "pkey",
+            "-pubin",
+            "-inform",
+            "DER",
+            "-in",
+            der.to_str().unwrap(),
+        ],
+        &[],
+    );
+    pem.ok();
+    pem_block(&pem.stdout)
+}
+
+#[test]
+fn keys_provisioned_by_other_tools_are_used_by_label_or_id() {
+    let pin = "102938";
+    let fx = Fixture::new(pin, "unused");
+    let pin_file = fx.hsm.dir().join("pin");
+    for (label, id, key_type) in [
+        ("factory-ec", "0a0b", "EC:prime256v1"),
+        ("factory-rsa", "0c0d", "rsa:2048"),
+    ] {
+        fx.hsm
+            .pkcs11_tool(&[
+                "--token-label",
+                "node",
+                "--login",
+                "--pin",
+                pin,
+                "--keypairgen",
+                "--key-type",
+                key_type,
+                "--label",
+                label,
+                "--id",
+                id,
+            ])
+            .ok();
+        let expected = pkcs11_tool_public_pem(&fx.hsm, label);
+        let by_id = format!("id=%{}%{}", &id[..2], &id[2..]);
+        for naming in [
+            format!("object={label}"),
+            by_id.clone(),
+            format!("object={label};{by_id}"),
+        ] {
+            let reference = format!(
+                "pkcs11:token=node;{naming}?pin-source=file:{}",
+                pin_file.display()
+            );
+            let show = run(
+                &["key", "show", "--key", &reference, "--pkcs11-lib", MODULE],
+                &fx.hsm.env(),
+            );
+            show.ok();
+            assert_eq!(pem_block(&show.stdout), expected, "{naming}");
+            // And it signs: a CSR that openssl verifies.
+            let out = fx.hsm.dir().join("req.pem");
+            run(
+                &[
+                    "csr",
+                    "--common-name",
+                    "factory",
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--key",
+                    &reference,
+                    "--pkcs11-lib",
+                    MODULE,
+                ],
+                &fx.hsm.env(),
+            )
+            .ok();
+            tool(
+                "openssl",
+                &["req", "-in", out.to_str().unwrap(), "-verify", "-noout"],
+                &[],
+            )
+            .ok();
+        }
+    }
+}
+
+#[test]
+fn unusable_keys_are_refused_with_one_clear_line() {
+    let pin = "564738";
+    let fx = Fixture::new(pin, "unused");
+    let pin_file = fx.hsm.dir().join("pin");
+    for (label, args, needle) in [
+        (
+            "p384",
+            vec!["--key-type", "EC:secp384r1"],
+            "EC key on curve secp384r1",
+        ),
+        (
+            "rsa1024",
+            vec!["--key-type", "rsa:1024"],
+            "RSA key of 1024 bits",
+        ),
+        (
+            "always",
+            vec!["--key-type", "EC:prime256v1", "--always-auth"],
+            "CKA_ALWAYS_AUTHENTICATE",
+        ),
+    ] {
+        let mut all = vec![
+            "--token-label",
+            "node",
+            "--login",
+            "--pin",
+            pin,
+            "--keypairgen",
+            "--label",
+            label,
+        ];
+        all.extend(args);
+        fx.hsm.pkcs11_tool(&all).ok();
+        let reference = format!(
+            "pkcs11:token=node;object={label}?pin-source=file:{}",
+            pin_file.display()
+        );
+        for cmd in [vec!["key", "show"], vec!["key", "create"]] {
+            let mut all = cmd.clone();
+            all.extend(["--key", &reference, "--pkcs11-lib", MODULE]);
+            let r = run(&all, &fx.hsm.env());
+            assert_eq!(r.code, 3, "{all:?}: {}", r.stderr);
+            assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+            assert!(r.stderr.contains(needle), "{all:?}: {}", r.stderr);
+            assert_eq!(r.stdout, "");
+        }
+    }
+}
+
 #[test]
 fn open_and_sign_latency_and_concurrent_signatures() {
     let fx = Fixture::new("778899", "eckey");
@@ -656,6 +806,33 @@ fn probe_open_and_sign() {
                 });
             }
         });
+        // Another part of the process logs the application out of the token (C_Logout ends
+        // the login of every session): the key must log in again by itself and keep signing.
+        {
+            use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+            use cryptoki::session::SessionState;
+            let ctx = Pkcs11::new(MODULE).unwrap();
+            let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+            let slot = ctx
+                .get_slots_with_token()
+                .unwrap()
+                .into_iter()
+                .find(|s| ctx.get_token_info(*s).unwrap().label() == "node")
+                .unwrap();
+            let other = ctx.open_ro_session(slot).unwrap();
+            assert!(matches!(
+                other.get_session_info().unwrap().session_state(),
+                SessionState::RoUser
+            ));
+            other.logout().unwrap();
+            assert!(matches!(
+                other.get_session_info().unwrap().session_state(),
+                SessionState::RoPublic
+            ));
+            let d = [0x5a; 32];
+            let s = k.sign_digest(&d).unwrap();
+            assert!(key::verify_digest(k.public_key_der(), &d, &s));
+        }
         println!(
             "LATENCY {} open {:.1} ms, first sign {:.1} ms, sign {:.2} ms (mean of {n})",
             k.algorithm(),

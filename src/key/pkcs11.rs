@@ -44,7 +44,17 @@ pub struct Pkcs11Key {
     algorithm: Algorithm,
     spki: Vec<u8>,
     description: String,
+    target: Target,
     inner: Mutex<Inner>,
+}
+
+/// Everything needed to find the key again when the token drops the session (token re-inserted,
+/// HSM restarted, another part of the process logged out).
+struct Target {
+    uri: Pkcs11Uri,
+    reference: String,
+    module: PathBuf,
+    pin: Option<Secret>,
 }
 
 /// The context and the logged-in session: used by one thread at a time.
@@ -52,8 +62,29 @@ struct Inner {
     // Kept next to the session so the module stays loaded and initialised while the key lives
     // (the process-wide registry holds it too).
     _ctx: Pkcs11,
-    session: Session,
+    session: OwnedSession,
     private: ObjectHandle,
+}
+
+/// A session closed on drop without cryptoki's error log: closing a session the token already
+/// dropped fails, and that is expected here, not worth an error line.
+struct OwnedSession(Option<Session>);
+
+impl std::ops::Deref for OwnedSession {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.0.as_ref().expect("session present until drop")
+    }
+}
+
+impl Drop for OwnedSession {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            if let Err(e) = session.close() {
+                log::debug!("closing PKCS#11 session: {e:?}");
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Pkcs11Key {
@@ -69,69 +100,117 @@ impl Pkcs11Key {
     /// Opens the key the URI names, generating it on the token when `mode` asks for it and it is
     /// absent.
     pub fn open(uri: &Pkcs11Uri, opts: &KeyOptions, mode: OpenMode) -> Result<Self, KeyError> {
-        let reference = uri.to_string();
-        let module = module_path(uri, opts)?;
-        let ctx = context(&module)?;
-        let slot = find_token(&ctx, &uri.token, &module)?;
-        let token = ctx
-            .get_token_info(slot)
-            .map_err(|e| ck(format!("reading PKCS#11 token {:?}", uri.token), e))?;
-
-        let session = match mode {
-            OpenMode::Existing => ctx.open_ro_session(slot),
-            OpenMode::CreateIfAbsent(_) => ctx.open_rw_session(slot),
-        }
-        .map_err(|e| {
-            ck(
-                format!("opening a session on PKCS#11 token {:?}", uri.token),
-                e,
-            )
-        })?;
-
-        match resolve_pin(uri, opts)? {
-            Some(pin) => login(&session, &uri.token, &pin)?,
-            None if token.login_required() => {
-                return Err(KeyError::backend(
-                    format!("PKCS#11 token {:?}", uri.token),
-                    "needs the user PIN: add ?pin-source=file:/path/to/pin to the URI or set HYBRIDBOOT_PKCS11_PIN",
-                ));
-            }
-            None => log::debug!("PKCS#11 token {:?} needs no login", uri.token),
-        }
-
-        let private = match find_one(&session, &private_template(uri), &reference)? {
+        let target = Target {
+            uri: uri.clone(),
+            reference: uri.to_string(),
+            module: module_path(uri, opts)?,
+            pin: resolve_pin(uri, opts)?,
+        };
+        let reference = &target.reference;
+        let (ctx, session) = target.connect(matches!(mode, OpenMode::CreateIfAbsent(_)))?;
+        let private = match find_one(&session, &private_template(uri), reference)? {
             Some(handle) => handle,
             None => match mode {
-                OpenMode::Existing => return Err(KeyError::NotFound { reference }),
+                OpenMode::Existing => {
+                    return Err(KeyError::NotFound {
+                        reference: reference.clone(),
+                    })
+                }
                 OpenMode::CreateIfAbsent(alg) => {
                     log::info!("generating {alg} key {reference} on the token");
-                    generate(&session, uri, alg, &reference)?
+                    generate(&session, uri, alg, reference)?
                 }
             },
         };
 
-        let (algorithm, spki) = read_public(&session, private, &reference)?;
+        let (algorithm, spki) = read_public(&session, private, reference)?;
         if let OpenMode::CreateIfAbsent(requested) = mode {
             if requested != algorithm {
                 return Err(KeyError::AlgorithmMismatch {
-                    reference,
+                    reference: reference.clone(),
                     existing: algorithm,
                     requested,
                 });
             }
         }
-        let description = format!("{reference} (module {})", module.display());
+        let description = format!("{reference} (module {})", target.module.display());
         log::debug!("opened {algorithm} key {description}");
         Ok(Pkcs11Key {
             algorithm,
             spki,
             description,
+            target,
             inner: Mutex::new(Inner {
                 _ctx: ctx,
                 session,
                 private,
             }),
         })
+    }
+
+    /// One signature over `data` with the current session.
+    fn sign_with(&self, inner: &Inner, data: &[u8]) -> Result<Vec<u8>, CkError> {
+        let mechanism = match self.algorithm {
+            Algorithm::EcdsaP256 => Mechanism::Ecdsa,
+            Algorithm::Rsa2048 => Mechanism::RsaPkcs,
+        };
+        inner.session.sign(&mechanism, inner.private, data)
+    }
+
+    /// A new session on the same token, logged in, with the same key, which must still have the
+    /// public key this `Pkcs11Key` was opened with (never sign silently with a different key).
+    fn reconnect(&self) -> Result<Inner, KeyError> {
+        let t = &self.target;
+        let (ctx, session) = t.connect(false)?;
+        let private =
+            find_one(&session, &private_template(&t.uri), &t.reference)?.ok_or_else(|| {
+                KeyError::NotFound {
+                    reference: t.reference.clone(),
+                }
+            })?;
+        let (_, spki) = read_public(&session, private, &t.reference)?;
+        if spki != self.spki {
+            return Err(KeyError::backend(
+                format!("reopening PKCS#11 key {}", self.description),
+                "the token now holds a different key under this reference; restart to use it",
+            ));
+        }
+        Ok(Inner {
+            _ctx: ctx,
+            session,
+            private,
+        })
+    }
+}
+
+impl Target {
+    /// Loads the module, finds the token by label, opens a session and logs in.
+    fn connect(&self, read_write: bool) -> Result<(Pkcs11, OwnedSession), KeyError> {
+        let label = &self.uri.token;
+        let ctx = context(&self.module)?;
+        let slot = find_token(&ctx, label, &self.module)?;
+        let token = ctx
+            .get_token_info(slot)
+            .map_err(|e| ck(format!("reading PKCS#11 token {label:?}"), e))?;
+        // The _no_drop variants: OwnedSession closes without logging expected failures.
+        let session = if read_write {
+            ctx.open_rw_session_no_drop(slot)
+        } else {
+            ctx.open_ro_session_no_drop(slot)
+        }
+        .map_err(|e| ck(format!("opening a session on PKCS#11 token {label:?}"), e))?;
+        let session = OwnedSession(Some(session));
+        match &self.pin {
+            Some(pin) => login(&session, label, pin)?,
+            None if token.login_required() => {
+                return Err(KeyError::backend(
+                    format!("PKCS#11 token {label:?}"),
+                    "needs the user PIN: add ?pin-source=file:/path/to/pin to the URI or set HYBRIDBOOT_PKCS11_PIN",
+                ));
+            }
+            None => log::debug!("PKCS#11 token {label:?} needs no login"),
+        }
+        Ok((ctx, session))
     }
 }
 
@@ -145,36 +224,36 @@ impl NodeKey for Pkcs11Key {
     }
 
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, KeyError> {
-        // A panic while holding the lock cannot leave the session half-used in a way we could
-        // repair, and the session itself is still valid: keep going with it.
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let data = match self.algorithm {
+            Algorithm::EcdsaP256 => digest.to_vec(),
+            Algorithm::Rsa2048 => [SHA256_DIGEST_INFO_PREFIX, digest].concat(),
+        };
         let context = || format!("signing with PKCS#11 key {}", self.description);
+        // A panic while holding the lock leaves nothing half-done that matters: the session is
+        // still a session, and a broken one is replaced below.
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let signature = match self.sign_with(&inner, &data) {
+            Err(CkError::Pkcs11(rv, _)) if session_lost(rv) => {
+                log::warn!(
+                    "PKCS#11 session for {} lost ({rv:?}); reopening it",
+                    self.description
+                );
+                *inner = self.reconnect()?;
+                self.sign_with(&inner, &data)
+            }
+            other => other,
+        }
+        .map_err(|e| ck(context(), e))?;
         match self.algorithm {
-            Algorithm::EcdsaP256 => {
-                let raw = inner
-                    .session
-                    .sign(&Mechanism::Ecdsa, inner.private, digest)
-                    .map_err(|e| ck(context(), e))?;
-                if raw.len() != 64 {
-                    return Err(KeyError::backend(
-                        context(),
-                        format!(
-                            "token returned a {}-byte ECDSA signature, expected 64",
-                            raw.len()
-                        ),
-                    ));
-                }
-                super::ecdsa_raw_to_der(&raw)
-            }
-            Algorithm::Rsa2048 => {
-                let mut data = Vec::with_capacity(SHA256_DIGEST_INFO_PREFIX.len() + 32);
-                data.extend_from_slice(SHA256_DIGEST_INFO_PREFIX);
-                data.extend_from_slice(digest);
-                inner
-                    .session
-                    .sign(&Mechanism::RsaPkcs, inner.private, &data)
-                    .map_err(|e| ck(context(), e))
-            }
+            Algorithm::EcdsaP256 if signature.len() != 64 => Err(KeyError::backend(
+                context(),
+                format!(
+                    "token returned a {}-byte ECDSA signature, expected 64",
+                    signature.len()
+                ),
+            )),
+            Algorithm::EcdsaP256 => super::ecdsa_raw_to_der(&signature),
+            Algorithm::Rsa2048 => Ok(signature),
         }
     }
 
@@ -183,14 +262,45 @@ impl NodeKey for Pkcs11Key {
     }
 }
 
+/// Return values after which a fresh session (and login) can succeed where the old one failed.
+fn session_lost(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::UserNotLoggedIn
+            | RvError::KeyHandleInvalid
+            | RvError::ObjectHandleInvalid
+            | RvError::DeviceRemoved
+            | RvError::TokenNotPresent
+    )
+}
+
 /// A cryptoki error as a one-line `KeyError` (cryptoki's `Display` of an RV is a paragraph from the
 /// specification; the RV name is what operators search for).
 fn ck(context: impl Into<String>, err: CkError) -> KeyError {
     let detail = match &err {
-        CkError::Pkcs11(rv, function) => format!("{function} failed: {rv:?}"),
+        CkError::Pkcs11(rv, function) => format!("C_{function:?} failed: {}", ckr_name(*rv)),
         other => other.to_string(),
     };
     KeyError::backend(context, detail)
+}
+
+/// The specification's name of a return value (`CKR_PIN_INCORRECT`), which is what operators
+/// find in HSM manuals and forums; cryptoki's `Debug` gives the CamelCase form.
+fn ckr_name(rv: RvError) -> String {
+    let camel = format!("{rv:?}");
+    if !camel.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return camel; // vendor-defined values carry a number: keep cryptoki's form
+    }
+    let mut out = String::from("CKR");
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 /// The module to load: the URI's `module-path`, else `--pkcs11-lib` / `HYBRIDBOOT_PKCS11_LIB`.
@@ -430,11 +540,13 @@ fn read_public(
                 AttributeType::EcParams,
                 AttributeType::Modulus,
                 AttributeType::PublicExponent,
+                AttributeType::AlwaysAuthenticate,
             ],
         )
         .map_err(|e| ck(format!("reading the attributes of {reference}"), e))?;
     let mut key_type = None;
     let (mut id, mut label, mut params, mut modulus, mut exponent) = (None, None, None, None, None);
+    let mut always_auth = false;
     for a in attrs {
         match a {
             Attribute::KeyType(t) => key_type = Some(t),
@@ -443,6 +555,7 @@ fn read_public(
             Attribute::EcParams(v) => params = Some(v),
             Attribute::Modulus(v) if !v.is_empty() => modulus = Some(v),
             Attribute::PublicExponent(v) if !v.is_empty() => exponent = Some(v),
+            Attribute::AlwaysAuthenticate(true) => always_auth = true,
             _ => {}
         }
     }
@@ -450,12 +563,20 @@ fn read_public(
         reference: reference.to_string(),
         detail,
     };
+    if always_auth {
+        // Each signature would need the PIN again (C_Login CKU_CONTEXT_SPECIFIC); an unattended
+        // node cannot do that safely, and SigV4/TLS sign many times.
+        return Err(unsupported(
+            "the key requires the PIN for every signature (CKA_ALWAYS_AUTHENTICATE, e.g. PIV slot 9c); use a key without it"
+                .into(),
+        ));
+    }
     match key_type {
         Some(t) if t == KeyType::EC => {
             if params.as_deref() != Some(P256_EC_PARAMS) {
                 return Err(unsupported(format!(
-                    "EC key with parameters {} (not P-256)",
-                    params.map(hex::encode).unwrap_or_else(|| "unknown".into())
+                    "EC key on {}",
+                    curve_name(params.as_deref())
                 )));
             }
             let public = find_public(session, KeyType::EC, id, label, reference)?;
@@ -568,6 +689,21 @@ fn find_public(
     ))
 }
 
+/// A readable name for `CKA_EC_PARAMS` (a named-curve OID, normally) in error messages.
+fn curve_name(params: Option<&[u8]>) -> String {
+    use der::Decode;
+    let Some(params) = params else {
+        return "an unknown curve (no CKA_EC_PARAMS)".into();
+    };
+    match const_oid::ObjectIdentifier::from_der(params) {
+        Ok(oid) => match const_oid::db::DB.by_oid(&oid) {
+            Some(name) => format!("curve {name} ({oid})"),
+            None => format!("curve {oid}"),
+        },
+        Err(_) => format!("explicit curve parameters {}", hex::encode(params)),
+    }
+}
+
 /// The affine coordinates of an uncompressed P-256 point as `CKA_EC_POINT` gives it: a DER
 /// OCTET STRING around `04||X||Y` (PKCS#11 2.40), or the bare point (some older tokens).
 fn ec_point_xy(point: &[u8]) -> Result<(&[u8], &[u8]), String> {
@@ -615,6 +751,35 @@ mod tests {
         use der::Encode;
         let der = const_oid::db::rfc5912::SECP_256_R_1.to_der().unwrap();
         assert_eq!(der, P256_EC_PARAMS);
+    }
+
+    #[test]
+    fn return_values_use_specification_names() {
+        assert_eq!(ckr_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(
+            ckr_name(RvError::ObjectHandleInvalid),
+            "CKR_OBJECT_HANDLE_INVALID"
+        );
+        let e = ck(
+            "signing",
+            CkError::Pkcs11(
+                RvError::MechanismInvalid,
+                cryptoki::context::Function::SignInit,
+            ),
+        );
+        assert_eq!(
+            e.to_string(),
+            "signing: C_SignInit failed: CKR_MECHANISM_INVALID"
+        );
+    }
+
+    #[test]
+    fn curve_names_for_errors() {
+        // secp384r1, as SoftHSM stores it for pkcs11-tool --key-type EC:secp384r1.
+        let p384 = hex::decode("06052b81040022").unwrap();
+        assert_eq!(curve_name(Some(&p384)), "curve secp384r1 (1.3.132.0.34)");
+        assert!(curve_name(Some(&[0x30, 0x00])).starts_with("explicit"));
+        assert!(curve_name(None).contains("no CKA_EC_PARAMS"));
     }
 
     #[test]
