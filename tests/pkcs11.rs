@@ -30,7 +30,7 @@ impl Fixture {
         let hsm = SoftHsm::new();
         hsm.init_token("node", SO_PIN, pin);
         let pin_file = hsm.dir().join("pin");
-        std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+        write_private(&pin_file, &format!("{pin}\n"));
         let reference = format!(
             "pkcs11:token=node;object={object}?pin-source=file:{}",
             pin_file.display()
@@ -43,6 +43,13 @@ impl Fixture {
         all.extend(["--key", &self.reference, "--pkcs11-lib", MODULE]);
         run(&all, &self.hsm.env())
     }
+}
+
+/// Writes a PIN file as an operator should: mode 0600.
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The PEM block of a command's output (drops `# ...` comment lines).
@@ -259,7 +266,7 @@ fn missing_token_label_is_one_clear_line_and_writes_nothing() {
 fn wrong_pin_is_one_clear_line_and_writes_nothing() {
     let fx = Fixture::new("445566", "nodekey");
     fx.run(&["key", "create"]).ok();
-    std::fs::write(fx.hsm.dir().join("pin"), "999999\n").unwrap();
+    write_private(&fx.hsm.dir().join("pin"), "999999\n");
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("req.pem");
     for args in [
@@ -291,6 +298,28 @@ fn wrong_pin_is_one_clear_line_and_writes_nothing() {
 }
 
 #[test]
+fn readable_pin_file_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new("314159", "nodekey");
+    let first = fx.run(&["key", "create"]);
+    first.ok();
+    assert!(!first.stderr.contains("warn"), "{}", first.stderr);
+    let pin_file = fx.hsm.dir().join("pin");
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = fx.run(&["key", "show"]);
+    r.ok();
+    assert!(
+        r.stderr.contains(&format!(
+            "PIN file {} is readable by group or others (mode 644)",
+            pin_file.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("314159"), "{}", r.stderr);
+}
+
+#[test]
 fn pins_never_reach_stderr_even_at_trace() {
     const FILE_PIN: &str = "pinfile-7f3a9c";
     const ENV_PIN: &str = "pinenv-51d2e8";
@@ -300,9 +329,9 @@ fn pins_never_reach_stderr_even_at_trace() {
     hsm.init_token("by-env", SO_PIN, ENV_PIN);
     hsm.init_token("by-uri", SO_PIN, URI_PIN);
     let right_file = hsm.dir().join("right");
-    std::fs::write(&right_file, format!("{FILE_PIN}\n")).unwrap();
+    write_private(&right_file, &format!("{FILE_PIN}\n"));
     let wrong_file = hsm.dir().join("wrong");
-    std::fs::write(&wrong_file, format!("{ENV_PIN}\n")).unwrap();
+    write_private(&wrong_file, &format!("{ENV_PIN}\n"));
     let file_ref = |token: &str, object: &str, file: &std::path::Path| {
         format!(
             "pkcs11:token={token};object={object}?pin-source=file:{}",
@@ -611,7 +640,7 @@ fn unusable_keys_are_refused_with_one_clear_line() {
 
 #[test]
 fn open_and_sign_latency_and_concurrent_signatures() {
-    let fx = Fixture::new("778899", "eckey");
+    let fx = Fixture::new("dbg-pin-778899", "eckey");
     fx.run(&["key", "create", "--algorithm", "ecdsa-p256"]).ok();
     let rsa_ref = fx.reference.replace("object=eckey", "object=rsakey");
     run(
@@ -632,6 +661,7 @@ fn open_and_sign_latency_and_concurrent_signatures() {
     env.extend([
         ("HB_PROBE_KEYS", fx.reference.as_str()),
         ("HB_PROBE_KEYS2", rsa_ref.as_str()),
+        ("HB_PROBE_PIN", "dbg-pin-778899"),
     ]);
     let r = child("probe_open_and_sign", &env);
     r.ok();
@@ -772,6 +802,22 @@ fn probe_open_and_sign() {
         pkcs11_lib: Some(MODULE.into()),
         ..Default::default()
     };
+    // A PIN given in the URI is not in the key's Debug or description.
+    let pin = std::env::var("HB_PROBE_PIN").unwrap();
+    let by_value =
+        KeyRef::parse(&format!("pkcs11:token=node;object=eckey?pin-value={pin}")).unwrap();
+    let k = key::open(&by_value, &opts, OpenMode::Existing).unwrap();
+    for text in [
+        format!("{k:?}"),
+        k.describe(),
+        format!("{by_value:?}"),
+        by_value.to_string(),
+    ] {
+        assert!(!text.contains(&pin), "{text}");
+    }
+    assert!(k.sign(b"hello").is_ok());
+    drop(k);
+
     for reference in keys {
         let r = KeyRef::parse(&reference).unwrap();
         let t = Instant::now();

@@ -397,17 +397,37 @@ fn available_labels(labels: &[String]) -> String {
 /// The user PIN: `pin-source` file, else `pin-value`, else `HYBRIDBOOT_PKCS11_PIN`.
 fn resolve_pin(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Option<Secret>, KeyError> {
     match &uri.pin {
-        Some(PinSource::File(path)) => Secret::from_file(path).map(Some).map_err(|e| {
-            KeyError::io(
-                format!(
-                    "reading the PKCS#11 PIN file {} (pin-source)",
-                    path.display()
-                ),
-                e,
-            )
-        }),
+        Some(PinSource::File(path)) => {
+            let pin = Secret::from_file(path).map_err(|e| {
+                KeyError::io(
+                    format!(
+                        "reading the PKCS#11 PIN file {} (pin-source)",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+            warn_if_exposed(path);
+            Ok(Some(pin))
+        }
         Some(PinSource::Value(pin)) => Ok(Some(pin.clone())),
         None => Ok(opts.pkcs11_pin.clone()),
+    }
+}
+
+/// Warns when other users can read the PIN file (a warning, not an error: the PIN alone does not
+/// give the key away, but it should be as private as the token).
+fn warn_if_exposed(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "PKCS#11 PIN file {} is readable by group or others (mode {mode:o}): run chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
     }
 }
 
