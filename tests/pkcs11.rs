@@ -665,7 +665,7 @@ fn open_and_sign_latency_and_concurrent_signatures() {
     ]);
     let r = child("probe_open_and_sign", &env);
     r.ok();
-    for alg in ["ecdsa-p256", "rsa-2048"] {
+    for alg in ["first open", "ecdsa-p256", "rsa-2048"] {
         let line = r
             .stdout
             .lines()
@@ -806,7 +806,12 @@ fn probe_open_and_sign() {
     let pin = std::env::var("HB_PROBE_PIN").unwrap();
     let by_value =
         KeyRef::parse(&format!("pkcs11:token=node;object=eckey?pin-value={pin}")).unwrap();
+    let t = Instant::now();
     let k = key::open(&by_value, &opts, OpenMode::Existing).unwrap();
+    println!(
+        "LATENCY first open (loads and initialises the module) {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     for text in [
         format!("{k:?}"),
         k.describe(),

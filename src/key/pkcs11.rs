@@ -3,7 +3,9 @@
 //!
 //! Opening a key loads the module once per process, finds the token by label (slot numbers change
 //! when tokens are re-initialised), logs in once with the user PIN, and keeps that session for the
-//! key's lifetime. The cryptoki `Session` is not `Sync`, so it lives behind a `Mutex`.
+//! key's lifetime. The cryptoki `Session` is not `Sync`, so it lives behind a `Mutex`. When the
+//! token drops that session (re-inserted, restarted, logged out), the next signature reopens it,
+//! logs in again and checks that the key still has the same public key before retrying once.
 //!
 //! Signing takes a SHA-256 digest computed on the host: ECDSA uses the raw `CKM_ECDSA` (SoftHSM
 //! 2.6.1 and many smart cards lack `CKM_ECDSA_SHA256`), RSA uses `CKM_RSA_PKCS` over the DER
