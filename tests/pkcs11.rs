@@ -263,6 +263,35 @@ fn missing_token_label_is_one_clear_line_and_writes_nothing() {
 }
 
 #[test]
+fn missing_module_is_one_clear_line() {
+    let fx = Fixture::new("121212", "nodekey");
+    let lib = fx.hsm.dir().join("libnothing.so");
+    for (extra, needle) in [
+        (vec![], "pass --pkcs11-lib"),
+        (
+            vec!["--pkcs11-lib", lib.to_str().unwrap()],
+            "libnothing.so: no such file",
+        ),
+    ] {
+        let mut all = vec!["key", "create", "--key", fx.reference.as_str()];
+        all.extend(extra);
+        let r = run(&all, &fx.hsm.env());
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(needle), "{}", r.stderr);
+    }
+    // The environment variable works as the flag does.
+    let r = run(
+        &["key", "create", "--key", &fx.reference],
+        &[
+            ("SOFTHSM2_CONF", fx.hsm.env()[0].1),
+            ("HYBRIDBOOT_PKCS11_LIB", MODULE),
+        ],
+    );
+    r.ok();
+}
+
+#[test]
 fn wrong_pin_is_one_clear_line_and_writes_nothing() {
     let fx = Fixture::new("445566", "nodekey");
     fx.run(&["key", "create"]).ok();

@@ -237,8 +237,9 @@ impl NodeKey for Pkcs11Key {
         let signature = match self.sign_with(&inner, &data) {
             Err(CkError::Pkcs11(rv, _)) if session_lost(rv) => {
                 log::warn!(
-                    "PKCS#11 session for {} lost ({rv:?}); reopening it",
-                    self.description
+                    "PKCS#11 session for {} lost ({}); reopening it",
+                    self.description,
+                    ckr_name(rv)
                 );
                 *inner = self.reconnect()?;
                 self.sign_with(&inner, &data)
