@@ -99,3 +99,4 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v
 }
 pub mod swtpm;
+pub mod softhsm;
