@@ -1,0 +1,441 @@
+"""Prove the Roles Anywhere test endpoint right with an independent client.
+
+The client is PyPI ``iam-rolesanywhere-session`` (its own SigV4-X509 signer); the
+credentials it gets are then checked by moto with signature checking on. Tampered
+requests are built by signing with that library and changing one thing afterwards, and
+every rejection is checked for the reason, so each check is shown to be the one that fired.
+
+    $HYBRIDBOOT_VENV/bin/python -m pytest -q tests/peers
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import http.client
+import json
+import re
+import ssl
+import time
+import urllib.parse
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
+from iam_rolesanywhere_session import IAMRolesAnywhereSession
+from iam_rolesanywhere_session.exceptions import CredentialsRetrievalError
+from iam_rolesanywhere_session.iam_rolesanywhere_session import IAMRolesAnywhereSigner
+
+from conftest import (
+    PROFILE,
+    PROFILE_ANY_NAME,
+    PROFILE_MAX,
+    REGION,
+    TA_INT_EC,
+    TA_ROOT_EC,
+    TA_ROOT_RSA,
+    Issued,
+)
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def ra_session(endpoint, leaf: Issued, chain: list[Issued] | None = None, **kw) -> IAMRolesAnywhereSession:
+    args = dict(
+        profile_arn=PROFILE,
+        role_arn=kw.pop("role_arn"),
+        trust_anchor_arn=TA_INT_EC,
+        certificate=leaf.cert_pem,
+        private_key=leaf.key_pem,
+        certificate_chain=b"".join(c.cert_pem for c in chain) if chain else None,
+        region=REGION,
+        endpoint=endpoint.host,
+        verify=str(endpoint.tls_ca),
+    )
+    args.update(kw)
+    return IAMRolesAnywhereSession(**args)
+
+
+def fetch(session: IAMRolesAnywhereSession):
+    return session.get_refreshable_credentials().get_frozen_credentials()
+
+
+def sign(
+    endpoint,
+    cert: Issued,
+    key: Issued | None = None,
+    chain: list[Issued] | None = None,
+    body: dict | None = None,
+    query: str = "",
+    region: str = REGION,
+    signer_cls=IAMRolesAnywhereSigner,
+    http_port: bool = False,
+) -> tuple[dict, bytes, str]:
+    """Sign like the library does; returns (headers, body, path) ready to send or tamper."""
+    signer = signer_cls(
+        certificate=cert.cert_pem,
+        private_key=(key or cert).key_pem,
+        certificate_chain=b"".join(c.cert_pem for c in chain) if chain else None,
+        region=region,
+    )
+    port = endpoint.http_port if http_port else endpoint.https_port
+    scheme = "http" if http_port else "https"
+    path = "/sessions" + (f"?{query}" if query else "")
+    data = json.dumps(body or {}).encode()
+    req = AWSRequest(method="POST", url=f"{scheme}://127.0.0.1:{port}{path}", data=data)
+    signer.add_auth(req)
+    return dict(req.headers.items()), data, path
+
+
+def send(endpoint, headers: dict, body: bytes, path: str = "/sessions", http_port: bool = False):
+    """POST raw bytes; returns (status, headers, parsed JSON)."""
+    if http_port:
+        conn = http.client.HTTPConnection("127.0.0.1", endpoint.http_port, timeout=10)
+    else:
+        ctx = ssl.create_default_context(cafile=str(endpoint.tls_ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", endpoint.https_port, context=ctx, timeout=10)
+    try:
+        h = {k: v for k, v in headers.items() if k.lower() not in ("content-length",)}
+        conn.request("POST", path, body=body, headers=h)
+        r = conn.getresponse()
+        raw = r.read()
+        return r.status, r.headers, json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
+
+def body_for(moto, ta=TA_INT_EC, profile=PROFILE, **extra) -> dict:
+    b = {"durationSeconds": 900, "profileArn": profile, "roleArn": moto["role_arn"], "trustAnchorArn": ta}
+    b.update(extra)
+    return b
+
+
+def assert_error(result, status: int, kind: str, fragment: str) -> None:
+    st, headers, doc = result
+    assert st == status, (st, doc)
+    assert headers["x-amzn-ErrorType"] == kind
+    assert set(doc) == {"message"}
+    assert fragment in doc["message"], doc["message"]
+
+
+def moto_client(service: str, moto: dict, creds):
+    return boto3.client(
+        service,
+        endpoint_url=moto["endpoint"],
+        region_name=REGION,
+        aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key,
+        aws_session_token=creds.token,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Accepted requests; the credentials are real to moto
+# ---------------------------------------------------------------------------
+
+
+def test_ec_leaf_under_intermediate_anchor_gets_working_credentials(endpoint, moto, pki):
+    creds = fetch(ra_session(endpoint, pki.leaf_ec, role_arn=moto["role_arn"], role_session_name="node-ec-01"))
+    ident = moto_client("sts", moto, creds).get_caller_identity()
+    assert ident["Arn"] == f"arn:aws:sts::{moto['account_id']}:assumed-role/hybrid-node/node-ec-01"
+    # EKS DescribeCluster is a signed GET: this only passes with moto_server.py's patch.
+    cluster = moto_client("eks", moto, creds).describe_cluster(name=moto["cluster"]["name"])["cluster"]
+    assert cluster["status"] == "ACTIVE"
+    stats = endpoint.control("stats")
+    assert (stats["ok"], stats["failed"], stats["total"]) == (1, 0, 1)
+
+
+def test_moto_checks_signatures_of_minted_credentials(endpoint, moto, pki):
+    creds = fetch(ra_session(endpoint, pki.leaf_ec, role_arn=moto["role_arn"]))
+    bad = boto3.client(
+        "sts",
+        endpoint_url=moto["endpoint"],
+        region_name=REGION,
+        aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key[:-1] + ("A" if creds.secret_key[-1] != "A" else "B"),
+        aws_session_token=creds.token,
+    )
+    with pytest.raises(ClientError) as e:
+        bad.get_caller_identity()
+    assert e.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_rsa_leaf_with_chain_to_root_anchor(endpoint, moto, pki):
+    session = ra_session(
+        endpoint,
+        pki.leaf_rsa,
+        chain=[pki.int_rsa],
+        role_arn=moto["role_arn"],
+        trust_anchor_arn=TA_ROOT_RSA,
+    )
+    assert session._request_signer.algorithm == "AWS4-X509-RSA-SHA256"
+    creds = fetch(session)
+    ident = moto_client("sts", moto, creds).get_caller_identity()
+    # No roleSessionName: the session is named after the serial in hex, like the service.
+    assert ident["Arn"].endswith("/hybrid-node/" + format(pki.leaf_rsa.cert.serial_number, "x"))
+
+
+def test_response_shape_duration_and_date_header(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto, durationSeconds=1800))
+    before = time.time()
+    status, rh, doc = send(endpoint, headers, body, path)
+    assert status == 200, doc
+    assert set(doc) == {"credentialSet", "subjectArn"}
+    assert doc["subjectArn"].startswith(f"arn:aws:rolesanywhere:{REGION}:{moto['account_id']}:subject/")
+    (entry,) = doc["credentialSet"]
+    assert entry["roleArn"] == moto["role_arn"]
+    assert set(entry["credentials"]) == {"accessKeyId", "secretAccessKey", "sessionToken", "expiration"}
+    assert set(entry["assumedRoleUser"]) == {"arn", "assumedRoleId"}
+    assert isinstance(entry["packedPolicySize"], int)
+    exp = entry["credentials"]["expiration"]
+    assert ISO_Z.match(exp), exp
+    exp_t = dt.datetime.strptime(exp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+    assert abs(exp_t - (before + 1800)) < 60
+    date = email.utils.parsedate_to_datetime(rh["Date"]).timestamp()
+    assert abs(date - before) < 30
+    assert rh["Content-Type"] == "application/json"
+
+
+def test_arns_as_query_parameters(endpoint, moto, pki):
+    """The reference client sends the ARNs in the query string, RFC 3986-encoded."""
+    q = urllib.parse.urlencode(
+        {"profileArn": PROFILE, "roleArn": moto["role_arn"], "trustAnchorArn": TA_INT_EC},
+        quote_via=urllib.parse.quote,
+        safe="",
+    )
+    headers, body, path = sign(endpoint, pki.leaf_ec, body={"durationSeconds": 900}, query=q)
+    status, _, doc = send(endpoint, headers, body, path)
+    assert status == 200, doc
+    last = endpoint.control("last")
+    assert last["query"] == q and last["status"] == 200
+
+
+def test_query_must_be_canonically_encoded(endpoint, moto, pki):
+    """A client that signs ':' and '/' unencoded gets a signature mismatch, as with AWS."""
+    q = f"profileArn={PROFILE}&roleArn={moto['role_arn']}&trustAnchorArn={TA_INT_EC}"
+    headers, body, path = sign(endpoint, pki.leaf_ec, body={"durationSeconds": 900}, query=q)
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "signature does not match")
+
+
+def test_header_values_are_trimmed_and_collapsed(endpoint, moto, pki):
+    req_body = json.dumps(body_for(moto)).encode()
+    signer = IAMRolesAnywhereSigner(certificate=pki.leaf_ec.cert_pem, private_key=pki.leaf_ec.key_pem, region=REGION)
+    req = AWSRequest(
+        method="POST",
+        url=f"https://127.0.0.1:{endpoint.https_port}/sessions",
+        data=req_body,
+        headers={"X-Node-Note": "  first   second \t third  "},
+    )
+    signer.add_auth(req)
+    assert "x-node-note" in req.headers["Authorization"]
+    status, _, doc = send(endpoint, dict(req.headers.items()), req_body)
+    assert status == 200, doc
+
+
+def test_plain_http_listener(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto), http_port=True)
+    status, _, doc = send(endpoint, headers, body, path, http_port=True)
+    assert status == 200, doc
+
+
+def test_session_name_must_equal_cn_unless_profile_allows(endpoint, moto, pki):
+    with pytest.raises(CredentialsRetrievalError) as e:
+        fetch(ra_session(endpoint, pki.leaf_ec, role_arn=moto["role_arn"], role_session_name="someone-else"))
+    assert e.value.status_code == 403 and "must equal the certificate CN 'node-ec-01'" in e.value.message
+    creds = fetch(
+        ra_session(
+            endpoint,
+            pki.leaf_ec,
+            role_arn=moto["role_arn"],
+            role_session_name="someone-else",
+            profile_arn=PROFILE_ANY_NAME,
+        )
+    )
+    assert moto_client("sts", moto, creds).get_caller_identity()["Arn"].endswith("/someone-else")
+
+
+# ---------------------------------------------------------------------------
+# Rejected requests
+# ---------------------------------------------------------------------------
+
+
+def test_modified_body_is_rejected(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    tampered = body.replace(b'"durationSeconds": 900', b'"durationSeconds": 901')
+    assert tampered != body
+    assert_error(send(endpoint, headers, tampered, path), 403, "AccessDeniedException", "signature does not match")
+    # The untouched request still passes: the tampering alone made the difference.
+    assert send(endpoint, headers, body, path)[0] == 200
+
+
+def test_modified_signature_byte_is_rejected(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_rsa, chain=[pki.int_rsa], body=body_for(moto, ta=TA_ROOT_RSA))
+    sig = headers["Authorization"].rsplit("Signature=", 1)[1]
+    flipped = sig[:20] + ("0" if sig[20] != "0" else "1") + sig[21:]
+    bad = dict(headers, Authorization=headers["Authorization"].replace(sig, flipped))
+    assert_error(send(endpoint, bad, body, path), 403, "AccessDeniedException", "signature does not match")
+    assert send(endpoint, headers, body, path)[0] == 200
+
+
+def test_certificate_of_another_key_is_rejected(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, key=pki.leaf_ec2, body=body_for(moto))
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "signature does not match")
+
+
+def test_serial_mismatch_is_rejected(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    serial = str(pki.leaf_ec.cert.serial_number)
+    assert f"Credential={serial}/" in headers["Authorization"]
+    bad = dict(headers, Authorization=headers["Authorization"].replace(f"Credential={serial}/", f"Credential={int(serial) + 1}/"))
+    assert_error(send(endpoint, bad, body, path), 403, "AccessDeniedException", "does not match the certificate serial")
+
+
+def test_untrusted_issuer_is_rejected(endpoint, moto, pki):
+    # Same CN as the good leaf, and the trusted intermediate sent along: still no path.
+    headers, body, path = sign(endpoint, pki.other_leaf, chain=[pki.int_ec], body=body_for(moto, ta=TA_ROOT_EC))
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "is not trusted")
+
+
+def test_expired_leaf_is_rejected(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.expired_ec, body=body_for(moto))
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "leaf certificate has expired")
+
+
+def test_stale_date_is_rejected_and_date_header_shows_server_clock(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    endpoint.control("clock", {"offset_seconds": 400})
+    t0 = time.time()
+    st, rh, doc = send(endpoint, headers, body, path)
+    assert_error((st, rh, doc), 403, "AccessDeniedException", "Signature expired")
+    assert abs(email.utils.parsedate_to_datetime(rh["Date"]).timestamp() - (t0 + 400)) < 30
+    # Within the 5 minute window the same request passes.
+    endpoint.control("clock", {"offset_seconds": -200})
+    assert send(endpoint, headers, body, path)[0] == 200
+
+
+def test_chain_needed_when_anchor_is_root(endpoint, moto, pki):
+    with pytest.raises(CredentialsRetrievalError) as e:
+        fetch(ra_session(endpoint, pki.leaf_ec, role_arn=moto["role_arn"], trust_anchor_arn=TA_ROOT_EC))
+    assert e.value.status_code == 403 and "no X-Amz-X509-Chain was sent" in e.value.message
+    creds = fetch(
+        ra_session(endpoint, pki.leaf_ec, chain=[pki.int_ec], role_arn=moto["role_arn"], trust_anchor_arn=TA_ROOT_EC)
+    )
+    assert moto_client("sts", moto, creds).get_caller_identity()["Account"] == moto["account_id"]
+
+
+def test_unsigned_x509_header_is_rejected(endpoint, moto, pki):
+    class Unsigned(IAMRolesAnywhereSigner):
+        def headers_to_sign(self, request):
+            h = super().headers_to_sign(request)
+            del h["x-amz-x509-chain"]
+            return h
+
+    headers, body, path = sign(
+        endpoint, pki.leaf_ec, chain=[pki.int_ec], body=body_for(moto, ta=TA_ROOT_EC), signer_cls=Unsigned
+    )
+    assert "x-amz-x509-chain" not in headers["Authorization"]
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "present but not signed")
+
+
+def test_missing_certificate_header_is_rejected(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    del headers["X-Amz-X509"]
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "missing X-Amz-X509")
+
+
+def test_wrong_region_is_rejected(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto), region="eu-west-1")
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "region 'eu-west-1'")
+
+
+def test_unknown_arns_and_validation(endpoint, moto, pki):
+    def call(**overrides):
+        b = body_for(moto)
+        b.update(overrides)
+        headers, body, path = sign(endpoint, pki.leaf_ec, body=b)
+        return send(endpoint, headers, body, path)
+
+    ta = TA_INT_EC.replace("intermediate-ec", "nope")
+    assert_error(call(trustAnchorArn=ta), 404, "ResourceNotFoundException", "Trust anchor")
+    assert_error(call(profileArn=PROFILE + "x"), 404, "ResourceNotFoundException", "Profile")
+    assert_error(call(roleArn=moto["role_arn"] + "x"), 403, "AccessDeniedException", "not part of profile")
+    assert_error(call(durationSeconds=PROFILE_MAX + 1), 400, "ValidationException", "exceeds the profile")
+    assert_error(call(durationSeconds=600), 400, "ValidationException", "outside")
+    assert_error(call(roleArn=None), 400, "ValidationException", "roleArn")
+    stats = endpoint.control("stats")
+    assert stats["ok"] == 0 and stats["rejected"] == 6
+    assert stats["by_status"] == {"404": 2, "403": 1, "400": 3}
+
+
+def test_raw_r_s_ecdsa_signature_is_rejected(endpoint, moto, pki):
+    """ECDSA signatures must be DER; raw r||s (what TPMs return) must not pass."""
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    sig = headers["Authorization"].rsplit("Signature=", 1)[1]
+    r, s = decode_dss_signature(bytes.fromhex(sig))
+    raw = (r.to_bytes(32, "big") + s.to_bytes(32, "big")).hex()
+    bad = dict(headers, Authorization=headers["Authorization"].replace(sig, raw))
+    assert_error(send(endpoint, bad, body, path), 403, "AccessDeniedException", "signature does not match")
+
+
+# ---------------------------------------------------------------------------
+# Control hooks
+# ---------------------------------------------------------------------------
+
+
+def test_fault_count_then_recovery(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    endpoint.control("fault", {"mode": "503", "count": 2})
+    for _ in range(2):
+        assert_error(send(endpoint, headers, body, path), 503, "ServiceUnavailableException", "injected")
+    assert send(endpoint, headers, body, path)[0] == 200
+    stats = endpoint.control("stats")
+    assert (stats["faulted"], stats["ok"], stats["failed"]) == (2, 1, 2)
+
+
+def test_fault_forever_until_recover(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    endpoint.control("fault", {"mode": "500", "forever": True})
+    for _ in range(3):
+        assert_error(send(endpoint, headers, body, path), 500, "InternalServerException", "injected")
+    endpoint.control("fault", {"mode": "429", "count": 1})
+    assert_error(send(endpoint, headers, body, path), 429, "ThrottlingException", "injected")
+    endpoint.control("fault", {"mode": "500", "forever": True})
+    endpoint.control("recover", {})
+    assert send(endpoint, headers, body, path)[0] == 200
+
+
+def test_drop_connection(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    endpoint.control("fault", {"mode": "drop", "count": 1})
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, ssl.SSLError)):
+        send(endpoint, headers, body, path)
+    assert send(endpoint, headers, body, path)[0] == 200
+    assert endpoint.control("stats")["faulted"] == 1
+
+
+def test_delay_fault(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    endpoint.control("fault", {"mode": "delay", "count": 1, "delay_seconds": 0.6})
+    t0 = time.monotonic()
+    assert send(endpoint, headers, body, path)[0] == 200
+    assert time.monotonic() - t0 >= 0.6
+
+
+def test_throttle(endpoint, moto, pki):
+    headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    endpoint.control("throttle", {"rps": 2})
+    statuses = [send(endpoint, headers, body, path)[0] for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+    time.sleep(1.05)
+    st = send(endpoint, headers, body, path)
+    assert st[0] == 200, st
+    stats = endpoint.control("stats")
+    assert (stats["throttled"], stats["ok"]) == (2, 3)
