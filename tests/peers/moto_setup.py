@@ -6,9 +6,10 @@ Usage:
     $VENV/bin/python tests/peers/moto_setup.py --endpoint http://127.0.0.1:<port>
         [--region us-east-1] [--cluster-name hybrid-test] [--service-cidr 172.20.0.0/16]
         [--remote-node-cidr 10.80.0.0/16] [--remote-pod-cidr 10.85.0.0/16]
-        [--k8s-version 1.31] [--no-auth]
+        [--k8s-version 1.31] [--no-auth] [--out setup.json]
 
-Prints ONE JSON line:
+Prints ONE JSON line (and writes it, mode 0600, to ``--out`` if given; rolesanywhere.py
+reads that file with ``--sts-credentials-file``):
 
     {"account_id": "123456789012", "region": "us-east-1", "endpoint": "http://127.0.0.1:<p>",
      "user_arn": "arn:aws:iam::123456789012:user/rolesanywhere-minter",
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import urllib.request
 
 import boto3
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--remote-pod-cidr", action="append")
     p.add_argument("--k8s-version", default="1.31")
     p.add_argument("--no-auth", action="store_true", help="leave signature checking off")
+    p.add_argument("--out", help="also write the JSON here (mode 0600)")
     a = p.parse_args(argv)
     out = setup(
         a.endpoint,
@@ -204,7 +207,12 @@ def main(argv: list[str] | None = None) -> None:
         k8s_version=a.k8s_version,
         auth=not a.no_auth,
     )
-    print(json.dumps(out), flush=True)
+    line = json.dumps(out)
+    if a.out:
+        fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(line + "\n")
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

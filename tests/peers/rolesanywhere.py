@@ -15,11 +15,14 @@ Usage (run with the project venv's python, which has ``cryptography`` and ``boto
         --trust-anchor arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta=ca.pem[,ca2.pem] \\
         --profile arn:aws:rolesanywhere:us-east-1:123456789012:profile/p=arn:aws:iam::123456789012:role/r \\
         [--max-duration 3600] [--no-session-name-cn] \\
-        [--sts-endpoint http://127.0.0.1:<moto port> --sts-access-key-id AKIA..] \\
+        [--sts-endpoint http://127.0.0.1:<moto port> --sts-access-key-id AKIA..
+         | --sts-credentials-file moto-setup.json] \\
         [--clock-offset 0] [--max-clock-skew 300] [--throttle-rps 0] [--exit-on-stdin-eof]
 
-    The STS secret key comes from env ``RA_STS_SECRET_ACCESS_KEY`` (or the config file), so
-    that it does not show in ``ps``.
+    The STS secret key comes from env ``RA_STS_SECRET_ACCESS_KEY``, the config file or
+    ``--sts-credentials-file`` (a JSON file with ``endpoint``, ``access_key_id`` and
+    ``secret_access_key``: exactly what moto_setup.py prints), never from a flag, so that
+    it does not show in ``ps``.
 
 or ``--config endpoint.json`` with the same settings (command-line flags win):
 
@@ -481,6 +484,29 @@ def fmt_time(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_sts_lock = threading.Lock()
+_sts_clients: dict[tuple, object] = {}
+
+
+def sts_client(cfg: Config):
+    """One boto3 STS client per endpoint (clients are thread-safe; making one costs ~50 ms)."""
+    import boto3  # imported lazily: only needed with an STS endpoint
+    from botocore.config import Config as BotoConfig
+
+    key = (cfg.sts_endpoint, cfg.region, cfg.sts_access_key_id)
+    with _sts_lock:
+        if key not in _sts_clients:
+            _sts_clients[key] = boto3.client(
+                "sts",
+                endpoint_url=cfg.sts_endpoint,
+                region_name=cfg.region,
+                aws_access_key_id=cfg.sts_access_key_id,
+                aws_secret_access_key=cfg.sts_secret_access_key,
+                config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10),
+            )
+        return _sts_clients[key]
+
+
 def mint_credentials(cfg: Config, role_arn: str, session_name: str, duration: int, now: dt.datetime) -> dict:
     """STS AssumeRole against moto, or local random credentials without an STS endpoint."""
     if not cfg.sts_endpoint:
@@ -500,18 +526,9 @@ def mint_credentials(cfg: Config, role_arn: str, session_name: str, duration: in
             },
             "packedPolicySize": 0,
         }
-    import boto3  # imported lazily: only needed with an STS endpoint
-    from botocore.config import Config as BotoConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client(
-        "sts",
-        endpoint_url=cfg.sts_endpoint,
-        region_name=cfg.region,
-        aws_access_key_id=cfg.sts_access_key_id,
-        aws_secret_access_key=cfg.sts_secret_access_key,
-        config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10),
-    )
+    client = sts_client(cfg)
     try:
         r = client.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=duration)
     except ClientError as e:
@@ -594,7 +611,7 @@ def create_session(
 
     # Parameters: the reference client sends the ARNs as query parameters, others in the body.
     try:
-        doc = json.loads(body.decode() or "{}") if body.strip() else {}
+        doc = json.loads(body.decode()) if body.strip() else {}
     except (UnicodeDecodeError, ValueError) as e:
         raise invalid(f"request body is not JSON: {e}") from None
     if not isinstance(doc, dict):
@@ -889,7 +906,10 @@ def build_config(a: argparse.Namespace) -> tuple[Config, str | None, str | None]
             max_duration=a.max_duration or DEFAULT_DURATION,
             require_session_name_cn=not a.no_session_name_cn,
         )
-    sts = raw.get("sts") or {}
+    sts = dict(raw.get("sts") or {})
+    if a.sts_credentials_file:
+        with open(a.sts_credentials_file) as fh:
+            sts.update({k: v for k, v in json.load(fh).items() if k in ("endpoint", "access_key_id", "secret_access_key")})
     cfg.sts_endpoint = a.sts_endpoint or sts.get("endpoint")
     cfg.sts_access_key_id = a.sts_access_key_id or sts.get("access_key_id")
     cfg.sts_secret_access_key = os.environ.get("RA_STS_SECRET_ACCESS_KEY") or sts.get("secret_access_key")
@@ -922,6 +942,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-session-name-cn", action="store_true", help="do not require roleSessionName == CN")
     p.add_argument("--sts-endpoint")
     p.add_argument("--sts-access-key-id")
+    p.add_argument("--sts-credentials-file", help="JSON with endpoint, access_key_id, secret_access_key (moto_setup.py output)")
     p.add_argument("--clock-offset", type=float)
     p.add_argument("--max-clock-skew", type=float)
     p.add_argument("--throttle-rps", type=float)

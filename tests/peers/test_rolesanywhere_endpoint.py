@@ -329,18 +329,28 @@ def test_chain_needed_when_anchor_is_root(endpoint, moto, pki):
     assert moto_client("sts", moto, creds).get_caller_identity()["Account"] == moto["account_id"]
 
 
-def test_unsigned_x509_header_is_rejected(endpoint, moto, pki):
+@pytest.mark.parametrize(
+    "header,fragment",
+    [
+        ("x-amz-x509-chain", "present but not signed"),
+        ("x-amz-x509", "'x-amz-x509' must be signed"),
+        ("x-amz-date", "'x-amz-date' must be signed"),
+        ("host", "'host' must be signed"),
+    ],
+)
+def test_unsigned_required_header_is_rejected(endpoint, moto, pki, header, fragment):
     class Unsigned(IAMRolesAnywhereSigner):
         def headers_to_sign(self, request):
             h = super().headers_to_sign(request)
-            del h["x-amz-x509-chain"]
+            del h[header]
             return h
 
     headers, body, path = sign(
         endpoint, pki.leaf_ec, chain=[pki.int_ec], body=body_for(moto, ta=TA_ROOT_EC), signer_cls=Unsigned
     )
-    assert "x-amz-x509-chain" not in headers["Authorization"]
-    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "present but not signed")
+    signed = headers["Authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert header not in signed and header.title() in headers
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", fragment)
 
 
 def test_missing_certificate_header_is_rejected(endpoint, moto, pki):
@@ -431,11 +441,172 @@ def test_delay_fault(endpoint, moto, pki):
 
 def test_throttle(endpoint, moto, pki):
     headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
+    # Rejected calls count against the rate too; they answer in milliseconds, so the four
+    # calls fit in one second even on a loaded machine.
+    bad_body = body.replace(b"900", b"901")
     endpoint.control("throttle", {"rps": 2})
-    statuses = [send(endpoint, headers, body, path)[0] for _ in range(4)]
-    assert statuses == [200, 200, 429, 429]
+    statuses = [send(endpoint, headers, bad_body, path)[0] for _ in range(4)]
+    assert statuses == [403, 403, 429, 429]
+    st, rh, doc = send(endpoint, headers, body, path)
+    assert st == 429 and rh["x-amzn-ErrorType"] == "ThrottlingException" and doc == {"message": "Rate exceeded"}
     time.sleep(1.05)
     st = send(endpoint, headers, body, path)
     assert st[0] == 200, st
     stats = endpoint.control("stats")
-    assert (stats["throttled"], stats["ok"]) == (2, 3)
+    assert (stats["throttled"], stats["rejected"], stats["ok"]) == (3, 2, 1)
+
+
+# ---------------------------------------------------------------------------
+# The command lines the Rust harness uses
+# ---------------------------------------------------------------------------
+
+
+def test_cli_flags_https_only_local_credentials(pki, moto, tmp_path):
+    """Flags instead of a config file; without an STS endpoint credentials are made locally."""
+    from conftest import HERE, Peer
+
+    ta = f"arn:aws:rolesanywhere:eu-west-1:{moto['account_id']}:trust-anchor/cli"
+    profile = f"arn:aws:rolesanywhere:eu-west-1:{moto['account_id']}:profile/cli"
+    peer = Peer(
+        [
+            str(HERE / "rolesanywhere.py"),
+            "--tls-cert", str(pki.tls_cert),
+            "--tls-key", str(pki.tls_key),
+            "--region", "eu-west-1",
+            "--trust-anchor", f"{ta}={pki.dir / 'root-ec.pem'},{pki.dir / 'root-rsa.pem'}",
+            "--profile", f"{profile}={moto['role_arn']}",
+            "--max-duration", "7200",
+            "--exit-on-stdin-eof",
+        ],
+        tmp_path / "cli.log",
+    )
+    try:
+        assert peer.info["http_port"] is None and peer.info["https_port"] > 0
+        ep = type("Ep", (), {"host": f"127.0.0.1:{peer.info['https_port']}", "tls_ca": pki.tls_ca})
+        sessions = [
+            ra_session(ep, leaf, chain=[inter], role_arn=moto["role_arn"], trust_anchor_arn=ta,
+                       profile_arn=profile, region="eu-west-1", session_duration=7200)
+            for leaf, inter in ((pki.leaf_ec, pki.int_ec), (pki.leaf_rsa, pki.int_rsa))
+        ]
+        a, b = (fetch(s) for s in sessions)
+        assert a.access_key.startswith("ASIA") and a.access_key != b.access_key and a.token
+        # The control API answers on the HTTPS listener too.
+        ctx = ssl.create_default_context(cafile=str(pki.tls_ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", peer.info["https_port"], context=ctx, timeout=10)
+        conn.request("GET", "/_control/stats")
+        stats = json.loads(conn.getresponse().read())
+        conn.close()
+        assert (stats["ok"], stats["failed"]) == (2, 0)
+        # Closing stdin (the parent went away) ends the server.
+        peer.proc.stdin.close()
+        assert peer.proc.wait(timeout=5) == 0
+    finally:
+        peer.stop()
+
+
+def test_harness_command_lines(pki, tmp_path):
+    """The exact command lines the Rust harness uses, end to end."""
+    import base64
+    import subprocess
+    import sys
+
+    from conftest import HERE, Peer
+
+    moto_peer = Peer(
+        [
+            str(HERE / "moto_server.py"),
+            "--eks-ca-file", str(pki.dir / "root-ec.pem"),
+            "--eks-endpoint", "https://127.0.0.1:6443",
+            "--exit-on-stdin-eof",
+        ],
+        tmp_path / "moto.log",
+    )
+    ra_peer = None
+    try:
+        moto_ep = moto_peer.info["endpoint"]
+        out = subprocess.run(
+            [sys.executable, str(HERE / "moto_setup.py"), "--endpoint", moto_ep,
+             "--cluster-name", "edge", "--service-cidr", "10.96.0.0/12",
+             "--remote-node-cidr", "192.168.10.0/24", "--remote-pod-cidr", "192.168.64.0/18",
+             "--out", str(tmp_path / "setup.json")],
+            check=True, capture_output=True, timeout=60,
+        )
+        setup = json.loads(out.stdout)
+        assert json.loads((tmp_path / "setup.json").read_text()) == setup
+        assert (tmp_path / "setup.json").stat().st_mode & 0o777 == 0o600
+        c = setup["cluster"]
+        assert base64.b64decode(c["certificate_authority"]) == pki.root_ec.cert_pem
+        assert c["endpoint"] == "https://127.0.0.1:6443" and c["status"] == "ACTIVE"
+        assert c["service_cidr"] == "10.96.0.0/12"
+        assert c["remote_node_cidrs"] == ["192.168.10.0/24"] and c["remote_pod_cidrs"] == ["192.168.64.0/18"]
+        # Auth checking is on now: an unknown key is refused.
+        anon = boto3.client("sts", endpoint_url=moto_ep, region_name=REGION,
+                            aws_access_key_id="AKIAUNKNOWN000000000", aws_secret_access_key="x" * 40)
+        with pytest.raises(ClientError) as e:
+            anon.get_caller_identity()
+        assert e.value.response["Error"]["Code"] == "InvalidClientTokenId"
+
+        ta = f"arn:aws:rolesanywhere:{REGION}:{setup['account_id']}:trust-anchor/harness"
+        profile = f"arn:aws:rolesanywhere:{REGION}:{setup['account_id']}:profile/harness"
+        ra_peer = Peer(
+            [
+                str(HERE / "rolesanywhere.py"),
+                "--tls-cert", str(pki.tls_cert), "--tls-key", str(pki.tls_key),
+                "--region", REGION,
+                "--trust-anchor", f"{ta}={pki.dir / 'root-ec.pem'}",
+                "--profile", f"{profile}={setup['role_arn']}",
+                "--sts-credentials-file", str(tmp_path / "setup.json"),
+                "--http-port", "0",
+                "--exit-on-stdin-eof",
+            ],
+            tmp_path / "ra.log",
+        )
+        ep = type("Ep", (), {"host": f"127.0.0.1:{ra_peer.info['https_port']}", "tls_ca": pki.tls_ca})
+        creds = fetch(ra_session(ep, pki.leaf_ec, chain=[pki.int_ec], role_arn=setup["role_arn"],
+                                 trust_anchor_arn=ta, profile_arn=profile, role_session_name="node-ec-01"))
+        kw = dict(endpoint_url=moto_ep, region_name=REGION, aws_access_key_id=creds.access_key,
+                  aws_secret_access_key=creds.secret_key, aws_session_token=creds.token)
+        assert boto3.client("sts", **kw).get_caller_identity()["Arn"].endswith("/hybrid-node/node-ec-01")
+        got = boto3.client("eks", **kw).describe_cluster(name="edge")["cluster"]
+        assert base64.b64decode(got["certificateAuthority"]["data"]) == pki.root_ec.cert_pem
+        log = (tmp_path / "ra.log").read_text()
+        assert setup["secret_access_key"] not in log and creds.secret_key not in log
+    finally:
+        if ra_peer:
+            ra_peer.stop()
+        moto_peer.stop()
+
+
+# ---------------------------------------------------------------------------
+# Pure canonicalisation against botocore's (an independent implementation)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path,query,extra_headers",
+    [
+        ("/sessions", "", {}),
+        ("/sessions", "b=2&a=1&a=0", {"X-Multi": "  a   b\t c "}),
+        ("/a%20b/c~d", "k%20ey=v%2Falue&z=&%C3%A9=%E2%82%AC", {"X-Empty": ""}),
+        ("/sessions/", "profileArn=arn%3Aaws%3Arolesanywhere%3Aus-east-1%3A1%3Aprofile%2Fp", {}),
+    ],
+)
+def test_canonical_request_matches_botocore(path, query, extra_headers):
+    import hashlib
+
+    from botocore.auth import SigV4Auth
+    from botocore.credentials import Credentials
+
+    import rolesanywhere as ra
+
+    url = "https://127.0.0.1:8443" + path + (f"?{query}" if query else "")
+    body = b'{"durationSeconds": 900}'
+    req = AWSRequest(method="POST", url=url, data=body, headers={"Host": "127.0.0.1:8443", **extra_headers})
+    req.context["timestamp"] = "20261123T120000Z"
+    auth = SigV4Auth(Credentials("AKID", "SECRET"), "rolesanywhere", REGION)
+    auth._modify_request_before_signing(req)
+    theirs = auth.canonical_request(req)
+    signed = auth.signed_headers(auth.headers_to_sign(req)).split(";")
+    ours = ra.canonical_request("POST", path, query, list(req.headers.items()), signed, body)
+    assert ours == theirs
+    assert ours.endswith(hashlib.sha256(body).hexdigest())
