@@ -4,7 +4,7 @@
 Usage (the project venv's python, which has moto[server]):
 
     $VENV/bin/python tests/peers/moto_server.py [--port 0] [--eks-ca-file ca.pem]
-        [--eks-endpoint https://127.0.0.1:<p>] [--exit-on-stdin-eof]
+        [--eks-endpoint https://127.0.0.1:<p>] [--exit-on-stdin-eof] [--log-file moto.log]
 
 Binds 127.0.0.1 only. When ready it prints ONE JSON line on stdout and keeps serving:
 
@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eks-ca-file", help="PEM served as every new cluster's certificateAuthority.data")
     p.add_argument("--eks-endpoint", help="URL served as every new cluster's endpoint")
     p.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (parent died)")
+    p.add_argument("--log-file", help="append moto's request log here instead of stderr")
     a = p.parse_args(argv)
+    if a.log_file:
+        # A parent that pipes stderr and never reads it would stall moto once the pipe fills.
+        sys.stderr = open(a.log_file, "a", buffering=1)
 
     ca = None
     if a.eks_ca_file:

@@ -18,6 +18,7 @@ Usage (run with the project venv's python, which has ``cryptography`` and ``boto
         [--sts-endpoint http://127.0.0.1:<moto port> --sts-access-key-id AKIA..
          | --sts-credentials-file moto-setup.json] \\
         [--clock-offset 0] [--max-clock-skew 300] [--throttle-rps 0] [--exit-on-stdin-eof]
+        [--log-file ra.log]
 
     The STS secret key comes from env ``RA_STS_SECRET_ACCESS_KEY``, the config file or
     ``--sts-credentials-file`` (a JSON file with ``endpoint``, ``access_key_id`` and
@@ -947,7 +948,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-clock-skew", type=float)
     p.add_argument("--throttle-rps", type=float)
     p.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (parent died)")
+    p.add_argument("--log-file", help="append the request log here instead of stderr")
     a = p.parse_args(argv)
+    if a.log_file:
+        # A parent that pipes stderr and never reads it would stall us once the pipe fills.
+        sys.stderr = open(a.log_file, "a", buffering=1)
 
     cfg, cert, key = build_config(a)
     state = State(cfg)
@@ -959,6 +964,7 @@ def main(argv: list[str] | None = None) -> None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(cert, key)
+        ctx.set_alpn_protocols(["http/1.1"])
         srv = TLSServer(("127.0.0.1", a.port), handler, ctx)
         https_port = srv.server_address[1]
         servers.append(srv)

@@ -518,6 +518,7 @@ def test_harness_command_lines(pki, tmp_path):
             "--eks-ca-file", str(pki.dir / "root-ec.pem"),
             "--eks-endpoint", "https://127.0.0.1:6443",
             "--exit-on-stdin-eof",
+            "--log-file", str(tmp_path / "moto-requests.log"),
         ],
         tmp_path / "moto.log",
     )
@@ -558,6 +559,7 @@ def test_harness_command_lines(pki, tmp_path):
                 "--sts-credentials-file", str(tmp_path / "setup.json"),
                 "--http-port", "0",
                 "--exit-on-stdin-eof",
+                "--log-file", str(tmp_path / "ra-requests.log"),
             ],
             tmp_path / "ra.log",
         )
@@ -569,8 +571,10 @@ def test_harness_command_lines(pki, tmp_path):
         assert boto3.client("sts", **kw).get_caller_identity()["Arn"].endswith("/hybrid-node/node-ec-01")
         got = boto3.client("eks", **kw).describe_cluster(name="edge")["cluster"]
         assert base64.b64decode(got["certificateAuthority"]["data"]) == pki.root_ec.cert_pem
-        log = (tmp_path / "ra.log").read_text()
-        assert setup["secret_access_key"] not in log and creds.secret_key not in log
+        log = (tmp_path / "ra-requests.log").read_text()
+        assert '"POST /sessions HTTP/1.1" 200' in log
+        assert setup["secret_access_key"] not in log and creds.secret_key not in log and creds.token not in log
+        assert "/moto-api/reset-auth" in (tmp_path / "moto-requests.log").read_text()
     finally:
         if ra_peer:
             ra_peer.stop()
