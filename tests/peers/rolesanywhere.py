@@ -694,6 +694,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     state: State  # set on the subclass made per process
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def log_message(self, fmt: str, *args) -> None:  # stderr, never bodies
         sys.stderr.write("rolesanywhere: %s %s\n" % (self.address_string(), fmt % args))
 

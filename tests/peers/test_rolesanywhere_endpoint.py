@@ -307,6 +307,12 @@ def test_expired_leaf_is_rejected(endpoint, moto, pki):
     assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "leaf certificate has expired")
 
 
+def test_ca_certificate_as_signer_is_rejected(endpoint, moto, pki):
+    # The intermediate chains to the root anchor fine, but it is a CA, not an end entity.
+    headers, body, path = sign(endpoint, pki.int_ec, body=body_for(moto, ta=TA_ROOT_EC))
+    assert_error(send(endpoint, headers, body, path), 403, "AccessDeniedException", "is a CA certificate")
+
+
 def test_stale_date_is_rejected_and_date_header_shows_server_clock(endpoint, moto, pki):
     headers, body, path = sign(endpoint, pki.leaf_ec, body=body_for(moto))
     endpoint.control("clock", {"offset_seconds": 400})
