@@ -278,6 +278,8 @@ pub struct Merged {
     /// Mappings added or replaced (empty: the input already had them all and is returned as
     /// it was, byte for byte).
     pub changed: Vec<String>,
+    /// Problems in the existing entries that were left alone.
+    pub warnings: Vec<String>,
 }
 
 /// Merges `mappings` into an existing aws-auth ConfigMap (YAML or JSON, as kubectl prints it).
@@ -355,6 +357,7 @@ pub fn merge(
         }
     };
 
+    let warnings = dead_entries(&entries);
     let mut changed = Vec::new();
     for m in mappings {
         let found = entries.iter().position(|e| {
@@ -416,20 +419,39 @@ pub fn merge(
         return Ok(Merged {
             yaml: existing.to_string(),
             changed,
+            warnings,
         });
     }
     data.insert("mapRoles".into(), map_roles_text(&entries)?.into());
     let yaml = serde_norway::to_string(&doc).map_err(|e| yaml_error(source_name, "encoding", e))?;
-    Ok(Merged { yaml, changed })
+    Ok(Merged {
+        yaml,
+        changed,
+        warnings,
+    })
 }
 
-/// Whether an existing `rolearn` names the same role (existing entries may carry a path, which
-/// never matched; they are the same role all the same).
+/// Whether an existing `rolearn` maps the wanted (path-less) role. An existing entry with a
+/// path is *not* the same: aws-iam-authenticator never matches it, so the node would not join.
 fn same_role(existing: &str, wanted: &str) -> bool {
-    match RoleArn::parse(existing, "rolearn") {
-        Ok(arn) => arn.without_path() == wanted,
-        Err(_) => existing == wanted,
-    }
+    existing == wanted
+}
+
+/// Warnings about existing entries that can never match (role ARN with a path).
+fn dead_entries(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .filter_map(|e| e.get("rolearn").and_then(Value::as_str))
+        .filter_map(|a| RoleArn::parse(a, "rolearn").ok())
+        .filter(|a| a.path != "/")
+        .map(|a| {
+            format!(
+                "existing mapRoles entry {} has a path and never matches (aws-auth needs {}); fix or remove it",
+                a.full(),
+                a.without_path()
+            )
+        })
+        .collect()
 }
 
 /// The JSON for `aws eks create-access-entry --cli-input-json` (the node role may keep its path
@@ -629,6 +651,9 @@ pub fn run_aws_auth(command: AwsAuthCommand) -> anyhow::Result<()> {
                 std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
             let merged = merge(&existing, &name, &maps, args.replace)
                 .map_err(|e| exit::operator(e.to_string()))?;
+            for w in &merged.warnings {
+                log::warn!("{name}: {w}");
+            }
             if merged.changed.is_empty() {
                 log::info!("{name} already maps every role; unchanged");
             }
@@ -744,6 +769,17 @@ mod tests {
         let r = merge(&existing, "cm.yaml", &m, true).unwrap();
         assert!(r.yaml.contains("system:bootstrappers"), "{}", r.yaml);
         assert!(!r.yaml.contains("wrong"), "{}", r.yaml);
+    }
+
+    #[test]
+    fn existing_entry_with_path_is_not_taken_for_the_role() {
+        let existing = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: aws-auth\n  namespace: kube-system\ndata:\n  mapRoles: |\n    - rolearn: arn:aws:iam::111122223333:role/edge/HybridNodes\n      username: system:node:{{SessionName}}\n      groups: [system:bootstrappers, system:nodes]\n";
+        let (m, _) = mappings(NODE, &[]).unwrap();
+        let r = merge(existing, "cm.yaml", &m, false).unwrap();
+        assert_eq!(r.changed.len(), 1);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("never matches"));
+        assert!(r.yaml.contains("role/edge/HybridNodes") && r.yaml.contains(NODE));
     }
 
     #[test]
