@@ -311,8 +311,8 @@ pub struct Discovery {
 const IAM_MAX_URL: usize = 255;
 
 /// Checks an issuer URL: `https`, a host, no user info, query or fragment, no empty path
-/// segment, at most 255 characters. Returns the issuer unchanged (it must stay byte-identical
-/// to the API server's `--service-account-issuer`).
+/// segment, at most 255 characters. The issuer is never rewritten: it must stay byte-identical
+/// to the API server's `--service-account-issuer`.
 pub fn validate_issuer(issuer: &str) -> Result<(), IrsaError> {
     let bad = |detail: &str| IrsaError::BadIssuer {
         issuer: issuer.to_string(),
@@ -364,10 +364,6 @@ pub fn validate_issuer(issuer: &str) -> Result<(), IrsaError> {
     let inner = path.strip_suffix('/').unwrap_or(path);
     if !inner.is_empty() && inner[1..].split('/').any(|s| s.is_empty()) {
         return Err(bad("has an empty path segment (//)"));
-    }
-    if path == "/" {
-        // Fine for OIDC, but the bucket-style layouts this is for always have a path.
-        log::debug!("issuer {issuer:?} has an empty path");
     }
     if issuer.len() > IAM_MAX_URL {
         return Err(bad(&format!(
