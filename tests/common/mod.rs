@@ -98,5 +98,5 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
-pub mod swtpm;
 pub mod softhsm;
+pub mod swtpm;
