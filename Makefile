@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export HYBRIDBOOT_VENV ?= $(HOME)/.cache/hybridboot/venv
 
-.PHONY: help setup build test lint bench run clean
+.PHONY: help setup build test lint bench run clean static dynamic
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -34,3 +34,11 @@ run: setup ## the main job on the embedded default (local swtpm); see README
 
 clean:
 	$(CARGO) clean
+
+static: ## fully static musl binaries (x86_64, aarch64) into target/dist/
+	bash cross/setup.sh
+	bash cross/build.sh static
+
+dynamic: ## glibc-2.17 binaries with every backend into target/dist/
+	bash cross/setup.sh
+	bash cross/build.sh dynamic

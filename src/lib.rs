@@ -10,8 +10,10 @@
 //!
 //! Exit codes are documented in [`exit`].
 
+pub mod awsauth;
 pub mod exit;
 pub mod fsutil;
+pub mod irsa;
 pub mod key;
 pub mod logging;
 pub mod secret;

@@ -52,6 +52,15 @@ enum Command {
     ///
     /// Example: hybridboot csr --key handle:0x81000001 --common-name node-1 --dns-name node-1.example.com
     Csr(CsrArgs),
+    /// IAM Roles for Service Accounts on clusters outside EKS: keys.json and discovery document.
+    #[command(subcommand)]
+    Irsa(hybridboot::irsa::IrsaCommand),
+    /// The aws-auth ConfigMap that maps the node role (and admin roles) to Kubernetes.
+    #[command(subcommand)]
+    AwsAuth(hybridboot::awsauth::AwsAuthCommand),
+    /// The EKS access entry (type HYBRID_LINUX) for the node role.
+    #[command(subcommand)]
+    AccessEntry(hybridboot::awsauth::AccessEntryCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +186,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Key(KeyCommand::Create(a)) => key_create(a),
         Command::Key(KeyCommand::Show(a)) => key_show(a),
         Command::Csr(a) => csr(a),
+        Command::Irsa(c) => hybridboot::irsa::run(c),
+        Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
+        Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),
     }
 }
 
@@ -184,7 +196,7 @@ fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {
     let alg: Algorithm = args.algorithm.parse().map_err(exit::operator)?;
     let key = args.key.open(OpenMode::CreateIfAbsent(alg))?;
     log::info!(
-        "key {} ready: {} (sha256 {})",
+        "{} ready: {} (sha256 {})",
         key.describe(),
         key.algorithm(),
         key.fingerprint()
