@@ -7,70 +7,27 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::swtpm::Swtpm;
 use common::{free_port, run, tool, Run};
 
-/// A swtpm process with fresh state, killed (by PID) on drop.
-struct Swtpm {
-    port: u16,
-    pid: i32,
+/// A private swtpm (the shared harness) plus a scratch directory for one test.
+struct Tpm {
+    sw: Swtpm,
     dir: tempfile::TempDir,
 }
 
-impl Swtpm {
-    fn start() -> Swtpm {
-        for _ in 0..20 {
-            let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
-            // The control channel takes the next port; make sure it is free too.
-            if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
-                continue;
-            }
-            let state = dir.path().join("state");
-            std::fs::create_dir(&state).unwrap();
-            let pidfile = dir.path().join("swtpm.pid");
-            let r = tool(
-                "swtpm",
-                &[
-                    "socket",
-                    "--tpm2",
-                    "--tpmstate",
-                    &format!("dir={}", state.display()),
-                    "--server",
-                    &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
-                    "--ctrl",
-                    &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
-                    "--flags",
-                    "not-need-init,startup-clear",
-                    "--daemon",
-                    "--pid",
-                    &format!("file={}", pidfile.display()),
-                ],
-                &[],
-            );
-            if r.code != 0 {
-                // Lost a port race: try other ports.
-                continue;
-            }
-            let pid: i32 = std::fs::read_to_string(&pidfile)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            let tpm = Swtpm { port, pid, dir };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "swtpm did not listen on {port}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            return tpm;
+impl Tpm {
+    fn start() -> Tpm {
+        Tpm {
+            sw: Swtpm::start(),
+            dir: tempfile::tempdir().unwrap(),
         }
-        panic!("could not start swtpm on a free port");
     }
 
     fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
+        self.sw.tcti()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -79,10 +36,15 @@ impl Swtpm {
 
     /// Runs hybridboot with the native backend selected and this TPM as TCTI.
     fn hb(&self, args: &[&str]) -> Run {
+        self.hb_with("native", args)
+    }
+
+    /// Runs hybridboot with the given TPM backend (`native` or `esapi`) and this TPM as TCTI.
+    fn hb_with(&self, backend: &str, args: &[&str]) -> Run {
         let mut all: Vec<&str> = args.to_vec();
         let tcti = self.tcti();
         all.extend(["--tcti", &tcti]);
-        run(&all, &[("HYBRIDBOOT_TPM_BACKEND", "native")])
+        run(&all, &[("HYBRIDBOOT_TPM_BACKEND", backend)])
     }
 
     /// Runs a tpm2-tools command against this TPM.
@@ -111,15 +73,6 @@ impl Swtpm {
             .stdout
             .trim()
             .to_string()
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on the PID of the swtpm this guard started.
-        unsafe {
-            libc::kill(self.pid, libc::SIGTERM);
-        }
     }
 }
 
@@ -158,7 +111,7 @@ fn pem_block(text: &str) -> String {
 }
 
 fn create_and_check(alg: &str) {
-    let tpm = Swtpm::start();
+    let tpm = Tpm::start();
     let key = "handle:0x81000020";
     let first = tpm.hb(&["key", "create", "--key", key, "--algorithm", alg]);
     first.ok();
@@ -232,7 +185,7 @@ fn native_rsa_key_create_show_csr() {
 
 #[test]
 fn native_signs_with_keys_made_by_tpm2_tools() {
-    let tpm = Swtpm::start();
+    let tpm = Tpm::start();
     let p = |n: &str| tpm.path(n).to_str().unwrap().to_string();
     // The SRK template the native backend uses (tpm2-tools' default attributes lack noda).
     tpm.tools_flushed(
@@ -334,10 +287,12 @@ fn native_signs_with_keys_made_by_tpm2_tools() {
             tools_public
         );
 
-        // The TSS2 file without an auth file: a clear refusal, not a TPM auth failure.
-        let r = tpm.hb(&["key", "show", "--key", &tss2]);
-        assert_eq!(r.code, 3, "{}", r.stderr);
+        // The TSS2 file says it needs auth (tpm2_encodeobject's default): without an auth file
+        // the empty value is tried, with a warning, as the tss-esapi backend does.
+        let r = tpm.hb(&["csr", "--key", &tss2, "--common-name", "tools-tss2"]);
+        r.ok();
         assert!(r.stderr.contains("--tpm-key-auth-file"), "{}", r.stderr);
+        verify_csr(&r.stdout, &tpm.path("t1.csr"));
         let empty = p("empty.auth");
         std::fs::write(&empty, "").unwrap();
         let csr = tpm.hb(&[
@@ -360,7 +315,7 @@ fn native_signs_with_keys_made_by_tpm2_tools() {
 
 #[test]
 fn native_loads_tpm2_openssl_tss2_keys() {
-    let tpm = Swtpm::start();
+    let tpm = Tpm::start();
     let tcti = tpm.tcti();
     let env = [("TPM2OPENSSL_TCTI", tcti.as_str())];
     for (alg, gen) in [
@@ -462,7 +417,7 @@ fn unreachable_tpm_exits_4_with_one_clear_line() {
 
 #[test]
 fn wrong_algorithm_missing_key_and_unknown_backend_exit_3() {
-    let tpm = Swtpm::start();
+    let tpm = Tpm::start();
     tpm.hb(&["key", "create", "--key", "handle:0x81000020"])
         .ok();
     let r = tpm.hb(&[
@@ -515,7 +470,7 @@ fn wrong_algorithm_missing_key_and_unknown_backend_exit_3() {
 
 #[test]
 fn key_auth_value_is_used_and_never_shown() {
-    let tpm = Swtpm::start();
+    let tpm = Tpm::start();
     let secret = "tpm-key-auth-Zq81";
     let auth = tpm.path("key.auth");
     std::fs::write(&auth, format!("{secret}\n")).unwrap();
@@ -563,7 +518,7 @@ fn key_auth_value_is_used_and_never_shown() {
 fn native_latency() {
     use hybridboot::key::tpm_native::NativeTpmKey;
     use hybridboot::key::{verify_digest, Algorithm, KeyOptions, NodeKey, OpenMode};
-    let tpm = Swtpm::start();
+    let tpm = Tpm::start();
     let opts = KeyOptions {
         tcti: Some(tpm.tcti()),
         ..Default::default()
@@ -602,5 +557,128 @@ fn native_latency() {
         "native TPM backend latency against swtpm:\n  {}",
         report.join("\n  ")
     );
+    assert_eq!(tpm.transient_handles(), "");
+}
+
+/// Signs a CSR with `backend` and checks it with openssl; returns the CSR's public key.
+#[cfg(feature = "tpm")]
+fn csr_with(tpm: &Tpm, backend: &str, key: &str, extra: &[&str], name: &str) -> String {
+    let mut args = vec!["csr", "--key", key, "--common-name", name];
+    args.extend(extra);
+    let r = tpm.hb_with(backend, &args);
+    r.ok();
+    pem_block(&verify_csr(&r.stdout, &tpm.path(&format!("{name}.csr"))))
+}
+
+/// A key created by one backend is found, shown and used by the other, both ways, for both
+/// algorithms; every signature verifies with openssl.
+#[cfg(feature = "tpm")]
+#[test]
+fn differential_persistent_keys_both_ways() {
+    let tpm = Tpm::start();
+    for (alg, creator, user, handle) in [
+        ("ecdsa-p256", "native", "esapi", "handle:0x81000060"),
+        ("ecdsa-p256", "esapi", "native", "handle:0x81000061"),
+        ("rsa-2048", "native", "esapi", "handle:0x81000062"),
+        ("rsa-2048", "esapi", "native", "handle:0x81000063"),
+    ] {
+        let created = tpm.hb_with(
+            creator,
+            &["key", "create", "--key", handle, "--algorithm", alg],
+        );
+        created.ok();
+        let public = pem_block(&created.stdout);
+        // `key create` by the other backend finds the existing key instead of making one.
+        let again = tpm.hb_with(
+            user,
+            &["key", "create", "--key", handle, "--algorithm", alg],
+        );
+        again.ok();
+        assert_eq!(
+            pem_block(&again.stdout),
+            public,
+            "{creator} -> {user} {alg}"
+        );
+        let show = tpm.hb_with(user, &["key", "show", "--key", handle]);
+        show.ok();
+        assert!(show.stdout.contains(&format!("# algorithm: {alg}")));
+        assert_eq!(pem_block(&show.stdout), public);
+        for backend in [creator, user] {
+            let name = format!("{}-{backend}", &handle[7..]);
+            assert_eq!(csr_with(&tpm, backend, handle, &[], &name), public);
+        }
+        // Both refuse the other algorithm the same way.
+        let other = if alg == "rsa-2048" {
+            "ecdsa-p256"
+        } else {
+            "rsa-2048"
+        };
+        for backend in [creator, user] {
+            let r = tpm.hb_with(
+                backend,
+                &["key", "create", "--key", handle, "--algorithm", other],
+            );
+            assert_eq!(r.code, 3, "{backend}: {}", r.stderr);
+            assert!(
+                r.stderr.contains(&format!("exists as {alg}")),
+                "{backend}: {}",
+                r.stderr
+            );
+        }
+    }
+    assert_eq!(tpm.transient_handles(), "");
+}
+
+/// Both backends derive the same SRK: a tpm2-openssl TSS2 key loads and signs through each,
+/// and the key created by one backend with an auth value is usable by the other with it.
+#[cfg(feature = "tpm")]
+#[test]
+fn differential_tss2_keys_and_auth_values() {
+    let tpm = Tpm::start();
+    let tcti = tpm.tcti();
+    let k = tpm.path("ec.pem");
+    let k = k.to_str().unwrap();
+    openssl(
+        &[
+            "genpkey",
+            "-provider",
+            "tpm2",
+            "-provider",
+            "default",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "group:P-256",
+            "-out",
+            k,
+        ],
+        &[("TPM2OPENSSL_TCTI", tcti.as_str())],
+    );
+    let native = csr_with(&tpm, "native", k, &[], "tss2-native");
+    let esapi = csr_with(&tpm, "esapi", k, &[], "tss2-esapi");
+    assert_eq!(native, esapi);
+
+    let auth = tpm.path("auth");
+    std::fs::write(&auth, "differential-auth\n").unwrap();
+    let a = auth.to_str().unwrap();
+    for (creator, user, handle) in [
+        ("native", "esapi", "handle:0x81000070"),
+        ("esapi", "native", "handle:0x81000071"),
+    ] {
+        tpm.hb_with(
+            creator,
+            &["key", "create", "--key", handle, "--tpm-key-auth-file", a],
+        )
+        .ok();
+        let flag = ["--tpm-key-auth-file", a];
+        let x = csr_with(&tpm, user, handle, &flag, &format!("auth-{user}"));
+        let y = csr_with(&tpm, creator, handle, &flag, &format!("auth-{creator}"));
+        assert_eq!(x, y);
+        // Without the auth value both backends fail as operator errors.
+        for backend in [creator, user] {
+            let r = tpm.hb_with(backend, &["csr", "--key", handle, "--common-name", "x"]);
+            assert_eq!(r.code, 3, "{backend}: {}", r.stderr);
+        }
+    }
     assert_eq!(tpm.transient_handles(), "");
 }

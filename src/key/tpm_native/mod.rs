@@ -410,16 +410,15 @@ impl NativeTpmKey {
                 key.parent
             )));
         }
-        let auth = if key.empty_auth {
-            Secret::default()
-        } else if opts.tpm_auth_file.is_some() {
-            read_auth(opts)?
-        } else {
-            return Err(KeyError::backend(
-                format!("TSS2 key {}", path.display()),
-                "the key has an auth value (emptyAuth is false): pass --tpm-key-auth-file",
-            ));
-        };
+        // Like the tss-esapi backend: a file that claims an auth value (tpm2_encodeobject writes
+        // emptyAuth FALSE unless told otherwise) is tried with the auth file, or with an empty
+        // value and a warning; a wrong value ends in a clear TPM_RC_AUTH_FAIL.
+        let auth = read_auth(opts)?;
+        if !key.empty_auth && opts.tpm_auth_file.is_none() {
+            log::warn!(
+                "TPM key file {reference} says it has an auth value; pass --tpm-key-auth-file if signing fails"
+            );
+        }
         let tcti = parse_tcti(opts)?;
         let key = NativeTpmKey {
             tcti,
