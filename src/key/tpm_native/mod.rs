@@ -43,7 +43,7 @@ use transport::{Tcti, Transport, TransportError};
 /// TSS2 key files are a few kilobytes at most.
 const MAX_TSS2_FILE: u64 = 64 * 1024;
 /// How often a command answered with TPM_RC_RETRY / YIELDED / TESTING is sent again.
-const RETRIES: u32 = 8;
+const RETRIES: u32 = 12;
 
 /// Why one TPM command failed.
 #[derive(Debug)]
@@ -106,8 +106,15 @@ impl Tpm {
             let response = self.transport.transact(&frame)?;
             match commands::parse_response::<R>(&response) {
                 Err(TpmCallError::Rc(rc)) if commands::is_retry_rc(rc) && attempt < RETRIES => {
+                    // swtpm answers the first ECDSA signature after it starts with
+                    // TPM_RC_RETRY; an immediate resend succeeds. Then back off up to 200 ms
+                    // for TPMs that are self-testing or busy (about 0.9 s in all).
+                    log::debug!("{}: sending the command again", commands::describe_rc(rc));
+                    if attempt > 0 {
+                        let ms = (1u64 << (attempt - 1)).min(200);
+                        std::thread::sleep(Duration::from_millis(ms));
+                    }
                     attempt += 1;
-                    std::thread::sleep(Duration::from_millis(20 << attempt.min(5)));
                 }
                 Err(TpmCallError::Rc(RC_INITIALIZE)) if !self.started => {
                     self.started = true;
@@ -585,6 +592,111 @@ mod tests {
         let e = NativeTpmKey::open_persistent(0x8100_0001, &opts, OpenMode::Existing).unwrap_err();
         assert!(matches!(e, KeyError::TpmUnreachable { .. }), "{e}");
         assert!(e.is_transient());
+    }
+
+    /// A fake TPM on loopback: answers each received command frame with the next canned
+    /// response and records the command codes it saw.
+    fn fake_tpm(responses: Vec<Vec<u8>>) -> (Tcti, std::thread::JoinHandle<Vec<u32>>) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            for r in responses {
+                let mut header = [0u8; 10];
+                if s.read_exact(&mut header).is_err() {
+                    break;
+                }
+                let size = u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize;
+                let mut rest = vec![0u8; size - 10];
+                s.read_exact(&mut rest).unwrap();
+                seen.push(u32::from_be_bytes(header[6..10].try_into().unwrap()));
+                s.write_all(&r).unwrap();
+            }
+            seen
+        });
+        (
+            Tcti::Swtpm {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            handle,
+        )
+    }
+
+    fn flush_cmd() -> TpmFlushContextCommand {
+        TpmFlushContextCommand {
+            handles: [],
+            flush_handle: TpmHandle::new(0x8000_0000),
+        }
+    }
+
+    const OK: [u8; 10] = [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0, 0];
+
+    #[test]
+    fn busy_answers_are_retried_and_an_unstarted_tpm_is_started() {
+        let retry = vec![0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x09, 0x22];
+        let init = vec![0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x00];
+        let (tcti, server) = fake_tpm(vec![
+            retry.clone(),
+            retry,
+            OK.to_vec(),
+            init,
+            OK.to_vec(),
+            OK.to_vec(),
+        ]);
+        let mut tpm = Tpm::connect(&tcti).unwrap();
+        let _: TpmFlushContextResponse = tpm.call(&flush_cmd(), &[]).unwrap();
+        let _: TpmFlushContextResponse = tpm.call(&flush_cmd(), &[]).unwrap();
+        drop(tpm);
+        // FlushContext 0x165 three times, then again after Startup 0x144.
+        assert_eq!(
+            server.join().unwrap(),
+            vec![0x165, 0x165, 0x165, 0x165, 0x144, 0x165]
+        );
+    }
+
+    #[test]
+    fn malformed_or_cut_responses_are_errors() {
+        // A size field of 4 GiB, a body that never arrives, a wrong tag, and a success response
+        // whose body does not match the command.
+        let huge = vec![0x80, 0x01, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        let (tcti, _server) = fake_tpm(vec![huge]);
+        let mut tpm = Tpm::connect(&tcti).unwrap();
+        let e = tpm
+            .call::<_, TpmFlushContextResponse>(&flush_cmd(), &[])
+            .unwrap_err();
+        assert!(
+            matches!(e, Failure::Transport(TransportError::Malformed(_))),
+            "{e:?}"
+        );
+
+        let cut = vec![0x80, 0x01, 0, 0, 0, 40, 0, 0, 0, 0, 1, 2];
+        let (tcti, server) = fake_tpm(vec![cut]);
+        let mut tpm = Tpm::connect(&tcti).unwrap();
+        let handle =
+            std::thread::spawn(move || tpm.call::<_, TpmFlushContextResponse>(&flush_cmd(), &[]));
+        server.join().unwrap(); // the fake closes the connection after 12 bytes
+        let e = handle.join().unwrap().unwrap_err();
+        let e = key_error(&tcti, "TPM2_FlushContext", e);
+        assert!(matches!(e, KeyError::TpmUnreachable { .. }), "{e}");
+
+        let bad_tag = vec![0x12, 0x34, 0, 0, 0, 10, 0, 0, 0, 0];
+        let (tcti, _server) = fake_tpm(vec![bad_tag]);
+        let mut tpm = Tpm::connect(&tcti).unwrap();
+        assert!(tpm
+            .call::<_, TpmFlushContextResponse>(&flush_cmd(), &[])
+            .is_err());
+
+        // ReadPublic answered with an empty success: not a public area.
+        let (tcti, _server) = fake_tpm(vec![OK.to_vec()]);
+        let mut tpm = Tpm::connect(&tcti).unwrap();
+        let e = tpm.read_public(0x8100_0001).unwrap_err();
+        assert!(
+            matches!(e, Failure::Call(TpmCallError::Malformed(_))),
+            "{e:?}"
+        );
     }
 
     #[test]
