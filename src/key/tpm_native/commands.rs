@@ -631,7 +631,29 @@ mod tests {
         assert!(is_retry_rc(0x922) && !is_retry_rc(0x18b));
     }
 
-    /// A real TPM2_ReadPublic response (swtpm) for an ECC P-256 ECDSA signing key.
+    const SWTPM_EC: &[u8] = include_bytes!("testdata/readpublic-ecdsa-p256.bin");
+    const SWTPM_EC_SPKI: &[u8] = include_bytes!("testdata/ecdsa-p256.spki.der");
+    const SWTPM_RSA: &[u8] = include_bytes!("testdata/readpublic-rsa-2048.bin");
+    const SWTPM_RSA_SPKI: &[u8] = include_bytes!("testdata/rsa-2048.spki.der");
+
+    #[test]
+    fn responses_captured_from_swtpm_parse() {
+        for (frame, spki, alg) in [
+            (SWTPM_EC, SWTPM_EC_SPKI, Algorithm::EcdsaP256),
+            (SWTPM_RSA, SWTPM_RSA_SPKI, Algorithm::Rsa2048),
+        ] {
+            let resp = parse_response::<TpmReadPublicResponse>(frame).unwrap();
+            let kp = key_public(&resp.out_public.inner).unwrap();
+            assert_eq!(kp.algorithm, alg);
+            assert_eq!(kp.spki, spki);
+            assert_eq!(kp.attributes, 0x0004_0072);
+            // Re-marshalling the public area gives the TPM's bytes back.
+            let public = marshal_public(&resp.out_public).unwrap();
+            assert_eq!(&frame[10..10 + public.len()], &public[..]);
+        }
+    }
+
+    /// A synthetic TPM2_ReadPublic response for an ECC P-256 ECDSA signing key.
     fn ecc_read_public_response() -> Vec<u8> {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         // Built by marshalling a public area, so the test does not depend on a fixture file.
@@ -681,7 +703,16 @@ mod tests {
 
     #[test]
     fn truncated_or_garbage_responses_are_errors_not_panics() {
-        let good = ecc_read_public_response();
+        for good in [
+            ecc_read_public_response(),
+            SWTPM_EC.to_vec(),
+            SWTPM_RSA.to_vec(),
+        ] {
+            mangle(&good);
+        }
+    }
+
+    fn mangle(good: &[u8]) {
         // Every truncation, with the size field fixed up or not.
         for cut in 0..good.len() {
             let mut frame = good[..cut].to_vec();
@@ -698,7 +729,7 @@ mod tests {
         // Every single-byte corruption: may parse (if harmless) but must never panic.
         for i in 0..good.len() {
             for v in [0x00, 0xff, 0x80] {
-                let mut frame = good.clone();
+                let mut frame = good.to_vec();
                 frame[i] = v;
                 if let Ok(resp) = parse_response::<TpmReadPublicResponse>(&frame) {
                     let _ = key_public(&resp.out_public.inner);
