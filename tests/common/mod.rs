@@ -56,6 +56,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
         "TPM2TOOLS_TCTI",
         "HYBRIDBOOT_PKCS11_PIN",
         "HYBRIDBOOT_PKCS11_LIB",
+        "HYBRIDBOOT_TPM_BACKEND",
     ] {
         cmd.env_remove(v);
     }
