@@ -333,6 +333,51 @@ mod tests {
         assert!(declared_size(&[0x80, 0x01, 0, 0, 0, 9, 0, 0, 0, 0]).is_err());
     }
 
+    /// A character-device stand-in: a SOCK_SEQPACKET socket keeps message boundaries, so each
+    /// read returns exactly one "response", as the kernel's TPM device does.
+    fn fake_device(answer: Vec<u8>) -> (Transport, std::thread::JoinHandle<Vec<u8>>) {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0i32; 2];
+        // SAFETY: socketpair(2) writes two new descriptors into `fds`.
+        let rc =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: both descriptors were just created and are owned by nothing else.
+        let (ours, theirs) = unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        let server = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let mut buf = vec![0u8; 4096];
+            let n = theirs.read(&mut buf).unwrap();
+            theirs.write_all(&answer).unwrap();
+            buf.truncate(n);
+            buf
+        });
+        let t = Transport {
+            tcti: Tcti::Device("/dev/fake-tpm".into()),
+            channel: Channel::Device(ours),
+        };
+        (t, server)
+    }
+
+    #[test]
+    fn device_channel_writes_one_command_and_reads_one_response() {
+        let command = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8];
+        let answer = vec![0x80, 0x01, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0];
+        let (mut t, server) = fake_device(answer.clone());
+        assert_eq!(t.transact(&command).unwrap(), answer);
+        assert_eq!(server.join().unwrap(), command);
+
+        // A response shorter than its size field is refused.
+        let (mut t, _server) = fake_device(vec![0x80, 0x01, 0, 0, 0, 40, 0, 0, 0, 0]);
+        let e = t.transact(&command).unwrap_err();
+        assert!(matches!(e, TransportError::Malformed(_)), "{e}");
+    }
+
     #[test]
     fn refused_connection_is_unreachable() {
         let port = {
