@@ -29,6 +29,8 @@ pub const RH_OWNER: u32 = 0x4000_0001;
 pub const RS_PW: u32 = 0x4000_0009;
 /// Response code of a command naming a handle with no object behind it (handle 1).
 pub const RC_HANDLE_1: u32 = 0x18b;
+/// `TPM_RC_NV_DEFINED`: the persistent handle is already taken.
+pub const RC_NV_DEFINED: u32 = 0x14c;
 /// `TPM_RC_INITIALIZE`: the TPM has not received TPM2_Startup.
 pub const RC_INITIALIZE: u32 = 0x100;
 

@@ -520,9 +520,17 @@ fn create_persistent(
         let loaded = tpm
             .load(srk, &private, &public)
             .map_err(|e| key_error(&tcti, "TPM2_Load", e))?;
-        let persisted = tpm
-            .evict_control(loaded, handle)
-            .map_err(|e| key_error(&tcti, "TPM2_EvictControl", e));
+        let persisted = match tpm.evict_control(loaded, handle) {
+            // Another process (a concurrent first boot) made a key there in the meantime: use
+            // it; the caller reads it back and checks its algorithm.
+            Err(f) if f.rc() == Some(commands::RC_NV_DEFINED) => {
+                log::info!(
+                    "handle 0x{handle:08x} was filled by another process meanwhile: using that key"
+                );
+                Ok(())
+            }
+            other => other.map_err(|e| key_error(&tcti, "TPM2_EvictControl", e)),
+        };
         tpm.flush(loaded);
         persisted
     })();
@@ -696,6 +704,96 @@ mod tests {
         assert!(
             matches!(e, Failure::Call(TpmCallError::Malformed(_))),
             "{e:?}"
+        );
+    }
+
+    /// Marshals a success response with one (empty) password-session acknowledgement, as a TPM
+    /// answers a command that carried a password session.
+    fn session_response<R: TpmFrame>(resp: &R) -> Vec<u8> {
+        use tpm2_protocol::data::{TpmRc, TpmRcBase, TpmaSession, TpmsAuthResponse};
+        let mut buf = vec![0u8; 4096];
+        let mut w = tpm2_protocol::TpmWriter::new(&mut buf);
+        let ack = TpmsAuthResponse {
+            nonce: Default::default(),
+            session_attributes: TpmaSession::CONTINUE_SESSION,
+            hmac: Default::default(),
+        };
+        tpm2_protocol::frame::tpm_marshal_response(
+            resp,
+            TpmRc::Fmt0(TpmRcBase::Success),
+            &[ack],
+            &mut w,
+        )
+        .unwrap();
+        let n = w.len();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn provisioning_sends_the_standard_sequence_and_tolerates_a_concurrent_creator() {
+        use tpm2_protocol::data::{TpmRh, TpmSt, TpmtTkCreation};
+        let srk_public = commands::tpm2b_public(commands::srk_template());
+        let ticket = TpmtTkCreation {
+            tag: TpmSt::Creation,
+            hierarchy: TpmRh::Owner,
+            digest: Default::default(),
+        };
+        let name = tpm2_protocol::data::Tpm2bName::try_from(&[0u8, 0x0b, 1, 2, 3][..]).unwrap();
+        let create_primary = session_response(&TpmCreatePrimaryResponse {
+            handles: [TpmHandle::new(0x8000_0000)],
+            out_public: srk_public.clone(),
+            creation_data: Default::default(),
+            creation_hash: Default::default(),
+            creation_ticket: ticket,
+            name,
+        });
+        let create = session_response(&TpmCreateResponse {
+            handles: [],
+            out_private: tpm2_protocol::data::Tpm2bPrivate::try_from(&[7u8; 100][..]).unwrap(),
+            out_public: commands::tpm2b_public(commands::signing_key_template(
+                Algorithm::EcdsaP256,
+            )),
+            creation_data: Default::default(),
+            creation_hash: Default::default(),
+            creation_ticket: ticket,
+        });
+        let load = session_response(&TpmLoadResponse {
+            handles: [TpmHandle::new(0x8000_0001)],
+            name,
+        });
+        let missing = vec![0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x8b];
+        let nv_defined = vec![0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x4c];
+        let existing = include_bytes!("testdata/readpublic-ecdsa-p256.bin").to_vec();
+        let (tcti, server) = fake_tpm(vec![
+            missing,
+            create_primary,
+            create,
+            load,
+            nv_defined,
+            OK.to_vec(),
+            OK.to_vec(),
+            existing,
+        ]);
+        let opts = KeyOptions {
+            tcti: Some(tcti.to_string()),
+            ..Default::default()
+        };
+        let key = NativeTpmKey::open_persistent(
+            0x8100_0001,
+            &opts,
+            OpenMode::CreateIfAbsent(Algorithm::EcdsaP256),
+        )
+        .unwrap();
+        assert_eq!(
+            key.public_key_der(),
+            include_bytes!("testdata/ecdsa-p256.spki.der")
+        );
+        // ReadPublic, CreatePrimary, Create, Load, EvictControl, FlushContext (key, then SRK),
+        // ReadPublic.
+        assert_eq!(
+            server.join().unwrap(),
+            vec![0x173, 0x131, 0x153, 0x157, 0x120, 0x165, 0x165, 0x173]
         );
     }
 
