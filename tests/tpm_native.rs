@@ -692,3 +692,116 @@ fn differential_tss2_keys_and_auth_values() {
     }
     assert_eq!(tpm.transient_handles(), "");
 }
+
+/// A TSS2 key whose parent is a persistent key is loaded under that handle (here a primary
+/// with tpm2-tools' default attributes, which differs from the owner SRK); the same blob
+/// claiming the owner SRK as parent fails with a clear integrity error.
+#[test]
+fn native_tss2_key_under_a_persistent_parent() {
+    let tpm = Tpm::start();
+    let p = |n: &str| tpm.path(n).to_str().unwrap().to_string();
+    tpm.tools_flushed(
+        "tpm2_createprimary",
+        &[
+            "-Q",
+            "-C",
+            "o",
+            "-g",
+            "sha256",
+            "-G",
+            "ecc256:aes128cfb",
+            "-c",
+            &p("parent.ctx"),
+        ],
+    );
+    tpm.tools_flushed(
+        "tpm2_evictcontrol",
+        &["-Q", "-C", "o", "-c", &p("parent.ctx"), "0x81000001"],
+    );
+    tpm.tools_flushed(
+        "tpm2_create",
+        &[
+            "-Q",
+            "-C",
+            "0x81000001",
+            "-G",
+            "ecc256",
+            "-u",
+            &p("k.pub"),
+            "-r",
+            &p("k.priv"),
+            "-a",
+            "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign",
+        ],
+    );
+    tpm.tools_flushed(
+        "tpm2_encodeobject",
+        &[
+            "-C",
+            "0x81000001",
+            "-u",
+            &p("k.pub"),
+            "-r",
+            &p("k.priv"),
+            "-o",
+            &p("k.pem"),
+        ],
+    );
+    // The public key as tpm2-tools sees it once loaded under the persistent parent.
+    tpm.tools_flushed(
+        "tpm2_load",
+        &[
+            "-Q",
+            "-C",
+            "0x81000001",
+            "-u",
+            &p("k.pub"),
+            "-r",
+            &p("k.priv"),
+            "-c",
+            &p("k.ctx"),
+        ],
+    );
+    tpm.tools_flushed(
+        "tpm2_readpublic",
+        &["-Q", "-c", &p("k.ctx"), "-f", "pem", "-o", &p("k.pub.pem")],
+    );
+    let tools_public = std::fs::read_to_string(p("k.pub.pem")).unwrap();
+    let r = tpm.hb(&[
+        "csr",
+        "--key",
+        &p("k.pem"),
+        "--common-name",
+        "persistent-parent",
+    ]);
+    r.ok();
+    assert_eq!(
+        pem_block(&verify_csr(&r.stdout, &tpm.path("pp.csr"))),
+        pem_block(&tools_public)
+    );
+
+    // The same blob presented as a child of the owner SRK.
+    tpm.tools_flushed(
+        "tpm2_encodeobject",
+        &[
+            "-C",
+            &p("parent.ctx"),
+            "-u",
+            &p("k.pub"),
+            "-r",
+            &p("k.priv"),
+            "-o",
+            &p("owner.pem"),
+        ],
+    );
+    let r = tpm.hb(&["key", "show", "--key", &p("owner.pem")]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("TPM_RC_INTEGRITY"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("does not belong to this TPM or parent key"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(tpm.transient_handles(), "");
+}
