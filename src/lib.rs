@@ -14,5 +14,6 @@ pub mod exit;
 pub mod fsutil;
 pub mod key;
 pub mod logging;
+pub mod node;
 pub mod secret;
 pub mod x509;

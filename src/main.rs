@@ -52,6 +52,9 @@ enum Command {
     ///
     /// Example: hybridboot csr --key handle:0x81000001 --common-name node-1 --dns-name node-1.example.com
     Csr(CsrArgs),
+    /// Check a NodeConfig (node.eks.aws/v1alpha1) before joining.
+    #[command(subcommand)]
+    Config(hybridboot::node::cmd::ConfigCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +180,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Key(KeyCommand::Create(a)) => key_create(a),
         Command::Key(KeyCommand::Show(a)) => key_show(a),
         Command::Csr(a) => csr(a),
+        Command::Config(c) => hybridboot::node::cmd::run(c),
     }
 }
 
