@@ -33,7 +33,7 @@ use std::time::SystemTime;
 
 use hybridboot::node::checks::{self, CheckError};
 use hybridboot::node::config::{self, ConfigError, Loaded};
-use hybridboot::node::init::write_files;
+use hybridboot::node::init::{apply, write_files};
 use hybridboot::node::render::{
     self, ClusterDetails, Effect, KubeletVersion, NodeFacts, DEFAULT_ECR_CREDENTIAL_PROVIDER,
 };
@@ -540,10 +540,9 @@ fn certificate_validation_like_nodeadm() {
     let root = tempfile::tempdir().unwrap();
     let on_node = hybridboot::fsutil::under_root(root.path(), &ira.certificate_path);
     std::fs::create_dir_all(on_node.parent().unwrap()).unwrap();
-    let now = SystemTime::now();
     let check = || -> Result<(), CheckError> {
         let facts = checks::read_certificate(root.path(), &ira.certificate_path)?;
-        checks::check_certificate(&facts, &ira.node_name, now)
+        checks::check_certificate(&facts, &ira.node_name, SystemTime::now())
     };
 
     // 1. The certificate does not exist.
@@ -594,7 +593,7 @@ fn certificate_validation_like_nodeadm() {
     // 7. Expired (valid for 1 day, checked 2 days later).
     std::fs::write(&on_node, &pem).unwrap();
     let facts = checks::read_certificate(root.path(), &ira.certificate_path).unwrap();
-    let later = now + std::time::Duration::from_secs(2 * 86_400);
+    let later = SystemTime::now() + std::time::Duration::from_secs(2 * 86_400);
     assert!(matches!(
         checks::check_certificate(&facts, &ira.node_name, later),
         Err(CheckError::CertificateExpired { .. })
@@ -642,19 +641,36 @@ fn pkcs11_key_reference_is_quoted() {
 fn changed_input_rewrites_only_affected_files() {
     let dir = case("upgrade-with-iam");
     let cfg_path = dir.join("config.yaml");
-    let loaded = load_text(&cfg_path, &read(&cfg_path));
-    let cluster = ClusterDetails::from_config(&loaded.node).unwrap();
+    let f = facts("v1.31.0");
     let root = tempfile::tempdir().unwrap();
-    let files = render::render_all(&loaded.node, &cluster, &facts("v1.31.0")).unwrap();
-    write_files(root.path(), &files).unwrap();
+    let run = |text: &str| {
+        let loaded = load_text(&cfg_path, text);
+        let cluster = ClusterDetails::from_config(&loaded.node).unwrap();
+        let files = render::render_all(&loaded.node, &cluster, &f).unwrap();
+        let obsolete = render::obsolete_files(&loaded.node, &f);
+        apply(root.path(), &files, &obsolete).unwrap()
+    };
+    // A node that nodeadm set up before: its update unit goes, and is stopped.
+    let legacy = hybridboot::fsutil::under_root(
+        root.path(),
+        Path::new("/etc/systemd/system/aws_signing_helper_update.service"),
+    );
+    std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+    std::fs::write(&legacy, "[Service]\n").unwrap();
+    let original = read(&cfg_path);
+    let first = run(&original);
+    assert!(!legacy.exists());
+    assert!(first
+        .effects
+        .contains(&Effect::Stop("aws_signing_helper_update.service")));
+    assert!(run(&original).is_noop());
+
     // The user adds a containerd drop-in: only containerd files change, only containerd restarts.
-    let text = read(&cfg_path).replace(
+    let with_dropin = original.replace(
         "  hybrid:\n",
         "  containerd:\n    config: |\n      version = 2\n  hybrid:\n",
     );
-    let loaded = load_text(&cfg_path, &text);
-    let files = render::render_all(&loaded.node, &cluster, &facts("v1.31.0")).unwrap();
-    let report = write_files(root.path(), &files).unwrap();
+    let report = run(&with_dropin);
     assert_eq!(
         report.changed,
         vec![PathBuf::from("/etc/containerd/config.d/00-nodeadm.toml")]
@@ -663,6 +679,28 @@ fn changed_input_rewrites_only_affected_files() {
         report.effects.into_iter().collect::<Vec<_>>(),
         vec![Effect::Containerd]
     );
+    // ...and removes it again: the drop-in is deleted (containerd would still import it).
+    let report = run(&original);
+    assert!(report.changed.is_empty());
+    assert_eq!(
+        report.removed,
+        vec![PathBuf::from("/etc/containerd/config.d/00-nodeadm.toml")]
+    );
+    assert_eq!(
+        report.effects.into_iter().collect::<Vec<_>>(),
+        vec![Effect::Containerd]
+    );
+    // Turning enableCredentialsFile off removes and stops the update unit.
+    let report = run(&original.replace("    enableCredentialsFile: true\n", ""));
+    assert_eq!(
+        report.removed,
+        vec![PathBuf::from(
+            "/etc/systemd/system/hybridboot-update.service"
+        )]
+    );
+    assert!(report
+        .effects
+        .contains(&Effect::Stop("hybridboot-update.service")));
 }
 
 #[test]

@@ -187,13 +187,18 @@ pub fn read_certificate(root: &Path, path: &Path) -> Result<CertFacts, CheckErro
     parse_certificate(path, &bytes)
 }
 
-/// The certificate is valid at `now` and its CN is the node name.
+/// How far a certificate's start may be ahead of the local clock: a certificate issued a moment
+/// ago by a CA whose clock runs a little ahead is fine (AWS tolerates 5 minutes of skew too).
+pub const NOT_BEFORE_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// The certificate is valid at `now` (up to [`NOT_BEFORE_TOLERANCE`] early) and its CN is the
+/// node name.
 pub fn check_certificate(
     cert: &CertFacts,
     node_name: &str,
     now: SystemTime,
 ) -> Result<(), CheckError> {
-    if now < cert.not_before {
+    if now + NOT_BEFORE_TOLERANCE < cert.not_before {
         return Err(CheckError::CertificateNotYetValid {
             not_before: rfc3339(cert.not_before),
             now: rfc3339(now),
@@ -313,8 +318,9 @@ mod tests {
             check_certificate(&cert, "node-2", t0 + Duration::from_secs(10)),
             Err(CheckError::CommonNameMismatch { .. })
         ));
+        check_certificate(&cert, "node-1", t0 - Duration::from_secs(10)).unwrap();
         assert!(matches!(
-            check_certificate(&cert, "node-1", t0 - Duration::from_secs(10)),
+            check_certificate(&cert, "node-1", t0 - Duration::from_secs(301)),
             Err(CheckError::CertificateNotYetValid { .. })
         ));
         assert!(matches!(

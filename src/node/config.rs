@@ -744,14 +744,12 @@ fn validate(path: &Path, raw: RawNodeConfig) -> Result<(NodeConfig, Vec<Warning>
             ));
         }
     }
-    if let KeyRef::Pkcs11(uri) = &private_key_ref {
-        if private_key.contains("pin-value=") {
-            let _ = uri;
-            warnings.push(Warning {
-                field: "spec.hybrid.iamRolesAnywhere.privateKeyPath",
-                message: "the PKCS#11 URI carries pin-value, which ends up in the AWS config and unit files; prefer pin-source=file:..".into(),
-            });
-        }
+    if matches!(private_key_ref, KeyRef::Pkcs11(_)) && private_key.contains("pin-value=") {
+        // The reference is copied into the world-readable AWS config and unit files.
+        return Err(invalid(
+            "spec.hybrid.iamRolesAnywhere.privateKeyPath",
+            "a PKCS#11 URI with pin-value would put the PIN in world-readable files; use ?pin-source=file:/path/to/pin (mode 0600) instead".into(),
+        ));
     }
 
     let node = NodeConfig {
@@ -1066,6 +1064,18 @@ spec:
             e.contains("spec.hybrid.iamRolesAnywhere.privateKeyPath"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn pkcs11_pin_value_is_refused_without_printing_it() {
+        let t = GOOD.replace(
+            "      nodeName:",
+            "      privateKeyPath: \"pkcs11:token=edge;object=node?pin-value=SECRETPIN42\"\n      nodeName:",
+        );
+        let e = p(&t).unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(text.contains("pin-source=file:"), "{text}");
+        assert!(!text.contains("SECRETPIN42"), "{text}");
     }
 
     #[test]

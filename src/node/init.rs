@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::render::{Effect, RenderedFile};
+use super::render::{Effect, ObsoleteFile, RenderedFile};
 use crate::fsutil::{self, WriteOptions};
 
 /// A file could not be written.
@@ -27,6 +27,8 @@ pub struct WriteReport {
     pub changed: Vec<PathBuf>,
     /// Files already identical.
     pub unchanged: Vec<PathBuf>,
+    /// Obsolete files that were removed.
+    pub removed: Vec<PathBuf>,
     /// What the changes require (daemon-reload, restarts), without duplicates, in order.
     pub effects: BTreeSet<Effect>,
 }
@@ -34,7 +36,7 @@ pub struct WriteReport {
 impl WriteReport {
     /// True when nothing was written.
     pub fn is_noop(&self) -> bool {
-        self.changed.is_empty()
+        self.changed.is_empty() && self.removed.is_empty()
     }
 }
 
@@ -76,6 +78,41 @@ pub fn write_files(root: &Path, files: &[RenderedFile]) -> Result<WriteReport, W
             .effects
             .extend(f.effects.iter().copied().filter(|e| *e != Effect::None));
     }
+    Ok(report)
+}
+
+/// Removes the `obsolete` files that exist under `root`, adding them and their effects to
+/// `report`.
+pub fn remove_obsolete(
+    root: &Path,
+    obsolete: &[ObsoleteFile],
+    report: &mut WriteReport,
+) -> Result<(), WriteError> {
+    for f in obsolete {
+        let target = fsutil::under_root(root, &f.path);
+        let removed = fsutil::remove_file(&target).map_err(|source| WriteError {
+            path: f.path.clone(),
+            source,
+        })?;
+        if removed {
+            log::info!("removed obsolete {}", f.path.display());
+            report.removed.push(f.path.clone());
+            report
+                .effects
+                .extend(f.effects.iter().copied().filter(|e| *e != Effect::None));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `files` and removes `obsolete` ones: the whole file phase of `init`.
+pub fn apply(
+    root: &Path,
+    files: &[RenderedFile],
+    obsolete: &[ObsoleteFile],
+) -> Result<WriteReport, WriteError> {
+    let mut report = write_files(root, files)?;
+    remove_obsolete(root, obsolete, &mut report)?;
     Ok(report)
 }
 

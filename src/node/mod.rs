@@ -6,5 +6,6 @@
 pub mod checks;
 pub mod cmd;
 pub mod config;
+pub mod facts;
 pub mod init;
 pub mod render;

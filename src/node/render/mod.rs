@@ -113,6 +113,8 @@ pub enum Effect {
     Kubelet,
     /// Restart the credentials update unit.
     CredentialsUpdate,
+    /// Stop and disable a unit that is no longer wanted.
+    Stop(&'static str),
     /// Nothing to restart (credential_process is read on each use).
     None,
 }
@@ -139,6 +141,50 @@ impl RenderedFile {
             effects: effects.to_vec(),
         }
     }
+}
+
+/// A file an earlier run (of hybridboot or nodeadm) wrote that the current configuration no
+/// longer wants. Leaving it would keep it in force: containerd imports every drop-in in
+/// `config.d`, and a stale credentials unit would keep running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObsoleteFile {
+    /// Absolute path on the node.
+    pub path: PathBuf,
+    /// What removing it requires.
+    pub effects: Vec<Effect>,
+}
+
+/// nodeadm's unit for the credentials file, replaced by hybridboot's.
+pub const NODEADM_UPDATE_UNIT_PATH: &str = "/etc/systemd/system/aws_signing_helper_update.service";
+
+/// Files to remove for this configuration (only if present).
+pub fn obsolete_files(cfg: &NodeConfig, facts: &NodeFacts) -> Vec<ObsoleteFile> {
+    let mut out = vec![ObsoleteFile {
+        path: NODEADM_UPDATE_UNIT_PATH.into(),
+        effects: vec![
+            Effect::Stop("aws_signing_helper_update.service"),
+            Effect::DaemonReload,
+        ],
+    }];
+    if !cfg.enable_credentials_file {
+        out.push(ObsoleteFile {
+            path: aws::UPDATE_UNIT_PATH.into(),
+            effects: vec![Effect::Stop(aws::UPDATE_UNIT_NAME), Effect::DaemonReload],
+        });
+    }
+    if cfg.containerd_config.is_none() {
+        out.push(ObsoleteFile {
+            path: containerd::DROP_IN_PATH.into(),
+            effects: vec![Effect::Containerd],
+        });
+    }
+    if cfg.kubelet.config.is_empty() || !facts.kubelet_version.supports_config_dir() {
+        out.push(ObsoleteFile {
+            path: kubelet::DROP_IN_PATH.into(),
+            effects: vec![Effect::Kubelet],
+        });
+    }
+    out
 }
 
 /// Why rendering failed (inputs that validation could not see, such as the service CIDR that
