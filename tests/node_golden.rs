@@ -755,3 +755,83 @@ fn every_expected_file_of_the_iam_ra_cases_is_covered() {
         assert_eq!(found, want, "{name}");
     }
 }
+
+/// Renders upgrade-with-iam with a PKCS#11 key and the built binary as the hybridboot path.
+fn pkcs11_node_with_real_binary() -> Node {
+    let cfg_path = case("upgrade-with-iam").join("config.yaml");
+    let text = read(&cfg_path).replace(
+        "      nodeName: mock-hybrid-node\n",
+        "      nodeName: mock-hybrid-node\n      privateKeyPath: \"pkcs11:token=edge%20hsm;object=node?pin-source=file:/run/pin\"\n",
+    );
+    let mut f = facts("v1.31.0");
+    f.hybridboot_path = common::bin();
+    Node::init(load_text(&cfg_path, &text), &f)
+}
+
+#[test]
+fn update_unit_passes_systemd_analyze_verify() {
+    let node = pkcs11_node_with_real_binary();
+    let unit = node.path("/etc/systemd/system/hybridboot-update.service");
+    let r = common::tool(
+        "systemd-analyze",
+        &["verify", unit.to_str().unwrap()],
+        &[("SYSTEMD_LOG_LEVEL", "warning")],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains("hybridboot-update"), "{}", r.stderr);
+    // The control: the same unit without `%` doubled is rejected (unknown specifier %2).
+    let broken = node.path("/etc/systemd/system/broken-update.service");
+    std::fs::write(&broken, read(&unit).replace("%%20", "%20")).unwrap();
+    let r = common::tool(
+        "systemd-analyze",
+        &["verify", broken.to_str().unwrap()],
+        &[("SYSTEMD_LOG_LEVEL", "warning")],
+    );
+    assert_ne!(r.code, 0, "systemd accepted an unescaped %: {}", r.stderr);
+    assert!(r.stderr.contains("specifier"), "{}", r.stderr);
+}
+
+#[test]
+fn kubectl_reads_the_kubeconfig() {
+    let node = pkcs11_node_with_real_binary();
+    let kubeconfig = node.path("/var/lib/kubelet/kubeconfig");
+    let r = common::tool(
+        "kubectl",
+        &[
+            "config",
+            "view",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    r.ok();
+    let v = json(&r.stdout);
+    assert_eq!(v["current-context"], "kubelet");
+    assert_eq!(v["clusters"][0]["cluster"]["server"], "https://example.com");
+    assert_eq!(
+        v["clusters"][0]["cluster"]["certificate-authority"],
+        "/etc/kubernetes/pki/ca.crt"
+    );
+    let exec = &v["users"][0]["user"]["exec"];
+    assert_eq!(exec["command"], common::bin().to_str().unwrap());
+    assert_eq!(
+        exec["args"],
+        serde_json::json!([
+            "token",
+            "--cluster-name",
+            "my-cluster",
+            "--region",
+            "us-west-2"
+        ])
+    );
+    assert_eq!(
+        exec["env"],
+        serde_json::json!([
+            {"name": "AWS_PROFILE", "value": "default"},
+            {"name": "AWS_CONFIG_FILE", "value": "/.aws/config"}
+        ])
+    );
+}

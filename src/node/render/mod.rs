@@ -49,7 +49,11 @@ pub struct KubeletVersion {
 impl KubeletVersion {
     /// Finds the first `vX.Y.Z` in text such as `Kubernetes v1.31.2-eks-7f9249a`.
     pub fn parse(text: &str) -> Option<KubeletVersion> {
-        let start = text.find('v').map(|i| i + 1).unwrap_or(0);
+        // The first `v` followed by a digit, else the text itself (`1.31.2`).
+        let start = text
+            .char_indices()
+            .find(|&(i, c)| c == 'v' && text[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            .map_or(0, |(i, _)| i + 1);
         text[start..]
             .split(|c: char| !(c.is_ascii_digit() || c == '.'))
             .next()
@@ -98,11 +102,17 @@ pub struct NodeFacts {
 pub const DEFAULT_ECR_CREDENTIAL_PROVIDER: &str =
     "/etc/eks/image-credential-provider/ecr-credential-provider";
 
-/// What must happen when a file changed.
+/// What must happen when a file changed. The variants are in the order they must be carried
+/// out (a `BTreeSet<Effect>` iterates in that order): stop what is gone, reload units, refresh
+/// credentials, kernel settings, then containerd before the kubelet that needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Effect {
+    /// Stop and disable a unit that is no longer wanted.
+    Stop(&'static str),
     /// `systemctl daemon-reload` (a unit file changed).
     DaemonReload,
+    /// Restart the credentials update unit.
+    CredentialsUpdate,
     /// Restart `systemd-sysctl`.
     Sysctl,
     /// Restart `systemd-modules-load`.
@@ -111,10 +121,6 @@ pub enum Effect {
     Containerd,
     /// Restart kubelet.
     Kubelet,
-    /// Restart the credentials update unit.
-    CredentialsUpdate,
-    /// Stop and disable a unit that is no longer wanted.
-    Stop(&'static str),
     /// Nothing to restart (credential_process is read on each use).
     None,
 }
@@ -272,6 +278,12 @@ mod tests {
             .supports_config_dir());
         assert_eq!(KubeletVersion::parse("1.30").unwrap().minor, 30);
         assert!(KubeletVersion::parse("kubelet").is_none());
+        assert_eq!(
+            KubeletVersion::parse("kubelet version v1.30.4")
+                .unwrap()
+                .to_string(),
+            "v1.30.4"
+        );
     }
 
     #[test]
