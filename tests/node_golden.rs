@@ -835,3 +835,36 @@ fn kubectl_reads_the_kubeconfig() {
         ])
     );
 }
+
+#[test]
+fn skipped_phases_and_bad_details_write_nothing_of_theirs() {
+    use hybridboot::node::init::{files_phase, FilesError, Skip};
+    let cfg_path = case("upgrade-with-iam").join("config.yaml");
+    let loaded = load_text(&cfg_path, &read(&cfg_path));
+    let cluster = ClusterDetails::from_config(&loaded.node).unwrap();
+    let f = facts("v1.31.0");
+
+    let root = tempfile::tempdir().unwrap();
+    let skip = Skip::parse(&["kubelet,run", "k8s-authentication-validation"]).unwrap();
+    let report = files_phase(root.path(), &loaded.node, &cluster, &f, &skip).unwrap();
+    assert!(report.changed.contains(&PathBuf::from("/.aws/config")));
+    assert!(report
+        .changed
+        .contains(&PathBuf::from("/etc/containerd/config.toml")));
+    assert!(report
+        .changed
+        .iter()
+        .all(|p| !p.starts_with("/etc/kubernetes")
+            && !p.starts_with("/var/lib/kubelet")
+            && !p.starts_with("/etc/eks")));
+    assert!(!report.effects.contains(&Effect::Kubelet));
+
+    // A service CIDR from DescribeCluster that is not a CIDR: rendering fails, nothing written.
+    let root = tempfile::tempdir().unwrap();
+    let mut bad = cluster.clone();
+    bad.service_cidr = "10.100.0.0".into();
+    let e = files_phase(root.path(), &loaded.node, &bad, &f, &Skip::default()).unwrap_err();
+    assert!(matches!(e, FilesError::Render(_)), "{e}");
+    assert!(e.to_string().contains("cluster service CIDR"), "{e}");
+    assert!(common::dir_entries(root.path()).is_empty());
+}

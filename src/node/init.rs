@@ -6,8 +6,160 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::render::{Effect, ObsoleteFile, RenderedFile};
+use super::config::NodeConfig;
+use super::render::{
+    self, ClusterDetails, Effect, FilePhase, NodeFacts, ObsoleteFile, RenderError, RenderedFile,
+};
 use crate::fsutil::{self, WriteOptions};
+
+/// A step of `init` that `--skip NAME` can leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    /// Writing one group of files (`aws`, `system`, `containerd`, `kubelet`).
+    Files(FilePhase),
+    /// DescribeCluster (`cluster-details`).
+    ClusterDetails,
+    /// Node IP inside the remote node networks (`node-ip-validation`).
+    NodeIpValidation,
+    /// Certificate readable, valid, CN == nodeName (`certificate-validation`).
+    CertificateValidation,
+    /// Clock after the floor (`clock-validation`).
+    ClockValidation,
+    /// Enabling and restarting units (`run`).
+    Run,
+}
+
+const FILE_PHASES: [FilePhase; 4] = [
+    FilePhase::Aws,
+    FilePhase::System,
+    FilePhase::Containerd,
+    FilePhase::Kubelet,
+];
+
+/// nodeadm phase names hybridboot has no equivalent for: accepted so that existing
+/// `nodeadm init --skip ...` command lines keep working, and ignored.
+pub const NODEADM_ONLY_PHASES: &[&str] = &[
+    "install-validation",
+    "cni-validation",
+    "credentials-validation",
+    "kubelet-cert-validation",
+    "ssm-api-network-validation",
+    "iam-ra-api-network-validation",
+    "aws-auth-validation",
+    "k8s-endpoint-network-validation",
+    "k8s-authentication-validation",
+    "kubelet-version-skew-validation",
+    "api-server-endpoint-resolution-validation",
+    "proxy-validation",
+    "node-inactive-validation",
+    "cluster-access-validation",
+    "preprocess",
+];
+
+/// The steps `--skip` named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skip {
+    steps: BTreeSet<Step>,
+    /// nodeadm names that were accepted but mean nothing here.
+    pub ignored: Vec<String>,
+}
+
+impl Skip {
+    /// Parses `--skip a,b` values (repeatable, comma separated). nodeadm's `config` skips every
+    /// file; unknown names are an error listing the known ones.
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Skip, String> {
+        let mut skip = Skip::default();
+        for name in values
+            .iter()
+            .flat_map(|v| v.as_ref().split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            match name {
+                "config" => skip.steps.extend(FILE_PHASES.map(Step::Files)),
+                "cluster-details" => {
+                    skip.steps.insert(Step::ClusterDetails);
+                }
+                "node-ip-validation" => {
+                    skip.steps.insert(Step::NodeIpValidation);
+                }
+                "certificate-validation" => {
+                    skip.steps.insert(Step::CertificateValidation);
+                }
+                "clock-validation" => {
+                    skip.steps.insert(Step::ClockValidation);
+                }
+                "run" => {
+                    skip.steps.insert(Step::Run);
+                }
+                n if NODEADM_ONLY_PHASES.contains(&n) => skip.ignored.push(n.to_string()),
+                n => match FILE_PHASES.iter().find(|p| p.name() == n) {
+                    Some(p) => {
+                        skip.steps.insert(Step::Files(*p));
+                    }
+                    None => {
+                        return Err(format!(
+                            "--skip {n:?}: unknown phase; known: {}",
+                            Skip::known_names().join(", ")
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(skip)
+    }
+
+    /// Every name `--skip` accepts that means something to hybridboot.
+    pub fn known_names() -> Vec<&'static str> {
+        let mut v = vec!["config"];
+        v.extend(FILE_PHASES.map(FilePhase::name));
+        v.extend([
+            "cluster-details",
+            "node-ip-validation",
+            "certificate-validation",
+            "clock-validation",
+            "run",
+        ]);
+        v
+    }
+
+    /// True when `step` is skipped.
+    pub fn skips(&self, step: Step) -> bool {
+        self.steps.contains(&step)
+    }
+}
+
+/// Why the file phase failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// Rendering failed: nothing was written.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A write failed (each file is atomic; earlier files may be new).
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// The file phases of `init`: renders everything first (so bad input writes nothing), then
+/// writes the files and removes the obsolete ones of every phase not skipped.
+pub fn files_phase(
+    root: &Path,
+    cfg: &NodeConfig,
+    cluster: &ClusterDetails,
+    facts: &NodeFacts,
+    skip: &Skip,
+) -> Result<WriteReport, FilesError> {
+    let keep = |phase: FilePhase| !skip.skips(Step::Files(phase));
+    let files: Vec<RenderedFile> = render::render_all(cfg, cluster, facts)?
+        .into_iter()
+        .filter(|f| keep(f.phase))
+        .collect();
+    let obsolete: Vec<ObsoleteFile> = render::obsolete_files(cfg, facts)
+        .into_iter()
+        .filter(|f| keep(f.phase))
+        .collect();
+    Ok(apply(root, &files, &obsolete)?)
+}
 
 /// A file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +272,30 @@ pub fn apply(
 mod tests {
     use super::*;
 
+    #[test]
+    fn skip_names() {
+        let s = Skip::parse(&[
+            "run,node-ip-validation",
+            "k8s-authentication-validation",
+            "kubelet",
+        ])
+        .unwrap();
+        assert!(s.skips(Step::Run) && s.skips(Step::NodeIpValidation));
+        assert!(s.skips(Step::Files(FilePhase::Kubelet)));
+        assert!(!s.skips(Step::Files(FilePhase::Aws)));
+        assert_eq!(s.ignored, vec!["k8s-authentication-validation"]);
+        let all = Skip::parse(&["config"]).unwrap();
+        assert!(FILE_PHASES.iter().all(|p| all.skips(Step::Files(*p))));
+        let e = Skip::parse(&["kubelett"]).unwrap_err();
+        assert!(
+            e.contains("unknown phase") && e.contains("containerd"),
+            "{e}"
+        );
+    }
+
     fn file(path: &str, body: &str, effects: &[Effect]) -> RenderedFile {
         RenderedFile {
+            phase: FilePhase::Kubelet,
             path: path.into(),
             contents: body.as_bytes().to_vec(),
             mode: 0o644,

@@ -52,6 +52,7 @@ pub fn aws_config(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
          [profile hybrid]\nregion = {region}\ncredential_process = {process}\n"
     );
     RenderedFile {
+        phase: super::FilePhase::Aws,
         path: cfg.iam_roles_anywhere.aws_config_path.clone(),
         contents: text.into_bytes(),
         mode: 0o644,

@@ -125,9 +125,36 @@ pub enum Effect {
     None,
 }
 
+/// The `init` phase a file belongs to; `--skip NAME` leaves that phase's files alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FilePhase {
+    /// AWS config and the credentials update unit (`aws`).
+    Aws,
+    /// Kernel settings (`system`).
+    System,
+    /// containerd config, drop-in and modules (`containerd`).
+    Containerd,
+    /// kubelet config, kubeconfig, CA, environment, unit (`kubelet`).
+    Kubelet,
+}
+
+impl FilePhase {
+    /// The name used with `--skip`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FilePhase::Aws => "aws",
+            FilePhase::System => "system",
+            FilePhase::Containerd => "containerd",
+            FilePhase::Kubelet => "kubelet",
+        }
+    }
+}
+
 /// One file to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedFile {
+    /// The phase that writes it.
+    pub phase: FilePhase,
     /// Absolute path on the node (prefix it with `--root`).
     pub path: PathBuf,
     /// Exact content.
@@ -141,6 +168,8 @@ pub struct RenderedFile {
 impl RenderedFile {
     fn new(path: &str, contents: impl Into<Vec<u8>>, effects: &[Effect]) -> RenderedFile {
         RenderedFile {
+            // Set by render_all per group.
+            phase: FilePhase::Kubelet,
             path: PathBuf::from(path),
             contents: contents.into(),
             mode: 0o644,
@@ -154,6 +183,8 @@ impl RenderedFile {
 /// `config.d`, and a stale credentials unit would keep running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObsoleteFile {
+    /// The phase that owns it.
+    pub phase: FilePhase,
     /// Absolute path on the node.
     pub path: PathBuf,
     /// What removing it requires.
@@ -166,6 +197,7 @@ pub const NODEADM_UPDATE_UNIT_PATH: &str = "/etc/systemd/system/aws_signing_help
 /// Files to remove for this configuration (only if present).
 pub fn obsolete_files(cfg: &NodeConfig, facts: &NodeFacts) -> Vec<ObsoleteFile> {
     let mut out = vec![ObsoleteFile {
+        phase: FilePhase::Aws,
         path: NODEADM_UPDATE_UNIT_PATH.into(),
         effects: vec![
             Effect::Stop("aws_signing_helper_update.service"),
@@ -174,18 +206,21 @@ pub fn obsolete_files(cfg: &NodeConfig, facts: &NodeFacts) -> Vec<ObsoleteFile> 
     }];
     if !cfg.enable_credentials_file {
         out.push(ObsoleteFile {
+            phase: FilePhase::Aws,
             path: aws::UPDATE_UNIT_PATH.into(),
             effects: vec![Effect::Stop(aws::UPDATE_UNIT_NAME), Effect::DaemonReload],
         });
     }
     if cfg.containerd_config.is_none() {
         out.push(ObsoleteFile {
+            phase: FilePhase::Containerd,
             path: containerd::DROP_IN_PATH.into(),
             effects: vec![Effect::Containerd],
         });
     }
     if cfg.kubelet.config.is_empty() || !facts.kubelet_version.supports_config_dir() {
         out.push(ObsoleteFile {
+            phase: FilePhase::Kubelet,
             path: kubelet::DROP_IN_PATH.into(),
             effects: vec![Effect::Kubelet],
         });
@@ -213,13 +248,23 @@ pub fn render_all(
     facts: &NodeFacts,
 ) -> Result<Vec<RenderedFile>, RenderError> {
     parse_cidr(&cluster.service_cidr).map_err(RenderError::ServiceCidr)?;
-    let mut files = vec![aws::aws_config(cfg, facts)];
+    let tag = |phase: FilePhase, files: Vec<RenderedFile>| {
+        files.into_iter().map(move |mut f| {
+            f.phase = phase;
+            f
+        })
+    };
+    let mut aws_files = vec![aws::aws_config(cfg, facts)];
     if cfg.enable_credentials_file {
-        files.push(aws::update_unit(cfg, facts));
+        aws_files.push(aws::update_unit(cfg, facts));
     }
-    files.extend(containerd::files(cfg));
-    files.push(system::sysctl());
-    files.extend(kubelet::files(cfg, cluster, facts)?);
+    let mut files: Vec<RenderedFile> = tag(FilePhase::Aws, aws_files).collect();
+    files.extend(tag(FilePhase::Containerd, containerd::files(cfg)));
+    files.extend(tag(FilePhase::System, vec![system::sysctl()]));
+    files.extend(tag(
+        FilePhase::Kubelet,
+        kubelet::files(cfg, cluster, facts)?,
+    ));
     Ok(files)
 }
 
