@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Serialize;
-use serde_norway::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
 use crate::{exit, fsutil};
 
@@ -247,11 +247,11 @@ fn yaml_error(source_name: &str, what: &str, e: impl std::fmt::Display) -> AwsAu
 
 /// The mapRoles string for a list of mappings.
 fn map_roles_text(entries: &[Value]) -> Result<String, AwsAuthError> {
-    serde_norway::to_string(entries).map_err(|e| yaml_error("mapRoles", "encoding", e))
+    serde_yaml_ng::to_string(entries).map_err(|e| yaml_error("mapRoles", "encoding", e))
 }
 
 fn mapping_value(m: &RoleMapping) -> Value {
-    serde_norway::to_value(m).expect("a struct of strings always encodes")
+    serde_yaml_ng::to_value(m).expect("a struct of strings always encodes")
 }
 
 /// A fresh aws-auth ConfigMap holding `mappings`.
@@ -267,7 +267,7 @@ pub fn render(mappings: &[RoleMapping]) -> Result<String, AwsAuthError> {
     cm.insert("kind".into(), "ConfigMap".into());
     cm.insert("metadata".into(), Value::Mapping(metadata));
     cm.insert("data".into(), Value::Mapping(data));
-    serde_norway::to_string(&Value::Mapping(cm)).map_err(|e| yaml_error("aws-auth", "encoding", e))
+    serde_yaml_ng::to_string(&Value::Mapping(cm)).map_err(|e| yaml_error("aws-auth", "encoding", e))
 }
 
 /// The result of a merge.
@@ -299,7 +299,7 @@ pub fn merge(
         detail,
     };
     let mut doc: Value =
-        serde_norway::from_str(existing).map_err(|e| yaml_error(source_name, "not YAML", e))?;
+        serde_yaml_ng::from_str(existing).map_err(|e| yaml_error(source_name, "not YAML", e))?;
     let Some(cm) = doc.as_mapping_mut() else {
         return Err(bad("not a ConfigMap object".into()));
     };
@@ -344,7 +344,7 @@ pub fn merge(
     };
     let mut entries: Vec<Value> = match data.get("mapRoles") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) => match serde_norway::from_str::<Value>(text) {
+        Some(Value::String(text)) => match serde_yaml_ng::from_str::<Value>(text) {
             Ok(Value::Sequence(seq)) => seq,
             Ok(Value::Null) => Vec::new(),
             Ok(_) => return Err(bad("data.mapRoles is not a YAML list".into())),
@@ -423,7 +423,7 @@ pub fn merge(
         });
     }
     data.insert("mapRoles".into(), map_roles_text(&entries)?.into());
-    let yaml = serde_norway::to_string(&doc).map_err(|e| yaml_error(source_name, "encoding", e))?;
+    let yaml = serde_yaml_ng::to_string(&doc).map_err(|e| yaml_error(source_name, "encoding", e))?;
     Ok(Merged {
         yaml,
         changed,

@@ -16,5 +16,6 @@ pub mod fsutil;
 pub mod irsa;
 pub mod key;
 pub mod logging;
+pub mod node;
 pub mod secret;
 pub mod x509;

@@ -61,6 +61,9 @@ enum Command {
     /// The EKS access entry (type HYBRID_LINUX) for the node role.
     #[command(subcommand)]
     AccessEntry(hybridboot::awsauth::AccessEntryCommand),
+    /// Check a NodeConfig (node.eks.aws/v1alpha1) before joining.
+    #[command(subcommand)]
+    Config(hybridboot::node::cmd::ConfigCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +192,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Irsa(c) => hybridboot::irsa::run(c),
         Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),
+        Command::Config(c) => hybridboot::node::cmd::run(c),
     }
 }
 

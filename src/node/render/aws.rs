@@ -1,0 +1,99 @@
+//! The AWS side: the shared config whose `credential_process` runs hybridboot, and (with
+//! `enableCredentialsFile`) the unit that keeps a shared credentials file fresh.
+
+use super::{shell_quote, systemd_quote, Effect, NodeFacts, RenderedFile};
+use crate::node::config::NodeConfig;
+
+/// The AWS profile hybridboot's consumers use (nodeadm's `ProfileName`).
+pub const PROFILE: &str = "default";
+/// The shared credentials file the update unit maintains (nodeadm's path).
+pub const CREDENTIALS_FILE: &str = "/eks-hybrid/.aws/credentials";
+/// The update unit (instead of nodeadm's `aws_signing_helper_update.service`).
+pub const UPDATE_UNIT_NAME: &str = "hybridboot-update.service";
+/// Where the update unit is written.
+pub const UPDATE_UNIT_PATH: &str = "/etc/systemd/system/hybridboot-update.service";
+
+/// The Roles Anywhere arguments shared by `credential-process` and `update`, in nodeadm's order.
+pub fn roles_anywhere_args(cfg: &NodeConfig) -> Vec<(&'static str, String)> {
+    let ira = &cfg.iam_roles_anywhere;
+    vec![
+        ("--certificate", ira.certificate_path.display().to_string()),
+        ("--private-key", ira.private_key.clone()),
+        ("--trust-anchor-arn", ira.trust_anchor_arn.clone()),
+        ("--profile-arn", ira.profile_arn.clone()),
+        ("--role-arn", ira.role_arn.clone()),
+        ("--role-session-name", ira.node_name.clone()),
+    ]
+}
+
+/// The `credential_process` command line: hybridboot with every argument shell-quoted as needed.
+pub fn credential_process(cfg: &NodeConfig, facts: &NodeFacts) -> String {
+    let mut line = format!(
+        "{} credential-process",
+        shell_quote(&facts.hybridboot_path.display().to_string())
+    );
+    for (flag, value) in roles_anywhere_args(cfg) {
+        line.push(' ');
+        line.push_str(flag);
+        line.push(' ');
+        line.push_str(&shell_quote(&value));
+    }
+    line
+}
+
+/// `awsConfigPath` (default `/etc/aws/hybrid/config`): profile `default`, and nodeadm's
+/// backward-compatible profile `hybrid` with the same content.
+pub fn aws_config(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
+    let region = &cfg.cluster.region;
+    let process = credential_process(cfg, facts);
+    let text = format!(
+        "[profile {PROFILE}]\nregion = {region}\ncredential_process = {process}\n\n\
+         # hybrid profile is maintained for backwards compatibility, nodeadm no longer uses it\n\
+         [profile hybrid]\nregion = {region}\ncredential_process = {process}\n"
+    );
+    RenderedFile {
+        phase: super::FilePhase::Aws,
+        path: cfg.iam_roles_anywhere.aws_config_path.clone(),
+        contents: text.into_bytes(),
+        mode: 0o644,
+        effects: vec![Effect::None],
+    }
+}
+
+/// The `hybridboot update` unit (nodeadm: `aws_signing_helper_update.service`).
+pub fn update_unit(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
+    let mut exec = format!(
+        "{} update",
+        systemd_quote(&facts.hybridboot_path.display().to_string())
+    );
+    for (flag, value) in roles_anywhere_args(cfg) {
+        exec.push_str(&format!(" \\\n        {flag} {}", systemd_quote(&value)));
+    }
+    exec.push_str(&format!(
+        " \\\n        --region {}",
+        systemd_quote(&cfg.cluster.region)
+    ));
+    let text = format!(
+        "[Unit]\n\
+         Description=Service that runs hybridboot update to keep the AWS credentials refreshed in {CREDENTIALS_FILE}.\n\
+         \n\
+         [Service]\n\
+         User=root\n\
+         Environment=AWS_SHARED_CREDENTIALS_FILE={CREDENTIALS_FILE}\n\
+         ExecStart={exec}\n\
+         StandardOutput=journal\n\
+         StandardError=journal\n\
+         Restart=always\n\
+         RestartSec=10\n\
+         CPUAccounting=true\n\
+         MemoryAccounting=true\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    );
+    RenderedFile::new(
+        UPDATE_UNIT_PATH,
+        text,
+        &[Effect::DaemonReload, Effect::CredentialsUpdate],
+    )
+}
