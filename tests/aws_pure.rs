@@ -602,3 +602,83 @@ fn wrong_key_for_the_certificate_is_refused_before_signing() {
         sigv4x509::X509SignError::BadCertificate(_)
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// What we write, read back by botocore (an SDK, not our code).
+
+fn botocore_read(config: &Path, credentials: &Path, profile: &str) -> serde_json::Value {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aws_vectors/botocore_read.py");
+    let py = venv_python();
+    let run = common::tool(
+        py.to_str().unwrap(),
+        &[
+            script.to_str().unwrap(),
+            config.to_str().unwrap(),
+            credentials.to_str().unwrap(),
+            profile,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "botocore failed: {}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn session_creds(id: &str, expires: u64) -> Credentials {
+    Credentials {
+        access_key_id: id.into(),
+        secret_access_key: Secret::new(format!("secret/{id}+key")),
+        session_token: Some(Secret::new(format!("token+/={id}"))),
+        expiration: Some(at(expires)),
+    }
+}
+
+#[test]
+fn botocore_reads_our_credential_process_output() {
+    use hybridboot::aws::credentials::render_credential_process;
+    let dir = tempfile::tempdir().unwrap();
+    // Far in the future so botocore does not consider it expired.
+    let c = session_creds("ASIAPROCESS", 4_102_444_800);
+    let out = dir.path().join("out.json");
+    std::fs::write(&out, render_credential_process(&c).expose()).unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile node]\ncredential_process = cat {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let v = botocore_read(&config, &dir.path().join("none"), "node");
+    assert_eq!(v["access_key"], "ASIAPROCESS");
+    assert_eq!(v["secret_key"], "secret/ASIAPROCESS+key");
+    assert_eq!(v["token"], "token+/=ASIAPROCESS");
+    assert_eq!(v["method"], "custom-process");
+    assert_eq!(v["expiry"], "2100-01-01T00:00:00+00:00");
+}
+
+#[test]
+fn botocore_reads_the_profile_we_rewrote_and_the_others_unchanged() {
+    use hybridboot::aws::credfile;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials");
+    std::fs::write(
+        &path,
+        "# operator comment\n[other]\naws_access_key_id = AKIAOTHER\naws_secret_access_key = othersecret\n\n\
+         [default]\n; keep\naws_access_key_id = OLD\naws_secret_access_key = OLDSECRET\naws_session_token = OLDTOKEN\n  continuation\nregion = eu-west-1\n",
+    )
+    .unwrap();
+    credfile::write(&path, "default", &session_creds("ASIANEW", 4_102_444_800)).unwrap();
+    let none = dir.path().join("no-config");
+    let v = botocore_read(&none, &path, "default");
+    assert_eq!(v["access_key"], "ASIANEW");
+    assert_eq!(v["secret_key"], "secret/ASIANEW+key");
+    assert_eq!(v["token"], "token+/=ASIANEW");
+    let v = botocore_read(&none, &path, "other");
+    assert_eq!(v["access_key"], "AKIAOTHER");
+    assert_eq!(v["token"], serde_json::Value::Null);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("# operator comment\n[other]\n"));
+    assert!(text.contains("; keep\n") && !text.contains("continuation") && !text.contains("OLD"));
+}
