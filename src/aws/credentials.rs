@@ -70,6 +70,13 @@ pub enum CreateSessionError {
     /// Throttled or a server-side failure: retry later.
     #[error("IAM Roles Anywhere is throttling or failing (HTTP {status}): {message}; retrying later should work")]
     Transient { status: u16, message: String },
+    /// Our clock and the service's differ by more than SigV4 tolerates.
+    /// `skew_secs` = our clock minus the server's, when its `Date` header told us.
+    #[error("the clock is off{} (SigV4 allows 300 s): fix the time (NTP/RTC) and retry; the service said: {message}", match .skew_secs { Some(s) => format!(" by {s} s compared with IAM Roles Anywhere's Date header"), None => String::new() })]
+    ClockSkew {
+        skew_secs: Option<i64>,
+        message: String,
+    },
     /// Any other error answer.
     #[error("IAM Roles Anywhere answered HTTP {status}: {message}")]
     Unknown { status: u16, message: String },
@@ -178,12 +185,25 @@ pub fn parse_create_session_error(
         return CreateSessionError::Transient { status, message };
     }
     if cert_words(&[
-        "expired",
-        "not yet valid",
-        "notafter",
-        "notbefore",
-        "validity",
+        "signature expired",
+        "request time too skewed",
+        "too skewed",
+        "clock skew",
     ]) {
+        return CreateSessionError::ClockSkew {
+            skew_secs: None,
+            message,
+        };
+    }
+    if cert_words(&["certificate", "x509", "x.509"])
+        && cert_words(&[
+            "expired",
+            "not yet valid",
+            "notafter",
+            "notbefore",
+            "validity",
+        ])
+    {
         return CreateSessionError::ExpiredCertificate { message };
     }
     if cert_words(&[
@@ -205,6 +225,46 @@ pub fn parse_create_session_error(
         (_, 400) => CreateSessionError::Validation { message },
         _ => CreateSessionError::Unknown { status, message },
     }
+}
+
+/// Largest clock difference SigV4 accepts.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// The whole answer handling for the HTTP client: a 2xx body becomes credentials; an error
+/// answer is classified, and when the server's `Date` header shows our clock off by more than
+/// [`MAX_CLOCK_SKEW_SECS`], the error says so (a skewed clock makes every signature look wrong).
+pub fn handle_create_session_answer(
+    status: u16,
+    error_type_header: Option<&str>,
+    date_header: Option<&str>,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Credentials, CreateSessionError> {
+    if (200..300).contains(&status) {
+        return parse_create_session_response(body);
+    }
+    let err = parse_create_session_error(status, error_type_header, body);
+    if let Some(server) = date_header.and_then(super::time::parse_http_date) {
+        let skew_secs = unix_seconds(now) - unix_seconds(server);
+        if skew_secs.abs() > MAX_CLOCK_SKEW_SECS && (400..500).contains(&status) {
+            let message = match &err {
+                CreateSessionError::AccessDenied { message }
+                | CreateSessionError::UntrustedCertificate { message }
+                | CreateSessionError::ExpiredCertificate { message }
+                | CreateSessionError::Validation { message }
+                | CreateSessionError::NotFound { message }
+                | CreateSessionError::Transient { message, .. }
+                | CreateSessionError::ClockSkew { message, .. }
+                | CreateSessionError::Unknown { message, .. } => message.clone(),
+                CreateSessionError::BadResponse(m) => m.clone(),
+            };
+            return Err(CreateSessionError::ClockSkew {
+                skew_secs: Some(skew_secs),
+                message,
+            });
+        }
+    }
+    Err(err)
 }
 
 /// The JSON a `credential_process` prints (AWS SDK format, version 1).
@@ -380,6 +440,65 @@ mod tests {
                 message: "<empty response body>".into()
             }
         );
+    }
+
+    #[test]
+    fn answers_and_clock_skew() {
+        let now = parse_rfc3339("2024-05-01T12:00:00Z").unwrap();
+        let c = handle_create_session_answer(201, None, None, OK.as_bytes(), now).unwrap();
+        assert_eq!(c.access_key_id, "ASIAEXAMPLEKEY");
+        let body = br#"{"message":"Signature expired"}"#;
+        // Server 10 minutes ahead of us: say it is the clock.
+        let e = handle_create_session_answer(
+            403,
+            None,
+            Some("Wed, 01 May 2024 12:10:00 GMT"),
+            body,
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            CreateSessionError::ClockSkew {
+                skew_secs: Some(-600),
+                message: "Signature expired".into()
+            }
+        );
+        assert!(e.to_string().contains("clock is off by -600 s"));
+        // Within tolerance: the service's own classification stands.
+        let e = handle_create_session_answer(
+            403,
+            None,
+            Some("Wed, 01 May 2024 12:04:00 GMT"),
+            body,
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CreateSessionError::ClockSkew {
+                    skew_secs: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = handle_create_session_answer(
+            403,
+            None,
+            Some("Wed, 01 May 2024 12:04:00 GMT"),
+            br#"{"message":"Certificate expired"}"#,
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, CreateSessionError::ExpiredCertificate { .. }),
+            "{e:?}"
+        );
+        let e = handle_create_session_answer(403, None, None, br#"{"message":"nope"}"#, now)
+            .unwrap_err();
+        assert!(matches!(e, CreateSessionError::AccessDenied { .. }));
     }
 
     #[test]

@@ -173,6 +173,29 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     Some(from_unix_seconds(secs - offset))
 }
 
+/// Parses an HTTP `Date` header (RFC 9110 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`), to
+/// compare the server's clock with ours. Obsolete formats are not accepted (`None`).
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let mut it = s.trim().split(' ');
+    let (_wday, day, mon, year, hms, gmt) = (
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+    );
+    if it.next().is_some() || gmt != "GMT" || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == mon)? as u32 + 1;
+    let text = format!("{year}-{month:02}-{day}T{hms}Z");
+    parse_rfc3339(&text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +212,22 @@ mod tests {
             rfc3339(from_unix_seconds(951782400)),
             "2000-02-29T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
+            Some(from_unix_seconds(1440938160))
+        );
+        for bad in [
+            "",
+            "Sunday, 30-Aug-15 12:36:00 GMT",
+            "Sun, 30 Foo 2015 12:36:00 GMT",
+            "Sun, 30 Aug 2015 12:36:00 UTC",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
