@@ -682,3 +682,24 @@ fn botocore_reads_the_profile_we_rewrote_and_the_others_unchanged() {
     assert!(text.starts_with("# operator comment\n[other]\n"));
     assert!(text.contains("; keep\n") && !text.contains("continuation") && !text.contains("OLD"));
 }
+
+#[test]
+fn moto_describe_cluster_answer_parses() {
+    use hybridboot::aws::eks;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers/aws_vectors/moto_describe_cluster.py");
+    let py = venv_python();
+    let run = common::tool(
+        py.to_str().unwrap(),
+        &[script.to_str().unwrap(), "hybrid-1", "us-west-2"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "moto failed: {}", run.stderr);
+    let d = eks::parse_describe_cluster("hybrid-1", "us-west-2", 200, None, run.stdout.as_bytes())
+        .unwrap();
+    assert_eq!(d.name, "hybrid-1");
+    assert_eq!(d.status, "ACTIVE");
+    assert!(d.endpoint.starts_with("https://"), "{}", d.endpoint);
+    assert!(!d.certificate_authority_pem.is_empty());
+    assert_eq!(d.service_cidr.as_deref(), Some("172.16.0.0/16"));
+}

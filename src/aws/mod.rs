@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod credentials;
 pub mod credfile;
+pub mod eks;
 pub mod imds;
 pub mod sigv4;
 pub mod sigv4x509;
