@@ -703,3 +703,49 @@ fn moto_describe_cluster_answer_parses() {
     assert!(!d.certificate_authority_pem.is_empty());
     assert_eq!(d.service_cidr.as_deref(), Some("172.16.0.0/16"));
 }
+
+#[test]
+fn credential_process_lines_survive_botocore_and_sh() {
+    use hybridboot::aws::credentials::render_credential_process;
+    use hybridboot::aws::sources::{join_command, split_command};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("creds.json");
+    std::fs::write(
+        &json,
+        render_credential_process(&session_creds("ASIAQUOTED", 4_102_444_800)).expose(),
+    )
+    .unwrap();
+    // The script prints the credentials only when it got exactly the awkward arguments.
+    let script = dir.path().join("helper with space.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$#\" = 3 ] && [ \"$1\" = 'pkcs11:token=node 1;object=key' ] && [ \"$2\" = \"it's\" ] && [ \"$3\" = '$HOME`x`' ] && exec cat {}\necho \"bad args: $*\" >&2; exit 1\n",
+            json.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = [
+        script.to_str().unwrap(),
+        "pkcs11:token=node 1;object=key",
+        "it's",
+        "$HOME`x`",
+    ];
+    let line = join_command(&args);
+    assert_eq!(split_command(&line).unwrap(), args);
+    // botocore: shlex.split, no shell.
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!("[profile node]\ncredential_process = {line}\n"),
+    )
+    .unwrap();
+    let v = botocore_read(&config, &dir.path().join("none"), "node");
+    assert_eq!(v["access_key"], "ASIAQUOTED");
+    // The Go and Rust SDKs: sh -c.
+    let run = common::tool("sh", &["-c", &line], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("ASIAQUOTED"));
+}

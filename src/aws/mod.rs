@@ -17,6 +17,7 @@ pub mod eks;
 pub mod imds;
 pub mod sigv4;
 pub mod sigv4x509;
+pub mod sources;
 pub mod sts_token;
 pub mod time;
 
