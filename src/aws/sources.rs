@@ -540,12 +540,9 @@ mod tests {
             shown.contains("--region r") && shown.contains("module-path=/x.so"),
             "{shown}"
         );
-        let e = run_credential_process(
-            "p",
-            &format!("/nonexistent 'pin-value=4321'"),
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
+        let e =
+            run_credential_process("p", "/nonexistent 'pin-value=4321'", Duration::from_secs(1))
+                .unwrap_err();
         assert!(!e.to_string().contains("4321"), "{e}");
     }
 
