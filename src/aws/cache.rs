@@ -44,6 +44,11 @@ pub struct CacheKeyParts<'a> {
     pub endpoint: &'a str,
 }
 
+/// The certificate fingerprint used in cache keys: hex SHA-256 of the DER certificate.
+pub fn certificate_fingerprint(certificate_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(certificate_der))
+}
+
 /// Hex SHA-256 over the length-prefixed parts (unambiguous: no separator can be forged).
 pub fn cache_key(p: &CacheKeyParts<'_>) -> String {
     let mut h = Sha256::new();
@@ -300,6 +305,14 @@ mod tests {
         let mut q = parts("fp", None);
         q.trust_anchor_arn = "ta";
         assert_ne!(cache_key(&p), cache_key(&q));
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_of_the_der() {
+        assert_eq!(
+            certificate_fingerprint(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

@@ -285,9 +285,9 @@ impl Imds {
             }
             return self.issue_token(req, now, new_token);
         }
-        if req.method != "GET" && req.method != "HEAD" {
+        if req.method != "GET" {
             let mut r = Response::text(405, "method not allowed\n");
-            r.headers.push(("Allow".into(), "GET, HEAD".into()));
+            r.headers.push(("Allow".into(), "GET".into()));
             return r;
         }
         if !self.token_valid(req.header(TOKEN_HEADER), now) {
@@ -530,6 +530,22 @@ mod tests {
         // No token (IMDSv1) or an unknown one: 401.
         assert_eq!(get(&mut imds, p, None, T0, Some(&c)).status, 401);
         assert_eq!(get(&mut imds, p, Some("forged"), T0, Some(&c)).status, 401);
+    }
+
+    #[test]
+    fn only_get_reads_metadata() {
+        let mut imds = Imds::new("r");
+        token(&mut imds, "60");
+        let view = CredentialView {
+            credentials: None,
+            last_updated: from_unix_seconds(T0),
+        };
+        for m in ["POST", "HEAD", "DELETE", "PUT"] {
+            let r = req(&format!("{m} /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\nx-aws-ec2-metadata-token: tok-1\r\n\r\n"));
+            let resp = imds.handle(&r, from_unix_seconds(T0), view, || unreachable!());
+            assert_eq!(resp.status, 405, "{m}");
+            assert!(resp.headers.contains(&("Allow".into(), "GET".into())));
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod credfile;
 pub mod eks;
 pub mod imds;
+pub mod refresh;
 pub mod sigv4;
 pub mod sigv4x509;
 pub mod sources;
