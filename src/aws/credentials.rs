@@ -92,6 +92,23 @@ impl CreateSessionError {
     }
 }
 
+/// A serde_json error safe to show: its "invalid type: string \"...\"" messages quote the
+/// offending value, which in a credentials document may be a secret, so only missing/unknown
+/// field names and the position are kept.
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.starts_with("missing field") || msg.starts_with("unknown field") {
+        return msg;
+    }
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "a field of the wrong type or value",
+        serde_json::error::Category::Eof => "truncated document",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawResponse {
@@ -115,8 +132,7 @@ struct RawCredentials {
 /// Parses a successful (2xx) `CreateSession` body (PROTOCOLS.md §1) into credentials.
 pub fn parse_create_session_response(body: &[u8]) -> Result<Credentials, CreateSessionError> {
     let raw: RawResponse = serde_json::from_slice(body).map_err(|e| {
-        // serde_json's message names the position and the expectation, never the values.
-        CreateSessionError::BadResponse(format!("not the expected JSON: {e}"))
+        CreateSessionError::BadResponse(format!("not the expected JSON: {}", json_error(&e)))
     })?;
     let set = raw
         .credential_set
@@ -308,8 +324,12 @@ struct RawProcessOutput {
 /// Parses `credential_process` output (what the EKS token provider reads back from a configured
 /// `credential_process`, and what the cache stores).
 pub fn parse_credential_process(text: &[u8]) -> Result<Credentials, String> {
-    let raw: RawProcessOutput = serde_json::from_slice(text)
-        .map_err(|e| format!("credential_process output is not the expected JSON: {e}"))?;
+    let raw: RawProcessOutput = serde_json::from_slice(text).map_err(|e| {
+        format!(
+            "credential_process output is not the expected JSON: {}",
+            json_error(&e)
+        )
+    })?;
     if raw.version != 1 {
         return Err(format!(
             "credential_process output has Version {}, only 1 is supported",
@@ -370,6 +390,26 @@ mod tests {
         assert!(!shown.contains("SECRETKEYVALUE123") && !shown.contains("SESSIONTOKENVALUE456"));
         let out = render_credential_process(&c);
         assert_eq!(format!("{out:?}"), "<redacted>");
+    }
+
+    #[test]
+    fn json_errors_never_quote_values() {
+        let body = OK.replace("\"SESSIONTOKENVALUE456\"", "[\"SESSIONTOKENVALUE456\"]");
+        let e = parse_create_session_response(body.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SESSIONTOKENVALUE456"), "{e}");
+        assert!(e.contains("line 1 column"), "{e}");
+        let e = parse_credential_process(
+            br#"{"Version":1,"AccessKeyId":"A","SecretAccessKey":{"x":"SECRETVALUE"}}"#,
+        )
+        .unwrap_err();
+        assert!(!e.contains("SECRETVALUE"), "{e}");
+        let e = parse_credential_process(br#"{"Version":1,"SecretAccessKey":"SECRETVALUE"}"#)
+            .unwrap_err();
+        assert!(e.contains("missing field `AccessKeyId`"), "{e}");
+        let e = parse_credential_process(br#"{"Version":"SECRETVALUE"}"#).unwrap_err();
+        assert!(!e.contains("SECRETVALUE"), "{e}");
     }
 
     #[test]
