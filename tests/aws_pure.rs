@@ -749,3 +749,69 @@ fn credential_process_lines_survive_botocore_and_sh() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("ASIAQUOTED"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The cache's lock across processes (what concurrent `credential-process` runs rely on): this
+// test binary re-runs itself 20 times as the helper below.
+
+const CACHE_CHILD_ENV: &str = "HYBRIDBOOT_TEST_CACHE_CHILD_DIR";
+
+#[test]
+#[ignore = "helper process of twenty_processes_with_a_cold_cache_fetch_once"]
+fn cache_child_process() {
+    use hybridboot::aws::cache::CredentialCache;
+    use std::io::Write;
+    let dir = PathBuf::from(std::env::var(CACHE_CHILD_ENV).expect("run by the parent test"));
+    let cache = CredentialCache::new(dir.join("cache"));
+    let now = SystemTime::now();
+    let (c, _) = cache
+        .get_or_fetch("shared-key", now, || {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(dir.join("fetches"))
+                .unwrap();
+            writeln!(f, "{}", std::process::id()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            Ok::<_, String>(session_creds(
+                "ASIAPROCESSES",
+                hybridboot::aws::time::unix_seconds(now) as u64 + 3600,
+            ))
+        })
+        .unwrap();
+    println!("GOT {}", c.access_key_id);
+}
+
+#[test]
+fn twenty_processes_with_a_cold_cache_fetch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "cache_child_process",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CACHE_CHILD_ENV, dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("GOT ASIAPROCESSES"),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let fetches = std::fs::read_to_string(dir.path().join("fetches")).unwrap();
+    assert_eq!(fetches.lines().count(), 1, "fetches by pids: {fetches}");
+}
