@@ -815,3 +815,105 @@ fn twenty_processes_with_a_cold_cache_fetch_once() {
     let fetches = std::fs::read_to_string(dir.path().join("fetches")).unwrap();
     assert_eq!(fetches.lines().count(), 1, "fetches by pids: {fetches}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// IMDS logic driven by botocore's own IMDSv2 client, through a pipe (no socket): the helper below
+// is the "server", reading framed raw HTTP requests on stdin and answering on stderr.
+
+const IMDS_CHILD_ENV: &str = "HYBRIDBOOT_TEST_IMDS_MODE";
+
+#[test]
+#[ignore = "helper process of botocore_gets_credentials_from_our_imds_logic"]
+fn imds_child_process() {
+    use hybridboot::aws::imds::{parse_request, CredentialView, Imds, Parse};
+    use std::io::{Read, Write};
+    let mode = std::env::var(IMDS_CHILD_ENV).expect("run by the parent test");
+    let now = SystemTime::now();
+    let creds = session_creds(
+        "ASIAIMDS",
+        hybridboot::aws::time::unix_seconds(now) as u64 + 3600,
+    );
+    let mut imds = Imds::new("eks-hybrid-node");
+    let mut stdin = std::io::stdin().lock();
+    // Frames go to stderr: libtest writes its own progress lines to stdout.
+    let mut stdout = std::io::stderr().lock();
+    loop {
+        let mut len = [0u8; 4];
+        if stdin.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        stdin.read_exact(&mut buf).unwrap();
+        let resp = match parse_request(&buf) {
+            Parse::Complete { request, consumed } => {
+                assert_eq!(consumed, buf.len());
+                let view = CredentialView {
+                    credentials: (mode == "ok").then_some(&creds),
+                    last_updated: now,
+                };
+                imds.handle(&request, now, view, hybridboot::aws::imds::random_token)
+            }
+            Parse::Reject(r) => r,
+            Parse::Incomplete => panic!("botocore sent an incomplete request"),
+        };
+        let bytes = resp.to_bytes();
+        stdout
+            .write_all(&(bytes.len() as u32).to_be_bytes())
+            .unwrap();
+        stdout.write_all(&bytes).unwrap();
+        stdout.flush().unwrap();
+    }
+}
+
+fn botocore_imds(mode: &str) -> serde_json::Value {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aws_vectors/botocore_imds.py");
+    let exe = std::env::current_exe().unwrap();
+    let helper = serde_json::json!([
+        exe,
+        "--ignored",
+        "--exact",
+        "imds_child_process",
+        "--nocapture",
+        "--quiet",
+        "--test-threads=1"
+    ]);
+    let py = venv_python();
+    let run = common::tool(
+        py.to_str().unwrap(),
+        &[script.to_str().unwrap(), &helper.to_string()],
+        &[(IMDS_CHILD_ENV, mode)],
+    );
+    assert_eq!(run.code, 0, "botocore IMDS run failed: {}", run.stderr);
+    // libtest prints its own lines on stdout after ours: take the JSON line.
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON from the script: {}", run.stdout));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn botocore_gets_credentials_from_our_imds_logic() {
+    let v = botocore_imds("ok");
+    let c = &v["credentials"];
+    assert_eq!(c["role_name"], "eks-hybrid-node", "{v}");
+    assert_eq!(c["access_key"], "ASIAIMDS");
+    assert_eq!(c["secret_key"], "secret/ASIAIMDS+key");
+    assert_eq!(c["token"], "token+/=ASIAIMDS");
+    assert_eq!(
+        v["sent"],
+        serde_json::json!([
+            "PUT /latest/api/token",
+            "GET /latest/meta-data/iam/security-credentials/",
+            "GET /latest/meta-data/iam/security-credentials/eks-hybrid-node"
+        ])
+    );
+}
+
+#[test]
+fn botocore_gets_no_credentials_when_refresh_failed() {
+    let v = botocore_imds("failed");
+    assert_eq!(v["credentials"], serde_json::json!({}), "{v}");
+}
