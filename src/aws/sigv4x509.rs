@@ -3,7 +3,7 @@
 //! reference client (aws_signing_helper) build it.
 //!
 //! The private key never leaves its backend: the string to sign goes to
-//! [`NodeKey::sign`](crate::key::NodeKey::sign), which hashes it with SHA-256 and signs the
+//! [`NodeKey::sign`], which hashes it with SHA-256 and signs the
 //! digest (DER ECDSA or PKCS#1 v1.5). Everything else is a pure function of the inputs.
 
 use std::time::SystemTime;
@@ -271,7 +271,7 @@ pub struct CreateSessionInput<'a> {
 pub struct SignedCreateSession {
     /// Full URL: endpoint + `/sessions?profileArn=..&roleArn=..&trustAnchorArn=..`.
     pub url: String,
-    /// `Host`, `Content-Type`, `X-Amz-Date`, `X-Amz-X509`, [`X-Amz-X509-Chain`], `Authorization`.
+    /// `Host`, `Content-Type`, `X-Amz-Date`, `X-Amz-X509`, (`X-Amz-X509-Chain`), `Authorization`.
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
