@@ -16,6 +16,7 @@ build: ## debug build of the binary (all backends)
 
 test: setup ## every test: unit, CLI, and against real peers (swtpm, SoftHSM2, ...)
 	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --features tpm-native --lib --test tpm_native
 	$(CARGO) build --locked --no-default-features
 	@if ls tests/peers/test_*.py >/dev/null 2>&1; then $(HYBRIDBOOT_VENV)/bin/python -m pytest -q tests/peers; fi
 
@@ -23,6 +24,8 @@ lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) clippy --locked --all-targets --no-default-features -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features tpm-native -- -D warnings
+	$(CARGO) clippy --locked --all-targets --no-default-features --features tpm-native -- -D warnings
 
 bench: setup ## benchmarks; results in target/bench/
 	$(CARGO) build --locked --release

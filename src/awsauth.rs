@@ -423,7 +423,8 @@ pub fn merge(
         });
     }
     data.insert("mapRoles".into(), map_roles_text(&entries)?.into());
-    let yaml = serde_yaml_ng::to_string(&doc).map_err(|e| yaml_error(source_name, "encoding", e))?;
+    let yaml =
+        serde_yaml_ng::to_string(&doc).map_err(|e| yaml_error(source_name, "encoding", e))?;
     Ok(Merged {
         yaml,
         changed,

@@ -10,6 +10,7 @@
 //!
 //! Exit codes are documented in [`exit`].
 
+pub mod aws;
 pub mod awsauth;
 pub mod exit;
 pub mod fsutil;

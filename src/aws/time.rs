@@ -1,0 +1,260 @@
+//! UTC calendar arithmetic for the few timestamp formats AWS uses (`X-Amz-Date`, RFC 3339).
+//!
+//! Written here instead of pulling a date crate: the binary is size-constrained and only needs
+//! UTC, whole seconds, and conversion between Unix time and the proleptic Gregorian calendar.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A UTC calendar time, second precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+/// Seconds since the Unix epoch (negative before 1970).
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+    }
+}
+
+/// The `SystemTime` of a Unix second count.
+pub fn from_unix_seconds(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+// Howard Hinnant's days-from-civil algorithm (public domain), on a March-based year.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+impl Civil {
+    /// The calendar time of `t` (fractions of a second dropped).
+    pub fn from_system_time(t: SystemTime) -> Civil {
+        let secs = unix_seconds(t);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86400));
+        let rem = secs.rem_euclid(86400) as u32;
+        Civil {
+            year,
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem / 60 % 60,
+            second: rem % 60,
+        }
+    }
+
+    /// Back to Unix seconds.
+    pub fn to_unix_seconds(self) -> i64 {
+        days_from_civil(self.year, self.month, self.day) * 86400
+            + (self.hour as i64) * 3600
+            + (self.minute as i64) * 60
+            + self.second as i64
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ`, the `X-Amz-Date` format.
+pub fn amz_date(t: SystemTime) -> String {
+    let c = Civil::from_system_time(t);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
+}
+
+/// `YYYYMMDD`, the date part of a SigV4 credential scope.
+pub fn scope_date(t: SystemTime) -> String {
+    amz_date(t)[..8].to_string()
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC, whole seconds).
+pub fn rfc3339(t: SystemTime) -> String {
+    let c = Civil::from_system_time(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
+}
+
+/// Parses RFC 3339 as AWS services write it: `2024-05-01T12:00:00Z`, with optional fractional
+/// seconds (dropped) and a `Z` or `±HH:MM` offset. Returns `None` when malformed.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let c = Civil {
+        year: num(0..4)? as i64,
+        month: num(5..7)?,
+        day: num(8..10)?,
+        hour: num(11..13)?,
+        minute: num(14..16)?,
+        second: num(17..19)?,
+    };
+    if !(1..=12).contains(&c.month)
+        || !(1..=31).contains(&c.day)
+        || c.hour > 23
+        || c.minute > 59
+        || c.second > 60
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset: i64 = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            if rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let h: i64 = rest[1..3].parse().ok()?;
+            let m: i64 = rest[4..6].parse().ok()?;
+            let v = h * 3600 + m * 60;
+            if rest.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    // A day that does not exist (Feb 30) would silently roll over: reject it.
+    let secs = c.to_unix_seconds();
+    let back = Civil::from_system_time(from_unix_seconds(secs));
+    if (back.year, back.month, back.day) != (c.year, c.month, c.day) {
+        return None;
+    }
+    Some(from_unix_seconds(secs - offset))
+}
+
+/// Parses an HTTP `Date` header (RFC 9110 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`), to
+/// compare the server's clock with ours. Obsolete formats are not accepted (`None`).
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let mut it = s.trim().split(' ');
+    let (_wday, day, mon, year, hms, gmt) = (
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+    );
+    if it.next().is_some() || gmt != "GMT" || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == mon)? as u32 + 1;
+    let text = format!("{year}-{month:02}-{day}T{hms}Z");
+    parse_rfc3339(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_instants_format() {
+        // 2015-08-30T12:36:00Z is the SigV4 test suite's date.
+        let t = from_unix_seconds(1440938160);
+        assert_eq!(amz_date(t), "20150830T123600Z");
+        assert_eq!(scope_date(t), "20150830");
+        assert_eq!(rfc3339(t), "2015-08-30T12:36:00Z");
+        assert_eq!(rfc3339(from_unix_seconds(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(from_unix_seconds(951782400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
+            Some(from_unix_seconds(1440938160))
+        );
+        for bad in [
+            "",
+            "Sunday, 30-Aug-15 12:36:00 GMT",
+            "Sun, 30 Foo 2015 12:36:00 GMT",
+            "Sun, 30 Aug 2015 12:36:00 UTC",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parse_round_trips_and_accepts_aws_variants() {
+        for secs in [0i64, 951782400, 1440938160, 1682640000, 4102444799] {
+            let t = from_unix_seconds(secs);
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            parse_rfc3339("2015-08-30T12:36:00.123Z"),
+            Some(from_unix_seconds(1440938160))
+        );
+        assert_eq!(
+            parse_rfc3339("2015-08-30T14:36:00+02:00"),
+            Some(from_unix_seconds(1440938160))
+        );
+        for bad in [
+            "",
+            "2015-08-30",
+            "2015-08-30T12:36:00",
+            "2015-02-30T12:36:00Z",
+            "2015-13-01T00:00:00Z",
+            "2015-08-30T12:36:00.Z",
+            "2015-08-30T12:36:00+0200",
+            "20a5-08-30T12:36:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+}
