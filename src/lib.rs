@@ -10,9 +10,13 @@
 //!
 //! Exit codes are documented in [`exit`].
 
+pub mod cli;
 pub mod exit;
 pub mod fsutil;
+pub mod http;
 pub mod key;
 pub mod logging;
+pub mod retry;
 pub mod secret;
+pub mod vault;
 pub mod x509;

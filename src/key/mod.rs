@@ -430,7 +430,7 @@ mod tests {
         // SEQUENCE, INTEGER r (0x00 prefix because of the high bit), INTEGER s
         assert_eq!(a[0], 0x30);
         let back = p256::ecdsa::Signature::from_der(&a).unwrap();
-        assert_eq!(back.to_bytes().as_slice(), &raw[..]);
+        assert_eq!(&back.to_bytes()[..], &raw[..]);
     }
 
     #[test]
