@@ -10,10 +10,12 @@
 //!
 //! Exit codes are documented in [`exit`].
 
+pub mod awsauth;
 pub mod cli;
 pub mod exit;
 pub mod fsutil;
 pub mod http;
+pub mod irsa;
 pub mod key;
 pub mod logging;
 pub mod retry;

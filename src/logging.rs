@@ -27,6 +27,12 @@ impl Log for StderrLogger {
         if !ours && record.level() > Level::Info && self.level < LevelFilter::Trace {
             return;
         }
+        // tss-esapi logs every failed TPM command at error level, expected ones included
+        // (probing an absent persistent handle), and context teardown at info; the TPM backend
+        // reports failures itself with context, so its lines only show at -vv.
+        if record.target().starts_with("tss_esapi") && self.level < LevelFilter::Trace {
+            return;
+        }
         let line = if self.journal {
             let prio = match record.level() {
                 Level::Error => 3,

@@ -56,6 +56,15 @@ enum Command {
     Enroll(vault::EnrollArgs),
     /// Renew the node certificate once it is past its renewal point; print when the next is due.
     Renew(vault::RenewArgs),
+    /// IAM Roles for Service Accounts on clusters outside EKS: keys.json and discovery document.
+    #[command(subcommand)]
+    Irsa(hybridboot::irsa::IrsaCommand),
+    /// The aws-auth ConfigMap that maps the node role (and admin roles) to Kubernetes.
+    #[command(subcommand)]
+    AwsAuth(hybridboot::awsauth::AwsAuthCommand),
+    /// The EKS access entry (type HYBRID_LINUX) for the node role.
+    #[command(subcommand)]
+    AccessEntry(hybridboot::awsauth::AccessEntryCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,6 +149,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Csr(a) => csr(a),
         Command::Enroll(a) => vault::enroll(a),
         Command::Renew(a) => vault::renew(a),
+        Command::Irsa(c) => hybridboot::irsa::run(c),
+        Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
+        Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),
     }
 }
 
@@ -147,7 +159,7 @@ fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {
     let alg: Algorithm = args.algorithm.parse().map_err(exit::operator)?;
     let key = args.key.open(OpenMode::CreateIfAbsent(alg))?;
     log::info!(
-        "key {} ready: {} (sha256 {})",
+        "{} ready: {} (sha256 {})",
         key.describe(),
         key.algorithm(),
         key.fingerprint()

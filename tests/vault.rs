@@ -8,10 +8,12 @@ mod openbao;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::softhsm::{self, SoftHsm};
+use common::swtpm::Swtpm;
 use common::{run, tool, Run};
 use openbao::OpenBao;
 
@@ -19,25 +21,80 @@ const CN: &str = "node-1.example.com";
 
 /// Where the node key lives.
 #[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // TPM and PKCS#11 scenarios exist only with their cargo features
 enum Backend {
     File,
+    Tpm,
+    Pkcs11,
 }
 
 /// A node key plus whatever the backend needs (environment, helper processes).
 struct NodeKey {
     reference: String,
     env: Vec<(String, String)>,
+    _tpm: Option<Swtpm>,
+    _hsm: Option<SoftHsm>,
 }
 
 impl NodeKey {
     fn create(backend: Backend, dir: &Path) -> NodeKey {
+        Self::create_alg(backend, "ecdsa-p256", dir)
+    }
+
+    fn create_alg(backend: Backend, algorithm: &str, dir: &Path) -> NodeKey {
+        std::fs::create_dir_all(dir).unwrap();
+        // Keep loopback traffic off any proxy the CI environment may define.
+        let mut env: Vec<(String, String)> = ["no_proxy", "NO_PROXY"]
+            .iter()
+            .map(|k| (k.to_string(), "127.0.0.1,localhost".to_string()))
+            .collect();
         let k = match backend {
             Backend::File => NodeKey {
                 reference: dir.join("node-key.pem").display().to_string(),
-                env: Vec::new(),
+                env,
+                _tpm: None,
+                _hsm: None,
             },
+            Backend::Tpm => {
+                let tpm = Swtpm::start();
+                env.push(("HYBRIDBOOT_TCTI".into(), tpm.tcti()));
+                NodeKey {
+                    reference: "handle:0x81000010".into(),
+                    env,
+                    _tpm: Some(tpm),
+                    _hsm: None,
+                }
+            }
+            Backend::Pkcs11 => {
+                let hsm = SoftHsm::new();
+                hsm.init_token("node", "so-pin-1234", "user-pin-5678");
+                let pin = hsm.dir().join("pin");
+                std::fs::write(&pin, "user-pin-5678\n").unwrap();
+                std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+                for (a, b) in hsm.env() {
+                    env.push((a.into(), b.into()));
+                }
+                env.push(("HYBRIDBOOT_PKCS11_LIB".into(), softhsm::MODULE.into()));
+                NodeKey {
+                    reference: format!(
+                        "pkcs11:token=node;object=node?pin-source=file:{}",
+                        pin.display()
+                    ),
+                    env,
+                    _tpm: None,
+                    _hsm: Some(hsm),
+                }
+            }
         };
-        k.hb(&["key", "create", "--key", &k.reference]).ok();
+        k.hb(&[
+            "key",
+            "create",
+            "--key",
+            &k.reference,
+            "--algorithm",
+            algorithm,
+        ])
+        .ok();
         k
     }
 
@@ -73,8 +130,12 @@ struct Node {
 
 impl Node {
     fn new(backend: Backend) -> Node {
+        Self::with_algorithm(backend, "ecdsa-p256")
+    }
+
+    fn with_algorithm(backend: Backend, algorithm: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let key = NodeKey::create(backend, dir.path());
+        let key = NodeKey::create_alg(backend, algorithm, dir.path());
         Node {
             cert: dir.path().join("node.crt"),
             ca: dir.path().join("ca.crt"),
@@ -227,9 +288,9 @@ fn rfc3339_line(r: &Run) -> String {
 
 // --------------------------------------------------------------------------------------------
 
-fn enroll_approle_then_renew_with_cert_auth(backend: Backend) {
+fn enroll_approle_then_renew_with_cert_auth(backend: Backend, algorithm: &str) {
     let bao = OpenBao::start();
-    let node = Node::new(backend);
+    let node = Node::with_algorithm(backend, algorithm);
     let role_id = node.file("role-id", &bao.role_id);
     let secret = node.file("secret-id", &format!("{}\n", bao.wrapped_secret_id()));
 
@@ -245,11 +306,17 @@ fn enroll_approle_then_renew_with_cert_auth(backend: Backend) {
             "--secret-id-wrapped",
             "--ttl",
             "1h",
+            "-v",
         ],
     );
     let wall = t.elapsed();
     r.ok();
-    eprintln!("enroll wall time ({backend:?}, AppRole wrapped, TLS): {wall:?}");
+    // One request each: unwrap, AppRole login, sign.
+    let requests = r.stderr.matches(" -> 200 (").count();
+    eprintln!(
+        "enroll ({backend:?} {algorithm}, AppRole wrapped, TLS): {wall:?} wall, {requests} requests"
+    );
+    assert_eq!(requests, 3, "{}", r.stderr);
     rfc3339_line(&r);
     assert_good_certificate(&node, &bao);
     assert!(
@@ -280,7 +347,25 @@ fn enroll_approle_then_renew_with_cert_auth(backend: Backend) {
 
 #[test]
 fn file_key_enroll_approle_wrapped_then_renew_with_cert_auth() {
-    enroll_approle_then_renew_with_cert_auth(Backend::File);
+    enroll_approle_then_renew_with_cert_auth(Backend::File, "ecdsa-p256");
+}
+
+/// RSA client keys sign PKCS#1 v1.5, so mutual TLS runs over TLS 1.2.
+#[test]
+fn file_rsa_key_enroll_approle_wrapped_then_renew_with_cert_auth() {
+    enroll_approle_then_renew_with_cert_auth(Backend::File, "rsa-2048");
+}
+
+#[cfg(feature = "tpm")]
+#[test]
+fn tpm_key_enroll_approle_wrapped_then_renew_with_cert_auth() {
+    enroll_approle_then_renew_with_cert_auth(Backend::Tpm, "ecdsa-p256");
+}
+
+#[cfg(feature = "pkcs11")]
+#[test]
+fn pkcs11_key_enroll_approle_wrapped_then_renew_with_cert_auth() {
+    enroll_approle_then_renew_with_cert_auth(Backend::Pkcs11, "ecdsa-p256");
 }
 
 fn renew_is_a_no_op_while_young_and_renews_when_due(backend: Backend) {
@@ -328,6 +413,18 @@ fn renew_is_a_no_op_while_young_and_renews_when_due(backend: Backend) {
 #[test]
 fn file_key_renew_is_a_no_op_while_young_and_renews_when_due() {
     renew_is_a_no_op_while_young_and_renews_when_due(Backend::File);
+}
+
+#[cfg(feature = "tpm")]
+#[test]
+fn tpm_key_renew_is_a_no_op_while_young_and_renews_when_due() {
+    renew_is_a_no_op_while_young_and_renews_when_due(Backend::Tpm);
+}
+
+#[cfg(feature = "pkcs11")]
+#[test]
+fn pkcs11_key_renew_is_a_no_op_while_young_and_renews_when_due() {
+    renew_is_a_no_op_while_young_and_renews_when_due(Backend::Pkcs11);
 }
 
 /// Negative cases against one server; each must leave the existing certificate intact.

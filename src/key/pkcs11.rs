@@ -1,31 +1,865 @@
-//! PKCS#11 backend (cryptoki). PLACEHOLDER: being written.
+//! PKCS#11 backend (cryptoki): a key pair generated on an HSM or smart card, found by token label
+//! and object label / id, that signs on the token and never leaves it.
+//!
+//! Opening a key loads the module once per process, finds the token by label (slot numbers change
+//! when tokens are re-initialised), logs in once with the user PIN, and keeps that session for the
+//! key's lifetime. The cryptoki `Session` is not `Sync`, so it lives behind a `Mutex`. When the
+//! token drops that session (re-inserted, restarted, logged out), the next signature reopens it,
+//! logs in again and checks that the key still has the same public key before retrying once.
+//!
+//! Signing takes a SHA-256 digest computed on the host: ECDSA uses the raw `CKM_ECDSA` (SoftHSM
+//! 2.6.1 and many smart cards lack `CKM_ECDSA_SHA256`), RSA uses `CKM_RSA_PKCS` over the DER
+//! `DigestInfo`, so every caller (CSR, TLS client auth, SigV4-X509) can hand in a digest.
 
-use super::{Algorithm, KeyError, KeyOptions, NodeKey, OpenMode};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
-#[derive(Debug)]
-pub struct Pkcs11Key {}
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+
+use super::uri::PinSource;
+use super::{Algorithm, KeyError, KeyOptions, NodeKey, OpenMode, Pkcs11Uri};
+use crate::secret::Secret;
+
+/// DER of the named-curve OID prime256v1 (1.2.840.10045.3.1.7), the `CKA_EC_PARAMS` of a P-256 key.
+const P256_EC_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// DER `DigestInfo` prefix for SHA-256 (RFC 8017 section 9.2, note 1); `CKM_RSA_PKCS` signs
+/// prefix || digest.
+const SHA256_DIGEST_INFO_PREFIX: &[u8] = &[
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
+/// Length of the random `CKA_ID` given to keys created without `id=`.
+const GENERATED_ID_LEN: usize = 16;
+
+/// A key pair on a PKCS#11 token.
+pub struct Pkcs11Key {
+    algorithm: Algorithm,
+    spki: Vec<u8>,
+    description: String,
+    target: Target,
+    inner: Mutex<Inner>,
+}
+
+/// Everything needed to find the key again when the token drops the session (token re-inserted,
+/// HSM restarted, another part of the process logged out).
+struct Target {
+    uri: Pkcs11Uri,
+    reference: String,
+    module: PathBuf,
+    pin: Option<Secret>,
+}
+
+/// The context and the logged-in session: used by one thread at a time.
+struct Inner {
+    // Kept next to the session so the module stays loaded and initialised while the key lives
+    // (the process-wide registry holds it too).
+    _ctx: Pkcs11,
+    session: OwnedSession,
+    private: ObjectHandle,
+}
+
+/// A session closed on drop without cryptoki's error log: closing a session the token already
+/// dropped fails, and that is expected here, not worth an error line.
+struct OwnedSession(Option<Session>);
+
+impl std::ops::Deref for OwnedSession {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.0.as_ref().expect("session present until drop")
+    }
+}
+
+impl Drop for OwnedSession {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            if let Err(e) = session.close() {
+                log::debug!("closing PKCS#11 session: {e:?}");
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Pkcs11Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Key")
+            .field("key", &self.description)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Pkcs11Key {
-    pub fn open(
-        _uri: &super::Pkcs11Uri,
-        _opts: &KeyOptions,
-        _mode: OpenMode,
-    ) -> Result<Self, KeyError> {
-        Err(KeyError::backend("PKCS#11", "not implemented yet"))
+    /// Opens the key the URI names, generating it on the token when `mode` asks for it and it is
+    /// absent.
+    pub fn open(uri: &Pkcs11Uri, opts: &KeyOptions, mode: OpenMode) -> Result<Self, KeyError> {
+        let target = Target {
+            uri: uri.clone(),
+            reference: uri.to_string(),
+            module: module_path(uri, opts)?,
+            pin: resolve_pin(uri, opts)?,
+        };
+        let reference = &target.reference;
+        let (ctx, session) = target.connect(matches!(mode, OpenMode::CreateIfAbsent(_)))?;
+        let private = match find_one(&session, &private_template(uri), reference)? {
+            Some(handle) => handle,
+            None => match mode {
+                OpenMode::Existing => {
+                    return Err(KeyError::NotFound {
+                        reference: reference.clone(),
+                    })
+                }
+                OpenMode::CreateIfAbsent(alg) => {
+                    log::info!("generating {alg} key {reference} on the token");
+                    generate(&session, uri, alg, reference)?
+                }
+            },
+        };
+
+        let (algorithm, spki) = read_public(&session, private, reference)?;
+        if let OpenMode::CreateIfAbsent(requested) = mode {
+            if requested != algorithm {
+                return Err(KeyError::AlgorithmMismatch {
+                    reference: reference.clone(),
+                    existing: algorithm,
+                    requested,
+                });
+            }
+        }
+        let description = format!("{reference} (module {})", target.module.display());
+        log::debug!("opened {algorithm} key {description}");
+        Ok(Pkcs11Key {
+            algorithm,
+            spki,
+            description,
+            target,
+            inner: Mutex::new(Inner {
+                _ctx: ctx,
+                session,
+                private,
+            }),
+        })
+    }
+
+    /// One signature over `data` with the current session.
+    fn sign_with(&self, inner: &Inner, data: &[u8]) -> Result<Vec<u8>, CkError> {
+        let mechanism = match self.algorithm {
+            Algorithm::EcdsaP256 => Mechanism::Ecdsa,
+            Algorithm::Rsa2048 => Mechanism::RsaPkcs,
+        };
+        inner.session.sign(&mechanism, inner.private, data)
+    }
+
+    /// A new session on the same token, logged in, with the same key, which must still have the
+    /// public key this `Pkcs11Key` was opened with (never sign silently with a different key).
+    fn reconnect(&self) -> Result<Inner, KeyError> {
+        let t = &self.target;
+        let (ctx, session) = t.connect(false)?;
+        let private =
+            find_one(&session, &private_template(&t.uri), &t.reference)?.ok_or_else(|| {
+                KeyError::NotFound {
+                    reference: t.reference.clone(),
+                }
+            })?;
+        let (_, spki) = read_public(&session, private, &t.reference)?;
+        if spki != self.spki {
+            return Err(KeyError::backend(
+                format!("reopening PKCS#11 key {}", self.description),
+                "the token now holds a different key under this reference; restart to use it",
+            ));
+        }
+        Ok(Inner {
+            _ctx: ctx,
+            session,
+            private,
+        })
+    }
+}
+
+impl Target {
+    /// Loads the module, finds the token by label, opens a session and logs in.
+    fn connect(&self, read_write: bool) -> Result<(Pkcs11, OwnedSession), KeyError> {
+        let label = &self.uri.token;
+        let ctx = context(&self.module)?;
+        let slot = find_token(&ctx, label, &self.module)?;
+        let token = ctx
+            .get_token_info(slot)
+            .map_err(|e| ck(format!("reading PKCS#11 token {label:?}"), e))?;
+        // The _no_drop variants: OwnedSession closes without logging expected failures.
+        let session = if read_write {
+            ctx.open_rw_session_no_drop(slot)
+        } else {
+            ctx.open_ro_session_no_drop(slot)
+        }
+        .map_err(|e| ck(format!("opening a session on PKCS#11 token {label:?}"), e))?;
+        let session = OwnedSession(Some(session));
+        match &self.pin {
+            Some(pin) => login(&session, label, pin)?,
+            None if token.login_required() => {
+                return Err(KeyError::backend(
+                    format!("PKCS#11 token {label:?}"),
+                    "needs the user PIN: add ?pin-source=file:/path/to/pin to the URI or set HYBRIDBOOT_PKCS11_PIN",
+                ));
+            }
+            None => log::debug!("PKCS#11 token {label:?} needs no login"),
+        }
+        Ok((ctx, session))
     }
 }
 
 impl NodeKey for Pkcs11Key {
     fn algorithm(&self) -> Algorithm {
-        unimplemented!()
+        self.algorithm
     }
+
     fn public_key_der(&self) -> &[u8] {
-        unimplemented!()
+        &self.spki
     }
-    fn sign_digest(&self, _digest: &[u8; 32]) -> Result<Vec<u8>, KeyError> {
-        unimplemented!()
+
+    fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, KeyError> {
+        let data = match self.algorithm {
+            Algorithm::EcdsaP256 => digest.to_vec(),
+            Algorithm::Rsa2048 => [SHA256_DIGEST_INFO_PREFIX, digest].concat(),
+        };
+        let context = || format!("signing with PKCS#11 key {}", self.description);
+        // A panic while holding the lock leaves nothing half-done that matters: the session is
+        // still a session, and a broken one is replaced below.
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let signature = match self.sign_with(&inner, &data) {
+            Err(CkError::Pkcs11(rv, _)) if session_lost(rv) => {
+                log::warn!(
+                    "PKCS#11 session for {} lost ({}); reopening it",
+                    self.description,
+                    ckr_name(rv)
+                );
+                *inner = self.reconnect()?;
+                self.sign_with(&inner, &data)
+            }
+            other => other,
+        }
+        .map_err(|e| ck(context(), e))?;
+        match self.algorithm {
+            Algorithm::EcdsaP256 if signature.len() != 64 => Err(KeyError::backend(
+                context(),
+                format!(
+                    "token returned a {}-byte ECDSA signature, expected 64",
+                    signature.len()
+                ),
+            )),
+            Algorithm::EcdsaP256 => super::ecdsa_raw_to_der(&signature),
+            Algorithm::Rsa2048 => Ok(signature),
+        }
     }
+
     fn describe(&self) -> String {
-        unimplemented!()
+        self.description.clone()
+    }
+}
+
+/// Return values after which a fresh session (and login) can succeed where the old one failed.
+fn session_lost(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::UserNotLoggedIn
+            | RvError::KeyHandleInvalid
+            | RvError::ObjectHandleInvalid
+            | RvError::DeviceRemoved
+            | RvError::TokenNotPresent
+    )
+}
+
+/// A cryptoki error as a one-line `KeyError` (cryptoki's `Display` of an RV is a paragraph from the
+/// specification; the RV name is what operators search for).
+fn ck(context: impl Into<String>, err: CkError) -> KeyError {
+    let detail = match &err {
+        CkError::Pkcs11(rv, function) => format!("C_{function:?} failed: {}", ckr_name(*rv)),
+        other => other.to_string(),
+    };
+    KeyError::backend(context, detail)
+}
+
+/// The specification's name of a return value (`CKR_PIN_INCORRECT`), which is what operators
+/// find in HSM manuals and forums; cryptoki's `Debug` gives the CamelCase form.
+fn ckr_name(rv: RvError) -> String {
+    let camel = format!("{rv:?}");
+    if !camel.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return camel; // vendor-defined values carry a number: keep cryptoki's form
+    }
+    let mut out = String::from("CKR");
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// The module to load: the URI's `module-path`, else `--pkcs11-lib` / `HYBRIDBOOT_PKCS11_LIB`.
+fn module_path(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<PathBuf, KeyError> {
+    let path = uri
+        .module_path
+        .clone()
+        .or_else(|| opts.pkcs11_lib.clone())
+        .ok_or_else(|| KeyError::BadReference {
+            reference: uri.to_string(),
+            reason: "no PKCS#11 module given: add ?module-path=/path/to/module.so to the URI, or pass --pkcs11-lib / set HYBRIDBOOT_PKCS11_LIB".into(),
+        })?;
+    if !path.is_file() {
+        return Err(KeyError::backend(
+            format!("PKCS#11 module {}", path.display()),
+            "no such file (check --pkcs11-lib, HYBRIDBOOT_PKCS11_LIB or the URI's module-path)",
+        ));
+    }
+    Ok(path)
+}
+
+/// Loads and initialises a module once per process. Modules stay loaded until exit: unloading an
+/// initialised module (or finalising it while another key still uses it) breaks other users.
+fn context(module: &Path) -> Result<Pkcs11, KeyError> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut loaded = LOADED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = loaded.get(module) {
+        return Ok(ctx.clone());
+    }
+    let what = || format!("loading PKCS#11 module {}", module.display());
+    let ctx = Pkcs11::new(module).map_err(|e| ck(what(), e))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        // Another part of the process (or a library it uses) initialised the module already.
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(ck(what(), e)),
+    }
+    loaded.insert(module.to_path_buf(), ctx.clone());
+    Ok(ctx)
+}
+
+/// The slot holding the token with this label.
+fn find_token(ctx: &Pkcs11, label: &str, module: &Path) -> Result<Slot, KeyError> {
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| ck(format!("listing PKCS#11 tokens in {}", module.display()), e))?;
+    let mut labels = Vec::new();
+    let mut found = Vec::new();
+    for slot in slots {
+        match ctx.get_token_info(slot) {
+            // SoftHSM (and card readers) show a free, uninitialised token: not a candidate.
+            Ok(info) if !info.token_initialized() => {}
+            Ok(info) => {
+                if info.label() == label {
+                    found.push(slot);
+                }
+                labels.push(info.label().to_string());
+            }
+            Err(e) => log::debug!("skipping PKCS#11 slot {slot}: {e}"),
+        }
+    }
+    match found.as_slice() {
+        [slot] => Ok(*slot),
+        [] => Err(KeyError::TokenNotFound {
+            label: label.to_string(),
+            module: module.display().to_string(),
+            available: available_labels(&labels),
+        }),
+        many => Err(KeyError::backend(
+            format!("PKCS#11 module {}", module.display()),
+            format!(
+                "{} tokens are labelled {label:?}: relabel all but one so that the node key is unambiguous",
+                many.len()
+            ),
+        )),
+    }
+}
+
+/// The token labels present, for the "token not found" message.
+fn available_labels(labels: &[String]) -> String {
+    if labels.is_empty() {
+        return "none; initialise one, e.g. softhsm2-util --init-token --free --label <label>"
+            .into();
+    }
+    labels
+        .iter()
+        .map(|l| format!("{l:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The user PIN: `pin-source` file, else `pin-value`, else `HYBRIDBOOT_PKCS11_PIN`.
+fn resolve_pin(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Option<Secret>, KeyError> {
+    match &uri.pin {
+        Some(PinSource::File(path)) => {
+            let pin = Secret::from_file(path).map_err(|e| {
+                KeyError::io(
+                    format!(
+                        "reading the PKCS#11 PIN file {} (pin-source)",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+            warn_if_exposed(path);
+            Ok(Some(pin))
+        }
+        Some(PinSource::Value(pin)) => Ok(Some(pin.clone())),
+        None => Ok(opts.pkcs11_pin.clone()),
+    }
+}
+
+/// Warns when other users can read the PIN file (a warning, not an error: the PIN alone does not
+/// give the key away, but it should be as private as the token).
+fn warn_if_exposed(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "PKCS#11 PIN file {} is readable by group or others (mode {mode:o}): run chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
+fn login(session: &Session, token: &str, pin: &Secret) -> Result<(), KeyError> {
+    // AuthPin zeroizes its copy on drop; `pin` is a zeroizing Secret.
+    let auth = AuthPin::new(pin.expose().into());
+    match session.login(UserType::User, Some(&auth)) {
+        Ok(()) => Ok(()),
+        // Another key of this process on the same token logged the application in already.
+        Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(KeyError::WrongPin {
+            label: token.to_string(),
+        }),
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(KeyError::backend(
+            format!("PKCS#11 token {token:?}"),
+            "the user PIN is locked after too many wrong attempts: unlock it with the SO PIN",
+        )),
+        Err(e) => Err(ck(format!("logging in to PKCS#11 token {token:?}"), e)),
+    }
+}
+
+/// Search template for the private key: CKA_LABEL and/or CKA_ID, class private key.
+fn private_template(uri: &Pkcs11Uri) -> Vec<Attribute> {
+    let mut t = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+    if let Some(label) = &uri.object {
+        t.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        t.push(Attribute::Id(id.clone()));
+    }
+    t
+}
+
+/// At most one object matching `template`; several is an error (the URI must be unambiguous).
+fn find_one(
+    session: &Session,
+    template: &[Attribute],
+    reference: &str,
+) -> Result<Option<ObjectHandle>, KeyError> {
+    let found = session
+        .find_objects(template)
+        .map_err(|e| ck(format!("searching the token for {reference}"), e))?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        many => Err(KeyError::BadReference {
+            reference: reference.to_string(),
+            reason: format!(
+                "{} private keys on the token match: add id= (CKA_ID) to name one",
+                many.len()
+            ),
+        }),
+    }
+}
+
+/// Generates a non-extractable, sensitive signing key pair on the token; returns the private key.
+fn generate(
+    session: &Session,
+    uri: &Pkcs11Uri,
+    alg: Algorithm,
+    reference: &str,
+) -> Result<ObjectHandle, KeyError> {
+    let id = match &uri.id {
+        Some(id) => id.clone(),
+        None => random_id()?,
+    };
+    let mut common = vec![Attribute::Token(true), Attribute::Id(id)];
+    if let Some(label) = &uri.object {
+        common.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    let mut public = common.clone();
+    public.extend([
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+    ]);
+    let mut private = common;
+    private.extend([
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ]);
+    let mechanism = match alg {
+        Algorithm::EcdsaP256 => {
+            public.push(Attribute::EcParams(P256_EC_PARAMS.to_vec()));
+            Mechanism::EccKeyPairGen
+        }
+        Algorithm::Rsa2048 => {
+            public.extend([
+                Attribute::ModulusBits(2048.into()),
+                Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+            ]);
+            Mechanism::RsaPkcsKeyPairGen
+        }
+    };
+    let (_, private) = session
+        .generate_key_pair(&mechanism, &public, &private)
+        .map_err(|e| ck(format!("generating {alg} key {reference} on the token"), e))?;
+    Ok(private)
+}
+
+fn random_id() -> Result<Vec<u8>, KeyError> {
+    use rand_core::RngCore;
+    let mut id = vec![0u8; GENERATED_ID_LEN];
+    rand_core::OsRng
+        .try_fill_bytes(&mut id)
+        .map_err(|e| KeyError::backend("generating a CKA_ID for the new key", e))?;
+    Ok(id)
+}
+
+/// The algorithm and DER SPKI of a private key, from the key itself where the token exposes the
+/// public parts there, else from the matching public key object.
+fn read_public(
+    session: &Session,
+    private: ObjectHandle,
+    reference: &str,
+) -> Result<(Algorithm, Vec<u8>), KeyError> {
+    let attrs = session
+        .get_attributes(
+            private,
+            &[
+                AttributeType::KeyType,
+                AttributeType::Id,
+                AttributeType::Label,
+                AttributeType::EcParams,
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::AlwaysAuthenticate,
+            ],
+        )
+        .map_err(|e| ck(format!("reading the attributes of {reference}"), e))?;
+    let mut key_type = None;
+    let (mut id, mut label, mut params, mut modulus, mut exponent) = (None, None, None, None, None);
+    let mut always_auth = false;
+    for a in attrs {
+        match a {
+            Attribute::KeyType(t) => key_type = Some(t),
+            Attribute::Id(v) if !v.is_empty() => id = Some(v),
+            Attribute::Label(v) if !v.is_empty() => label = Some(v),
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::Modulus(v) if !v.is_empty() => modulus = Some(v),
+            Attribute::PublicExponent(v) if !v.is_empty() => exponent = Some(v),
+            Attribute::AlwaysAuthenticate(true) => always_auth = true,
+            _ => {}
+        }
+    }
+    let unsupported = |detail: String| KeyError::Unsupported {
+        reference: reference.to_string(),
+        detail,
+    };
+    if always_auth {
+        // Each signature would need the PIN again (C_Login CKU_CONTEXT_SPECIFIC); an unattended
+        // node cannot do that safely, and SigV4/TLS sign many times.
+        return Err(unsupported(
+            "the key requires the PIN for every signature (CKA_ALWAYS_AUTHENTICATE, e.g. PIV slot 9c); use a key without it"
+                .into(),
+        ));
+    }
+    match key_type {
+        Some(t) if t == KeyType::EC => {
+            if params.as_deref() != Some(P256_EC_PARAMS) {
+                return Err(unsupported(format!(
+                    "EC key on {}",
+                    curve_name(params.as_deref())
+                )));
+            }
+            let public = find_public(session, KeyType::EC, id, label, reference)?;
+            let point = session
+                .get_attributes(public, &[AttributeType::EcPoint])
+                .map_err(|e| ck(format!("reading the public key of {reference}"), e))?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::EcPoint(p) => Some(p),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    KeyError::backend(
+                        format!("reading the public key of {reference}"),
+                        "the public key object has no CKA_EC_POINT",
+                    )
+                })?;
+            let (x, y) = ec_point_xy(&point).map_err(|detail| {
+                KeyError::backend(format!("reading the public key of {reference}"), detail)
+            })?;
+            Ok((Algorithm::EcdsaP256, super::p256_spki_from_xy(x, y)?))
+        }
+        Some(t) if t == KeyType::RSA => {
+            // RSA private key objects carry the modulus and public exponent; fall back to the
+            // public object for tokens that hide them.
+            let (n, e) = match (modulus, exponent) {
+                (Some(n), Some(e)) => (n, e),
+                _ => {
+                    let public = find_public(session, KeyType::RSA, id, label, reference)?;
+                    rsa_parts(session, public, reference)?
+                }
+            };
+            let spki = super::rsa_spki_from_parts(&n, &e)?;
+            // Reject other sizes with the same wording as every other backend.
+            super::spki_algorithm(&spki, reference)?;
+            Ok((Algorithm::Rsa2048, spki))
+        }
+        Some(t) => Err(unsupported(format!("PKCS#11 key type {t}"))),
+        None => Err(unsupported("the token does not report CKA_KEY_TYPE".into())),
+    }
+}
+
+fn rsa_parts(
+    session: &Session,
+    public: ObjectHandle,
+    reference: &str,
+) -> Result<(Vec<u8>, Vec<u8>), KeyError> {
+    let (mut n, mut e) = (None, None);
+    for a in session
+        .get_attributes(
+            public,
+            &[AttributeType::Modulus, AttributeType::PublicExponent],
+        )
+        .map_err(|e| ck(format!("reading the public key of {reference}"), e))?
+    {
+        match a {
+            Attribute::Modulus(v) => n = Some(v),
+            Attribute::PublicExponent(v) => e = Some(v),
+            _ => {}
+        }
+    }
+    match (n, e) {
+        (Some(n), Some(e)) if !n.is_empty() => Ok((n, e)),
+        _ => Err(KeyError::backend(
+            format!("reading the public key of {reference}"),
+            "the public key object has no CKA_MODULUS / CKA_PUBLIC_EXPONENT",
+        )),
+    }
+}
+
+/// The public key object that belongs to a private key: same CKA_ID (the PKCS#11 convention), else
+/// same CKA_LABEL.
+fn find_public(
+    session: &Session,
+    key_type: KeyType,
+    id: Option<Vec<u8>>,
+    label: Option<Vec<u8>>,
+    reference: &str,
+) -> Result<ObjectHandle, KeyError> {
+    let base = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(key_type),
+    ];
+    let mut candidates = Vec::new();
+    match (&id, &label) {
+        (Some(id), Some(label)) => {
+            candidates.push(vec![
+                Attribute::Id(id.clone()),
+                Attribute::Label(label.clone()),
+            ]);
+            candidates.push(vec![Attribute::Id(id.clone())]);
+        }
+        (Some(id), None) => candidates.push(vec![Attribute::Id(id.clone())]),
+        (None, Some(label)) => candidates.push(vec![Attribute::Label(label.clone())]),
+        (None, None) => {}
+    }
+    for extra in candidates {
+        let mut template = base.clone();
+        template.extend(extra);
+        let found = session
+            .find_objects(&template)
+            .map_err(|e| ck(format!("searching the public key of {reference}"), e))?;
+        if let [one] = found.as_slice() {
+            return Ok(*one);
+        }
+    }
+    Err(KeyError::backend(
+        format!("reading the public key of {reference}"),
+        "no single public key object with the private key's CKA_ID / CKA_LABEL on the token (import the public key with the same id)",
+    ))
+}
+
+/// A readable name for `CKA_EC_PARAMS` (a named-curve OID, normally) in error messages.
+fn curve_name(params: Option<&[u8]>) -> String {
+    use der::Decode;
+    let Some(params) = params else {
+        return "an unknown curve (no CKA_EC_PARAMS)".into();
+    };
+    match const_oid::ObjectIdentifier::from_der(params) {
+        Ok(oid) => match const_oid::db::DB.by_oid(&oid) {
+            Some(name) => format!("curve {name} ({oid})"),
+            None => format!("curve {oid}"),
+        },
+        Err(_) => format!("explicit curve parameters {}", hex::encode(params)),
+    }
+}
+
+/// The affine coordinates of an uncompressed P-256 point as `CKA_EC_POINT` gives it: a DER
+/// OCTET STRING around `04||X||Y` (PKCS#11 2.40), or the bare point (some older tokens).
+fn ec_point_xy(point: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let raw = match point {
+        [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
+        [0x04, rest @ ..] if rest.len() == 64 => point,
+        _ => {
+            return Err(format!(
+                "CKA_EC_POINT of {} bytes is not an uncompressed P-256 point",
+                point.len()
+            ))
+        }
+    };
+    if raw[0] != 0x04 {
+        return Err("CKA_EC_POINT is not an uncompressed point".into());
+    }
+    Ok((&raw[1..33], &raw[33..65]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ec_point_wrapped_and_bare() {
+        let mut bare = vec![0x04];
+        bare.extend((1..=64).collect::<Vec<u8>>());
+        let mut wrapped = vec![0x04, 0x41];
+        wrapped.extend_from_slice(&bare);
+        for p in [&bare, &wrapped] {
+            let (x, y) = ec_point_xy(p).unwrap();
+            assert_eq!(x, &bare[1..33]);
+            assert_eq!(y, &bare[33..]);
+        }
+        // Compressed point, truncated input, wrapped non-uncompressed point.
+        assert!(ec_point_xy(&[0x02; 33]).is_err());
+        assert!(ec_point_xy(&wrapped[..40]).is_err());
+        let mut odd = wrapped.clone();
+        odd[2] = 0x03;
+        assert!(ec_point_xy(&odd).is_err());
+    }
+
+    #[test]
+    fn ec_params_are_the_p256_oid() {
+        use der::Encode;
+        let der = const_oid::db::rfc5912::SECP_256_R_1.to_der().unwrap();
+        assert_eq!(der, P256_EC_PARAMS);
+    }
+
+    #[test]
+    fn return_values_use_specification_names() {
+        assert_eq!(ckr_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(
+            ckr_name(RvError::ObjectHandleInvalid),
+            "CKR_OBJECT_HANDLE_INVALID"
+        );
+        let e = ck(
+            "signing",
+            CkError::Pkcs11(
+                RvError::MechanismInvalid,
+                cryptoki::context::Function::SignInit,
+            ),
+        );
+        assert_eq!(
+            e.to_string(),
+            "signing: C_SignInit failed: CKR_MECHANISM_INVALID"
+        );
+    }
+
+    #[test]
+    fn curve_names_for_errors() {
+        // secp384r1, as SoftHSM stores it for pkcs11-tool --key-type EC:secp384r1.
+        let p384 = hex::decode("06052b81040022").unwrap();
+        assert_eq!(curve_name(Some(&p384)), "curve secp384r1 (1.3.132.0.34)");
+        assert!(curve_name(Some(&[0x30, 0x00])).starts_with("explicit"));
+        assert!(curve_name(None).contains("no CKA_EC_PARAMS"));
+    }
+
+    #[test]
+    fn digest_info_prefix_is_sha256() {
+        // DigestInfo ::= SEQUENCE { AlgorithmIdentifier { id-sha256, NULL }, OCTET STRING(32) }
+        use der::Encode;
+        let oid = const_oid::db::rfc5912::ID_SHA_256.to_der().unwrap();
+        assert_eq!(&SHA256_DIGEST_INFO_PREFIX[4..4 + oid.len()], &oid[..]);
+        assert_eq!(SHA256_DIGEST_INFO_PREFIX.len() + 32, 0x33);
+        assert_eq!(SHA256_DIGEST_INFO_PREFIX[1] as usize + 2, 0x33);
+    }
+
+    #[test]
+    fn missing_module_is_a_clear_error() {
+        let uri = Pkcs11Uri::parse("pkcs11:token=t;object=k?pin-value=s3cr3t-77").unwrap();
+        let err = module_path(&uri, &KeyOptions::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--pkcs11-lib"), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        let opts = KeyOptions {
+            pkcs11_lib: Some("/nonexistent/libnothing.so".into()),
+            ..Default::default()
+        };
+        let text = module_path(&uri, &opts).unwrap_err().to_string();
+        assert!(text.contains("/nonexistent/libnothing.so"), "{text}");
+    }
+
+    #[test]
+    fn pin_precedence_file_then_value_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pin");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let env = KeyOptions {
+            pkcs11_pin: Some(Secret::new("from-env")),
+            ..Default::default()
+        };
+        let with_file = Pkcs11Uri::parse(&format!(
+            "pkcs11:token=t;object=k?pin-source=file:{}",
+            file.display()
+        ))
+        .unwrap();
+        let pin = resolve_pin(&with_file, &env).unwrap().unwrap();
+        assert_eq!(pin.expose(), "from-file");
+        let with_value = Pkcs11Uri::parse("pkcs11:token=t;object=k?pin-value=from-uri").unwrap();
+        let pin = resolve_pin(&with_value, &env).unwrap().unwrap();
+        assert_eq!(pin.expose(), "from-uri");
+        let bare = Pkcs11Uri::parse("pkcs11:token=t;object=k").unwrap();
+        assert_eq!(
+            resolve_pin(&bare, &env).unwrap().unwrap().expose(),
+            "from-env"
+        );
+        assert!(resolve_pin(&bare, &KeyOptions::default())
+            .unwrap()
+            .is_none());
+        let missing =
+            Pkcs11Uri::parse("pkcs11:token=t;object=k?pin-source=file:/nonexistent/pin").unwrap();
+        let err = resolve_pin(&missing, &env).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/pin"), "{err}");
     }
 }

@@ -43,7 +43,8 @@ impl KeyRef {
         if let Some(rest) = reference.strip_prefix("handle:") {
             return parse_handle(rest).map(KeyRef::TpmHandle);
         }
-        if reference.starts_with("pkcs11:") {
+        // URI schemes are case-insensitive (RFC 3986 section 3.1).
+        if has_scheme(reference, "pkcs11:") {
             return Pkcs11Uri::parse(reference).map(KeyRef::Pkcs11);
         }
         if let Some(rest) = reference.strip_prefix("file://") {
@@ -61,9 +62,10 @@ impl KeyRef {
             return Ok(KeyRef::Path(PathBuf::from(rest)));
         }
         if let Some(scheme) = uri_scheme(reference) {
+            // A mistyped pkcs11 scheme may still carry a pin-value: redact like a PKCS#11 URI.
             return Err(KeyError::UnknownScheme {
                 scheme: scheme.to_string(),
-                reference: reference.to_string(),
+                reference: redact_pin_value(reference),
             });
         }
         Ok(KeyRef::Path(PathBuf::from(reference)))
@@ -86,6 +88,12 @@ impl std::str::FromStr for KeyRef {
     fn from_str(s: &str) -> Result<Self, KeyError> {
         KeyRef::parse(s)
     }
+}
+
+/// Whether `s` starts with `scheme` (given lowercase, with its colon), ignoring ASCII case.
+fn has_scheme(s: &str, scheme: &str) -> bool {
+    s.get(..scheme.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
 }
 
 /// `scheme` of `scheme:rest` when the text looks like a URI (RFC 3986 scheme syntax, at least two
@@ -182,19 +190,21 @@ impl Pkcs11Uri {
             reference: shown.clone(),
             reason,
         };
-        let body = uri
-            .strip_prefix("pkcs11:")
-            .ok_or_else(|| bad("a PKCS#11 URI starts with pkcs11:".into()))?;
+        if !has_scheme(uri, "pkcs11:") {
+            return Err(bad("a PKCS#11 URI starts with pkcs11:".into()));
+        }
+        let body = &uri["pkcs11:".len()..];
         let (path, query) = match body.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (body, None),
         };
         let mut out = Pkcs11Uri::default();
         let mut token = None;
-        for attr in path.split(';').filter(|a| !a.is_empty()) {
+        for (i, attr) in path.split(';').enumerate().filter(|(_, a)| !a.is_empty()) {
+            // Never echo the attribute: a mistyped `pin-value:1234` would show the PIN.
             let (name, value) = attr
                 .split_once('=')
-                .ok_or_else(|| bad(format!("attribute {attr:?} has no '='")))?;
+                .ok_or_else(|| bad(format!("path attribute number {} has no '='", i + 1)))?;
             if !PATH_ATTRS.contains(&name) {
                 return Err(bad(format!(
                     "unknown path attribute {name:?} (known: {})",
@@ -220,14 +230,15 @@ impl Pkcs11Uri {
                 _ => {}
             }
         }
-        for attr in query
+        for (i, attr) in query
             .into_iter()
             .flat_map(|q| q.split('&'))
-            .filter(|a| !a.is_empty())
+            .enumerate()
+            .filter(|(_, a)| !a.is_empty())
         {
             let (name, value) = attr
                 .split_once('=')
-                .ok_or_else(|| bad(format!("query attribute {attr:?} has no '='")))?;
+                .ok_or_else(|| bad(format!("query attribute number {} has no '='", i + 1)))?;
             if !QUERY_ATTRS.contains(&name) {
                 return Err(bad(format!(
                     "unknown query attribute {name:?} (known: {})",
@@ -278,7 +289,7 @@ impl fmt::Display for Pkcs11Uri {
             write!(
                 f,
                 "{sep}module-path={}",
-                encode(m.to_string_lossy().as_bytes())
+                encode_query(m.to_string_lossy().as_bytes())
             )?;
             sep = '&';
         }
@@ -286,7 +297,7 @@ impl fmt::Display for Pkcs11Uri {
             Some(PinSource::File(p)) => write!(
                 f,
                 "{sep}pin-source=file:{}",
-                encode(p.to_string_lossy().as_bytes())
+                encode_query(p.to_string_lossy().as_bytes())
             )?,
             Some(PinSource::Value(_)) => write!(f, "{sep}pin-value=<redacted>")?,
             None => {}
@@ -295,17 +306,46 @@ impl fmt::Display for Pkcs11Uri {
     }
 }
 
-/// Replaces a `pin-value=` value in a raw URI so that error messages never carry it.
+/// Redacts what could be a PIN in a raw key reference, so that error messages never carry one:
+/// the value of `pin-value=`, the value of any attribute hybridboot does not know (it may be a
+/// misspelt `pin-value`), and any attribute without `=`. Known attributes stay readable.
 pub fn redact_pin_value(uri: &str) -> String {
-    let Some(pos) = uri.find("pin-value=") else {
-        return uri.to_string();
+    let (scheme, body) = match uri_scheme(uri) {
+        Some(scheme) => (&uri[..=scheme.len()], &uri[scheme.len() + 1..]),
+        None => ("", uri),
     };
-    let start = pos + "pin-value=".len();
-    let end = uri[start..]
-        .find('&')
-        .map(|e| start + e)
-        .unwrap_or(uri.len());
-    format!("{}<redacted>{}", &uri[..start], &uri[end..])
+    let (path, query) = match body.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (body, None),
+    };
+    let mut out = format!("{scheme}{}", redact_attrs(path, ';', PATH_ATTRS));
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(&redact_attrs(q, '&', QUERY_ATTRS));
+    }
+    out
+}
+
+fn redact_attrs(part: &str, sep: char, known: &[&str]) -> String {
+    part.split(sep)
+        .map(|attr| match attr.split_once('=') {
+            Some((name, value)) => {
+                let decoded = percent_decode_str(name).decode_utf8_lossy().to_lowercase();
+                if decoded == "pin-value" || !known.contains(&decoded.as_str()) {
+                    format!("{name}=<redacted>")
+                } else {
+                    format!("{name}={value}")
+                }
+            }
+            // Query attributes without '=' are malformed (`pin-value:1234`?); in the path, keep
+            // ordinary text such as a TPM handle.
+            None if sep == '&' || attr.to_ascii_lowercase().contains("pin") => {
+                "<redacted>".to_string()
+            }
+            None => attr.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(&sep.to_string())
 }
 
 fn decode(value: &str) -> Result<Vec<u8>, String> {
@@ -315,7 +355,8 @@ fn decode(value: &str) -> Result<Vec<u8>, String> {
         if *c == b'%'
             && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
         {
-            return Err(format!("malformed percent-encoding in {value:?}"));
+            // The value itself is not shown: it may be a PIN.
+            return Err("malformed percent-encoding (use %XX with two hex digits)".into());
         }
     }
     Ok(percent_decode_str(value).collect())
@@ -325,7 +366,19 @@ fn utf8(bytes: Vec<u8>, name: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("attribute {name} is not UTF-8"))
 }
 
+/// Encodes a path attribute value: RFC 7512 allows unreserved characters unescaped (`/` is
+/// reserved for the query part).
 fn encode(bytes: &[u8]) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::percent_encode(bytes, SET).to_string()
+}
+
+/// Encodes a query attribute value, where `/` may stay as is (readable module and PIN paths).
+fn encode_query(bytes: &[u8]) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'.')
@@ -416,6 +469,53 @@ mod tests {
         assert!(!format!("{u:?}").contains("s3cr3t"));
         let err = Pkcs11Uri::parse("pkcs11:object=k?pin-value=s3cr3t-1234").unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn pkcs11_scheme_is_case_insensitive() {
+        let u = KeyRef::parse("PKCS11:token=t;object=k").unwrap();
+        assert!(matches!(u, KeyRef::Pkcs11(ref p) if p.token == "t"));
+        assert!(Pkcs11Uri::parse("Pkcs11:token=t;object=k").is_ok());
+    }
+
+    #[test]
+    fn pins_are_redacted_from_every_error() {
+        for uri in [
+            // Mistyped scheme.
+            "pkcs:token=t;object=k?pin-value=s3cr3t-1234",
+            // Malformed percent-encoding inside the PIN.
+            "pkcs11:token=t;object=k?pin-value=s3cr3t-1234%zz",
+            // pin-value in the path part, misspelt, encoded name, without '=', repeated.
+            "pkcs11:token=t;object=k;pin-value=s3cr3t-1234",
+            "pkcs11:token=t;object=k?pin-valeu=s3cr3t-1234",
+            "pkcs11:token=t;object=k?pin%2Dvalue=s3cr3t-1234",
+            "pkcs11:token=t;object=k?pin-value:s3cr3t-1234",
+            "pkcs11:token=t;object=k?pin-value=a&pin-value=s3cr3t-1234&bogus=1",
+            "pkcs11:object=k?pin-value=s3cr3t-1234",
+        ] {
+            let err = KeyRef::parse(uri).unwrap_err().to_string();
+            assert!(!err.contains("s3cr3t"), "{uri}: {err}");
+        }
+        // Known attributes stay readable in the redacted form.
+        assert_eq!(
+            redact_pin_value("pkcs11:token=t;object=k?pin-source=file:/run/pin&pin-value=x"),
+            "pkcs11:token=t;object=k?pin-source=file:/run/pin&pin-value=<redacted>"
+        );
+        assert_eq!(redact_pin_value("tpm:0x81000001"), "tpm:0x81000001");
+    }
+
+    #[test]
+    fn display_escapes_slash_in_path_but_not_query() {
+        let u = Pkcs11Uri::parse(
+            "pkcs11:token=a%2Fb;object=k?module-path=/usr/lib/m.so&pin-source=file:/run/pin",
+        )
+        .unwrap();
+        assert_eq!(u.token, "a/b");
+        assert_eq!(
+            u.to_string(),
+            "pkcs11:token=a%2Fb;object=k?module-path=/usr/lib/m.so&pin-source=file:/run/pin"
+        );
+        assert_eq!(Pkcs11Uri::parse(&u.to_string()).unwrap(), u);
     }
 
     #[test]

@@ -98,3 +98,5 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+pub mod softhsm;
+pub mod swtpm;

@@ -1,0 +1,44 @@
+# hybridboot developer entry points. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+export HYBRIDBOOT_VENV ?= $(HOME)/.cache/hybridboot/venv
+
+.PHONY: help setup build test lint bench run clean static dynamic
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+setup: ## install system packages and the test peers (idempotent)
+	@bash scripts/setup.sh
+
+build: ## debug build of the binary (all backends)
+	$(CARGO) build --locked
+
+test: setup ## every test: unit, CLI, and against real peers (swtpm, SoftHSM2, ...)
+	$(CARGO) test --locked --all-targets
+	$(CARGO) build --locked --no-default-features
+	@if ls tests/peers/test_*.py >/dev/null 2>&1; then $(HYBRIDBOOT_VENV)/bin/python -m pytest -q tests/peers; fi
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --no-default-features -- -D warnings
+
+bench: setup ## benchmarks; results in target/bench/
+	$(CARGO) build --locked --release
+	bash scripts/bench.sh
+
+run: setup ## the main job on the embedded default (local swtpm); see README
+	$(CARGO) build --locked
+	bash scripts/run-main.sh
+
+clean:
+	$(CARGO) clean
+
+static: ## fully static musl binaries (x86_64, aarch64) into target/dist/
+	bash cross/setup.sh
+	bash cross/build.sh static
+
+dynamic: ## glibc-2.17 binaries with every backend into target/dist/
+	bash cross/setup.sh
+	bash cross/build.sh dynamic

@@ -1,0 +1,23 @@
+SUMMARY = "Site configuration for hybridboot (NodeConfig and BootstrapConfig)"
+DESCRIPTION = "The slot for a site's /etc/hybridboot/config.yaml. Replace config.yaml in a \
+               bbappend of your own layer with the site's NodeConfig and BootstrapConfig."
+HOMEPAGE = "https://github.com/hybridboot/hybridboot"
+BUGTRACKER = "https://github.com/hybridboot/hybridboot/issues"
+SECTION = "admin"
+CVE_PRODUCT = ""
+# A site's configuration belongs to the site.
+LICENSE = "CLOSED"
+
+SRC_URI = "file://config.yaml"
+
+S = "${WORKDIR}"
+
+inherit allarch
+
+do_install() {
+    install -d ${D}${sysconfdir}/hybridboot
+    install -m 0600 ${WORKDIR}/config.yaml ${D}${sysconfdir}/hybridboot/config.yaml
+}
+
+FILES:${PN} += "${sysconfdir}/hybridboot"
+CONFFILES:${PN} = "${sysconfdir}/hybridboot/config.yaml"
