@@ -1265,7 +1265,7 @@ fn map_io(e: io::Error, peer: &str, phase: &'static str) -> HttpError {
         return match tls {
             rustls::Error::InvalidCertificate(reason) => HttpError::TlsVerification {
                 peer: peer.into(),
-                detail: format!("{reason:?}"),
+                detail: describe_certificate_error(reason),
             },
             rustls::Error::AlertReceived(alert) => HttpError::Tls {
                 peer: peer.into(),
@@ -1290,6 +1290,24 @@ fn map_io(e: io::Error, peer: &str, phase: &'static str) -> HttpError {
         peer: peer.into(),
         phase,
         source: e,
+    }
+}
+
+/// Plain words for the verification failures operators meet.
+fn describe_certificate_error(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        C::UnknownIssuer => "its certificate is not issued by a trusted CA (UnknownIssuer)".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "its certificate is not valid for this host name or address (NotValidForName)".into()
+        }
+        C::Expired | C::ExpiredContext { .. } => "its certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "its certificate is not valid yet (is the clock right?)".into()
+        }
+        C::Revoked => "its certificate is revoked".into(),
+        C::BadSignature => "its certificate has a bad signature".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -108,6 +108,17 @@ impl NodeKey {
         run(args, &env)
     }
 
+    /// Runs hybridboot with this key's environment plus `extra` (later entries win).
+    fn hb_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
+        let mut env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        env.extend_from_slice(extra);
+        run(args, &env)
+    }
+
     /// `key show` as PEM (comment lines dropped).
     fn public_pem(&self) -> String {
         let r = self.hb(&["key", "show", "--key", &self.reference]);
@@ -807,4 +818,175 @@ fn no_secret_in_stderr_at_highest_verbosity(backend: Backend) {
 #[test]
 fn file_key_no_secret_in_stderr_at_highest_verbosity() {
     no_secret_in_stderr_at_highest_verbosity(Backend::File);
+}
+
+/// A CONNECT-only proxy on loopback that records the tunnels it opened.
+struct ConnectProxy {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    fn start() -> ConnectProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(client) = conn else { return };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let _ = tunnel(client, &log);
+                });
+            }
+        });
+        ConnectProxy { port, seen }
+    }
+}
+
+fn tunnel(mut client: TcpStream, log: &std::sync::Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    log.lock().unwrap().push(line.clone());
+    let target = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    // Loopback only.
+    if !line.starts_with("CONNECT 127.0.0.1:") {
+        client.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n")?;
+        return Ok(());
+    }
+    let upstream = TcpStream::connect(&target)?;
+    client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    let (mut c2, mut u2) = (client.try_clone()?, upstream.try_clone()?);
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut u, mut c) = (upstream, client);
+    let _ = std::io::copy(&mut u, &mut c);
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let _ = t.join();
+    Ok(())
+}
+
+/// HTTPS_PROXY: the TLS session to Vault is tunnelled with CONNECT (and verified end to end);
+/// NO_PROXY still bypasses it.
+#[test]
+fn file_key_enroll_through_an_https_proxy() {
+    let bao = OpenBao::start();
+    let node = Node::new(Backend::File);
+    let proxy = ConnectProxy::start();
+    let tf = node.file("token", &bao.node_token());
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    let args = [
+        "enroll",
+        "--vault-addr",
+        &bao.https_addr(),
+        "--vault-ca",
+        bao.listener_ca.to_str().unwrap(),
+        "--pki-mount",
+        "pki_int",
+        "--pki-role",
+        "node",
+        "--key",
+        &node.key.reference,
+        "--common-name",
+        CN,
+        "--certificate",
+        node.cert.to_str().unwrap(),
+        "--ca-certificate",
+        node.ca.to_str().unwrap(),
+        "--vault-token-file",
+        &tf,
+    ];
+    node.key
+        .hb_env(
+            &args,
+            &[
+                ("HTTPS_PROXY", &proxy_url),
+                ("no_proxy", ""),
+                ("NO_PROXY", ""),
+            ],
+        )
+        .ok();
+    assert_good_certificate(&node, &bao);
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![format!("CONNECT 127.0.0.1:{} HTTP/1.1", bao.tls_port)],
+        "one tunnel for the one sign request"
+    );
+    // NO_PROXY naming the host: direct connection, the proxy sees nothing more.
+    node.key
+        .hb_env(
+            &args,
+            &[("HTTPS_PROXY", &proxy_url), ("no_proxy", "127.0.0.1")],
+        )
+        .ok();
+    assert_eq!(proxy.seen.lock().unwrap().len(), 1);
+}
+
+/// Vault's own environment variables are the defaults of the flags.
+#[test]
+fn file_key_enroll_from_vault_environment_variables() {
+    let bao = OpenBao::start();
+    let node = Node::new(Backend::File);
+    let token = bao.node_token();
+    let r = node.key.hb_env(
+        &[
+            "enroll",
+            "--pki-mount",
+            "pki_int",
+            "--pki-role",
+            "node",
+            "--key",
+            &node.key.reference,
+            "--common-name",
+            CN,
+            "--certificate",
+            node.cert.to_str().unwrap(),
+            "--ca-certificate",
+            node.ca.to_str().unwrap(),
+        ],
+        &[
+            ("VAULT_ADDR", &bao.https_addr()),
+            ("VAULT_CACERT", bao.listener_ca.to_str().unwrap()),
+            ("VAULT_TOKEN", &token),
+            ("VAULT_NAMESPACE", ""),
+        ],
+    );
+    r.ok();
+    assert_good_certificate(&node, &bao);
+    // Without any auth method: a clear operator error, no network needed.
+    let r = node.key.hb_env(
+        &[
+            "enroll",
+            "--pki-role",
+            "node",
+            "--key",
+            &node.key.reference,
+            "--common-name",
+            CN,
+            "--certificate",
+            node.cert.to_str().unwrap(),
+        ],
+        &[("VAULT_ADDR", "https://127.0.0.1:1"), ("VAULT_TOKEN", "")],
+    );
+    assert_error(&r, &["no Vault auth method"]);
+    assert_eq!(r.code, 3);
 }
