@@ -1730,6 +1730,10 @@ mod tests {
                     }
                 }
                 seen.push(req);
+                if r == b"HANG" {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    continue;
+                }
                 s.write_all(&r).unwrap();
             }
             seen
@@ -1803,6 +1807,7 @@ mod tests {
             big.into_bytes(),
             chunked_big.into_bytes(),
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+            b"HANG".to_vec(),
         ]);
         let c = client(1500);
         for _ in 0..2 {
@@ -1810,16 +1815,48 @@ mod tests {
             assert!(matches!(e, HttpError::TooLarge { limit: 1500, .. }), "{e}");
             assert!(e.to_string().contains("1500-byte limit"));
         }
-        // A server that stops sending: the read timeout fires and the error is transient.
+        // A body cut short by the server closing: an I/O error naming the truncation.
+        let e = c.send(&Request::get(url.clone())).unwrap_err();
+        assert!(matches!(e, HttpError::Io { .. }), "{e:?}");
+        assert!(e.to_string().contains("truncated"), "{e}");
+        // A server that accepts and then says nothing: the read timeout (500 ms) fires, and the
+        // error is transient.
         let t = Instant::now();
         let e = c.send(&Request::get(url)).unwrap_err();
-        assert!(
-            matches!(e, HttpError::Timeout { .. } | HttpError::Io { .. }),
-            "{e:?}"
-        );
-        assert!(e.is_transient());
-        assert!(t.elapsed() < Duration::from_secs(3));
+        assert!(matches!(e, HttpError::Timeout { .. }), "{e:?}");
+        assert!(e.is_transient() && !e.before_request_sent());
+        assert!(t.elapsed() >= Duration::from_millis(450) && t.elapsed() < Duration::from_secs(2));
         h.join().unwrap();
+    }
+
+    #[test]
+    fn retries_honour_retry_after_and_stop_on_other_4xx() {
+        let (url, h) = serve(vec![
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+            b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ]);
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(10),
+            deadline: Duration::from_secs(10),
+        };
+        let c = client(1024);
+        let t = Instant::now();
+        let r = c
+            .send_retrying(&Request::get(url.clone()), &policy)
+            .unwrap();
+        assert_eq!(r.body(), b"ok");
+        assert!(
+            t.elapsed() >= Duration::from_secs(1),
+            "waited for Retry-After"
+        );
+        let e = c.send_retrying(&Request::get(url), &policy).unwrap_err();
+        assert_eq!(e.status(), Some(403), "{e}");
+        assert_eq!(h.join().unwrap().len(), 4, "403 was not retried");
     }
 
     #[test]

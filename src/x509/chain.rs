@@ -505,4 +505,139 @@ mod tests {
         let bad = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
         assert!(matches!(parse_pem_bundle(bad), Err(ChainError::Pem { .. })));
     }
+
+    const ROOT: &str = include_str!("../../tests/fixtures/x509/root.pem");
+    const INT: &str = include_str!("../../tests/fixtures/x509/int.pem");
+    const LEAF: &str = include_str!("../../tests/fixtures/x509/leaf.pem");
+    const LEAF_PUB: &str = include_str!("../../tests/fixtures/x509/leaf.pub.pem");
+    const OTHER_PUB: &str = include_str!("../../tests/fixtures/x509/other.pub.pem");
+
+    fn one(pem: &str) -> Cert {
+        parse_pem_certs(pem).unwrap().remove(0)
+    }
+
+    fn spki(pem: &str) -> Vec<u8> {
+        pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::now()
+    }
+
+    #[test]
+    fn orders_any_permutation_leaf_first() {
+        let (root, int, leaf) = (one(ROOT), one(INT), one(LEAF));
+        for input in [
+            vec![root.clone(), int.clone(), leaf.clone()],
+            vec![int.clone(), leaf.clone(), root.clone(), int.clone()],
+            vec![leaf.clone(), root.clone(), int.clone()],
+        ] {
+            let ordered = order_chain(input).unwrap();
+            assert_eq!(ordered, vec![leaf.clone(), int.clone(), root.clone()]);
+        }
+        // Two unrelated leaves are not one chain.
+        let err = order_chain(vec![leaf.clone(), root.clone()]).unwrap_err();
+        assert!(matches!(err, ChainError::Unlinked(_)), "{err}");
+    }
+
+    #[test]
+    fn accepts_the_fixture_chain_with_p384_and_rsa_signatures() {
+        let (root, int, leaf) = (one(ROOT), one(INT), one(LEAF));
+        let leaf_spki = spki(LEAF_PUB);
+        let info = check_leaf(
+            &leaf,
+            &int,
+            &[root.clone()],
+            &LeafExpectation {
+                spki_der: &leaf_spki,
+                common_name: "node-1.example.com",
+                now: now(),
+            },
+        )
+        .unwrap();
+        assert_eq!(info.serial_hex, "c0ffee0123456789");
+        assert_eq!(info.serial_decimal, "13907095862997510025");
+        assert_eq!(info.common_name.as_deref(), Some("node-1.example.com"));
+        assert_eq!(info.issuer, "CN=Fixture Issuing CA");
+        assert!(info.lifetime() > Duration::from_secs(99 * 365 * 86400));
+        // RSA PKCS#1 SHA-256 (leaf by issuing CA) and ECDSA P-384 SHA-384 (CA by root, root by
+        // itself).
+        leaf.verify_issued_by(&int).unwrap();
+        int.verify_issued_by(&root).unwrap();
+        root.verify_issued_by(&root).unwrap();
+    }
+
+    #[test]
+    fn refuses_wrong_key_cn_issuer_signature_and_time() {
+        let (root, int, leaf) = (one(ROOT), one(INT), one(LEAF));
+        let leaf_spki = spki(LEAF_PUB);
+        let other = spki(OTHER_PUB);
+        let expect = |spki: &'static [u8], cn: &'static str, now: SystemTime| LeafExpectation {
+            spki_der: spki,
+            common_name: cn,
+            now,
+        };
+        let leaf_spki: &'static [u8] = Box::leak(leaf_spki.into_boxed_slice());
+        let other: &'static [u8] = Box::leak(other.into_boxed_slice());
+
+        let e = check_leaf(
+            &leaf,
+            &int,
+            &[],
+            &expect(other, "node-1.example.com", now()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ChainError::WrongKey { .. }), "{e}");
+        assert!(e.to_string().contains("not the node key"));
+
+        let e = check_leaf(
+            &leaf,
+            &int,
+            &[],
+            &expect(leaf_spki, "node-2.example.com", now()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ChainError::WrongCommonName { .. }), "{e}");
+
+        // Not issued by the root directly.
+        let e = check_leaf(
+            &leaf,
+            &root,
+            &[],
+            &expect(leaf_spki, "node-1.example.com", now()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ChainError::BadSignature { .. }), "{e}");
+
+        // A flipped bit in the signature.
+        let mut der = leaf.der().to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        let tampered = Cert::from_der(&der).unwrap();
+        let e = tampered.verify_issued_by(&int).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+
+        // Expired (checked 200 years from now) and not yet valid (before 2000).
+        let later = now() + Duration::from_secs(200 * 365 * 86400);
+        let e = check_leaf(
+            &leaf,
+            &int,
+            &[],
+            &expect(leaf_spki, "node-1.example.com", later),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ChainError::NotValidNow { .. }), "{e}");
+        let early = SystemTime::UNIX_EPOCH + Duration::from_secs(946684800);
+        assert!(leaf.check_valid_at(early).is_err());
+
+        // A CA chain whose next element did not issue the issuing CA.
+        let e = check_leaf(
+            &leaf,
+            &int,
+            &[leaf.clone()],
+            &expect(leaf_spki, "node-1.example.com", now()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ChainError::BadSignature { .. }), "{e}");
+    }
 }
