@@ -547,7 +547,7 @@ mod tests {
         let info = check_leaf(
             &leaf,
             &int,
-            &[root.clone()],
+            std::slice::from_ref(&root),
             &LeafExpectation {
                 spki_der: &leaf_spki,
                 common_name: "node-1.example.com",
@@ -634,7 +634,7 @@ mod tests {
         let e = check_leaf(
             &leaf,
             &int,
-            &[leaf.clone()],
+            std::slice::from_ref(&leaf),
             &expect(leaf_spki, "node-1.example.com", now()),
         )
         .unwrap_err();
