@@ -275,11 +275,12 @@ impl Vault {
     fn call(
         &self,
         path: &str,
-        body: serde_json::Value,
+        body: Vec<u8>,
         token: Option<&Secret>,
         idempotent: bool,
     ) -> Result<crate::http::Response, VaultError> {
-        let mut req = Request::post(self.addr.join(&format!("v1/{path}"))).json(&body);
+        let mut req =
+            Request::post(self.addr.join(&format!("v1/{path}"))).body("application/json", body);
         if let Some(t) = token {
             req = req.secret_header("X-Vault-Token", t);
         }
@@ -305,7 +306,9 @@ impl Vault {
                 self.http.send(&req)?.error_for_status()
             },
         );
-        result.map_err(|e| self.api_error(path, e))
+        let response = result.map_err(|e| self.api_error(path, e))?;
+        warn_on_clock_skew(&self.addr(), response.date(), SystemTime::now());
+        Ok(response)
     }
 
     fn api_error(&self, path: &str, e: HttpError) -> VaultError {
@@ -345,7 +348,7 @@ impl Vault {
     /// `sys/wrapping/unwrap` of a wrapped AppRole secret id (consumes the wrapping token).
     pub fn unwrap_secret_id(&self, wrapping: &Secret, file: &Path) -> Result<Secret, VaultError> {
         let r = self
-            .call("sys/wrapping/unwrap", json!({}), Some(wrapping), false)
+            .call("sys/wrapping/unwrap", b"{}".to_vec(), Some(wrapping), false)
             .map_err(|e| match e {
                 VaultError::PermissionDenied { addr, .. } => VaultError::BadWrappingToken {
                     addr,
@@ -379,19 +382,30 @@ impl Vault {
         secret_id: &Secret,
     ) -> Result<Secret, VaultError> {
         let path = format!("auth/{mount}/login");
-        let r = self.call(
-            &path,
-            json!({"role_id": role_id.expose(), "secret_id": secret_id.expose()}),
-            None,
-            false,
-        )?;
+        // Serialised straight into the request's zeroizing buffer: no other copy of the secret.
+        #[derive(serde::Serialize)]
+        struct Login<'a> {
+            role_id: &'a str,
+            secret_id: &'a str,
+        }
+        let body = serde_json::to_vec(&Login {
+            role_id: role_id.expose(),
+            secret_id: secret_id.expose(),
+        })
+        .expect("serialising strings cannot fail");
+        let r = self.call(&path, body, None, false)?;
         self.token_from(&path, &r)
     }
 
     /// TLS certificate auth login (this client must carry a client identity).
     pub fn cert_login(&self, mount: &str, role: &str) -> Result<Secret, VaultError> {
         let path = format!("auth/{mount}/login");
-        let r = self.call(&path, json!({"name": role}), None, true)?;
+        let r = self.call(
+            &path,
+            json!({ "name": role }).to_string().into_bytes(),
+            None,
+            true,
+        )?;
         self.token_from(&path, &r)
     }
 
@@ -425,7 +439,7 @@ impl Vault {
             body["ttl"] = json!(format!("{}s", ttl.as_secs()));
         }
         let r = self
-            .call(&path, body, Some(token), true)
+            .call(&path, body.to_string().into_bytes(), Some(token), true)
             .map_err(|e| match e {
                 VaultError::Api {
                     addr,
@@ -468,6 +482,23 @@ impl Vault {
             detail: detail.to_string(),
         }
     }
+}
+
+/// Certificates are checked against the local clock: say so when Vault's clock disagrees.
+fn warn_on_clock_skew(addr: &str, server: Option<SystemTime>, local: SystemTime) -> bool {
+    let Some(server) = server else { return false };
+    let skew = match server.duration_since(local) {
+        Ok(ahead) => ahead,
+        Err(behind) => behind.duration(),
+    };
+    if skew > Duration::from_secs(300) {
+        log::warn!(
+            "the clock here differs from Vault's ({addr}) by {}: certificate validity checks may fail; check time synchronisation",
+            format_duration(skew)
+        );
+        return true;
+    }
+    false
 }
 
 /// What to ask `pki/sign` for.
@@ -969,6 +1000,12 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
     if let Some(auth) = a.secret_auth()? {
         auths.push(auth);
     }
+    if auths.is_empty() && a.cert_auth_role.is_some() {
+        return Err(crate::exit::operator(format!(
+            "TLS certificate auth needs a current, valid certificate for this key and CN at {}: enroll first (token or AppRole)",
+            a.certificate.display()
+        )));
+    }
     let info = issue(a, auths, key)?;
     println!(
         "{}",
@@ -1009,6 +1046,95 @@ mod tests {
         assert_eq!(parse_fraction("1.0").unwrap(), 1.0);
         assert!(parse_fraction("0").is_err());
         assert!(parse_fraction("1.5").is_err());
+    }
+
+    const ROOT: &str = include_str!("../tests/fixtures/x509/root.pem");
+    const INT: &str = include_str!("../tests/fixtures/x509/int.pem");
+    const LEAF: &str = include_str!("../tests/fixtures/x509/leaf.pem");
+    const LEAF_PUB: &str = include_str!("../tests/fixtures/x509/leaf.pub.pem");
+
+    fn ders(pem: &str) -> Vec<Vec<u8>> {
+        chain::parse_pem_bundle(pem).unwrap()
+    }
+
+    #[test]
+    fn signed_answers_become_leaf_first_files_without_duplicates() {
+        let spki = pem_rfc7468::decode_vec(LEAF_PUB.as_bytes()).unwrap().1;
+        let req = SignRequest {
+            common_name: "node-1.example.com",
+            dns_names: &[],
+            ip_addresses: &[],
+            ttl: Some(Duration::from_secs(72 * 3600)),
+        };
+        let signed = Signed {
+            certificate: LEAF.into(),
+            issuing_ca: INT.into(),
+            ca_chain: vec![INT.into(), ROOT.into()],
+            serial_number: String::new(),
+        };
+        let issued = verify_signed("https://v", &signed, &spki, &req, SystemTime::now()).unwrap();
+        let mut want = ders(LEAF);
+        want.extend(ders(INT));
+        want.extend(ders(ROOT));
+        assert_eq!(ders(&issued.certificate_pem), want);
+        assert_eq!(ders(&issued.ca_pem), want[1..].to_vec());
+
+        // Vault sending no ca_chain: leaf and issuing CA.
+        let bare = Signed {
+            ca_chain: vec![],
+            ..signed
+        };
+        let issued = verify_signed("https://v", &bare, &spki, &req, SystemTime::now()).unwrap();
+        assert_eq!(ders(&issued.certificate_pem), want[..2].to_vec());
+
+        // Asking for more than the certificate got (100 years): refused, both durations named.
+        let long = SignRequest {
+            ttl: Some(Duration::from_secs(200 * 365 * 86400)),
+            ..req.clone()
+        };
+        let e = verify_signed("https://v", &bare, &spki, &long, SystemTime::now()).unwrap_err();
+        assert!(matches!(e, VaultError::TtlAboveMax { .. }), "{e}");
+
+        // Two certificates in the leaf field, or a leaf the issuing CA did not sign.
+        let two = Signed {
+            certificate: format!("{LEAF}{INT}"),
+            ..bare
+        };
+        assert!(verify_signed("https://v", &two, &spki, &req, SystemTime::now()).is_err());
+        let wrong_issuer = Signed {
+            certificate: LEAF.into(),
+            issuing_ca: ROOT.into(),
+            ca_chain: vec![],
+            serial_number: String::new(),
+        };
+        let e =
+            verify_signed("https://v", &wrong_issuer, &spki, &req, SystemTime::now()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Vault at https://v returned a certificate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn clock_skew_is_noticed_beyond_five_minutes() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert!(!warn_on_clock_skew("v", None, t));
+        assert!(!warn_on_clock_skew(
+            "v",
+            Some(t + Duration::from_secs(60)),
+            t
+        ));
+        assert!(warn_on_clock_skew(
+            "v",
+            Some(t + Duration::from_secs(600)),
+            t
+        ));
+        assert!(warn_on_clock_skew(
+            "v",
+            Some(t - Duration::from_secs(600)),
+            t
+        ));
     }
 
     #[test]
