@@ -1860,6 +1860,25 @@ mod tests {
     }
 
     #[test]
+    fn downloads_stream_only_successful_bodies() {
+        let (url, h) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nbinary".to_vec(),
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found".to_vec(),
+        ]);
+        let c = client(16);
+        let mut file = Vec::new();
+        let r = c
+            .download(&Request::get(url.clone()), &mut file, 100)
+            .unwrap();
+        assert_eq!((r.status, file.as_slice()), (200, &b"binary"[..]));
+        let mut file = Vec::new();
+        let e = c.download(&Request::get(url), &mut file, 100).unwrap_err();
+        assert_eq!(e.status(), Some(404));
+        assert!(file.is_empty(), "an error page never reaches the sink");
+        h.join().unwrap();
+    }
+
+    #[test]
     fn refused_connection_is_transient_and_names_the_peer() {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
