@@ -67,7 +67,7 @@ pub struct VaultArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_certificate: Option<PathBuf>,
     /// Token auth: file holding a Vault token [default: env VAULT_TOKEN].
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["approle_role_id_file", "cert_auth_role"])]
+    #[arg(long, value_name = "FILE", conflicts_with = "approle_role_id_file")]
     pub vault_token_file: Option<PathBuf>,
     /// AppRole auth: file holding the role id.
     #[arg(long, value_name = "FILE", requires = "approle_secret_id_file")]
@@ -79,7 +79,8 @@ pub struct VaultArgs {
     #[arg(long, requires = "approle_secret_id_file")]
     pub secret_id_wrapped: bool,
     /// TLS certificate auth role (auth/cert/login over mutual TLS with the current certificate
-    /// and the hardware key).
+    /// and the hardware key). `renew` tries it first and falls back to a token or AppRole given
+    /// as well.
     #[arg(long, value_name = "NAME")]
     pub cert_auth_role: Option<String>,
     /// Mount path of the cert auth method.
@@ -100,7 +101,8 @@ pub struct EnrollArgs {
     pub vault: VaultArgs,
 }
 
-/// `hybridboot renew`.
+/// `hybridboot renew`. Stdout gets one line: the RFC 3339 UTC time the next renewal is due (for a
+/// systemd timer); logs go to stderr.
 #[derive(Args, Debug)]
 pub struct RenewArgs {
     #[command(flatten)]

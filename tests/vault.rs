@@ -417,7 +417,30 @@ fn renew_is_a_no_op_while_young_and_renews_when_due(backend: Backend) {
         ],
     );
     r.ok();
-    assert_ne!(serial(&node.cert), short, "renewed");
+    let renewed = serial(&node.cert);
+    assert_ne!(renewed, short, "renewed");
+    assert_good_certificate(&node, &bao);
+
+    // Cert auth refused (no such cert role): renew falls back to the token also given.
+    let r = node.cmd(
+        &bao,
+        "renew",
+        &[
+            "--cert-auth-role",
+            "nosuchrole",
+            "--vault-token-file",
+            &tf,
+            "--renew-before",
+            "1.0",
+        ],
+    );
+    r.ok();
+    assert!(
+        r.stderr.contains("trying the next configured auth method"),
+        "{}",
+        r.stderr
+    );
+    assert_ne!(serial(&node.cert), renewed);
     assert_good_certificate(&node, &bao);
 }
 
