@@ -746,7 +746,9 @@ pub struct Request {
 
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.method, self.url)
+        // No query: presigned URLs carry credentials there.
+        let path = self.url.path.split('?').next().unwrap_or("");
+        write!(f, "{} {}{}", self.method, self.url.origin(), path)
     }
 }
 
@@ -1050,10 +1052,12 @@ impl Client {
         sink.start(status);
         let framing = framing(status, &headers, req.method == "HEAD", &peer)?;
         read_body(&mut reader, framing, sink, limit, &peer)?;
+        // Without the query: presigned URLs carry credentials there.
         log::debug!(
-            "{} {} -> {} ({} ms)",
+            "{} {}{} -> {} ({} ms)",
             req.method,
-            url,
+            url.origin(),
+            url.path.split('?').next().unwrap_or(""),
             status,
             started.elapsed().as_millis()
         );
@@ -1921,7 +1925,7 @@ mod tests {
 
     #[test]
     fn requests_and_responses_do_not_show_secrets() {
-        let req = Request::post(Url::parse("https://v/").unwrap())
+        let req = Request::post(Url::parse("https://v/x?X-Amz-Signature=presigned").unwrap())
             .secret_header("X-Vault-Token", &Secret::new("s.topsecret"))
             .body(
                 "application/json",
@@ -1932,5 +1936,6 @@ mod tests {
             !shown.contains("topsecret") && !shown.contains("abc-secret"),
             "{shown}"
         );
+        assert_eq!(shown, "POST https://v:443/x");
     }
 }
