@@ -14,6 +14,7 @@ pub mod aws;
 pub mod awsauth;
 pub mod cli;
 pub mod exit;
+pub mod firstboot;
 pub mod fsutil;
 pub mod http;
 pub mod irsa;

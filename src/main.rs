@@ -55,7 +55,11 @@ enum Command {
     /// Get the node certificate from Vault PKI (CSR signed by the node key) and write it.
     Enroll(vault::EnrollArgs),
     /// Renew the node certificate once it is past its renewal point; print when the next is due.
-    Renew(vault::RenewArgs),
+    Renew(hybridboot::firstboot::RenewArgs),
+    /// The whole first boot, resumable: key, certificate, Roles Anywhere, install, init, stamp.
+    Firstboot(hybridboot::firstboot::FirstbootArgs),
+    /// What first boot left: key, certificate, credentials, install, join stamp, last error.
+    Status(hybridboot::firstboot::status::StatusArgs),
     /// IAM Roles for Service Accounts on clusters outside EKS: keys.json and discovery document.
     #[command(subcommand)]
     Irsa(hybridboot::irsa::IrsaCommand),
@@ -151,7 +155,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Key(KeyCommand::Show(a)) => key_show(a),
         Command::Csr(a) => csr(a),
         Command::Enroll(a) => vault::enroll(a),
-        Command::Renew(a) => vault::renew(a),
+        Command::Renew(a) => hybridboot::firstboot::renew(a),
+        Command::Firstboot(a) => hybridboot::firstboot::run(a),
+        Command::Status(a) => hybridboot::firstboot::status::run(a),
         Command::Irsa(c) => hybridboot::irsa::run(c),
         Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),

@@ -644,7 +644,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-fn parse_fraction(s: &str) -> Result<f64, String> {
+/// `0.3333` or `1/3`, in (0, 1].
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
     let v: f64 = if let Some((a, b)) = s.split_once('/') {
         let a: f64 = a
             .trim()
@@ -960,10 +961,21 @@ pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `hybridboot renew`: nothing while the certificate is young; otherwise a new certificate from
-/// the same key, TLS certificate auth preferred. Prints the RFC 3339 time of the next renewal.
-pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
-    let a = &args.vault;
+/// What [`renew_certificate`] found or did.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// The leaf now on disk.
+    pub info: CertInfo,
+    /// When it is due for renewal.
+    pub due: SystemTime,
+    /// Whether a new certificate was issued (false: the current one was still young).
+    pub issued: bool,
+}
+
+/// The library side of `renew` (also first boot's enroll step): nothing while a certificate for
+/// this key and CN is valid and young; otherwise a new one from the same key, TLS certificate
+/// auth preferred when the current one is usable.
+pub fn renew_certificate(a: &VaultArgs, renew_before: f64) -> anyhow::Result<Renewal> {
     let key = open_key(&a.key)?;
     let now = SystemTime::now();
     let current = std::fs::read_to_string(&a.certificate)
@@ -976,7 +988,7 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
             && c.check_valid_at(now).is_ok()
     });
     if let Some(c) = usable {
-        let due = renewal_due(c.not_before(), c.not_after(), args.renew_before);
+        let due = renewal_due(c.not_before(), c.not_after(), renew_before);
         if now < due {
             log::info!(
                 "certificate {} (serial {}) is valid until {}; renewal due at {}: nothing to do",
@@ -985,8 +997,11 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
                 chain::rfc3339(c.not_after()),
                 chain::rfc3339(due)
             );
-            println!("{}", chain::rfc3339(due));
-            return Ok(());
+            return Ok(Renewal {
+                info: c.info(),
+                due,
+                issued: false,
+            });
         }
         log::info!("certificate {} is due for renewal", a.certificate.display());
     } else {
@@ -1009,14 +1024,18 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
         )));
     }
     let info = issue(a, auths, key)?;
-    println!(
-        "{}",
-        chain::rfc3339(renewal_due(
-            info.not_before,
-            info.not_after,
-            args.renew_before
-        ))
-    );
+    let due = renewal_due(info.not_before, info.not_after, renew_before);
+    Ok(Renewal {
+        info,
+        due,
+        issued: true,
+    })
+}
+
+/// `hybridboot renew`: [`renew_certificate`], then prints the RFC 3339 time of the next renewal.
+pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
+    let r = renew_certificate(&args.vault, args.renew_before)?;
+    println!("{}", chain::rfc3339(r.due));
     Ok(())
 }
 

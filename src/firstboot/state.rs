@@ -1,0 +1,219 @@
+//! What first boot has done so far, in a small JSON file written atomically after every step
+//! (`/var/lib/hybridboot/firstboot.json`), plus the stamp `/var/lib/hybridboot/joined` written
+//! last. `hybridboot status` reads both.
+//!
+//! The state file is a record, not the source of truth: every step checks the real world (the
+//! key exists, the certificate is valid for it) before acting, so a state file lost or older
+//! than the world (a power cut between a step and its record) only costs a re-check.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// `/var/lib/hybridboot`.
+pub const STATE_DIR: &str = "/var/lib/hybridboot";
+/// The progress record.
+pub const STATE_FILE: &str = "/var/lib/hybridboot/firstboot.json";
+/// Written last: the machine has joined; `hybridboot-firstboot.service` no longer starts.
+pub const STAMP_FILE: &str = "/var/lib/hybridboot/joined";
+
+/// Version of the state file format.
+pub const VERSION: u32 = 1;
+
+/// A step of first boot, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// The node key exists (created if absent).
+    Key,
+    /// A valid certificate for the key and node name is on disk.
+    Enroll,
+    /// Roles Anywhere CreateSession works with the certificate.
+    RolesAnywhere,
+    /// Kubernetes binaries installed.
+    Install,
+    /// Node configuration written and services started.
+    Init,
+}
+
+impl Step {
+    /// The name used in logs, the state file and `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Key => "key",
+            Step::Enroll => "enroll",
+            Step::RolesAnywhere => "roles-anywhere",
+            Step::Install => "install",
+            Step::Init => "init",
+        }
+    }
+}
+
+/// The node key as recorded at the key step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Key reference.
+    pub reference: String,
+    /// `ecdsa-p256` / `rsa-2048`.
+    pub algorithm: String,
+    /// SHA-256 of the DER SubjectPublicKeyInfo, hex.
+    pub fingerprint: String,
+}
+
+/// The certificate as recorded at the enroll step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    /// Certificate file (as configured, without `--root`).
+    pub path: PathBuf,
+    /// Fraction of the lifetime left at which renewal is due.
+    pub renew_before: f64,
+}
+
+/// A step left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Which.
+    pub step: Step,
+    /// Why (shown by `status`).
+    pub reason: String,
+}
+
+/// The last failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// During which step (or `config`, `clock`).
+    pub step: String,
+    /// The one-line message.
+    pub message: String,
+    /// The exit code it caused.
+    pub exit_code: i32,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+}
+
+/// The state file's content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Format version.
+    pub version: u32,
+    /// Node name (certificate CN).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// Steps done, in order.
+    #[serde(default)]
+    pub completed: Vec<Step>,
+    /// Steps left out.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// The key.
+    #[serde(default)]
+    pub key: Option<KeyRecord>,
+    /// The certificate.
+    #[serde(default)]
+    pub certificate: Option<CertificateRecord>,
+    /// Expiry of the last AWS credentials obtained (RFC 3339), when known.
+    #[serde(default)]
+    pub credentials_expiry: Option<String>,
+    /// Install tracker file, when an install step ran.
+    #[serde(default)]
+    pub install_tracker: Option<PathBuf>,
+    /// The last failure, cleared when first boot completes.
+    #[serde(default)]
+    pub last_error: Option<LastError>,
+}
+
+impl State {
+    /// Reads the state under `root`; a missing file is a fresh state. A damaged file (it is
+    /// written atomically, so only a bug or a hand edit does that) is reported, not ignored.
+    pub fn load(root: &Path) -> anyhow::Result<State> {
+        let path = fsutil::under_root(root, Path::new(STATE_FILE));
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let s: State = serde_json::from_slice(&bytes).map_err(|e| {
+                    crate::exit::operator(format!(
+                        "{}: unreadable first-boot state ({e}); remove it to start over (every step re-checks what exists)",
+                        path.display()
+                    ))
+                })?;
+                Ok(s)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+                version: VERSION,
+                ..State::default()
+            }),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+        }
+    }
+
+    /// Writes the state under `root` atomically (mode 0600: it names files and keys).
+    pub fn save(&self, root: &Path) -> anyhow::Result<()> {
+        let path = fsutil::under_root(root, Path::new(STATE_FILE));
+        let mut bytes = serde_json::to_vec_pretty(self).expect("state serialises");
+        bytes.push(b'\n');
+        fsutil::atomic_write(&path, &bytes, &fsutil::WriteOptions::private())
+            .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", path.display())))
+    }
+
+    /// Records `step` as done (once).
+    pub fn complete(&mut self, step: Step) {
+        self.skipped.retain(|s| s.step != step);
+        if !self.completed.contains(&step) {
+            self.completed.push(step);
+        }
+    }
+
+    /// Records `step` as left out.
+    pub fn skip(&mut self, step: Step, reason: &str) {
+        self.completed.retain(|s| *s != step);
+        self.skipped.retain(|s| s.step != step);
+        self.skipped.push(Skipped {
+            step,
+            reason: reason.to_string(),
+        });
+    }
+}
+
+/// Whether the stamp exists under `root`.
+pub fn joined(root: &Path) -> bool {
+    fsutil::under_root(root, Path::new(STAMP_FILE)).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_damage_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::load(dir.path()).unwrap();
+        assert_eq!(s.version, VERSION);
+        assert!(s.completed.is_empty());
+        s.complete(Step::Key);
+        s.complete(Step::Key);
+        s.skip(Step::Init, "not in this build");
+        s.save(dir.path()).unwrap();
+        let back = State::load(dir.path()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.completed, vec![Step::Key]);
+        let text =
+            std::fs::read_to_string(dir.path().join("var/lib/hybridboot/firstboot.json")).unwrap();
+        assert!(
+            text.contains("\"completed\": [\n    \"key\"\n  ]"),
+            "{text}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("var/lib/hybridboot/firstboot.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        std::fs::write(dir.path().join("var/lib/hybridboot/firstboot.json"), "{").unwrap();
+        let e = State::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("remove it to start over"), "{e}");
+        assert!(!joined(dir.path()));
+    }
+}

@@ -1,0 +1,235 @@
+//! `hybridboot status`: what first boot left behind, for people (text) and machines (`--json`).
+//! Reads only files (state, certificate, stamp): it never opens the TPM or calls a peer, so it
+//! is safe to run at any time, also while first boot runs.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::state::{self, State};
+use crate::fsutil;
+use crate::x509::chain::{self, rfc3339};
+
+/// `hybridboot status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Read under this directory instead of /.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// Collects the status as JSON (the text form is rendered from it).
+pub fn collect(root: &Path, now: SystemTime) -> anyhow::Result<Value> {
+    let st = State::load(root)?;
+    let stamp = fsutil::under_root(root, Path::new(state::STAMP_FILE));
+    let joined = stamp.exists();
+    let certificate = st.certificate.as_ref().map(|c| {
+        let path = fsutil::under_root(root, &c.path);
+        let leaf = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| chain::parse_pem_certs(&t).map_err(|e| e.to_string()))
+            .map(|certs| certs[0].clone());
+        match leaf {
+            Ok(leaf) => {
+                let info = leaf.info();
+                json!({
+                    "path": c.path,
+                    "subject": info.subject,
+                    "issuer": info.issuer,
+                    "serial": info.serial_hex,
+                    "notBefore": rfc3339(info.not_before),
+                    "notAfter": rfc3339(info.not_after),
+                    "valid": leaf.check_valid_at(now).is_ok(),
+                    "nextRenewal": rfc3339(crate::vault::renewal_due(info.not_before, info.not_after, c.renew_before)),
+                })
+            }
+            Err(e) => json!({"path": c.path, "error": e}),
+        }
+    });
+    let steps: Vec<Value> = st
+        .completed
+        .iter()
+        .map(|s| json!({"step": s.name(), "state": "done"}))
+        .chain(
+            st.skipped
+                .iter()
+                .map(|s| json!({"step": s.step.name(), "state": "skipped", "reason": s.reason})),
+        )
+        .collect();
+    let install = match &st.install_tracker {
+        Some(p) => json!({"tracker": p, "present": fsutil::under_root(root, p).exists()}),
+        None => Value::Null,
+    };
+    Ok(json!({
+        "nodeName": st.node_name,
+        "joined": joined,
+        "stamp": if joined { json!(state::STAMP_FILE) } else { Value::Null },
+        "key": st.key.as_ref().map(|k| json!({"ref": k.reference, "algorithm": k.algorithm, "fingerprint": k.fingerprint})),
+        "certificate": certificate,
+        "credentialsExpiry": st.credentials_expiry,
+        "install": install,
+        "steps": steps,
+        "lastError": st.last_error.as_ref().map(|e| json!({"step": e.step, "message": e.message, "exitCode": e.exit_code, "at": e.at})),
+    }))
+}
+
+/// The text form.
+pub fn render_text(v: &Value) -> String {
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let mut line = |k: &str, val: String| out.push_str(&format!("{k:<22} {val}\n"));
+    line("node", s(&v["nodeName"]));
+    line(
+        "joined",
+        if v["joined"] == json!(true) {
+            format!("yes ({})", s(&v["stamp"]))
+        } else {
+            "no".into()
+        },
+    );
+    if v["key"].is_null() {
+        line("key", "-".into());
+    } else {
+        line(
+            "key",
+            format!("{} ({})", s(&v["key"]["ref"]), s(&v["key"]["algorithm"])),
+        );
+        line(
+            "key fingerprint",
+            format!("sha256 {}", s(&v["key"]["fingerprint"])),
+        );
+    }
+    let c = &v["certificate"];
+    if c.is_null() {
+        line("certificate", "-".into());
+    } else if !c["error"].is_null() {
+        line(
+            "certificate",
+            format!("{}: {}", s(&c["path"]), s(&c["error"])),
+        );
+    } else {
+        line("certificate", s(&c["path"]));
+        line("  subject", s(&c["subject"]));
+        line("  serial", s(&c["serial"]));
+        line(
+            "  expires",
+            format!(
+                "{}{}",
+                s(&c["notAfter"]),
+                if c["valid"] == json!(true) {
+                    ""
+                } else {
+                    " (NOT VALID NOW)"
+                }
+            ),
+        );
+        line("  next renewal", s(&c["nextRenewal"]));
+    }
+    line(
+        "credentials expiry",
+        match &v["credentialsExpiry"] {
+            Value::Null => "unknown".into(),
+            x => s(x),
+        },
+    );
+    line(
+        "install",
+        if v["install"].is_null() {
+            "no install tracker".into()
+        } else {
+            s(&v["install"]["tracker"])
+        },
+    );
+    if let Some(steps) = v["steps"].as_array() {
+        for st in steps {
+            let extra = if st["reason"].is_null() {
+                String::new()
+            } else {
+                format!(": {}", s(&st["reason"]))
+            };
+            line(
+                &format!("step {}", s(&st["step"])),
+                format!("{}{extra}", s(&st["state"])),
+            );
+        }
+    }
+    let e = &v["lastError"];
+    if e.is_null() {
+        line("last error", "-".into());
+    } else {
+        line(
+            "last error",
+            format!(
+                "{} (step {}, exit {}): {}",
+                s(&e["at"]),
+                s(&e["step"]),
+                s(&e["exitCode"]),
+                s(&e["message"])
+            ),
+        );
+    }
+    out
+}
+
+/// Runs `status`.
+pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let v = collect(&args.root, SystemTime::now())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        print!("{}", render_text(&v));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_of_a_fresh_machine_and_of_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = collect(dir.path(), SystemTime::now()).unwrap();
+        assert_eq!(v["joined"], json!(false));
+        assert!(v["certificate"].is_null());
+        let text = render_text(&v);
+        assert!(text.contains("joined                 no\n"), "{text}");
+
+        let mut st = State::load(dir.path()).unwrap();
+        st.complete(state::Step::Key);
+        st.key = Some(state::KeyRecord {
+            reference: "handle:0x81000001".into(),
+            algorithm: "ecdsa-p256".into(),
+            fingerprint: "ab".into(),
+        });
+        st.certificate = Some(state::CertificateRecord {
+            path: "/etc/iam/pki/server.pem".into(),
+            renew_before: 1.0 / 3.0,
+        });
+        st.last_error = Some(state::LastError {
+            step: "enroll".into(),
+            message: "Vault at x is sealed".into(),
+            exit_code: 4,
+            at: "2026-01-01T00:00:00Z".into(),
+        });
+        st.save(dir.path()).unwrap();
+        let v = collect(dir.path(), SystemTime::now()).unwrap();
+        assert_eq!(v["key"]["fingerprint"], json!("ab"));
+        assert!(v["certificate"]["error"].as_str().is_some());
+        let text = render_text(&v);
+        assert!(text.contains("key fingerprint        sha256 ab"), "{text}");
+        assert!(
+            text.contains("last error             2026-01-01T00:00:00Z (step enroll, exit 4): Vault at x is sealed"),
+            "{text}"
+        );
+    }
+}
