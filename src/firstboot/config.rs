@@ -680,9 +680,9 @@ spec:
     fn unknown_fields_are_reported_at_their_line_in_the_file() {
         let bad = GOOD.replace("    role: node\n", "    role: node\n    roel: x\n");
         let e = parse(&bad).unwrap_err().to_string();
-        // Line 15 of the whole file, not of the second document.
+        // Line 16 of the whole file, not of the second document.
         assert!(
-            e.starts_with("/etc/hybridboot/config.yaml:15:5: spec.vault: unknown field `roel`"),
+            e.starts_with("/etc/hybridboot/config.yaml:16:5: spec.vault: unknown field `roel`"),
             "{e}"
         );
         assert!(e.contains("expected one of"), "{e}");
