@@ -188,6 +188,42 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Removes temporary files that a killed writer (power cut, SIGKILL) left in `dir`: the
+/// `.<name>.hbtmp.<pid>.<n>` files of [`TempFile`] whose process no longer runs. Returns how many
+/// were removed. A missing directory is fine.
+pub fn remove_stale_temp_files(dir: &Path) -> io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(with_path(e, "listing", dir)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .split(".hbtmp.")
+            .nth(1)
+            .filter(|_| name.starts_with('.'))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = pid == std::process::id() as i32
+            || unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 /// `path` under `root` (`--root DIR`): `/etc/x` with root `/tmp/r` is `/tmp/r/etc/x`.
 pub fn under_root(root: &Path, path: &Path) -> PathBuf {
     let relative = path.strip_prefix("/").unwrap_or(path);

@@ -210,6 +210,27 @@ pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
     let root = args.source.root.clone();
     let loaded = args.source.load()?;
     let deadline = started + loaded.bootstrap.timeouts.overall;
+    // Temporary files of writes a power cut interrupted: the directories first boot writes.
+    for dir in [
+        PathBuf::from(state::STATE_DIR),
+        loaded
+            .node
+            .iam_roles_anywhere
+            .certificate_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    ] {
+        let dir = fsutil::under_root(&root, &dir);
+        match fsutil::remove_stale_temp_files(&dir) {
+            Ok(0) => {}
+            Ok(n) => log::info!(
+                "removed {n} temporary file(s) of an interrupted run in {}",
+                dir.display()
+            ),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
     let mut st = State::load(&root)?;
     if state::joined(&root) {
         notify::status("already joined: nothing to do");

@@ -1,0 +1,678 @@
+//! `hybridboot firstboot` against real peers: swtpm (the node key), OpenBao (Vault PKI), a
+//! fault-injecting TCP proxy, libfaketime (a wrong clock), SIGKILL (power cuts).
+mod common;
+#[path = "common/openbao.rs"]
+mod openbao;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::swtpm::Swtpm;
+use common::{run, tool, Run};
+use openbao::OpenBao;
+
+const CN: &str = "node-1.example.com";
+const HANDLE: &str = "0x81000001";
+
+/// One site: a Vault and the node's TPM.
+struct Site {
+    bao: OpenBao,
+    tpm: Swtpm,
+    token: String,
+}
+
+impl Site {
+    fn start() -> Site {
+        let bao = OpenBao::start();
+        let token = bao.node_token();
+        Site {
+            bao,
+            tpm: Swtpm::start(),
+            token,
+        }
+    }
+
+    /// Writes the configuration (NodeConfig + BootstrapConfig) and the token file into `root`.
+    fn configure(&self, root: &Path, node_name: &str, vault_addr: &str) {
+        self.configure_auth(
+            root,
+            node_name,
+            vault_addr,
+            "      tokenFile: /etc/hybridboot/vault-token\n",
+        );
+    }
+
+    fn configure_auth(&self, root: &Path, node_name: &str, vault_addr: &str, auth: &str) {
+        let etc = root.join("etc/hybridboot");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("vault-token"), format!("{}\n", self.token)).unwrap();
+        std::fs::set_permissions(
+            etc.join("vault-token"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let config = format!(
+            "\
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  cluster:
+    name: my-cluster
+    region: us-west-2
+  hybrid:
+    iamRolesAnywhere:
+      nodeName: {node_name}
+      roleArn: arn:aws:iam::123456789010:role/HybridNodes
+      profileArn: arn:aws:rolesanywhere:us-west-2:123456789010:profile/p
+      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t
+      privateKeyPath: handle:{HANDLE}
+---
+apiVersion: hybridboot/v1alpha1
+kind: BootstrapConfig
+spec:
+  key:
+    ref: handle:{HANDLE}
+    tcti: {tcti}
+  vault:
+    address: {vault_addr}
+    pkiMount: pki_int
+    role: node
+    ttl: 24h
+    auth:
+{auth}  timeouts:
+    overall: 2m
+    timeSync: 5s
+",
+            tcti = self.tpm.tcti()
+        );
+        std::fs::write(etc.join("config.yaml"), config).unwrap();
+    }
+
+    /// Removes the node key from the TPM (and any transient object a killed run left).
+    fn reset_tpm(&self) {
+        let tcti = self.tpm.tcti();
+        let env = [("TPM2TOOLS_TCTI", tcti.as_str())];
+        tool("tpm2_flushcontext", &["-t"], &env);
+        tool("tpm2_evictcontrol", &["-C", "o", "-c", HANDLE], &env);
+    }
+}
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")]
+}
+
+fn firstboot_args(root: &Path) -> Vec<String> {
+    vec![
+        "firstboot".into(),
+        "--config-source".into(),
+        "file:///etc/hybridboot/config.yaml".into(),
+        "--root".into(),
+        root.display().to_string(),
+    ]
+}
+
+fn firstboot(root: &Path, extra: &[(&str, &str)]) -> Run {
+    let args = firstboot_args(root);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut e = env();
+    e.extend_from_slice(extra);
+    run(&args, &e)
+}
+
+fn spawn_firstboot(root: &Path) -> Child {
+    Command::new(common::bin())
+        .args(firstboot_args(root))
+        .envs(env())
+        .env_remove("HYBRIDBOOT_TCTI")
+        .env_remove("TPM2TOOLS_TCTI")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn status_json(root: &Path) -> serde_json::Value {
+    let r = run(&["status", "--json", "--root", root.to_str().unwrap()], &[]);
+    r.ok();
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+fn cert_path(root: &Path) -> PathBuf {
+    root.join("etc/iam/pki/server.pem")
+}
+
+fn stamp(root: &Path) -> PathBuf {
+    root.join("var/lib/hybridboot/joined")
+}
+
+fn state_file(root: &Path) -> PathBuf {
+    root.join("var/lib/hybridboot/firstboot.json")
+}
+
+/// The subject and serial of the leaf, via openssl.
+fn leaf_facts(root: &Path) -> String {
+    tool(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            cert_path(root).to_str().unwrap(),
+            "-noout",
+            "-subject",
+            "-serial",
+        ],
+        &[],
+    )
+    .stdout
+}
+
+#[test]
+fn firstboot_enrolls_stamps_last_reports_status_and_renews_from_the_same_config() {
+    let site = Site::start();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    site.configure(root, CN, &site.bao.http_addr());
+
+    // sd_notify messages, collected from a datagram socket as systemd would.
+    let sock_path = root.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+
+    let started = Instant::now();
+    let r = firstboot(root, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    r.ok();
+    println!("first boot took {} ms", started.elapsed().as_millis());
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    std::fs::remove_file(&sock_path).unwrap();
+    for want in [
+        "STATUS=checking the system clock",
+        "STATUS=opening the node key",
+        "STATUS=enrolling certificate with Vault",
+        "READY=1",
+    ] {
+        assert!(messages.iter().any(|m| m == want), "{want}: {messages:?}");
+    }
+    assert!(
+        messages.iter().any(|m| m.starts_with("STATUS=joined: ")),
+        "{messages:?}"
+    );
+
+    // The certificate is for the TPM key and chains to the PKI root.
+    let facts = leaf_facts(root);
+    assert!(facts.contains(&format!("CN = {CN}")), "{facts}");
+    let v = tool(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            site.bao.pki_root.to_str().unwrap(),
+            "-untrusted",
+            cert_path(root).to_str().unwrap(),
+            cert_path(root).to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let pubkey = run(
+        &[
+            "key",
+            "show",
+            "--key",
+            &format!("handle:{HANDLE}"),
+            "--tcti",
+            &site.tpm.tcti(),
+        ],
+        &[],
+    );
+    pubkey.ok();
+    let cert_pub = tool(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            cert_path(root).to_str().unwrap(),
+            "-noout",
+            "-pubkey",
+        ],
+        &[],
+    );
+    assert!(
+        pubkey.stdout.ends_with(&cert_pub.stdout),
+        "{}\n{}",
+        pubkey.stdout,
+        cert_pub.stdout
+    );
+
+    let stamp_text = std::fs::read_to_string(stamp(root)).unwrap();
+    assert!(
+        stamp_text.starts_with(&format!("node {CN}\n")),
+        "{stamp_text}"
+    );
+
+    // status: key, fingerprint, certificate, steps (the gaps named), no error.
+    let s = status_json(root);
+    assert_eq!(s["joined"], true);
+    assert_eq!(s["key"]["ref"], format!("handle:{HANDLE}"));
+    assert!(pubkey.stdout.contains(&format!(
+        "# sha256: {}",
+        s["key"]["fingerprint"].as_str().unwrap()
+    )));
+    assert!(s["certificate"]["subject"].as_str().unwrap().contains(CN));
+    assert_eq!(s["certificate"]["valid"], true);
+    assert!(s["lastError"].is_null());
+    let steps = s["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["step"], "key");
+    assert_eq!(steps[1]["step"], "enroll");
+    assert!(steps
+        .iter()
+        .any(|x| x["step"] == "roles-anywhere" && x["state"] == "skipped"));
+    let text = run(&["status", "--root", root.to_str().unwrap()], &[]);
+    assert!(
+        text.stdout.contains("joined                 yes"),
+        "{}",
+        text.stdout
+    );
+    println!("{}", text.stdout);
+
+    // Again: nothing to do, nothing changed.
+    let before = std::fs::read(cert_path(root)).unwrap();
+    let r = firstboot(root, &[]);
+    r.ok();
+    assert!(r.stderr.contains("already joined"), "{}", r.stderr);
+    assert_eq!(std::fs::read(cert_path(root)).unwrap(), before);
+
+    // The renew unit's command line: a young certificate is kept; --renew-before 1 renews.
+    let renew = |extra: &[&str]| {
+        let mut args = vec![
+            "renew",
+            "--config-source",
+            "file:///etc/hybridboot/config.yaml",
+            "--root",
+            root.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, &env())
+    };
+    let r = renew(&[]);
+    r.ok();
+    assert!(r.stdout.trim().ends_with('Z'), "{}", r.stdout);
+    assert_eq!(std::fs::read(cert_path(root)).unwrap(), before);
+    let r = renew(&["--renew-before", "1"]);
+    r.ok();
+    assert_ne!(std::fs::read(cert_path(root)).unwrap(), before);
+}
+
+/// What a finished root looks like: every file with its mode, and its content where content is
+/// the same whichever key and certificate the run got.
+fn shape(root: &Path) -> BTreeMap<String, (u32, String)> {
+    fn walk(dir: &Path, base: &Path, out: &mut BTreeMap<String, (u32, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.is_dir() {
+                out.insert(format!("{rel}/"), (mode, String::new()));
+                walk(&p, base, out);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let content = if rel.ends_with("server.pem") {
+                format!("{} certificates", text.matches("BEGIN CERTIFICATE").count())
+            } else if rel.ends_with("firstboot.json") {
+                let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                v["key"]["fingerprint"] = serde_json::Value::Null;
+                v.to_string()
+            } else if rel.ends_with("joined") {
+                text.lines().next().unwrap_or_default().to_string()
+            } else {
+                text
+            };
+            out.insert(rel, (mode, content));
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[test]
+fn power_cuts_at_28_points_converge_to_the_uninterrupted_result() {
+    let site = Site::start();
+    // The uninterrupted run.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = reference_dir.path();
+    site.configure(reference, CN, &site.bao.http_addr());
+    let t0 = Instant::now();
+    firstboot(reference, &[]).ok();
+    let duration = t0.elapsed();
+    let want = shape(reference);
+    println!(
+        "uninterrupted run: {} ms, {} entries",
+        duration.as_millis(),
+        want.len()
+    );
+
+    // Kill points: right at the start, after each recorded transition, and spread in time.
+    enum Point {
+        When(&'static str, fn(&Path) -> bool),
+        After(Duration),
+    }
+    let mut points = vec![
+        Point::After(Duration::ZERO),
+        Point::When("state file written (key step done)", |r| {
+            state_file(r).exists()
+        }),
+        Point::When("certificate written", |r| cert_path(r).exists()),
+        Point::When("enroll recorded", |r| {
+            std::fs::read_to_string(state_file(r)).is_ok_and(|s| s.contains("\"enroll\""))
+        }),
+        Point::When("all steps recorded", |r| {
+            std::fs::read_to_string(state_file(r)).is_ok_and(|s| s.contains("\"init\""))
+        }),
+        Point::When("stamp written", |r| stamp(r).exists()),
+    ];
+    // Spread over the first 90% of the reference run (the last stretch is covered by the
+    // transition points), so that nearly all of them land mid-run.
+    for k in 1..=22u32 {
+        points.push(Point::After(duration * 9 * k / (10 * 23)));
+    }
+    assert!(points.len() >= 28);
+
+    let mut killed_mid_run = 0;
+    for (i, point) in points.iter().enumerate() {
+        site.reset_tpm();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        site.configure(root, CN, &site.bao.http_addr());
+        let mut child = spawn_firstboot(root);
+        let label = match point {
+            Point::After(d) => {
+                std::thread::sleep(*d);
+                format!("after {} ms", d.as_millis())
+            }
+            Point::When(label, cond) => {
+                let until = Instant::now() + Duration::from_secs(30);
+                while !cond(root) && Instant::now() < until {
+                    if child.try_wait().unwrap().is_some() && !cond(root) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                label.to_string()
+            }
+        };
+        // SAFETY: SIGKILL to the child this test spawned.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        let status = child.wait().unwrap();
+        if status.code().is_none() {
+            killed_mid_run += 1;
+        }
+        let cert_after_kill = std::fs::read(cert_path(root)).ok();
+
+        let r = firstboot(root, &[]);
+        assert_eq!(r.code, 0, "point {i} ({label}): rerun failed\n{}", r.stderr);
+        let got = shape(root);
+        assert_eq!(got, want, "point {i} ({label}): final root differs");
+        let leftovers: Vec<&String> = got.keys().filter(|k| k.contains(".hbtmp.")).collect();
+        assert!(leftovers.is_empty(), "point {i}: {leftovers:?}");
+        // A certificate that was already there is kept (it was not due for renewal).
+        if let Some(c) = cert_after_kill {
+            assert_eq!(
+                std::fs::read(cert_path(root)).unwrap(),
+                c,
+                "point {i} ({label}): certificate re-issued"
+            );
+        }
+        println!(
+            "point {i:2} ({label}): killed={} ok",
+            status.code().is_none()
+        );
+    }
+    println!(
+        "{killed_mid_run} of {} runs were killed before they finished",
+        points.len()
+    );
+    assert!(
+        killed_mid_run >= 20,
+        "only {killed_mid_run} kills landed mid-run"
+    );
+}
+
+#[test]
+fn a_role_that_refuses_the_node_name_needs_an_operator_and_says_which_field() {
+    let site = Site::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    site.configure(root, "node-1.elsewhere.org", &site.bao.http_addr());
+    let started = Instant::now();
+    let r = firstboot(root, &[]);
+    let took = started.elapsed();
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    println!("{}", r.stderr.trim_end());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        r.stderr.contains("spec.hybrid.iamRolesAnywhere.nodeName")
+            && r.stderr.contains("spec.vault.role"),
+        "{}",
+        r.stderr
+    );
+    assert!(!stamp(root).exists());
+    assert!(!cert_path(root).exists());
+    let s = status_json(root);
+    assert_eq!(s["joined"], false);
+    assert_eq!(s["lastError"]["exitCode"], 3);
+    assert_eq!(s["lastError"]["step"], "enroll");
+    // The token never shows up anywhere.
+    assert!(!r.stderr.contains(&site.token));
+    let state = std::fs::read_to_string(state_file(root)).unwrap();
+    assert!(!state.contains(&site.token));
+}
+
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[test]
+fn a_wrong_clock_is_refused_with_the_clock_message() {
+    assert!(
+        Path::new(FAKETIME).exists(),
+        "libfaketime missing: apt-get install faketime"
+    );
+    let site = Site::start();
+    for (fake, want) in [
+        // Years in the past: before this build.
+        ("-1100d", "before this hybridboot build"),
+        // After the build but two days ahead of Vault.
+        ("+2d", "(48h ahead)"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        site.configure(root, CN, &site.bao.http_addr());
+        let r = firstboot(
+            root,
+            &[
+                ("LD_PRELOAD", FAKETIME),
+                ("FAKETIME", fake),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ],
+        );
+        assert_eq!(r.code, 4, "{fake}: {}", r.stderr);
+        assert!(r.stderr.contains("the system clock reads"), "{}", r.stderr);
+        assert!(r.stderr.contains(want), "{fake}: {}", r.stderr);
+        assert!(!cert_path(root).exists());
+        assert!(!stamp(root).exists());
+        println!("{fake}: {}", r.stderr.lines().last().unwrap_or_default());
+    }
+}
+
+/// What the proxy does with one connection.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Accept and close at once.
+    Drop,
+    /// Answer this status without forwarding.
+    Status(u16),
+    /// Wait, then forward.
+    Delay(Duration),
+    /// Forward.
+    Pass,
+}
+
+/// A TCP proxy in front of `target` applying `script` to successive connections (then Pass).
+struct FaultProxy {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FaultProxy {
+    fn start(target: u16, script: Vec<Fault>) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (c, l) = (connections.clone(), log.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut client) = stream else { continue };
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                let fault = script.get(n).copied().unwrap_or(Fault::Pass);
+                l.lock().unwrap().push(format!("{fault:?}"));
+                std::thread::spawn(move || match fault {
+                    Fault::Drop => drop(client),
+                    Fault::Status(code) => {
+                        let mut buf = [0u8; 65536];
+                        let _ = client.read(&mut buf);
+                        let extra = if code == 429 {
+                            "Retry-After: 1\r\n"
+                        } else {
+                            ""
+                        };
+                        let _ = write!(
+                            client,
+                            "HTTP/1.1 {code} Fault\r\nContent-Type: application/json\r\nContent-Length: 2\r\n{extra}Connection: close\r\n\r\n{{}}"
+                        );
+                    }
+                    Fault::Delay(d) => {
+                        std::thread::sleep(d);
+                        forward(client, target);
+                    }
+                    Fault::Pass => forward(client, target),
+                });
+            }
+        });
+        FaultProxy {
+            port,
+            connections,
+            log,
+        }
+    }
+}
+
+fn forward(client: TcpStream, target: u16) {
+    let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+        return;
+    };
+    let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut c, mut u) = (client, upstream);
+    let _ = std::io::copy(&mut u, &mut c);
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let _ = t.join();
+}
+
+#[test]
+fn network_faults_in_front_of_vault_are_ridden_out_within_the_retry_policy() {
+    let site = Site::start();
+    let script = vec![
+        // The clock check's health request: two failures, then a slow success.
+        Fault::Drop,
+        Fault::Status(503),
+        Fault::Delay(Duration::from_millis(1500)),
+        // The sign request: 500, 429 with Retry-After, a drop, then it passes.
+        Fault::Status(500),
+        Fault::Status(429),
+        Fault::Drop,
+    ];
+    let faults = script.len();
+    let proxy = FaultProxy::start(site.bao.http_port, script);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    site.configure(root, CN, &format!("http://127.0.0.1:{}", proxy.port));
+    let started = Instant::now();
+    let r = firstboot(root, &[]);
+    let took = started.elapsed();
+    r.ok();
+    assert!(stamp(root).exists());
+    let connections = proxy.connections.load(Ordering::SeqCst);
+    println!(
+        "completed in {} ms over {connections} connections: {:?}",
+        took.as_millis(),
+        proxy.log.lock().unwrap()
+    );
+    // Each fault cost exactly one attempt, then one health and one sign request passed.
+    assert_eq!(connections, faults + 1, "{}", r.stderr);
+    // Two retries of the health check and three of the sign request: within the policy's
+    // ceilings (0.5 s doubling) plus the Retry-After second and the 1.5 s delay.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(
+        took < Duration::from_secs(120),
+        "past spec.timeouts.overall"
+    );
+}
+
+#[test]
+fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_again() {
+    let site = Site::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    site.configure_auth(
+        root,
+        CN,
+        &site.bao.http_addr(),
+        "      appRole:\n        roleIdFile: /etc/hybridboot/role-id\n        secretIdFile: /etc/hybridboot/secret-id\n        wrapped: true\n",
+    );
+    let etc = root.join("etc/hybridboot");
+    std::fs::write(etc.join("role-id"), &site.bao.role_id).unwrap();
+    let wrapping = site.bao.wrapped_secret_id();
+    std::fs::write(etc.join("secret-id"), &wrapping).unwrap();
+    for f in ["role-id", "secret-id"] {
+        std::fs::set_permissions(etc.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // Killed as soon as the certificate exists: the wrapping token and the secret id are spent.
+    let mut child = spawn_firstboot(root);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !cert_path(root).exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    // SAFETY: SIGKILL to the child this test spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    child.wait().unwrap();
+    let cert = std::fs::read(cert_path(root)).unwrap();
+    let r = firstboot(root, &[]);
+    r.ok();
+    assert!(r.stderr.contains("nothing to do"), "{}", r.stderr);
+    assert_eq!(std::fs::read(cert_path(root)).unwrap(), cert);
+    assert!(stamp(root).exists());
+    // The spent secret id file is gone either way; the wrapping token never reached a log.
+    assert!(!etc.join("secret-id").exists());
+    assert!(!r.stderr.contains(&wrapping));
+}
