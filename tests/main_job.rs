@@ -1,8 +1,9 @@
-//! The README's main command (`make run` -> scripts/run-main.sh) works on the embedded default.
+//! The README's main command (`make run` -> scripts/run-main.sh) works on the embedded default:
+//! a first boot into a temporary root with swtpm and a local OpenBao.
 mod common;
 
 #[test]
-fn main_job_creates_a_tpm_key_and_prints_a_verifying_csr() {
+fn main_job_runs_a_first_boot_into_a_temporary_root_and_shows_status() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/run-main.sh");
     let tmp = tempfile::tempdir().unwrap();
     let r = common::tool(
@@ -15,18 +16,25 @@ fn main_job_creates_a_tpm_key_and_prints_a_verifying_csr() {
     );
     assert_eq!(r.code, 0, "main job failed:\n{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("-----BEGIN CERTIFICATE REQUEST-----"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stderr.contains("self-signature verify OK"),
-        "{}",
-        r.stderr
-    );
-    assert!(
         r.stderr.contains("created TPM key handle:0x81000001"),
         "{}",
         r.stderr
     );
+    // The certificate chains to Vault's PKI root (openssl's own check).
+    assert!(r.stderr.contains("server.pem: OK"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("subject=CN = node-1.hybrid.example.com"),
+        "{}",
+        r.stderr
+    );
+    // status on stdout: joined, the key and the certificate.
+    for want in [
+        "joined                 yes (/var/lib/hybridboot/joined)",
+        "key                    handle:0x81000001 (ecdsa-p256)",
+        "  subject              CN=node-1.hybrid.example.com",
+        "step enroll            done",
+        "last error             -",
+    ] {
+        assert!(r.stdout.contains(want), "{want}:\n{}", r.stdout);
+    }
 }
