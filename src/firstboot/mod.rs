@@ -92,6 +92,17 @@ impl ConfigArgs {
             }),
         }
         .map_err(|e| exit::operator(e.to_string()))?;
+        // The credential helper written by init uses the NodeConfig's key; enrollment uses this
+        // one. Different references would give a certificate the helper cannot use.
+        let ira = &loaded.node.iam_roles_anywhere;
+        if ira.private_key_ref != bootstrap.key.parsed {
+            log::warn!(
+                "{}: spec.key.ref {} differs from the NodeConfig's spec.hybrid.iamRolesAnywhere.privateKeyPath {}: set both to the same key",
+                loaded.path.display(),
+                bootstrap.key.reference,
+                ira.private_key
+            );
+        }
         Ok(Loaded {
             path: loaded.path,
             node: loaded.node,
