@@ -705,3 +705,62 @@ fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_ag
     assert!(!etc.join("secret-id").exists());
     assert!(!r.stderr.contains(&wrapping));
 }
+
+#[test]
+fn configuration_errors_stop_before_any_work_and_name_the_line_or_field() {
+    // No peers needed: nothing may be contacted or written.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let etc = root.join("etc/hybridboot");
+    std::fs::create_dir_all(&etc).unwrap();
+    let base = "\
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  cluster:
+    name: my-cluster
+    region: us-west-2
+  hybrid:
+    iamRolesAnywhere:
+      nodeName: node-1.example.com
+      roleArn: arn:aws:iam::123456789010:role/HybridNodes
+      profileArn: arn:aws:rolesanywhere:us-west-2:123456789010:profile/p
+      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t
+      privateKeyPath: handle:0x81000001
+---
+apiVersion: hybridboot/v1alpha1
+kind: BootstrapConfig
+spec:
+  key:
+    ref: handle:0x81000001
+    tcti: swtpm:host=127.0.0.1,port=1
+  vault:
+    address: http://127.0.0.1:1
+    role: node
+    auth:
+      tokenFile: /etc/hybridboot/vault-token
+";
+    let cases = [
+        (
+            base.replace("    role: node\n", "    role: node\n    rolee: x\n"),
+            "config.yaml:24:5: spec.vault: unknown field `rolee`",
+        ),
+        (
+            format!("{base}  install:\n    kubernetesVersion: \"1.31\"\n"),
+            "spec.install is set, but this build cannot install",
+        ),
+        (
+            base.replace("      tokenFile: /etc/hybridboot/vault-token\n", ""),
+            "spec.vault.auth: missing",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(etc.join("config.yaml"), &text).unwrap();
+        let started = Instant::now();
+        let r = firstboot(root, &[]);
+        assert_eq!(r.code, 3, "{want}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!stamp(root).exists() && !cert_path(root).exists());
+    }
+}

@@ -311,6 +311,15 @@ fn steps(
     st.version = state::VERSION;
     st.node_name = Some(loaded.node.iam_roles_anywhere.node_name.clone());
 
+    // Refused before any work: enrolling first would spend a single-use secret id for a run
+    // that cannot finish.
+    if b.install.is_some() {
+        let e = exit::operator(
+            "spec.install is set, but this build cannot install Kubernetes binaries yet: bake them into the image and remove spec.install",
+        );
+        return Err(in_step("install", e));
+    }
+
     // Clock, part 1: NTP and the build-date floor, before the key signs anything.
     notify::status("checking the system clock");
     let left = remaining(deadline, "the clock check").map_err(|e| in_step("clock", e))?;
@@ -375,12 +384,6 @@ fn steps(
         "not in this build: the Roles Anywhere CreateSession check is not wired into firstboot yet",
     );
     log::warn!("step roles-anywhere: not in this build yet (skipped, recorded in the state file)");
-    if b.install.is_some() {
-        let e = exit::operator(
-            "spec.install is set, but this build cannot install Kubernetes binaries yet: bake them into the image and remove spec.install",
-        );
-        return Err(in_step("install", e));
-    }
     st.skip(
         Step::Install,
         "spec.install not set: binaries are part of the image",
