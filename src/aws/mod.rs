@@ -19,11 +19,13 @@
 //! ```
 
 pub mod cache;
+pub mod commands;
 pub mod credentials;
 pub mod credfile;
 pub mod eks;
 pub mod imds;
 pub mod refresh;
+pub mod rolesanywhere;
 pub mod sigv4;
 pub mod sigv4x509;
 pub mod sources;
