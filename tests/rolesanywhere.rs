@@ -650,7 +650,11 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 fn access_key_in(file: &Path) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
-    text.lines()
+    // The key of profile [default] (other profiles may come first).
+    let section = text.split("[default]").nth(1)?;
+    section
+        .lines()
+        .take_while(|l| !l.starts_with('['))
         .find_map(|l| l.strip_prefix("aws_access_key_id = ").map(str::to_string))
 }
 
@@ -713,7 +717,21 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
     });
     assert_eq!(std::fs::read(&file).unwrap(), good, "old credentials kept");
 
+    // Recovery: the next retry writes new credentials (other profile intact).
+    s.ra.control("recover", Some(serde_json::json!({})));
+    wait_until(
+        "update wrote new credentials",
+        Duration::from_secs(30),
+        || access_key_in(&file).is_some_and(|k| k != first_key),
+    );
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("[other]\naws_access_key_id = AKIAOTHER\n"));
+    eprintln!("update log:\n{}", std::fs::read_to_string(&log).unwrap());
+    drop(_update);
+
     // serve, started while failing: an error status, never empty keys.
+    s.ra.control("fault", Some(serde_json::json!({"mode": "503", "forever": true})));
     let port = common::free_port();
     let mut serve_args = s.args();
     serve_args[0] = "serve".into();
@@ -756,16 +774,8 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
     proxied.push(("X-Forwarded-For", "10.0.0.1"));
     assert_eq!(imds(port, "GET", creds_path, &proxied).0, 403);
 
-    // Recovery: update writes new credentials (other profile intact), serve serves them.
+    // Recovery: serve's next retry gets a session and serves it.
     s.ra.control("recover", Some(serde_json::json!({})));
-    wait_until(
-        "update wrote new credentials",
-        Duration::from_secs(30),
-        || access_key_in(&file).is_some_and(|k| k != first_key),
-    );
-    assert!(std::fs::read_to_string(&file)
-        .unwrap()
-        .contains("[other]\naws_access_key_id = AKIAOTHER\n"));
     let mut served = serde_json::Value::Null;
     wait_until("serve has credentials", Duration::from_secs(30), || {
         let (st, body) = imds(port, "GET", creds_path, &auth);
