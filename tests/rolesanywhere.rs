@@ -584,6 +584,18 @@ fn negatives_fail_with_one_clear_line_each() {
     assert_one_clear_line(&r, "expired certificate", &["expired", "renew"]);
     assert_eq!(r.code, 3);
 
+    // AccessDenied: a session name other than the CN (the usual trust policy condition).
+    let mut a = base.clone();
+    let i = a.iter().position(|x| x == "--role-session-name").unwrap();
+    a[i + 1] = "other-node".into();
+    let r = s.keys.hb(&refs(&a), &[]);
+    assert_one_clear_line(
+        &r,
+        "access denied",
+        &["denied CreateSession", "other-node", "trust policy", "CN"],
+    );
+    assert_eq!(r.code, 3);
+
     // Skewed clock: the service's clock (and Date header) is an hour ahead of ours.
     s.ra.control("clock", Some(serde_json::json!({"offset_seconds": 3600})));
     let r = s.keys.hb(&refs(&base), &[]);
@@ -731,7 +743,10 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
     drop(_update);
 
     // serve, started while failing: an error status, never empty keys.
-    s.ra.control("fault", Some(serde_json::json!({"mode": "503", "forever": true})));
+    s.ra.control(
+        "fault",
+        Some(serde_json::json!({"mode": "503", "forever": true})),
+    );
     let port = common::free_port();
     let mut serve_args = s.args();
     serve_args[0] = "serve".into();

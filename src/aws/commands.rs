@@ -272,9 +272,36 @@ impl Prepared {
         key: &dyn NodeKey,
         policy: &RetryPolicy,
     ) -> anyhow::Result<Credentials> {
-        rolesanywhere::create_session(&self.client, &self.request, key, policy, &RealClock)
-            .map_err(classified)
+        rolesanywhere::create_session(&self.client, &self.request, key, policy, &RealClock).map_err(
+            |e| match e {
+                RolesAnywhereError::Sign(sigv4x509::X509SignError::KeyMismatch { .. }) => operator(
+                    format!("certificate {}: {e}", self.args.certificate.display()),
+                ),
+                e => classified(e),
+            },
+        )
     }
+}
+
+/// Credentials for the arguments of a `credential_process = hybridboot credential-process ...`
+/// line (everything after `credential-process`), served in-process through the same cache: for
+/// `token` and other callers that find hybridboot configured as the credential process.
+pub fn credentials_from_process_args(args: &[String]) -> anyhow::Result<Credentials> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    #[derive(clap::Parser)]
+    #[command(name = "credential-process")]
+    struct Wrapper {
+        #[command(flatten)]
+        inner: CredentialProcessArgs,
+    }
+    let matches = Wrapper::command()
+        .try_get_matches_from(
+            std::iter::once("credential-process".to_string()).chain(args.iter().cloned()),
+        )
+        .map_err(|e| operator(format!("credential_process arguments: {}", e.kind())))?;
+    let parsed = Wrapper::from_arg_matches(&matches)
+        .map_err(|e| operator(format!("credential_process arguments: {}", e.kind())))?;
+    credentials(&parsed.inner.ra, &parsed.inner.cache)
 }
 
 /// The cache directory: `--cache-dir` / `HYBRIDBOOT_CACHE_DIR`, else `$RUNTIME_DIRECTORY`, else
@@ -661,6 +688,69 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Sub,
+    }
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        CredentialProcess(CredentialProcessArgs),
+        Update(UpdateArgs),
+        Serve(ServeArgs),
+    }
+
+    fn parse(line: &str) -> Sub {
+        let argv = super::super::sources::split_command(line).unwrap();
+        let m = Cli::command().try_get_matches_from(argv).unwrap();
+        Cli::from_arg_matches(&m).unwrap().cmd
+    }
+
+    /// The lines nodeadm (and our NodeConfig renderer) write must parse unchanged.
+    #[test]
+    fn accepts_nodeadm_style_lines() {
+        let flags = "--certificate /etc/iam/pki/server.pem --private-key /etc/iam/pki/server.key \
+            --trust-anchor-arn arn:aws:acm-pca:us-west-2:123456789010:certificate-authority/fc32b514 \
+            --profile-arn arn:aws:iam::123456789010:instance-profile/mockHybridNodeRole \
+            --role-arn arn:aws:iam::123456789010:role/mockHybridNodeRole \
+            --role-session-name mock-hybrid-node";
+        match parse(&format!("hybridboot credential-process {flags}")) {
+            Sub::CredentialProcess(a) => {
+                assert_eq!(a.ra.private_key, "/etc/iam/pki/server.key");
+                assert_eq!(a.ra.role_session_name.as_deref(), Some("mock-hybrid-node"));
+                assert_eq!(a.ra.session_duration, 3600);
+                assert!(!a.cache.no_cache && !a.ra.with_proxy);
+            }
+            _ => unreachable!(),
+        }
+        match parse(&format!("hybridboot update {flags} --region us-west-2")) {
+            Sub::Update(a) => {
+                assert_eq!(a.ra.region.as_deref(), Some("us-west-2"));
+                assert_eq!(a.profile, "default");
+                assert!(!a.once);
+            }
+            _ => unreachable!(),
+        }
+        match parse(&format!("hybridboot serve {flags}")) {
+            Sub::Serve(a) => assert_eq!(a.port, 9911),
+            _ => unreachable!(),
+        }
+        // aws_signing_helper's other flags.
+        match parse(&format!(
+            "hybridboot credential-process {flags} --intermediates /c.pem --region eu-west-1 \
+             --endpoint https://x.test --session-duration 900 --pkcs11-lib /l.so --with-proxy \
+             --ca-bundle /ca.pem --tcti swtpm: --no-cache"
+        )) {
+            Sub::CredentialProcess(a) => {
+                assert_eq!(a.ra.session_duration, 900);
+                assert!(a.ra.with_proxy && a.cache.no_cache);
+                assert_eq!(a.ra.pkcs11_lib.as_deref(), Some(Path::new("/l.so")));
+            }
+            _ => unreachable!(),
+        }
+    }
 
     #[test]
     fn endpoint_precedence() {
