@@ -810,6 +810,31 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
     ] {
         assert!(served[f].as_str().is_some_and(|v| !v.is_empty()), "{f}");
     }
+    // An SDK (botocore's IMDSv2 provider) takes them from serve.
+    let out = Command::new(peers::python())
+        .args([
+            "-c",
+            "import boto3; c = boto3.Session().get_credentials(); print(c.method, c.access_key)",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", s.path("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", s.path("no-credentials"))
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://127.0.0.1:{port}/"),
+        )
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        line.trim(),
+        format!("iam-role {}", served["AccessKeyId"].as_str().unwrap()),
+        "botocore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let serve_stderr = std::fs::read_to_string(&serve_log).unwrap();
     assert!(!serve_stderr.contains(served["SecretAccessKey"].as_str().unwrap()));
     assert!(!serve_stderr.contains(served["Token"].as_str().unwrap()));
