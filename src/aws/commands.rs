@@ -643,8 +643,11 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<String> {
     };
     let mut out = String::new();
     let _ = writeln!(out, "key type: {algorithm}");
-    let _ = writeln!(out, "serial (decimal): {}", info.serial_decimal);
-    let _ = writeln!(out, "serial (hex): {}", info.serial_hex);
+    // The signer's view of the serial: decimal as in `Credential=`, hex without leading zeros
+    // as the service's default session name.
+    let serial = sigv4x509::leaf_info(leaf.der()).map_err(operator)?;
+    let _ = writeln!(out, "serial (decimal): {}", serial.serial_decimal);
+    let _ = writeln!(out, "serial (hex): {}", serial.serial_hex);
     let _ = writeln!(out, "subject: {}", info.subject);
     let _ = writeln!(out, "issuer: {}", info.issuer);
     let _ = writeln!(out, "not before: {}", chain::rfc3339(info.not_before));
