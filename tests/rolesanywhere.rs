@@ -364,6 +364,26 @@ fn hardware_scenario(backend: Backend) {
             t.elapsed()
         );
 
+        // update --once with the hardware key writes the shared credentials file.
+        let file = dir.path().join(format!("credentials-{n}"));
+        let mut args = ra_args(&ra, &cert, &key);
+        args[0] = "update".into();
+        args.extend([
+            "--intermediates".to_string(),
+            bao.pki_issuing.display().to_string(),
+            "--once".into(),
+            "--profile".into(),
+            "hybrid".into(),
+            "--credentials-file".into(),
+            file.display().to_string(),
+        ]);
+        keys.hb(&refs(&args), &[]).ok();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.starts_with("[hybrid]\naws_access_key_id = ASIA"),
+            "{text}"
+        );
+
         // Highest verbosity, new session: no secret in stderr.
         let mut args = ra_args(&ra, &cert, &key);
         args.extend([

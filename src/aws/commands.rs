@@ -266,6 +266,14 @@ impl Prepared {
         self.args.key_args().open(OpenMode::Existing)
     }
 
+    /// Opens the key and makes one CreateSession under `policy`. The long-running commands
+    /// open the key for each refresh rather than holding a TPM context or PKCS#11 session for
+    /// hours (a restarted resource manager or re-inserted token would break a held one).
+    pub fn fetch(&self, policy: &RetryPolicy) -> anyhow::Result<Credentials> {
+        let key = self.open_key()?;
+        self.fetch_with(key.as_ref(), policy)
+    }
+
     /// One CreateSession under `policy`.
     pub fn fetch_with(
         &self,
@@ -398,7 +406,8 @@ pub fn update(args: UpdateArgs) -> anyhow::Result<()> {
         })?,
     };
     let prepared = args.ra.prepare()?;
-    let key = prepared.open_key()?;
+    // A key that cannot be opened is a configuration error: say so now, not in the loop.
+    drop(prepared.open_key()?);
     let policy = if args.once {
         rolesanywhere::interactive_policy()
     } else {
@@ -411,7 +420,7 @@ pub fn update(args: UpdateArgs) -> anyhow::Result<()> {
     let mut expiration: Option<SystemTime> = None;
     let mut failures = 0u32;
     loop {
-        match prepared.fetch_with(key.as_ref(), &policy).and_then(|c| {
+        match prepared.fetch(&policy).and_then(|c| {
             credfile::write(&path, &args.profile, &c).map_err(operator)?;
             Ok(c)
         }) {
@@ -476,7 +485,7 @@ struct Current {
 /// keys.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let prepared = args.ra.prepare()?;
-    let key = prepared.open_key()?;
+    drop(prepared.open_key()?);
     let role_name = args
         .ra
         .role_arn
@@ -493,7 +502,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let current: Arc<Mutex<Current>> = Arc::default();
     {
         let current = Arc::clone(&current);
-        std::thread::spawn(move || refresher(prepared, key, current));
+        std::thread::spawn(move || refresher(prepared, current));
     }
     let imds = Arc::new(Mutex::new(imds::Imds::new(role_name)));
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -524,14 +533,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn refresher(prepared: Prepared, key: Box<dyn NodeKey>, current: Arc<Mutex<Current>>) {
+fn refresher(prepared: Prepared, current: Arc<Mutex<Current>>) {
     let policy = RetryPolicy {
         max_attempts: 2,
         ..rolesanywhere::interactive_policy()
     };
     let mut failures = 0u32;
     loop {
-        let expiration = match prepared.fetch_with(key.as_ref(), &policy) {
+        let expiration = match prepared.fetch(&policy) {
             Ok(c) => {
                 failures = 0;
                 let exp = c.expiration;
