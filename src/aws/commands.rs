@@ -52,7 +52,7 @@ pub struct RolesAnywhereArgs {
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
     /// Endpoint URL [default: env AWS_ENDPOINT_URL_ROLESANYWHERE, then AWS_ENDPOINT_URL, then
-    /// https://rolesanywhere.<region>.amazonaws.com].
+    /// `https://rolesanywhere.<region>.amazonaws.com`].
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// Session duration in seconds (900-43200).
@@ -464,7 +464,7 @@ pub fn update(args: UpdateArgs) -> anyhow::Result<()> {
 pub struct ServeArgs {
     #[command(flatten)]
     pub ra: RolesAnywhereArgs,
-    /// Port on 127.0.0.1 (SDKs: AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:<port>/).
+    /// Port on 127.0.0.1 (SDKs: `AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:<port>/`).
     #[arg(long, default_value_t = 9911)]
     pub port: u16,
 }
