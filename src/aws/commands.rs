@@ -51,8 +51,8 @@ pub struct RolesAnywhereArgs {
     /// Signing region [default: the trust anchor ARN's].
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
-    /// Endpoint URL [default: env AWS_ENDPOINT_URL_ROLESANYWHERE, then AWS_ENDPOINT_URL, then
-    /// `https://rolesanywhere.<region>.amazonaws.com`].
+    /// Endpoint URL (default: env AWS_ENDPOINT_URL_ROLESANYWHERE, then AWS_ENDPOINT_URL, then
+    /// `https://rolesanywhere.<region>.amazonaws.com`).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// Session duration in seconds (900-43200).
