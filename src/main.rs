@@ -68,6 +68,16 @@ enum Command {
     /// Check a NodeConfig (node.eks.aws/v1alpha1) before joining.
     #[command(subcommand)]
     Config(hybridboot::node::cmd::ConfigCommand),
+    /// Print AWS credentials for an SDK's `credential_process` (IAM Roles Anywhere session signed
+    /// by the node key; cached while more than 5 minutes remain).
+    CredentialProcess(hybridboot::aws::commands::CredentialProcessArgs),
+    /// Keep one profile of the AWS shared credentials file fresh (Roles Anywhere).
+    Update(hybridboot::aws::commands::UpdateArgs),
+    /// Serve Roles Anywhere credentials as IMDSv2 on 127.0.0.1.
+    Serve(hybridboot::aws::commands::ServeArgs),
+    /// Inspect what a certificate presents to IAM Roles Anywhere.
+    #[command(subcommand)]
+    Credentials(hybridboot::aws::commands::CredentialsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +166,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),
         Command::Config(c) => hybridboot::node::cmd::run(c),
+        Command::CredentialProcess(a) => hybridboot::aws::commands::credential_process(a),
+        Command::Update(a) => hybridboot::aws::commands::update(a),
+        Command::Serve(a) => hybridboot::aws::commands::serve(a),
+        Command::Credentials(c) => hybridboot::aws::commands::run_credentials(c),
     }
 }
 
