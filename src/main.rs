@@ -64,6 +64,13 @@ enum Command {
     /// Check a NodeConfig (node.eks.aws/v1alpha1) before joining.
     #[command(subcommand)]
     Config(hybridboot::node::cmd::ConfigCommand),
+    /// Install the Kubernetes node artifacts (like `nodeadm install`), each verified before it
+    /// is placed.
+    ///
+    /// Example: hybridboot install 1.31 --credential-provider iam-ra --manifest https://mirror/manifest.yaml --manifest-public-key /etc/hybridboot/manifest.pub
+    Install(hybridboot::node::install::InstallArgs),
+    /// Remove what install placed and the files init wrote; keeps the node key and certificate.
+    Uninstall(hybridboot::node::install::UninstallArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,6 +200,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),
         Command::Config(c) => hybridboot::node::cmd::run(c),
+        Command::Install(a) => hybridboot::node::install::run_install(a),
+        Command::Uninstall(a) => hybridboot::node::install::run_uninstall(a),
     }
 }
 
