@@ -48,6 +48,12 @@ pub fn classify(err: &anyhow::Error) -> Class {
                 Class::Operator
             };
         }
+        if let Some(v) = cause.downcast_ref::<crate::vault::VaultError>() {
+            return transient_or_operator(v.is_transient());
+        }
+        if let Some(h) = cause.downcast_ref::<crate::http::HttpError>() {
+            return transient_or_operator(h.is_transient());
+        }
         if let Some(c) = cause.downcast_ref::<Classified>() {
             return c.class;
         }
@@ -63,6 +69,14 @@ pub fn classify(err: &anyhow::Error) -> Class {
         }
     }
     Class::Operator
+}
+
+fn transient_or_operator(transient: bool) -> Class {
+    if transient {
+        Class::Transient
+    } else {
+        Class::Operator
+    }
 }
 
 /// An error with an explicit class, for orchestration code that knows better than the cause.

@@ -12,11 +12,15 @@
 
 pub mod aws;
 pub mod awsauth;
+pub mod cli;
 pub mod exit;
 pub mod fsutil;
+pub mod http;
 pub mod irsa;
 pub mod key;
 pub mod logging;
 pub mod node;
+pub mod retry;
 pub mod secret;
+pub mod vault;
 pub mod x509;

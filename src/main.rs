@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use hybridboot::key::{self, Algorithm, KeyOptions, KeyRef, NodeKey, OpenMode};
-use hybridboot::secret::Secret;
-use hybridboot::{exit, fsutil, logging, x509};
+use hybridboot::cli::KeyArgs;
+use hybridboot::key::{Algorithm, OpenMode};
+use hybridboot::{exit, fsutil, logging, vault, x509};
 
 const AFTER_HELP: &str = "\
 KEY REFERENCES (--key):
@@ -52,6 +52,10 @@ enum Command {
     ///
     /// Example: hybridboot csr --key handle:0x81000001 --common-name node-1 --dns-name node-1.example.com
     Csr(CsrArgs),
+    /// Get the node certificate from Vault PKI (CSR signed by the node key) and write it.
+    Enroll(vault::EnrollArgs),
+    /// Renew the node certificate once it is past its renewal point; print when the next is due.
+    Renew(vault::RenewArgs),
     /// IAM Roles for Service Accounts on clusters outside EKS: keys.json and discovery document.
     #[command(subcommand)]
     Irsa(hybridboot::irsa::IrsaCommand),
@@ -86,24 +90,6 @@ enum KeyCommand {
     Show(KeyArgs),
 }
 
-/// How to reach the key.
-#[derive(Args, Debug, Clone)]
-struct KeyArgs {
-    /// Key reference: handle:0x81.., pkcs11:token=..;object=.., a TSS2 PEM file, or file:/path.
-    #[arg(long, value_name = "REF", env = "HYBRIDBOOT_KEY")]
-    key: String,
-    /// TPM TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321 [default: env
-    /// HYBRIDBOOT_TCTI, then TPM2TOOLS_TCTI, then device:/dev/tpmrm0].
-    #[arg(long, value_name = "TCTI")]
-    tcti: Option<String>,
-    /// PKCS#11 module to load when the URI has no module-path.
-    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_PKCS11_LIB")]
-    pkcs11_lib: Option<PathBuf>,
-    /// File holding the TPM key's auth value (password), if the key has one.
-    #[arg(long, value_name = "FILE")]
-    tpm_key_auth_file: Option<PathBuf>,
-}
-
 #[derive(Args, Debug)]
 struct KeyCreateArgs {
     #[command(flatten)]
@@ -129,31 +115,6 @@ struct CsrArgs {
     /// Write the CSR to this file (atomically, mode 0644) instead of stdout.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-}
-
-impl KeyArgs {
-    fn options(&self) -> anyhow::Result<KeyOptions> {
-        let tcti = self
-            .tcti
-            .clone()
-            .or_else(|| std::env::var("HYBRIDBOOT_TCTI").ok())
-            .or_else(|| std::env::var("TPM2TOOLS_TCTI").ok())
-            .filter(|t| !t.is_empty());
-        let pin = std::env::var("HYBRIDBOOT_PKCS11_PIN").ok().map(Secret::new);
-        Ok(KeyOptions {
-            tcti,
-            pkcs11_lib: self.pkcs11_lib.clone(),
-            pkcs11_pin: pin,
-            tpm_auth_file: self.tpm_key_auth_file.clone(),
-        })
-    }
-
-    fn open(&self, mode: OpenMode) -> anyhow::Result<Box<dyn NodeKey>> {
-        let reference = KeyRef::parse(&self.key)?;
-        let opts = self.options()?;
-        log::debug!("opening key {reference}");
-        Ok(key::open(&reference, &opts, mode)?)
-    }
 }
 
 fn main() -> ExitCode {
@@ -196,6 +157,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Key(KeyCommand::Create(a)) => key_create(a),
         Command::Key(KeyCommand::Show(a)) => key_show(a),
         Command::Csr(a) => csr(a),
+        Command::Enroll(a) => vault::enroll(a),
+        Command::Renew(a) => vault::renew(a),
         Command::Irsa(c) => hybridboot::irsa::run(c),
         Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),

@@ -1,6 +1,7 @@
 //! X.509: certificate signing requests built through the key trait; later, chain ordering,
 //! verification and certificate inspection.
 
+pub mod chain;
 mod csr;
 
 pub use csr::{build_csr, CsrRequest};
