@@ -41,6 +41,12 @@ impl FetchError {
     }
 }
 
+impl crate::retry::Retryable for FetchError {
+    fn is_transient(&self) -> bool {
+        FetchError::is_transient(self)
+    }
+}
+
 /// A source of bytes. One call is one attempt; retries are the caller's.
 pub trait Fetch {
     /// Streams the content of `url` into `sink`, failing once more than `limit` bytes arrive.
@@ -68,6 +74,58 @@ impl Fetch for FileFetch {
             detail: e.to_string(),
         })?;
         copy_limited(file, sink, limit, url)
+    }
+}
+
+/// `https://` (and `http://`) through the project's one HTTP client.
+pub struct HttpFetch {
+    client: crate::http::Client,
+}
+
+impl HttpFetch {
+    /// A client trusting `ca_bundle` (or the built-in roots), with download-sized time limits:
+    /// a 30 s silence fails the attempt, a whole artifact may take up to 30 minutes.
+    pub fn new(ca_bundle: Option<&Path>) -> Result<HttpFetch, crate::http::HttpError> {
+        let mut builder = crate::http::Client::builder().timeouts(crate::http::Timeouts {
+            connect: std::time::Duration::from_secs(10),
+            read: std::time::Duration::from_secs(30),
+            total: std::time::Duration::from_secs(30 * 60),
+        });
+        if let Some(ca) = ca_bundle {
+            builder = builder.ca_bundle_file(ca)?;
+        }
+        Ok(HttpFetch {
+            client: builder.build()?,
+        })
+    }
+}
+
+impl Fetch for HttpFetch {
+    fn fetch(&self, url: &str, sink: &mut dyn Write, limit: u64) -> Result<(), FetchError> {
+        use crate::http::{HttpError, Request, Url};
+        let parsed = Url::parse(url).map_err(|e| FetchError::Permanent {
+            url: url.into(),
+            detail: e.to_string(),
+        })?;
+        let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+        match self
+            .client
+            .download(&Request::get(parsed), sink, limit_usize)
+        {
+            Ok(_) => Ok(()),
+            Err(HttpError::TooLarge { .. }) => Err(FetchError::TooLarge {
+                url: url.into(),
+                limit,
+            }),
+            Err(e) if e.is_transient() => Err(FetchError::Transient {
+                url: url.into(),
+                detail: e.to_string(),
+            }),
+            Err(e) => Err(FetchError::Permanent {
+                url: url.into(),
+                detail: e.to_string(),
+            }),
+        }
     }
 }
 

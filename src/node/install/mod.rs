@@ -278,7 +278,7 @@ impl Fetch for Sources {
                 Some(h) => h.fetch(url, sink, limit),
                 None => Err(FetchError::Permanent {
                     url: url.into(),
-                    detail: "this build has no HTTP client; use a file:// mirror".into(),
+                    detail: "no HTTP client configured".into(),
                 }),
             }
         } else {
@@ -299,32 +299,34 @@ fn sources(args: &InstallArgs) -> anyhow::Result<Sources> {
             )));
         }
     }
-    Ok(Sources { https: None })
+    let https = fetch::HttpFetch::new(args.ca_bundle.as_deref())
+        .map_err(|e| exit::operator(format!("HTTP client: {e}")))?;
+    Ok(Sources {
+        https: Some(Box::new(https)),
+    })
 }
 
-/// Retries transient failures with capped exponential backoff.
+/// Runs `op` with the project's retry policy; each attempt starts from scratch (a failed
+/// attempt leaves nothing behind). Returns the value and the number of attempts.
 fn with_retries<T>(
     what: &str,
     mut op: impl FnMut(u32) -> Result<T, FetchError>,
 ) -> Result<(T, u32), FetchError> {
-    let max_attempts = 5;
-    let mut attempt = 0;
-    loop {
-        match op(attempt) {
-            Ok(v) => return Ok((v, attempt + 1)),
-            Err(e) if e.is_transient() && attempt + 1 < max_attempts => {
-                let wait = std::time::Duration::from_millis(200 << attempt);
-                log::warn!(
-                    "{what}: {e}; retrying in {} ms (attempt {})",
-                    wait.as_millis(),
-                    attempt + 2
-                );
-                std::thread::sleep(wait);
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
+    let policy =
+        crate::retry::RetryPolicy::default().with_deadline(std::time::Duration::from_secs(600));
+    let mut attempts = 0;
+    let value = crate::retry::run(&policy, &crate::retry::RealClock, |attempt| {
+        attempts = attempt + 1;
+        if attempt > 0 {
+            log::warn!("{what}: retrying (attempt {attempts})");
         }
-    }
+        op(attempt).inspect_err(|e| {
+            if e.is_transient() {
+                log::warn!("{what}: {e}");
+            }
+        })
+    })?;
+    Ok((value, attempts))
 }
 
 fn fetch_error(e: FetchError) -> anyhow::Error {
