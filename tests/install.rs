@@ -49,8 +49,16 @@ fn write(path: &Path, data: &[u8], mode: u32) {
 fn store() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
     STORE.get_or_init(|| {
+        // Built once under target/ and reused by later runs (it only changes with this file's
+        // STORE_VERSION); built in a private directory and renamed, so a half-built store is
+        // never used.
+        const STORE_VERSION: &str = "install-store-v1";
+        let done = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(STORE_VERSION);
+        if done.join("ca.pem").exists() {
+            return done;
+        }
         let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("install-store-{}", std::process::id()));
+            .join(format!("{STORE_VERSION}.building.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         let c = d.join("common");
