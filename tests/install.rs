@@ -234,7 +234,11 @@ fn store() -> &'static Path {
                 ],
             );
         }
-        d
+        if std::fs::rename(&d, &done).is_err() {
+            // Another test process finished first: use its store.
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        done
     })
 }
 
