@@ -153,3 +153,67 @@ fn aarch64_guest_creates_its_key_in_the_tpm_and_enrolls_with_vault() {
     );
     assert_eq!(k.stdout.trim(), public.trim());
 }
+
+#[test]
+#[ignore = "needs the static aarch64 binary: run `make vm-test`"]
+fn static_aarch64_binary_creates_a_tpm_key_under_qemu_user() {
+    let bin = static_binary();
+    assert!(
+        bin.exists(),
+        "{} is missing: run `make static`",
+        bin.display()
+    );
+    let file = common::tool("file", &[bin.to_str().unwrap()], &[]);
+    assert!(file.stdout.contains("statically linked"), "{}", file.stdout);
+    assert!(file.stdout.contains("aarch64"), "{}", file.stdout);
+    let tpm = common::swtpm::Swtpm::start();
+    let tcti = tpm.tcti();
+    let work = tempfile::tempdir().unwrap();
+    let csr = work.path().join("node.csr");
+    let run = |args: &[&str]| {
+        common::tool(
+            "qemu-aarch64-static",
+            &[&[bin.to_str().unwrap()], args].concat(),
+            &[],
+        )
+    };
+    let created = run(&[
+        "key",
+        "create",
+        "--key",
+        "handle:0x81000001",
+        "--tcti",
+        &tcti,
+    ]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let c = run(&[
+        "csr",
+        "--key",
+        "handle:0x81000001",
+        "--tcti",
+        &tcti,
+        "--common-name",
+        "n1",
+        "--out",
+        csr.to_str().unwrap(),
+    ]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let v = common::tool(
+        "openssl",
+        &[
+            "req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-verify",
+            "-noout",
+            "-pubkey",
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert_eq!(v.stdout.trim(), created.stdout.trim());
+    println!(
+        "static aarch64 binary: {} bytes",
+        std::fs::metadata(&bin).unwrap().len()
+    );
+}
