@@ -78,6 +78,13 @@ enum Command {
     /// Inspect what a certificate presents to IAM Roles Anywhere.
     #[command(subcommand)]
     Credentials(hybridboot::aws::commands::CredentialsCommand),
+    /// Install the Kubernetes node artifacts (like `nodeadm install`), each verified before it
+    /// is placed.
+    ///
+    /// Example: hybridboot install 1.31 --credential-provider iam-ra --manifest https://mirror/manifest.yaml --manifest-public-key /etc/hybridboot/manifest.pub
+    Install(hybridboot::node::install::InstallArgs),
+    /// Remove what install placed and the files init wrote; keeps the node key and certificate.
+    Uninstall(hybridboot::node::install::UninstallArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +177,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Update(a) => hybridboot::aws::commands::update(a),
         Command::Serve(a) => hybridboot::aws::commands::serve(a),
         Command::Credentials(c) => hybridboot::aws::commands::run_credentials(c),
+        Command::Install(a) => hybridboot::node::install::run_install(a),
+        Command::Uninstall(a) => hybridboot::node::install::run_uninstall(a),
     }
 }
 

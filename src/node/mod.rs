@@ -8,4 +8,5 @@ pub mod cmd;
 pub mod config;
 pub mod facts;
 pub mod init;
+pub mod install;
 pub mod render;
