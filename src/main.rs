@@ -68,6 +68,16 @@ enum Command {
     /// Check a NodeConfig (node.eks.aws/v1alpha1) before joining.
     #[command(subcommand)]
     Config(hybridboot::node::cmd::ConfigCommand),
+    /// Print an EKS ExecCredential (kubectl/kubelet exec credential plugin).
+    ///
+    /// Example: hybridboot token --cluster-name prod --region us-west-2
+    Token(hybridboot::aws::token_cmd::TokenArgs),
+    /// Join the cluster like `nodeadm init`: config, credentials, cluster details, checks, files, units.
+    ///
+    /// Example: hybridboot init --config-source file:///etc/eks/nodeconfig.yaml
+    Init(hybridboot::node::init_cmd::InitArgs),
+    /// Write a user kubeconfig whose exec plugin is `hybridboot token` with IAM Roles Anywhere.
+    Kubeconfig(hybridboot::node::kubeconfig_cmd::KubeconfigArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +166,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),
         Command::Config(c) => hybridboot::node::cmd::run(c),
+        Command::Token(a) => hybridboot::aws::token_cmd::run(a),
+        Command::Init(a) => hybridboot::node::init_cmd::run(a),
+        Command::Kubeconfig(a) => hybridboot::node::kubeconfig_cmd::run(a),
     }
 }
 

@@ -29,5 +29,6 @@ pub mod sigv4x509;
 pub mod sources;
 pub mod sts_token;
 pub mod time;
+pub mod token_cmd;
 
 pub use credentials::{CreateSessionError, Credentials};

@@ -8,4 +8,6 @@ pub mod cmd;
 pub mod config;
 pub mod facts;
 pub mod init;
+pub mod init_cmd;
+pub mod kubeconfig_cmd;
 pub mod render;
