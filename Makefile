@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export HYBRIDBOOT_VENV ?= $(HOME)/.cache/hybridboot/venv
 
-.PHONY: help setup build test lint bench run clean static dynamic
+.PHONY: help setup build test lint bench run clean static dynamic vm-test
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -19,6 +19,7 @@ test: setup ## every test: unit, CLI, and against real peers (swtpm, SoftHSM2, .
 	$(CARGO) test --locked --features tpm-native --lib --test tpm_native
 	$(CARGO) build --locked --no-default-features
 	@if ls tests/peers/test_*.py >/dev/null 2>&1; then $(HYBRIDBOOT_VENV)/bin/python -m pytest -q tests/peers; fi
+	$(MAKE) vm-test
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
@@ -45,3 +46,9 @@ static: ## fully static musl binaries (x86_64, aarch64) into target/dist/
 dynamic: ## glibc-2.17 binaries with every backend into target/dist/
 	bash cross/setup.sh
 	bash cross/build.sh dynamic
+
+vm-test: ## aarch64 QEMU guest with swtpm enrolls against host peers (builds the static binary)
+	bash cross/setup.sh
+	bash cross/build.sh static aarch64
+	bash tests/vm/setup.sh
+	$(CARGO) test --locked --test vm -- --ignored --nocapture

@@ -22,5 +22,6 @@ pub mod logging;
 pub mod node;
 pub mod retry;
 pub mod secret;
+pub mod time;
 pub mod vault;
 pub mod x509;

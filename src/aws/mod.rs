@@ -28,7 +28,8 @@ pub mod sigv4;
 pub mod sigv4x509;
 pub mod sources;
 pub mod sts_token;
-pub mod time;
+/// Time formats (moved to the crate root; re-exported for existing callers).
+pub use crate::time;
 pub mod token_cmd;
 
 pub use credentials::{CreateSessionError, Credentials};

@@ -11,6 +11,7 @@ mod pkcs11;
 mod tpm;
 #[cfg(feature = "tpm-native")]
 pub mod tpm_native;
+pub mod tss2pem;
 pub mod uri;
 
 use std::fmt;

@@ -440,14 +440,7 @@ pub fn check_leaf(
     Ok(leaf.info())
 }
 
-/// RFC 3339 UTC with seconds (`2026-11-23T14:15:29Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    match der::DateTime::from_unix_duration(Duration::from_secs(d.as_secs())) {
-        Ok(dt) => dt.to_string(),
-        Err(_) => format!("@{}", d.as_secs()),
-    }
-}
+pub use crate::time::rfc3339;
 
 /// A big-endian unsigned integer in decimal.
 pub fn bytes_to_decimal(bytes: &[u8]) -> String {

@@ -414,7 +414,7 @@ fn make_listener_cert(d: &Path) {
     ]);
     std::fs::write(
         d.join("listener.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:vault.hybridboot.test\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     run(&[

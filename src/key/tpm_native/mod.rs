@@ -18,7 +18,7 @@
 
 pub mod commands;
 pub mod transport;
-pub mod tss2pem;
+use super::tss2pem;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -394,10 +394,11 @@ impl NativeTpmKey {
         if text.len() as u64 > MAX_TSS2_FILE {
             return Err(unsupported("file larger than 64 KiB".into()));
         }
-        let key = tss2pem::parse_pem(&text).map_err(unsupported)?;
-        let public = commands::unmarshal_public(&key.public)
+        let key = tss2pem::parse_pem(&text).map_err(|e| unsupported(e.to_string()))?;
+        // The shared parser strips the TPM2B size prefixes; the marshaller wants them back.
+        let public = commands::unmarshal_public(&tpm2b(&key.public))
             .map_err(|e| unsupported(format!("pubkey field: {e}")))?;
-        let private = commands::unmarshal_private(&key.private)
+        let private = commands::unmarshal_private(&tpm2b(&key.private))
             .map_err(|e| unsupported(format!("privkey field: {e}")))?;
         let kp = commands::key_public(&public.inner).map_err(|e| unsupported(e.0))?;
         if let OpenMode::CreateIfAbsent(requested) = mode {
@@ -567,6 +568,14 @@ impl NodeKey for NativeTpmKey {
             }
         }
     }
+}
+
+/// `bytes` with its TPM2B big-endian u16 size prefix (the parser caps the fields far below 64 KiB).
+fn tpm2b(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
 }
 
 #[cfg(test)]

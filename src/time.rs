@@ -1,4 +1,4 @@
-//! UTC calendar arithmetic for the few timestamp formats AWS uses (`X-Amz-Date`, RFC 3339).
+//! UTC calendar arithmetic for the few timestamp formats hybridboot uses (`X-Amz-Date`, RFC 3339, HTTP dates).
 //!
 //! Written here instead of pulling a date crate: the binary is size-constrained and only needs
 //! UTC, whole seconds, and conversion between Unix time and the proleptic Gregorian calendar.
