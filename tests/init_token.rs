@@ -513,7 +513,9 @@ fn token_credentials_from_shared_file_and_credential_process() {
     let cf = credfile.display().to_string();
     let out = hb(
         &env,
+        // -vv: the debug log names the source; it must still show no secret.
         &[
+            "-vv",
             "token",
             "--cluster-name",
             "hybrid-test",
@@ -533,7 +535,9 @@ fn token_credentials_from_shared_file_and_credential_process() {
         .as_str()
         .unwrap()
         .starts_with("k8s-aws-v1."));
+    assert!(out.stderr.contains("CredentialsFile"), "{}", out.stderr);
     assert!(!out.stderr.contains(&secret) && !out.stderr.contains(&token));
+    assert!(!out.stderr.contains("k8s-aws-v1."), "{}", out.stderr);
 
     // A user kubeconfig from `hybridboot kubeconfig`, its plugin taking credentials from a
     // config file credential_process (a script, spawned like an SDK does).
