@@ -449,6 +449,24 @@ fn init_fills_cluster_details_from_moto_is_idempotent_and_kubectl_gets_in() {
         second.stderr
     );
 
+    // A kubelet-only change restarts the kubelet and nothing else.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap().replace(
+            "      - --node-ip=10.80.0.5\n",
+            "      - --node-ip=10.80.0.5\n      - --node-labels=site=lab\n",
+        ),
+    )
+    .unwrap();
+    hb(&env, &args, &run_env).ok();
+    let after = std::fs::read_to_string(&calls).unwrap();
+    let new_calls: Vec<&str> = after[recorded.len()..].lines().collect();
+    assert_eq!(
+        new_calls,
+        vec!["enable kubelet.service", "restart kubelet.service"],
+        "{after}"
+    );
+
     // kubectl with the kubelet's kubeconfig (CA path moved under the root) runs
     // `hybridboot token`, and the API server verifies the token with botocore.
     let copy = env.path("kubelet.kubeconfig");
@@ -577,6 +595,94 @@ fn token_credentials_from_shared_file_and_credential_process() {
     )
     .failed(); // the Roles Anywhere parameters are required
     assert!(!kc.exists());
+    // With them: a kubeconfig kubectl reads, whose plugin is `hybridboot token` with the Roles
+    // Anywhere parameters (the certificate path made absolute, the pkcs11 URI intact).
+    let key_ref = "pkcs11:token=user;object=me?pin-source=file:/run/pin";
+    let made = Command::new(common::bin())
+        .current_dir(env.dir.path())
+        .args([
+            "kubeconfig",
+            "--cluster-name",
+            "hybrid-test",
+            "--region",
+            "us-east-1",
+            "--server",
+            &server,
+            "--certificate-authority",
+            &env.path("ca.pem").display().to_string(),
+            "--out",
+            &kc.display().to_string(),
+            "--certificate",
+            "node.pem",
+            "--private-key",
+            key_ref,
+            "--trust-anchor-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta",
+            "--profile-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/hybrid-node",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kc).unwrap().permissions())
+            & 0o777,
+        0o600
+    );
+    let view = common::tool(
+        "kubectl",
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "json",
+            "--kubeconfig",
+            &kc.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(view.code, 0, "{}", view.stderr);
+    let v: Value = serde_json::from_str(&view.stdout).unwrap();
+    let exec = &v["users"][0]["user"]["exec"];
+    assert_eq!(exec["command"], common::bin().display().to_string());
+    let args: Vec<&str> = exec["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let cert_abs = env.path("node.pem").display().to_string();
+    assert_eq!(
+        &args[..7],
+        &[
+            "token",
+            "--cluster-name",
+            "hybrid-test",
+            "--region",
+            "us-east-1",
+            "--certificate",
+            cert_abs.as_str()
+        ]
+    );
+    assert_eq!(args[8], key_ref);
+    assert_eq!(v["clusters"][0]["cluster"]["server"], server.as_str());
+    let ca_data = v["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap();
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(ca_data)
+            .unwrap(),
+        std::fs::read(env.path("ca.pem")).unwrap()
+    );
 
     // The node-style kubeconfig: plain `token` arguments, credentials via AWS_CONFIG_FILE.
     let plain = env.path("plain.kubeconfig");
