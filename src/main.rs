@@ -85,6 +85,16 @@ enum Command {
     Install(hybridboot::node::install::InstallArgs),
     /// Remove what install placed and the files init wrote; keeps the node key and certificate.
     Uninstall(hybridboot::node::install::UninstallArgs),
+    /// Print an EKS ExecCredential (kubectl/kubelet exec credential plugin).
+    ///
+    /// Example: hybridboot token --cluster-name prod --region us-west-2
+    Token(hybridboot::aws::token_cmd::TokenArgs),
+    /// Join the cluster like `nodeadm init`: config, credentials, cluster details, checks, files, units.
+    ///
+    /// Example: hybridboot init --config-source file:///etc/eks/nodeconfig.yaml
+    Init(hybridboot::node::init_cmd::InitArgs),
+    /// Write a user kubeconfig whose exec plugin is `hybridboot token` with IAM Roles Anywhere.
+    Kubeconfig(hybridboot::node::kubeconfig_cmd::KubeconfigArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +189,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Credentials(c) => hybridboot::aws::commands::run_credentials(c),
         Command::Install(a) => hybridboot::node::install::run_install(a),
         Command::Uninstall(a) => hybridboot::node::install::run_uninstall(a),
+        Command::Token(a) => hybridboot::aws::token_cmd::run(a),
+        Command::Init(a) => hybridboot::node::init_cmd::run(a),
+        Command::Kubeconfig(a) => hybridboot::node::kubeconfig_cmd::run(a),
     }
 }
 

@@ -33,5 +33,6 @@ pub mod sources;
 pub mod sts_token;
 /// Time formats (moved to the crate root; re-exported for existing callers).
 pub use crate::time;
+pub mod token_cmd;
 
 pub use credentials::{CreateSessionError, Credentials};
