@@ -12,6 +12,7 @@ APT_PACKAGES=(
   swtpm swtpm-tools tpm2-tools libtss2-dev tpm2-openssl
   softhsm2 opensc
   python3-venv
+  containerd runc containernetworking-plugins  # tests/install.rs: real binaries for the mirror
 )
 
 missing=()

@@ -72,6 +72,33 @@ enum Command {
     /// Check a NodeConfig (node.eks.aws/v1alpha1) before joining.
     #[command(subcommand)]
     Config(hybridboot::node::cmd::ConfigCommand),
+    /// Print AWS credentials for an SDK's `credential_process` (IAM Roles Anywhere session signed
+    /// by the node key; cached while more than 5 minutes remain).
+    CredentialProcess(hybridboot::aws::commands::CredentialProcessArgs),
+    /// Keep one profile of the AWS shared credentials file fresh (Roles Anywhere).
+    Update(hybridboot::aws::commands::UpdateArgs),
+    /// Serve Roles Anywhere credentials as IMDSv2 on 127.0.0.1.
+    Serve(hybridboot::aws::commands::ServeArgs),
+    /// Inspect what a certificate presents to IAM Roles Anywhere.
+    #[command(subcommand)]
+    Credentials(hybridboot::aws::commands::CredentialsCommand),
+    /// Install the Kubernetes node artifacts (like `nodeadm install`), each verified before it
+    /// is placed.
+    ///
+    /// Example: hybridboot install 1.31 --credential-provider iam-ra --manifest https://mirror/manifest.yaml --manifest-public-key /etc/hybridboot/manifest.pub
+    Install(hybridboot::node::install::InstallArgs),
+    /// Remove what install placed and the files init wrote; keeps the node key and certificate.
+    Uninstall(hybridboot::node::install::UninstallArgs),
+    /// Print an EKS ExecCredential (kubectl/kubelet exec credential plugin).
+    ///
+    /// Example: hybridboot token --cluster-name prod --region us-west-2
+    Token(hybridboot::aws::token_cmd::TokenArgs),
+    /// Join the cluster like `nodeadm init`: config, credentials, cluster details, checks, files, units.
+    ///
+    /// Example: hybridboot init --config-source file:///etc/eks/nodeconfig.yaml
+    Init(hybridboot::node::init_cmd::InitArgs),
+    /// Write a user kubeconfig whose exec plugin is `hybridboot token` with IAM Roles Anywhere.
+    Kubeconfig(hybridboot::node::kubeconfig_cmd::KubeconfigArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,6 +189,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),
         Command::Config(c) => hybridboot::node::cmd::run(c),
+        Command::CredentialProcess(a) => hybridboot::aws::commands::credential_process(a),
+        Command::Update(a) => hybridboot::aws::commands::update(a),
+        Command::Serve(a) => hybridboot::aws::commands::serve(a),
+        Command::Credentials(c) => hybridboot::aws::commands::run_credentials(c),
+        Command::Install(a) => hybridboot::node::install::run_install(a),
+        Command::Uninstall(a) => hybridboot::node::install::run_uninstall(a),
+        Command::Token(a) => hybridboot::aws::token_cmd::run(a),
+        Command::Init(a) => hybridboot::node::init_cmd::run(a),
+        Command::Kubeconfig(a) => hybridboot::node::kubeconfig_cmd::run(a),
     }
 }
 

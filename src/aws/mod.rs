@@ -1,8 +1,9 @@
 //! AWS: the SigV4 signers (HMAC for EKS and STS, X.509 for IAM Roles Anywhere), the EKS bearer
 //! token, credentials and where they are kept (cache, shared credentials file, IMDSv2 emulation).
 //!
-//! Everything in this module is pure or local-file logic; the HTTP exchanges are made by the
-//! callers through the project's one HTTP client:
+//! Everything in this module is pure or local-file logic except [`rolesanywhere`] (the
+//! CreateSession exchange) and [`commands`] (the Roles Anywhere subcommands); the HTTP exchanges
+//! go through the project's one HTTP client:
 //!
 //! ```text
 //! credential-process / update / serve:
@@ -19,16 +20,19 @@
 //! ```
 
 pub mod cache;
+pub mod commands;
 pub mod credentials;
 pub mod credfile;
 pub mod eks;
 pub mod imds;
 pub mod refresh;
+pub mod rolesanywhere;
 pub mod sigv4;
 pub mod sigv4x509;
 pub mod sources;
 pub mod sts_token;
 /// Time formats (moved to the crate root; re-exported for existing callers).
 pub use crate::time;
+pub mod token_cmd;
 
 pub use credentials::{CreateSessionError, Credentials};

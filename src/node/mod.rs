@@ -8,4 +8,7 @@ pub mod cmd;
 pub mod config;
 pub mod facts;
 pub mod init;
+pub mod init_cmd;
+pub mod install;
+pub mod kubeconfig_cmd;
 pub mod render;

@@ -99,5 +99,6 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+pub mod peers;
 pub mod softhsm;
 pub mod swtpm;

@@ -1,0 +1,798 @@
+//! `hybridboot install` and `uninstall`: the Kubernetes node artifacts `nodeadm install` places,
+//! but verified before anything is placed.
+//!
+//! Differences from nodeadm, on purpose: every file is downloaded to a temporary file beside
+//! its final path, hashed while streaming and renamed into place only when the SHA-256 matches
+//! the published checksum (nodeadm writes first and checks afterwards); the manifest can carry
+//! a detached Ed25519 signature that is checked before any artifact is fetched; files that
+//! already match are not fetched again; the CNI tarball is extracted by a strict, flat-only
+//! extractor ([`cni`]). The IAM Roles Anywhere credential process is hybridboot itself (the key
+//! stays in the TPM/HSM), so `aws_signing_helper` is not installed, yet the tracker still says
+//! `IamRolesAnywhere: true`: that capability is present.
+//!
+//! State: nodeadm's tracker format at [`TRACKER_PATH`], plus [`RECORD_PATH`] (JSON) with every
+//! placed file and its hash, which `uninstall` and re-runs use.
+
+pub mod cni;
+pub mod fetch;
+pub mod manifest;
+pub mod signature;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::exit;
+use crate::fsutil::{self, WriteOptions};
+use fetch::{Fetch, FetchError};
+use manifest::{Artifact, Manifest};
+
+/// nodeadm's tracker content, at a hybridboot path (nodeadm's is `/opt/nodeadm/tracker`).
+pub const TRACKER_PATH: &str = "/var/lib/hybridboot/tracker";
+/// What install placed, with hashes (JSON), for uninstall and re-runs.
+pub const RECORD_PATH: &str = "/var/lib/hybridboot/installed.json";
+/// Where the CNI plugins go.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// Largest single artifact accepted.
+pub const MAX_ARTIFACT_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Where each manifest artifact goes and which tracker field it sets.
+struct Placement {
+    artifact: &'static str,
+    path: &'static str,
+    tracker: &'static str,
+    required: bool,
+}
+
+const PLACEMENTS: &[Placement] = &[
+    Placement {
+        artifact: "kubelet",
+        path: "/usr/bin/kubelet",
+        tracker: "Kubelet",
+        required: true,
+    },
+    Placement {
+        artifact: "kubectl",
+        path: "/usr/local/bin/kubectl",
+        tracker: "Kubectl",
+        required: true,
+    },
+    Placement {
+        artifact: "cni-plugins",
+        path: CNI_BIN_DIR,
+        tracker: "CniPlugins",
+        required: true,
+    },
+    Placement {
+        artifact: "aws-iam-authenticator",
+        path: "/usr/local/bin/aws-iam-authenticator",
+        tracker: "IamAuthenticator",
+        required: false,
+    },
+    Placement {
+        artifact: "ecr-credential-provider",
+        path: crate::node::render::DEFAULT_ECR_CREDENTIAL_PROVIDER,
+        tracker: "ImageCredentialProvider",
+        required: false,
+    },
+    // Only with --containerd-source distro, when the mirror carries the distribution's builds.
+    Placement {
+        artifact: "containerd",
+        path: "/usr/bin/containerd",
+        tracker: "Containerd",
+        required: false,
+    },
+    Placement {
+        artifact: "runc",
+        path: "/usr/sbin/runc",
+        tracker: "Containerd",
+        required: false,
+    },
+];
+
+/// Files `init` writes; `uninstall` removes them.
+const INIT_FILES: &[&str] = &[
+    crate::node::render::kubelet::UNIT_PATH,
+    crate::node::render::kubelet::CONFIG_PATH,
+    crate::node::render::kubelet::DROP_IN_PATH,
+    crate::node::render::kubelet::KUBECONFIG_PATH,
+    crate::node::render::kubelet::CA_PATH,
+    crate::node::render::kubelet::ENVIRONMENT_PATH,
+    crate::node::render::kubelet::IMAGE_CREDENTIAL_PROVIDER_CONFIG,
+    crate::node::render::containerd::CONFIG_PATH,
+    crate::node::render::containerd::DROP_IN_PATH,
+    crate::node::render::containerd::MODULES_PATH,
+    crate::node::render::system::SYSCTL_PATH,
+    crate::node::render::aws::UPDATE_UNIT_PATH,
+    crate::node::config::DEFAULT_AWS_CONFIG_PATH,
+];
+
+/// Files `uninstall` never removes: the node's identity.
+const KEPT_FILES: &[(&str, &str)] = &[
+    (
+        crate::node::config::DEFAULT_PRIVATE_KEY_PATH,
+        "node private key",
+    ),
+    (
+        crate::node::config::DEFAULT_CERTIFICATE_PATH,
+        "node certificate",
+    ),
+];
+
+/// Where containerd comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContainerdSource {
+    /// containerd is not managed by hybridboot.
+    None,
+    /// The distribution's containerd: from the image, or from the mirror when the manifest
+    /// lists `containerd`/`runc` artifacts.
+    Distro,
+}
+
+/// `hybridboot install`.
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// Kubernetes version: `1.31` (latest patch in the manifest) or `1.31.2` (exactly).
+    #[arg(value_name = "K8S_VERSION")]
+    pub kubernetes_version: String,
+    /// Credential provider; hybridboot supports IAM Roles Anywhere only.
+    #[arg(long, value_parser = ["iam-ra"])]
+    pub credential_provider: String,
+    /// Release manifest (nodeadm's schema): https://... or file:///...
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://hybrid-assets.eks.amazonaws.com/manifest.yaml"
+    )]
+    pub manifest: String,
+    /// Ed25519 public key (PEM or base64) that must have signed the manifest (`<manifest>.sig`).
+    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_MANIFEST_PUBLIC_KEY")]
+    pub manifest_public_key: Option<PathBuf>,
+    /// Install under this directory instead of `/` (image builds, tests).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Where containerd comes from.
+    #[arg(long, value_enum, default_value = "distro")]
+    pub containerd_source: ContainerdSource,
+    /// Architecture of the artifacts [default: this machine's].
+    #[arg(long, value_parser = ["amd64", "arm64"])]
+    pub arch: Option<String>,
+    /// PEM bundle of CAs that sign the mirror's TLS certificate (replaces the built-in roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Never download: verify the artifacts already in the image against the install record.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `hybridboot uninstall`.
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// Uninstall from under this directory instead of `/`.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// The install record: every placed file with its hash.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    /// Kubernetes version installed.
+    pub kubernetes_version: String,
+    /// Manifest artifacts, by name: the SHA-256 of what was downloaded (tarball for CNI).
+    pub artifacts: BTreeMap<String, String>,
+    /// Placed files (absolute, without the root) and their SHA-256.
+    pub files: BTreeMap<String, RecordedFile>,
+    /// The tracker's fields.
+    pub tracker: BTreeMap<String, String>,
+}
+
+/// One placed file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordedFile {
+    pub artifact: String,
+    pub sha256: String,
+}
+
+/// Renders nodeadm's tracker YAML (`sigs.k8s.io/yaml` output: keys sorted).
+pub fn render_tracker(fields: &BTreeMap<String, String>) -> String {
+    let mut out = String::from("Artifacts:\n");
+    for (k, v) in fields {
+        out.push_str(&format!("  {k}: {v}\n"));
+    }
+    out
+}
+
+fn default_tracker() -> BTreeMap<String, String> {
+    [
+        "CniPlugins",
+        "IamAuthenticator",
+        "IamRolesAnywhere",
+        "ImageCredentialProvider",
+        "Iptables",
+        "Kubectl",
+        "Kubelet",
+        "Ssm",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), "false".to_string()))
+    .chain([("Containerd".to_string(), "none".to_string())])
+    .collect()
+}
+
+/// Reads the install record under `root`, if any.
+pub fn read_record(root: &Path) -> anyhow::Result<Option<Record>> {
+    let path = fsutil::under_root(root, Path::new(RECORD_PATH));
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a hybridboot install record; remove it and install again",
+                path.display()
+            )
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_state(root: &Path, record: &Record) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(record).context("encoding the install record")?;
+    let rec = fsutil::under_root(root, Path::new(RECORD_PATH));
+    fsutil::atomic_write(&rec, &json, &WriteOptions::private())
+        .with_context(|| format!("writing {}", rec.display()))?;
+    let tr = fsutil::under_root(root, Path::new(TRACKER_PATH));
+    fsutil::atomic_write(
+        &tr,
+        render_tracker(&record.tracker).as_bytes(),
+        &WriteOptions::public(),
+    )
+    .with_context(|| format!("writing {}", tr.display()))
+}
+
+/// The machine's architecture in the manifest's words.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    }
+}
+
+/// Picks `file://` or `https://` per URL.
+struct Sources {
+    https: Option<Box<dyn Fetch>>,
+}
+
+impl Fetch for Sources {
+    fn fetch(
+        &self,
+        url: &str,
+        sink: &mut dyn std::io::Write,
+        limit: u64,
+    ) -> Result<(), FetchError> {
+        if url.starts_with("file://") {
+            fetch::FileFetch.fetch(url, sink, limit)
+        } else if url.starts_with("https://") || url.starts_with("http://") {
+            match &self.https {
+                Some(h) => h.fetch(url, sink, limit),
+                None => Err(FetchError::Permanent {
+                    url: url.into(),
+                    detail: "no HTTP client configured".into(),
+                }),
+            }
+        } else {
+            Err(FetchError::Permanent {
+                url: url.into(),
+                detail: "only https:// and file:// URLs are supported".into(),
+            })
+        }
+    }
+}
+
+fn sources(args: &InstallArgs) -> anyhow::Result<Sources> {
+    if let Some(ca) = &args.ca_bundle {
+        if !ca.is_file() {
+            return Err(exit::operator(format!(
+                "--ca-bundle {}: no such file",
+                ca.display()
+            )));
+        }
+    }
+    let https = fetch::HttpFetch::new(args.ca_bundle.as_deref())
+        .map_err(|e| exit::operator(format!("HTTP client: {e}")))?;
+    Ok(Sources {
+        https: Some(Box::new(https)),
+    })
+}
+
+/// Runs `op` with the project's retry policy; each attempt starts from scratch (a failed
+/// attempt leaves nothing behind). Returns the value and the number of attempts.
+fn with_retries<T>(
+    what: &str,
+    mut op: impl FnMut(u32) -> Result<T, FetchError>,
+) -> Result<(T, u32), FetchError> {
+    let policy =
+        crate::retry::RetryPolicy::default().with_deadline(std::time::Duration::from_secs(600));
+    let mut attempts = 0;
+    let value = crate::retry::run(&policy, &crate::retry::RealClock, |attempt| {
+        attempts = attempt + 1;
+        if attempt > 0 {
+            log::warn!("{what}: retrying (attempt {attempts})");
+        }
+        op(attempt).inspect_err(|e| {
+            if e.is_transient() {
+                log::warn!("{what}: {e}");
+            }
+        })
+    })?;
+    Ok((value, attempts))
+}
+
+fn fetch_error(e: FetchError) -> anyhow::Error {
+    let class = if e.is_transient() {
+        exit::Class::Transient
+    } else {
+        exit::Class::Operator
+    };
+    exit::Classified {
+        class,
+        message: e.to_string(),
+    }
+    .into()
+}
+
+/// Fetches the manifest (and its signature when a key is configured) and checks it.
+fn load_manifest(src: &dyn Fetch, args: &InstallArgs) -> anyhow::Result<Manifest> {
+    let limit = manifest::MAX_MANIFEST_BYTES as u64;
+    let (bytes, _) = with_retries("manifest", |_| {
+        fetch::fetch_small(src, &args.manifest, limit)
+    })
+    .map_err(fetch_error)
+    .context("fetching the manifest")?;
+    if let Some(key_path) = &args.manifest_public_key {
+        let key_text = std::fs::read(key_path)
+            .with_context(|| format!("reading --manifest-public-key {}", key_path.display()))
+            .map_err(|e| exit::operator(format!("{e:#}")))?;
+        let key = signature::PublicKey::parse(&key_text, &key_path.display().to_string())
+            .map_err(|e| exit::operator(e.to_string()))?;
+        let sig_url = format!("{}.sig", args.manifest);
+        let sig = with_retries("manifest signature", |_| {
+            fetch::fetch_small(src, &sig_url, 4096)
+        })
+        .map_err(|e| {
+            exit::operator(format!(
+                "manifest signature required by --manifest-public-key but not available: {e}"
+            ))
+        })?
+        .0;
+        key.verify(&bytes, &sig, &sig_url)
+            .map_err(|e| exit::operator(e.to_string()))?;
+        log::info!("manifest signature {sig_url} verified");
+    }
+    Manifest::parse(&bytes).map_err(|e| exit::operator(format!("{}: {e}", args.manifest)))
+}
+
+/// One artifact chosen for this node.
+struct Chosen<'a> {
+    placement: &'a Placement,
+    artifact: Artifact,
+    want: [u8; 32],
+}
+
+/// `hybridboot install`.
+pub fn run_install(args: InstallArgs) -> anyhow::Result<()> {
+    let root = args.root.clone();
+    let arch = args.arch.clone().unwrap_or_else(|| host_arch().to_string());
+    if args.offline {
+        return verify_offline(&root);
+    }
+    let src = sources(&args)?;
+    let manifest = load_manifest(&src, &args)?;
+    let release = manifest
+        .select(&args.kubernetes_version)
+        .map_err(|e| exit::operator(format!("{}: {e}", args.manifest)))?;
+    log::info!(
+        "installing Kubernetes {} ({arch}) from {}",
+        release.version,
+        args.manifest
+    );
+
+    // Choose the artifacts and fetch every checksum before placing anything.
+    let mut chosen = Vec::new();
+    for placement in PLACEMENTS {
+        if matches!(placement.artifact, "containerd" | "runc")
+            && args.containerd_source == ContainerdSource::None
+        {
+            continue;
+        }
+        let found = release
+            .artifacts
+            .iter()
+            .find(|a| a.name == placement.artifact && a.arch == arch && a.os == "linux");
+        let Some(artifact) = found else {
+            if placement.required {
+                return Err(exit::operator(format!(
+                    "{}: Kubernetes {} has no {} artifact for linux/{arch}",
+                    args.manifest, release.version, placement.artifact
+                )));
+            }
+            log::debug!("manifest has no {} for linux/{arch}", placement.artifact);
+            continue;
+        };
+        let url = artifact
+            .gzip_uri
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or(artifact.uri.clone());
+        if url.is_empty() || artifact.checksum_uri.is_empty() {
+            return Err(exit::operator(format!(
+                "{}: artifact {} has no uri or checksum_uri",
+                args.manifest, artifact.name
+            )));
+        }
+        let file_name = artifact
+            .uri
+            .rsplit('/')
+            .next()
+            .unwrap_or(&artifact.name)
+            .to_string();
+        let (text, _) = with_retries(&artifact.checksum_uri, |_| {
+            fetch::fetch_small(
+                &src,
+                &artifact.checksum_uri,
+                manifest::MAX_CHECKSUM_BYTES as u64,
+            )
+        })
+        .map_err(fetch_error)
+        .with_context(|| format!("fetching the checksum of {}", artifact.name))?;
+        let want = manifest::parse_checksum(&text, &artifact.name, &file_name)
+            .map_err(|e| exit::operator(format!("{}: {e}", artifact.checksum_uri)))?;
+        chosen.push(Chosen {
+            placement,
+            artifact: artifact.clone(),
+            want,
+        });
+    }
+
+    let previous = read_record(&root)?.unwrap_or_default();
+    let mut record = Record {
+        kubernetes_version: release.version.clone(),
+        tracker: default_tracker(),
+        ..Record::default()
+    };
+    // Files of artifacts this run does not touch stay recorded (e.g. containerd with `none`).
+    let mut downloaded = 0u32;
+    for c in &chosen {
+        let name = &c.artifact.name;
+        let gzip = c
+            .artifact
+            .gzip_uri
+            .as_deref()
+            .is_some_and(|u| !u.is_empty());
+        let url = if gzip {
+            c.artifact.gzip_uri.clone().unwrap()
+        } else {
+            c.artifact.uri.clone()
+        };
+        if c.placement.path == CNI_BIN_DIR {
+            downloaded += install_cni(&src, &root, c, &url, gzip, &previous, &mut record)?;
+        } else {
+            let target = fsutil::under_root(&root, Path::new(c.placement.path));
+            let current = fetch::sha256_file(&target)
+                .with_context(|| format!("reading {}", target.display()))?;
+            if current == Some(c.want) {
+                log::info!(
+                    "{name}: {} already matches sha256 {}; not downloaded",
+                    c.placement.path,
+                    hex::encode(c.want)
+                );
+            } else {
+                let started = std::time::Instant::now();
+                let (bytes, attempts) = with_retries(name, |_| {
+                    let mut progress = fetch::Progress::new(name);
+                    fetch::download_once(
+                        &src,
+                        &fetch::Spec {
+                            url: &url,
+                            gzip,
+                            want: &c.want,
+                            target: &target,
+                            opts: &WriteOptions::executable(),
+                            limit: MAX_ARTIFACT_BYTES,
+                        },
+                        &mut progress,
+                    )
+                })
+                .map_err(fetch_error)
+                .with_context(|| format!("installing {name}"))?;
+                downloaded += 1;
+                log::info!(
+                    "{name}: installed {} ({}, {}, sha256 {}{})",
+                    c.placement.path,
+                    fetch::human(bytes),
+                    fetch::rate(bytes, started),
+                    hex::encode(c.want),
+                    if attempts > 1 {
+                        format!(", {attempts} attempts")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            record.files.insert(
+                c.placement.path.to_string(),
+                RecordedFile {
+                    artifact: name.clone(),
+                    sha256: hex::encode(c.want),
+                },
+            );
+        }
+        record.artifacts.insert(name.clone(), hex::encode(c.want));
+        let field = c.placement.tracker;
+        let value = if field == "Containerd" {
+            "distro"
+        } else {
+            "true"
+        };
+        record.tracker.insert(field.to_string(), value.to_string());
+    }
+
+    // Capabilities that come from the image or from hybridboot itself.
+    record
+        .tracker
+        .insert("IamRolesAnywhere".into(), "true".into());
+    if args.containerd_source == ContainerdSource::Distro {
+        record.tracker.insert("Containerd".into(), "distro".into());
+        if !["/usr/bin/containerd", "/usr/local/bin/containerd"]
+            .iter()
+            .any(|p| fsutil::under_root(&root, Path::new(p)).exists())
+        {
+            log::warn!("--containerd-source distro: containerd is neither in the manifest nor in the image; install the distribution's package");
+        }
+    }
+    let iptables = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"]
+        .iter()
+        .any(|p| fsutil::under_root(&root, Path::new(p)).exists());
+    if iptables {
+        record.tracker.insert("Iptables".into(), "true".into());
+    } else {
+        log::warn!("iptables is not in the image; kube-proxy needs it (install the distribution's package)");
+    }
+    // Files the previous install placed that this one no longer has (an older CNI plugin...).
+    for (path, f) in &previous.files {
+        if !record.files.contains_key(path) && chosen.iter().any(|c| c.artifact.name == f.artifact)
+        {
+            let p = fsutil::under_root(&root, Path::new(path));
+            if fsutil::remove_file(&p).with_context(|| format!("removing {}", p.display()))? {
+                log::info!(
+                    "removed {path} (not in Kubernetes {})",
+                    record.kubernetes_version
+                );
+            }
+        }
+    }
+    write_state(&root, &record)?;
+    log::info!(
+        "Kubernetes {} installed: {} artifacts, {downloaded} downloaded; tracker {}",
+        record.kubernetes_version,
+        chosen.len(),
+        TRACKER_PATH
+    );
+    Ok(())
+}
+
+/// Installs the CNI plugins tarball; returns 1 when it was downloaded, 0 when already in place.
+fn install_cni(
+    src: &dyn Fetch,
+    root: &Path,
+    c: &Chosen,
+    url: &str,
+    gzip: bool,
+    previous: &Record,
+    record: &mut Record,
+) -> anyhow::Result<u32> {
+    let name = &c.artifact.name;
+    let want_hex = hex::encode(c.want);
+    let previous_files: Vec<(&String, &RecordedFile)> = previous
+        .files
+        .iter()
+        .filter(|(_, f)| &f.artifact == name)
+        .collect();
+    let intact = previous.artifacts.get(name) == Some(&want_hex)
+        && !previous_files.is_empty()
+        && previous_files.iter().all(|(p, f)| {
+            fetch::sha256_file(&fsutil::under_root(root, Path::new(p)))
+                .ok()
+                .flatten()
+                .map(hex::encode)
+                .as_ref()
+                == Some(&f.sha256)
+        });
+    if intact {
+        log::info!("{name}: {CNI_BIN_DIR} already holds tarball sha256 {want_hex}; not downloaded");
+        for (p, f) in previous_files {
+            record.files.insert(p.clone(), f.clone());
+        }
+        return Ok(0);
+    }
+    // The tarball is staged beside the state, verified, checked entry by entry, then extracted.
+    let staging = fsutil::under_root(root, Path::new("/var/lib/hybridboot/cni-plugins.tgz"));
+    let started = std::time::Instant::now();
+    let (bytes, _) = with_retries(name, |_| {
+        let mut progress = fetch::Progress::new(name);
+        fetch::download_once(
+            src,
+            &fetch::Spec {
+                url,
+                gzip,
+                want: &c.want,
+                target: &staging,
+                opts: &WriteOptions::private(),
+                limit: MAX_ARTIFACT_BYTES,
+            },
+            &mut progress,
+        )
+    })
+    .map_err(fetch_error)
+    .with_context(|| format!("installing {name}"))?;
+    let limits = cni::Limits::default();
+    let open =
+        || std::fs::File::open(&staging).with_context(|| format!("reading {}", staging.display()));
+    let result = cni::plan(open()?, &limits).and_then(|_| {
+        cni::extract(
+            open().map_err(|e| cni::CniError::Corrupt(std::io::Error::other(e.to_string())))?,
+            &fsutil::under_root(root, Path::new(CNI_BIN_DIR)),
+            &limits,
+        )
+    });
+    fsutil::remove_file(&staging).ok();
+    let placed = result.map_err(|e| exit::operator(format!("{url}: {e}")))?;
+    let bin = fsutil::under_root(root, Path::new(CNI_BIN_DIR));
+    for (path, digest) in &placed {
+        let rel = Path::new(CNI_BIN_DIR).join(path.strip_prefix(&bin).unwrap_or(path));
+        record.files.insert(
+            rel.display().to_string(),
+            RecordedFile {
+                artifact: name.clone(),
+                sha256: hex::encode(digest),
+            },
+        );
+    }
+    log::info!(
+        "{name}: installed {} files in {CNI_BIN_DIR} (tarball {}, {}, sha256 {want_hex})",
+        placed.len(),
+        fetch::human(bytes),
+        fetch::rate(bytes, started)
+    );
+    Ok(1)
+}
+
+/// `--offline`: the artifacts are already in the image; check them against the record.
+fn verify_offline(root: &Path) -> anyhow::Result<()> {
+    let record = read_record(root)?.ok_or_else(|| {
+        exit::operator(format!(
+            "--offline: no install record at {RECORD_PATH}; run `hybridboot install` while building the image"
+        ))
+    })?;
+    let mut bad = Vec::new();
+    for (path, f) in &record.files {
+        let p = fsutil::under_root(root, Path::new(path));
+        match fetch::sha256_file(&p).with_context(|| format!("reading {}", p.display()))? {
+            Some(d) if hex::encode(d) == f.sha256 => {}
+            Some(d) => bad.push(format!(
+                "{path} has sha256 {} (installed {})",
+                hex::encode(d),
+                f.sha256
+            )),
+            None => bad.push(format!("{path} is missing")),
+        }
+    }
+    if !bad.is_empty() {
+        for b in &bad {
+            log::error!("{b}");
+        }
+        return Err(exit::operator(format!(
+            "--offline: {} of {} installed files do not match the install record; rebuild the image or install online",
+            bad.len(),
+            record.files.len()
+        )));
+    }
+    log::info!(
+        "--offline: Kubernetes {}: all {} installed files verified; nothing downloaded",
+        record.kubernetes_version,
+        record.files.len()
+    );
+    Ok(())
+}
+
+/// `hybridboot uninstall`.
+pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
+    let root = &args.root;
+    let record = read_record(root)?;
+    let mut removed = Vec::new();
+    let mut kept: Vec<(String, String)> = Vec::new();
+    if let Some(record) = &record {
+        for (path, f) in &record.files {
+            let p = fsutil::under_root(root, Path::new(path));
+            match fetch::sha256_file(&p).with_context(|| format!("reading {}", p.display()))? {
+                None => {}
+                Some(d) if hex::encode(d) == f.sha256 => {
+                    fsutil::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+                    removed.push(path.clone());
+                }
+                Some(_) => {
+                    kept.push((path.clone(), "changed since hybridboot installed it".into()))
+                }
+            }
+        }
+    } else {
+        log::warn!("no install record at {RECORD_PATH}: removing only the files init writes");
+    }
+    for path in INIT_FILES {
+        let p = fsutil::under_root(root, Path::new(path));
+        if fsutil::remove_file(&p).with_context(|| format!("removing {}", p.display()))? {
+            removed.push(path.to_string());
+        }
+    }
+    for path in [TRACKER_PATH, RECORD_PATH] {
+        let p = fsutil::under_root(root, Path::new(path));
+        if fsutil::remove_file(&p).with_context(|| format!("removing {}", p.display()))? {
+            removed.push(path.to_string());
+        }
+    }
+    for (path, why) in KEPT_FILES {
+        if fsutil::under_root(root, Path::new(path)).exists() {
+            kept.push((path.to_string(), why.to_string()));
+        }
+    }
+    // Directories only install created, if now empty.
+    for dir in [
+        CNI_BIN_DIR,
+        "/opt/cni",
+        "/etc/eks/image-credential-provider",
+    ] {
+        let _ = std::fs::remove_dir(fsutil::under_root(root, Path::new(dir)));
+    }
+    for path in &removed {
+        println!("removed {path}");
+    }
+    for (path, why) in &kept {
+        println!("kept {path} ({why})");
+    }
+    log::info!(
+        "uninstalled: {} files removed, {} kept",
+        removed.len(),
+        kept.len()
+    );
+    if record.is_none() && removed.is_empty() {
+        bail!("nothing to uninstall under {}", root.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_matches_nodeadm_fixture() {
+        let mut t = default_tracker();
+        for k in [
+            "CniPlugins",
+            "IamAuthenticator",
+            "IamRolesAnywhere",
+            "ImageCredentialProvider",
+            "Iptables",
+            "Kubectl",
+            "Kubelet",
+        ] {
+            t.insert(k.into(), "true".into());
+        }
+        t.insert("Containerd".into(), "distro".into());
+        assert_eq!(
+            render_tracker(&t),
+            include_str!("../../../tests/fixtures/nodeadm/expected-nodeadm-tracker")
+        );
+    }
+}

@@ -1,0 +1,824 @@
+//! `init`, `token` and `kubeconfig` against real peers on loopback: moto (EKS DescribeCluster with
+//! signature checking on, IAM, STS), a test API server that verifies EKS tokens with botocore
+//! (tests/peers/apiserver.py), and the real `kubectl`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use serde_json::Value;
+
+fn venv_python() -> PathBuf {
+    let venv = std::env::var("HYBRIDBOOT_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/hybridboot/venv", std::env::var("HOME").unwrap()));
+    PathBuf::from(venv).join("bin/python")
+}
+
+fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// A Python peer: killed by PID on drop; its stdin is held open (`--exit-on-stdin-eof`).
+struct Peer {
+    child: Child,
+    _stdin: ChildStdin,
+    ready: Value,
+}
+
+impl Peer {
+    fn start(script: &str, args: &[&str], log: &Path) -> Peer {
+        let mut child = Command::new(venv_python())
+            .arg(peers_dir().join(script))
+            .args(args)
+            .arg("--exit-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "{script} did not start ({e}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+        Peer {
+            child,
+            _stdin: stdin,
+            ready,
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sh(program: &str, args: &[&str]) -> String {
+    let r = common::tool(program, args, &[]);
+    assert_eq!(r.code, 0, "{program} {args:?}: {}", r.stderr);
+    r.stdout
+}
+
+/// A fresh CA, an API server certificate for 127.0.0.1 signed by it, and a node certificate.
+fn make_pki(dir: &Path, node_cn: &str) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cluster-ca",
+        ],
+    );
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("tls.key"),
+            "-out",
+            &p("tls.csr"),
+            "-subj",
+            "/CN=kube-apiserver",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    sh(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &p("tls.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &p("tls.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &p("ext.cnf"),
+        ],
+    );
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("node.key"),
+            "-out",
+            &p("node.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={node_cn}"),
+        ],
+    );
+}
+
+/// moto + apiserver + role credentials, in one tempdir.
+struct Env {
+    dir: tempfile::TempDir,
+    moto_endpoint: String,
+    api_port: u16,
+    /// Credentials of the node role (allowed eks:DescribeCluster).
+    role: (String, String, String),
+    _moto: Peer,
+    _api: Peer,
+}
+
+impl Env {
+    fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        make_pki(d, "node-1");
+        std::fs::write(d.join("apicreds.json"), r#"{"credentials":[]}"#).unwrap();
+        let p = |n: &str| d.join(n).display().to_string();
+        let api = Peer::start(
+            "apiserver.py",
+            &[
+                "--port",
+                "0",
+                "--tls-cert",
+                &p("tls.pem"),
+                "--tls-key",
+                &p("tls.key"),
+                "--cluster-name",
+                "hybrid-test",
+                "--region",
+                "us-east-1",
+                "--credentials-file",
+                &p("apicreds.json"),
+            ],
+            &d.join("apiserver.log"),
+        );
+        let api_port = api.ready["port"].as_u64().unwrap() as u16;
+        let moto = Peer::start(
+            "moto_server.py",
+            &[
+                "--port",
+                "0",
+                "--eks-ca-file",
+                &p("ca.pem"),
+                "--eks-endpoint",
+                &format!("https://127.0.0.1:{api_port}"),
+            ],
+            &d.join("moto.log"),
+        );
+        let moto_endpoint = moto.ready["endpoint"].as_str().unwrap().to_string();
+        let setup = Command::new(venv_python())
+            .arg(peers_dir().join("moto_setup.py"))
+            .args(["--endpoint", &moto_endpoint, "--out", &p("setup.json")])
+            .output()
+            .unwrap();
+        assert!(
+            setup.status.success(),
+            "{}",
+            String::from_utf8_lossy(&setup.stderr)
+        );
+        // The node role's credentials, from moto's STS with the minter's key (boto3, not us).
+        let assume = Command::new(venv_python())
+            .arg("-c")
+            .arg(
+                "import boto3,json,sys\n\
+                 s=json.load(open(sys.argv[1]))\n\
+                 c=boto3.client('sts',endpoint_url=s['endpoint'],region_name='us-east-1',\
+                 aws_access_key_id=s['access_key_id'],aws_secret_access_key=s['secret_access_key'])\n\
+                 r=c.assume_role(RoleArn=s['role_arn'],RoleSessionName='node-1')['Credentials']\n\
+                 print(json.dumps([r['AccessKeyId'],r['SecretAccessKey'],r['SessionToken']]))",
+            )
+            .arg(p("setup.json"))
+            .output()
+            .unwrap();
+        assert!(
+            assume.status.success(),
+            "{}",
+            String::from_utf8_lossy(&assume.stderr)
+        );
+        let role: (String, String, String) = serde_json::from_slice(&assume.stdout).unwrap();
+        std::fs::write(
+            d.join("apicreds.json"),
+            serde_json::json!({"credentials": [
+                {"access_key_id": role.0, "secret_access_key": role.1}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        Env {
+            dir,
+            moto_endpoint,
+            api_port,
+            role,
+            _moto: moto,
+            _api: api,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn api_stats(&self) -> Value {
+        let out = common::tool(
+            "curl",
+            &[
+                "-sS",
+                "--cacert",
+                &self.path("ca.pem").display().to_string(),
+                &format!("https://127.0.0.1:{}/_control/stats", self.api_port),
+            ],
+            &[],
+        );
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
+    /// A NodeConfig under the tempdir; `edit` changes its text.
+    fn node_config(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+        let text = "---
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  cluster:
+    name: hybrid-test
+    region: us-east-1
+  kubelet:
+    flags:
+      - --node-ip=10.80.0.5
+  hybrid:
+    iamRolesAnywhere:
+      nodeName: node-1
+      trustAnchorArn: arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta
+      profileArn: arn:aws:rolesanywhere:us-east-1:123456789012:profile/p
+      roleArn: arn:aws:iam::123456789012:role/hybrid-node
+      certificatePath: /etc/iam/pki/server.pem
+      privateKeyPath: /etc/iam/pki/server.key
+"
+        .to_string();
+        let path = self.path(name);
+        std::fs::write(&path, edit(text)).unwrap();
+        path
+    }
+
+    /// A root with the node certificate in place.
+    fn root(&self, name: &str, cert: &str) -> PathBuf {
+        let root = self.path(name);
+        std::fs::create_dir_all(root.join("etc/iam/pki")).unwrap();
+        std::fs::copy(self.path(cert), root.join("etc/iam/pki/server.pem")).unwrap();
+        root
+    }
+}
+
+/// Runs hybridboot with no AWS settings inherited, HOME in the tempdir, and `env` on top.
+fn hb(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> common::Run {
+    let mut cmd = Command::new(common::bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("HYBRIDBOOT_") || k == "KUBERNETES_EXEC_INFO" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", env.dir.path());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap().into()
+}
+
+fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn kubectl(kubeconfig: &Path, env: &Env, extra: &[(&str, &str)]) -> common::Run {
+    let mut cmd = Command::new("kubectl");
+    cmd.args([
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "get",
+        "--raw",
+        "/version",
+    ]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("KUBE") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", env.dir.path());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("kubectl").into()
+}
+
+#[test]
+fn init_fills_cluster_details_from_moto_is_idempotent_and_kubectl_gets_in() {
+    let env = Env::start();
+    let (akid, secret, token) = env.role.clone();
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", akid.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_SESSION_TOKEN", token.as_str()),
+    ];
+    let recorder = env.path("systemctl.sh");
+    let calls = env.path("systemctl.calls");
+    std::fs::write(
+        &recorder,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &recorder,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let cfg = env.node_config("node.yaml", |t| t);
+    let root = env.root("root", "node.pem");
+    let source = format!("file://{}", cfg.display());
+    let mut run_env: Vec<(&str, &str)> = creds.to_vec();
+    let eks = env.moto_endpoint.clone();
+    let rec = recorder.display().to_string();
+    run_env.push(("AWS_ENDPOINT_URL_EKS", &eks));
+    run_env.push(("HYBRIDBOOT_SYSTEMCTL", &rec));
+    let args = [
+        "init",
+        "--config-source",
+        &source,
+        "--root",
+        &root.display().to_string(),
+        "--kubelet-version",
+        "v1.31.0",
+    ];
+    let first = hb(&env, &args, &run_env);
+    first.ok();
+
+    // DescribeCluster filled endpoint and CA: the cluster's real CA and API server URL.
+    assert_eq!(
+        std::fs::read(root.join("etc/kubernetes/pki/ca.crt")).unwrap(),
+        std::fs::read(env.path("ca.pem")).unwrap()
+    );
+    let kubeconfig = std::fs::read_to_string(root.join("var/lib/kubelet/kubeconfig")).unwrap();
+    assert!(
+        kubeconfig.contains(&format!("server: https://127.0.0.1:{}", env.api_port)),
+        "{kubeconfig}"
+    );
+    let aws_config = std::fs::read_to_string(root.join("etc/aws/hybrid/config")).unwrap();
+    assert!(aws_config.contains("credential-process --certificate /etc/iam/pki/server.pem"));
+    let kubelet_cfg: Value = serde_json::from_slice(
+        &std::fs::read(root.join("etc/kubernetes/kubelet/config.json")).unwrap(),
+    )
+    .unwrap();
+    // moto_setup's service CIDR 172.20.0.0/16 -> cluster DNS .10.
+    assert_eq!(kubelet_cfg["clusterDNS"][0], "172.20.0.10", "{kubelet_cfg}");
+    let recorded = std::fs::read_to_string(&calls).unwrap();
+    for want in [
+        "daemon-reload",
+        "enable containerd.service",
+        "restart containerd.service",
+        "enable kubelet.service",
+        "restart kubelet.service",
+        "restart systemd-sysctl.service",
+    ] {
+        assert!(recorded.lines().any(|l| l == want), "{want}: {recorded}");
+    }
+    let before = snapshot(&root);
+
+    // Second run: identical files, nothing restarted.
+    let second = hb(&env, &args, &run_env);
+    second.ok();
+    assert_eq!(snapshot(&root), before);
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), recorded);
+    assert!(
+        second.stderr.contains("nothing changed"),
+        "{}",
+        second.stderr
+    );
+
+    // A kubelet-only change restarts the kubelet and nothing else.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap().replace(
+            "      - --node-ip=10.80.0.5\n",
+            "      - --node-ip=10.80.0.5\n      - --node-labels=site=lab\n",
+        ),
+    )
+    .unwrap();
+    hb(&env, &args, &run_env).ok();
+    let after = std::fs::read_to_string(&calls).unwrap();
+    let new_calls: Vec<&str> = after[recorded.len()..].lines().collect();
+    assert_eq!(
+        new_calls,
+        vec!["enable kubelet.service", "restart kubelet.service"],
+        "{after}"
+    );
+
+    // kubectl with the kubelet's kubeconfig (CA path moved under the root) runs
+    // `hybridboot token`, and the API server verifies the token with botocore.
+    let copy = env.path("kubelet.kubeconfig");
+    std::fs::write(
+        &copy,
+        kubeconfig.replace(
+            "certificate-authority: /etc/kubernetes/pki/ca.crt",
+            &format!(
+                "certificate-authority: {}",
+                root.join("etc/kubernetes/pki/ca.crt").display()
+            ),
+        ),
+    )
+    .unwrap();
+    let k = kubectl(&copy, &env, &creds);
+    k.ok();
+    assert!(k.stdout.contains("v1.31.0-hybridboot-test"), "{}", k.stdout);
+    // kubectl may ask more than once (it retries discovery-style requests); all were valid.
+    let stats = env.api_stats();
+    let ok = stats["ok"].as_u64().unwrap();
+    assert!(ok >= 1, "{stats}");
+    assert_eq!(stats["rejected"], 0, "{stats}");
+    assert_eq!(stats["last_access_key_id"], akid.as_str());
+
+    // A token signed with the wrong secret is refused by the server (kubectl fails).
+    let bad = kubectl(
+        &copy,
+        &env,
+        &[
+            ("AWS_ACCESS_KEY_ID", akid.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", "wrong-secret"),
+            ("AWS_SESSION_TOKEN", token.as_str()),
+        ],
+    );
+    bad.failed();
+    let stats = env.api_stats();
+    assert!(stats["rejected"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["ok"].as_u64().unwrap(), ok, "{stats}");
+    assert!(
+        stats["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("signature mismatch"),
+        "{stats}"
+    );
+    assert!(!bad.stderr.contains("wrong-secret"));
+}
+
+#[test]
+fn token_credentials_from_shared_file_and_credential_process() {
+    let env = Env::start();
+    let (akid, secret, token) = env.role.clone();
+    // Shared credentials file, profile chosen by AWS_PROFILE.
+    let credfile = env.path("credentials");
+    std::fs::write(
+        &credfile,
+        format!(
+            "[node]\naws_access_key_id = {akid}\naws_secret_access_key = {secret}\naws_session_token = {token}\n"
+        ),
+    )
+    .unwrap();
+    let cf = credfile.display().to_string();
+    let out = hb(
+        &env,
+        // -vv: the debug log names the source; it must still show no secret.
+        &[
+            "-vv",
+            "token",
+            "--cluster-name",
+            "hybrid-test",
+            "--region",
+            "us-east-1",
+        ],
+        &[
+            ("AWS_SHARED_CREDENTIALS_FILE", &cf),
+            ("AWS_PROFILE", "node"),
+        ],
+    );
+    out.ok();
+    let ec: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(ec["kind"], "ExecCredential");
+    assert_eq!(ec["apiVersion"], "client.authentication.k8s.io/v1beta1");
+    assert!(ec["status"]["token"]
+        .as_str()
+        .unwrap()
+        .starts_with("k8s-aws-v1."));
+    assert!(out.stderr.contains("CredentialsFile"), "{}", out.stderr);
+    assert!(!out.stderr.contains(&secret) && !out.stderr.contains(&token));
+    assert!(!out.stderr.contains("k8s-aws-v1."), "{}", out.stderr);
+
+    // A user kubeconfig from `hybridboot kubeconfig`, its plugin taking credentials from a
+    // config file credential_process (a script, spawned like an SDK does).
+    let script = env.path("creds.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho '{{\"Version\":1,\"AccessKeyId\":\"{akid}\",\"SecretAccessKey\":\"{secret}\",\"SessionToken\":\"{token}\"}}'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = env.path("config");
+    std::fs::write(
+        &config,
+        format!("[default]\ncredential_process = {}\n", script.display()),
+    )
+    .unwrap();
+    let kc = env.path("user.kubeconfig");
+    let server = format!("https://127.0.0.1:{}", env.api_port);
+    hb(
+        &env,
+        &[
+            "kubeconfig",
+            "--cluster-name",
+            "hybrid-test",
+            "--region",
+            "us-east-1",
+            "--server",
+            &server,
+            "--certificate-authority",
+            &env.path("ca.pem").display().to_string(),
+            "--out",
+            &kc.display().to_string(),
+        ],
+        &[],
+    )
+    .failed(); // the Roles Anywhere parameters are required
+    assert!(!kc.exists());
+    // With them: a kubeconfig kubectl reads, whose plugin is `hybridboot token` with the Roles
+    // Anywhere parameters (the certificate path made absolute, the pkcs11 URI intact).
+    let key_ref = "pkcs11:token=user;object=me?pin-source=file:/run/pin";
+    let made = Command::new(common::bin())
+        .current_dir(env.dir.path())
+        .args([
+            "kubeconfig",
+            "--cluster-name",
+            "hybrid-test",
+            "--region",
+            "us-east-1",
+            "--server",
+            &server,
+            "--certificate-authority",
+            &env.path("ca.pem").display().to_string(),
+            "--out",
+            &kc.display().to_string(),
+            "--certificate",
+            "node.pem",
+            "--private-key",
+            key_ref,
+            "--trust-anchor-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta",
+            "--profile-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/hybrid-node",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kc).unwrap().permissions())
+            & 0o777,
+        0o600
+    );
+    let view = common::tool(
+        "kubectl",
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "json",
+            "--kubeconfig",
+            &kc.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(view.code, 0, "{}", view.stderr);
+    let v: Value = serde_json::from_str(&view.stdout).unwrap();
+    let exec = &v["users"][0]["user"]["exec"];
+    assert_eq!(exec["command"], common::bin().display().to_string());
+    let args: Vec<&str> = exec["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let cert_abs = env.path("node.pem").display().to_string();
+    assert_eq!(
+        &args[..7],
+        &[
+            "token",
+            "--cluster-name",
+            "hybrid-test",
+            "--region",
+            "us-east-1",
+            "--certificate",
+            cert_abs.as_str()
+        ]
+    );
+    assert_eq!(args[8], key_ref);
+    assert_eq!(v["clusters"][0]["cluster"]["server"], server.as_str());
+    let ca_data = v["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap();
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(ca_data)
+            .unwrap(),
+        std::fs::read(env.path("ca.pem")).unwrap()
+    );
+
+    // The node-style kubeconfig: plain `token` arguments, credentials via AWS_CONFIG_FILE.
+    let plain = env.path("plain.kubeconfig");
+    std::fs::write(
+        &plain,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      args: [token, --cluster-name, hybrid-test, --region, us-east-1]\n      interactiveMode: Never\n",
+            env.path("ca.pem").display(),
+            common::bin().display()
+        ),
+    )
+    .unwrap();
+    let cfgs = config.display().to_string();
+    let k = kubectl(&plain, &env, &[("AWS_CONFIG_FILE", &cfgs)]);
+    k.ok();
+    assert!(k.stdout.contains("v1.31.0-hybridboot-test"), "{}", k.stdout);
+    let stats = env.api_stats();
+    assert!(stats["ok"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["rejected"], 0, "{stats}");
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_error_and_write_nothing() {
+    let env = Env::start();
+    let (akid, secret, token) = env.role.clone();
+    let eks = env.moto_endpoint.clone();
+    let base: Vec<(&str, &str)> = vec![
+        ("AWS_ACCESS_KEY_ID", &akid),
+        ("AWS_SECRET_ACCESS_KEY", &secret),
+        ("AWS_SESSION_TOKEN", &token),
+        ("AWS_ENDPOINT_URL_EKS", &eks),
+    ];
+    // A DescribeCluster answer for a cluster that is still CREATING, served by a plain HTTP
+    // server (moto makes every cluster ACTIVE).
+    let inactive_dir = env.path("inactive/clusters");
+    std::fs::create_dir_all(&inactive_dir).unwrap();
+    std::fs::write(
+        inactive_dir.join("hybrid-test"),
+        r#"{"cluster":{"name":"hybrid-test","status":"CREATING"}}"#,
+    )
+    .unwrap();
+    let port = common::free_port().to_string();
+    let mut http = Command::new(venv_python())
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+        .arg(env.path("inactive"))
+        .arg(&port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let inactive_url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _guard = Kill(&mut http);
+
+    let long_name = "n".repeat(65);
+    type Case<'a> = (&'a str, Box<dyn Fn(String) -> String>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed",
+            Box::new(|t| t.replace("    name: hybrid-test", "    name: [unclosed")),
+            "node.pem",
+            "yaml",
+        ),
+        (
+            "no-region",
+            Box::new(|t| t.replace("    region: us-east-1\n", "")),
+            "node.pem",
+            "region",
+        ),
+        (
+            "long-name",
+            Box::new(move |t| t.replace("nodeName: node-1", &format!("nodeName: {long_name}"))),
+            "node.pem",
+            "nodeName",
+        ),
+        (
+            "cn-mismatch",
+            Box::new(|t| t.replace("nodeName: node-1", "nodeName: node-2")),
+            "node.pem",
+            "does not match nodeName",
+        ),
+        (
+            "inactive",
+            Box::new(|t| t),
+            "node.pem",
+            "CREATING, not ACTIVE",
+        ),
+    ];
+    for (name, edit, cert, want) in cases {
+        let cfg = env.node_config(&format!("{name}.yaml"), edit);
+        let root = env.root(&format!("root-{name}"), cert);
+        let before = snapshot(&root);
+        let mut e = base.clone();
+        if name == "inactive" {
+            e.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_EKS");
+            e.push(("AWS_ENDPOINT_URL_EKS", &inactive_url));
+        }
+        let r = hb(
+            &env,
+            &[
+                "init",
+                "--config-source",
+                &cfg.display().to_string(),
+                "--root",
+                &root.display().to_string(),
+                "--kubelet-version",
+                "v1.31.0",
+                "--no-start",
+            ],
+            &e,
+        );
+        assert_eq!(r.code, 3, "{name}: {}", r.stderr);
+        let errors: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.to_lowercase().starts_with("error"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{name}: {}", r.stderr);
+        assert!(
+            errors[0].to_lowercase().contains(&want.to_lowercase()),
+            "{name}: {}",
+            r.stderr
+        );
+        assert_eq!(snapshot(&root), before, "{name}: something was written");
+        assert!(!r.stderr.contains(&secret) && !r.stderr.contains(&token));
+    }
+}

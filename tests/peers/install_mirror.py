@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""HTTPS artifact mirror for tests/install.rs: serves files, counts requests, injects faults.
+
+Usage: install_mirror.py --cert CERT --key KEY --dir DIR [--dir DIR2 ...]
+Files are looked up in the --dir directories in order (a per-test overlay first, then the shared
+artifact store). Binds 127.0.0.1 on a free port and prints `PORT <n>` once listening.
+
+Control endpoints (not counted):
+  GET  /__counts                          -> JSON {path: number of GETs}
+  POST /__fault?path=/p&mode=cut&times=1  -> the next `times` GETs of /p send half the body
+                                             (with the full Content-Length) and close
+  POST /__fault?path=/p&mode=wrong        -> /p is served with one byte flipped (until cleared)
+  POST /__clear                           -> removes all faults
+"""
+
+import argparse
+import json
+import os
+import ssl
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+LOCK = threading.Lock()
+COUNTS = {}
+FAULTS = {}  # path -> {"mode": str, "times": int or None}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "install-mirror"
+    sys_version = ""
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("mirror: " + (fmt % args) + "\n")
+
+    def reply(self, code, body, ctype="application/octet-stream"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        with LOCK:
+            if url.path == "/__fault":
+                times = int(q["times"]) if "times" in q else None
+                FAULTS[q["path"]] = {"mode": q["mode"], "times": times}
+            elif url.path == "/__clear":
+                FAULTS.clear()
+            else:
+                return self.reply(404, b"no such control endpoint\n", "text/plain")
+        self.reply(200, b"ok\n", "text/plain")
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        if url.path == "/__counts":
+            with LOCK:
+                body = json.dumps(COUNTS).encode()
+            return self.reply(200, body, "application/json")
+        rel = url.path.lstrip("/")
+        if ".." in rel.split("/"):
+            return self.reply(400, b"bad path\n", "text/plain")
+        with LOCK:
+            COUNTS[url.path] = COUNTS.get(url.path, 0) + 1
+            fault = FAULTS.get(url.path)
+            mode = None
+            if fault is not None:
+                mode = fault["mode"]
+                if fault["times"] is not None:
+                    fault["times"] -= 1
+                    if fault["times"] <= 0:
+                        del FAULTS[url.path]
+        for d in self.server.dirs:
+            path = os.path.join(d, rel)
+            if os.path.isfile(path):
+                break
+        else:
+            return self.reply(404, b"not found\n", "text/plain")
+        with open(path, "rb") as f:
+            body = f.read()
+        if mode == "wrong":
+            body = bytes([body[0] ^ 0xFF]) + body[1:] if body else b"x"
+        if mode == "cut":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            # An abrupt close, as when a link drops: no TLS close_notify.
+            self.connection.shutdown(2) if hasattr(self.connection, "shutdown") else None
+            return
+        self.reply(200, body)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--dir", action="append", required=True)
+    args = ap.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.dirs = args.dir
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args.cert, args.key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    print("PORT %d" % server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
