@@ -379,14 +379,26 @@ fn shape(root: &Path) -> BTreeMap<String, (u32, String)> {
 #[test]
 fn power_cuts_at_28_points_converge_to_the_uninterrupted_result() {
     let site = Site::start();
-    // The uninterrupted run.
-    let reference_dir = tempfile::tempdir().unwrap();
-    let reference = reference_dir.path();
-    site.configure(reference, CN, &site.bao.http_addr());
-    let t0 = Instant::now();
-    firstboot(reference, &[]).ok();
-    let duration = t0.elapsed();
-    let want = shape(reference);
+    // The uninterrupted run, three times: the shortest duration spreads the timed kills, so
+    // that they land mid-run also when this machine is busier during the kills than during
+    // the reference runs.
+    let mut duration = Duration::MAX;
+    let mut want = BTreeMap::new();
+    for _ in 0..3 {
+        site.reset_tpm();
+        let reference_dir = tempfile::tempdir().unwrap();
+        let reference = reference_dir.path();
+        site.configure(reference, CN, &site.bao.http_addr());
+        let t0 = Instant::now();
+        firstboot(reference, &[]).ok();
+        duration = duration.min(t0.elapsed());
+        let shape_now = shape(reference);
+        assert!(
+            want.is_empty() || want == shape_now,
+            "uninterrupted runs differ"
+        );
+        want = shape_now;
+    }
     println!(
         "uninterrupted run: {} ms, {} entries",
         duration.as_millis(),
@@ -412,10 +424,10 @@ fn power_cuts_at_28_points_converge_to_the_uninterrupted_result() {
         }),
         Point::When("stamp written", |r| stamp(r).exists()),
     ];
-    // Spread over the first 90% of the reference run (the last stretch is covered by the
+    // Spread over the first 80% of the reference run (the last stretch is covered by the
     // transition points), so that nearly all of them land mid-run.
     for k in 1..=22u32 {
-        points.push(Point::After(duration * 9 * k / (10 * 23)));
+        points.push(Point::After(duration * 8 * k / (10 * 23)));
     }
     assert!(points.len() >= 28);
 
