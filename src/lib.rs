@@ -15,6 +15,8 @@ pub mod awsauth;
 pub mod cli;
 pub mod exit;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod http;
 pub mod irsa;
 pub mod key;

@@ -8,7 +8,7 @@ mod file;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
 #[cfg(feature = "tpm")]
-mod tpm;
+pub(crate) mod tpm;
 #[cfg(feature = "tpm-native")]
 pub mod tpm_native;
 pub mod uri;

@@ -15,7 +15,7 @@
 //! public area, so the password session is set only around the commands that need
 //! authorisation, and cleared right after.
 
-mod tss2pem;
+pub(crate) mod tss2pem;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
