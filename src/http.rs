@@ -550,9 +550,16 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     /// Trust only the certificates in this PEM bundle (replaces the compiled-in roots).
     pub fn ca_bundle_file(self, path: &Path) -> Result<Self, HttpError> {
-        let text = std::fs::read_to_string(path).map_err(|e| HttpError::CaBundle {
+        // A system bundle is ~200 KiB; 4 MiB leaves room without letting a wrong path (a
+        // device, a log) exhaust memory.
+        let bytes =
+            crate::fsutil::read_capped(path, 4 * 1024 * 1024).map_err(|e| HttpError::CaBundle {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| HttpError::CaBundle {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            detail: "not UTF-8 text".into(),
         })?;
         self.ca_bundle_pem(&path.display().to_string(), &text)
     }
