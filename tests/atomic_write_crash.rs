@@ -120,7 +120,7 @@ fn crash_state(ops: &[Op], upto: usize, persisted: u64, content: &[u8]) -> Disk 
         let later = &ops[k + 1..upto];
         match &ops[k] {
             Op::Write(f, _) => later.iter().any(|o| *o == Op::FsyncFile(f.clone())),
-            Op::Create(_) | Op::Rename(..) => later.iter().any(|o| *o == Op::FsyncDir),
+            Op::Create(_) | Op::Rename(..) => later.contains(&Op::FsyncDir),
             Op::FsyncFile(_) | Op::FsyncDir => true,
         }
     };
