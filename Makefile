@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export HYBRIDBOOT_VENV ?= $(HOME)/.cache/hybridboot/venv
 
-.PHONY: help setup build test lint bench run clean static dynamic vm-test
+.PHONY: help setup build test lint bench run clean static dynamic vm-test fuzz
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -35,6 +35,9 @@ bench: setup ## benchmarks; results in target/bench/
 run: setup ## the main job on the embedded default (local swtpm); see README
 	$(CARGO) build --locked
 	bash scripts/run-main.sh
+
+fuzz: ## cargo-fuzz every parser FUZZ_SECONDS (180) each; crashes land in fuzz/corpus/ as regressions
+	bash scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean

@@ -13,6 +13,10 @@ APT_PACKAGES=(
   softhsm2 opensc
   python3-venv
   containerd runc containernetworking-plugins  # tests/install.rs: real binaries for the mirror
+  systemd          # systemd-analyze verify / security on the shipped units
+  strace           # tests/atomic_write_crash.rs records atomic_write's syscalls
+  faketime         # tests/firstboot.rs: a clock years off
+  socat            # VM test: guestfwd relays to loopback
 )
 
 missing=()
@@ -35,6 +39,12 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
+fi
+
+# kubectl: preinstalled on this kind of machine; Debian's client is the fallback.
+if ! command -v kubectl >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends kubernetes-client
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }

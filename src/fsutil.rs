@@ -6,7 +6,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -158,6 +158,22 @@ impl Drop for TempFile {
     }
 }
 
+/// Reads a whole file of at most `max` bytes. A larger file (or one growing while read) is an
+/// `InvalidData` error naming the path and the limit, read no further: operator- or
+/// peer-supplied files must not exhaust memory.
+pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let mut data = Vec::new();
+    file.take(max + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", path.display()),
+        ));
+    }
+    Ok(data)
+}
+
 /// Removes a file durably (the directory entry removal is flushed). A missing file is fine.
 pub fn remove_file(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {
@@ -304,5 +320,16 @@ mod tests {
             under_root(Path::new("/"), Path::new("/etc/x")),
             PathBuf::from("/etc/x")
         );
+    }
+
+    #[test]
+    fn read_capped_refuses_files_over_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"12345").unwrap();
+        assert_eq!(read_capped(&p, 5).unwrap(), b"12345");
+        let e = read_capped(&p, 4).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("larger than 4 bytes"), "{e}");
     }
 }

@@ -550,9 +550,16 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     /// Trust only the certificates in this PEM bundle (replaces the compiled-in roots).
     pub fn ca_bundle_file(self, path: &Path) -> Result<Self, HttpError> {
-        let text = std::fs::read_to_string(path).map_err(|e| HttpError::CaBundle {
+        // A system bundle is ~200 KiB; 4 MiB leaves room without letting a wrong path (a
+        // device, a log) exhaust memory.
+        let bytes =
+            crate::fsutil::read_capped(path, 4 * 1024 * 1024).map_err(|e| HttpError::CaBundle {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| HttpError::CaBundle {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            detail: "not UTF-8 text".into(),
         })?;
         self.ca_bundle_pem(&path.display().to_string(), &text)
     }
@@ -1065,6 +1072,29 @@ impl Client {
     }
 }
 
+/// Fuzzing and corpus-replay entry point (not an API): parses `raw` as the bytes a server sent
+/// for a request with `method`, through the same head, framing and body code as a real exchange,
+/// with a body cap of `limit` bytes. Returns status, headers and body.
+#[doc(hidden)]
+pub type ParsedResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// See [`ParsedResponse`]; the entry point itself.
+#[doc(hidden)]
+pub fn parse_response_bytes(
+    raw: &[u8],
+    method: &str,
+    limit: usize,
+) -> Result<ParsedResponse, HttpError> {
+    let peer = "fuzz";
+    let stream: Box<dyn Stream> = Box::new(io::Cursor::new(raw.to_vec()));
+    let head_req = method == "HEAD";
+    let (status, headers, mut reader) = read_head(stream, peer, head_req)?;
+    let framing = framing(status, &headers, head_req, peer)?;
+    let mut body = Vec::new();
+    read_body(&mut reader, framing, &mut body, limit, peer)?;
+    Ok((status, headers, body))
+}
+
 /// Status, headers and peer of a finished exchange.
 type Exchanged = (u16, Vec<(String, String)>, String);
 
@@ -1500,7 +1530,8 @@ fn read_body(
                 while !read_line(reader, peer)?.is_empty() {}
                 return Ok(());
             }
-            if total as u64 + size > limit as u64 {
+            // Saturating: a peer may announce a chunk of up to 2^64-1 bytes.
+            if (total as u64).saturating_add(size) > limit as u64 {
                 return Err(too_large());
             }
             copy(reader, size, &mut total)?;

@@ -16,6 +16,8 @@ pub mod cli;
 pub mod exit;
 pub mod firstboot;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod http;
 pub mod irsa;
 pub mod key;

@@ -19,7 +19,8 @@ impl Secret {
 
     /// Reads a secret from a file, trimming one trailing newline (as `echo` writes it).
     pub fn from_file(path: &Path) -> std::io::Result<Self> {
-        let raw = Zeroizing::new(std::fs::read(path)?);
+        // Tokens, secret ids and PINs are short; a huge file is a mistake, not a secret.
+        let raw = Zeroizing::new(crate::fsutil::read_capped(path, 64 * 1024)?);
         let text = std::str::from_utf8(&raw).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "secret file is not UTF-8")
         })?;

@@ -595,6 +595,43 @@ pub fn verify_signed(
     })
 }
 
+/// Fuzzing and corpus-replay entry point (not an API): runs `body` through every decoder of a
+/// Vault answer (error list, login, unwrap, `pki/sign` and its verification against the leaf's
+/// own key and CN, so the chain checks are reached) and the duration parser.
+#[doc(hidden)]
+pub fn fuzz_answers(body: &[u8], now: SystemTime) {
+    if let Ok(e) = serde_json::from_slice::<ErrorBody>(body) {
+        let _ = one_line(&e.errors.join("; "));
+    }
+    if let Ok(a) = serde_json::from_slice::<AuthBody>(body) {
+        let _ = a.auth.map(|a| a.client_token.0.is_empty());
+    }
+    if let Ok(u) = serde_json::from_slice::<UnwrapBody>(body) {
+        let _ = u.data.map(|d| d.secret_id.0.is_empty());
+    }
+    if let Ok(SignBody {
+        data: Some(signed), ..
+    }) = serde_json::from_slice::<SignBody>(body)
+    {
+        let leaf = chain::parse_pem_certs(&signed.certificate).ok();
+        let first = leaf.as_ref().and_then(|l| l.first());
+        let spki = first.map(Cert::spki_der).unwrap_or_default();
+        let cn = first.and_then(Cert::common_name).unwrap_or_default();
+        let req = SignRequest {
+            common_name: &cn,
+            dns_names: &[],
+            ip_addresses: &[],
+            ttl: Some(Duration::from_secs(3600)),
+        };
+        let _ = verify_signed("fuzz", &signed, &spki, &req, now);
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        if let Ok(d) = parse_duration(text) {
+            let _ = format_duration(d);
+        }
+    }
+}
+
 /// When a certificate with this validity is due for renewal: once less than `fraction` of its
 /// lifetime remains.
 pub fn renewal_due(not_before: SystemTime, not_after: SystemTime, fraction: f64) -> SystemTime {

@@ -2,6 +2,7 @@
 //! and `credentials inspect` with TPM (swtpm), PKCS#11 (SoftHSM2) and file keys, certificates
 //! from OpenBao (or a test CA where OpenBao is not the point), the project's CreateSession
 //! endpoint (tests/peers/rolesanywhere.py) and moto verifying the minted credentials' signatures.
+#![cfg_attr(not(all(feature = "tpm", feature = "pkcs11")), allow(dead_code))]
 mod common;
 #[path = "common/openbao.rs"]
 mod openbao;

@@ -49,6 +49,11 @@ pub fn validate_profile(profile: &str) -> Result<(), CredFileError> {
 }
 
 fn section_name(line: &str) -> Option<&str> {
+    // An indented line continues the previous value (botocore's reading), even if it looks
+    // like `[name]`: treating it as a header would drop it on the next rewrite.
+    if line.starts_with([' ', '\t']) {
+        return None;
+    }
     let t = line.trim();
     let inner = t.strip_prefix('[')?;
     let end = inner.find(']')?;

@@ -116,7 +116,8 @@ impl TpmKey {
     /// create them, so [`OpenMode::CreateIfAbsent`] only checks the algorithm.
     pub fn open_tss2_pem(path: &Path, opts: &KeyOptions, mode: OpenMode) -> Result<Self, KeyError> {
         let reference = path.display().to_string();
-        let text = std::fs::read(path)
+        // A TSS2 PEM key is ~1 KiB.
+        let text = crate::fsutil::read_capped(path, 64 * 1024)
             .map_err(|e| KeyError::io(format!("reading TPM key file {reference}"), e))?;
         let parsed = tss2pem::parse_pem(&text).map_err(|e| match e {
             tss2pem::Tss2Error::Unsupported(detail) => KeyError::Unsupported {
@@ -271,7 +272,7 @@ fn read_auth(opts: &KeyOptions) -> Result<Option<Auth>, KeyError> {
         return Ok(None);
     };
     let mut raw =
-        Zeroizing::new(std::fs::read(path).map_err(|e| {
+        Zeroizing::new(crate::fsutil::read_capped(path, 4096).map_err(|e| {
             KeyError::io(format!("reading TPM key auth file {}", path.display()), e)
         })?);
     if raw.last() == Some(&b'\n') {

@@ -78,6 +78,11 @@ impl fmt::Display for KeyRef {
         match self {
             KeyRef::TpmHandle(h) => write!(f, "handle:0x{h:08x}"),
             KeyRef::Pkcs11(u) => write!(f, "{u}"),
+            // `file://` is the authority form: a path starting with `//` needs it spelled out
+            // (`file:////x`), or it would print as `file://x` and no longer parse back.
+            KeyRef::Path(p) if p.to_string_lossy().starts_with("//") => {
+                write!(f, "file://{}", p.display())
+            }
             KeyRef::Path(p) => write!(f, "file:{}", p.display()),
         }
     }
