@@ -195,15 +195,7 @@ pub fn leaf_info(certificate_der: &[u8]) -> Result<LeafInfo, X509SignError> {
         .map_err(|e| X509SignError::BadCertificate(e.to_string()))?;
     let serial = cert.tbs_certificate.serial_number.as_bytes();
     let trimmed: Vec<u8> = serial.iter().copied().skip_while(|b| *b == 0).collect();
-    let serial_hex = {
-        let h = hex::encode(&trimmed);
-        let h = h.trim_start_matches('0');
-        if h.is_empty() {
-            "0".into()
-        } else {
-            h.to_string()
-        }
-    };
+    let serial_hex = crate::x509::chain::serial_hex(&trimmed);
     let spki_der = cert
         .tbs_certificate
         .subject_public_key_info

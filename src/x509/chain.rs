@@ -174,7 +174,7 @@ impl Cert {
     pub fn info(&self) -> CertInfo {
         let serial = self.serial_bytes();
         CertInfo {
-            serial_hex: hex::encode(&serial),
+            serial_hex: serial_hex(&serial),
             serial_decimal: bytes_to_decimal(&serial),
             not_before: self.not_before(),
             not_after: self.not_after(),
@@ -442,6 +442,15 @@ pub fn check_leaf(
 
 pub use crate::time::rfc3339;
 
+/// A big-endian unsigned integer in lowercase hex without leading zeros (`0` for zero).
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let h = hex::encode(bytes);
+    match h.trim_start_matches('0') {
+        "" => "0".into(),
+        t => t.to_string(),
+    }
+}
+
 /// A big-endian unsigned integer in decimal.
 pub fn bytes_to_decimal(bytes: &[u8]) -> String {
     let mut digits: Vec<u8> = Vec::new(); // little-endian decimal digits
@@ -549,6 +558,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(info.serial_hex, "c0ffee0123456789");
+        assert_eq!(serial_hex(&[0x00, 0x0d, 0x9c]), "d9c");
+        assert_eq!(serial_hex(&[0x00]), "0");
         assert_eq!(info.serial_decimal, "13907095862997510025");
         assert_eq!(info.common_name.as_deref(), Some("node-1.example.com"));
         assert_eq!(info.issuer, "CN=Fixture Issuing CA");
