@@ -107,6 +107,15 @@ pub fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
             "--certificate, --private-key, --trust-anchor-arn, --profile-arn and --role-arn are required",
         ));
     };
+    // The kubeconfig stores the arguments in clear text (and kubectl shows them): a PIN in the
+    // key reference would be written into it.
+    if let Ok(crate::key::uri::KeyRef::Pkcs11(u)) = crate::key::uri::KeyRef::parse(&ra_args[3]) {
+        if matches!(u.pin, Some(crate::key::uri::PinSource::Value(_))) {
+            return Err(exit::operator(
+                "--private-key carries the PIN (pin-value=), which the kubeconfig would store in clear text: use ?pin-source=file:/path or the HYBRIDBOOT_PKCS11_PIN environment variable",
+            ));
+        }
+    }
     // The plugin runs from kubectl's working directory: make the certificate path absolute.
     let cert = args.roles_anywhere.certificate.clone().expect("checked");
     let abs =
@@ -114,7 +123,7 @@ pub fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
     ra_args[1] = abs.display().to_string();
     let (server, ca) = match (&args.server, &args.certificate_authority) {
         (Some(s), Some(f)) => {
-            let ca = std::fs::read(f).map_err(|e| {
+            let ca = crate::fsutil::read_capped(f, crate::fsutil::MAX_TEXT_FILE).map_err(|e| {
                 exit::operator(format!("--certificate-authority {}: {e}", f.display()))
             })?;
             if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
