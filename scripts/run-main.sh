@@ -93,7 +93,7 @@ echo "-- files in the root (configuration, certificate, what init wrote, state):
 ( cd "$root" && find etc var -type f | sort | sed 's/^/   \//' ) >&2
 echo "-- systemd actions requested:" >&2
 sed 's/^/   /' "$work/systemctl.log" >&2
-echo "-- kubeconfig server: $(grep 'server:' "$root/var/lib/kubelet/kubeconfig" | tr -s ' ')" >&2
+echo "-- kubeconfig server: $(sed -n 's/^ *server: //p' "$root/var/lib/kubelet/kubeconfig")" >&2
 echo "== hybridboot status --root $root" >&2
 "$bin" status --root "$root"
 echo "== done: the private key never left the TPM; root in $root" >&2

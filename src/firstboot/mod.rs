@@ -225,8 +225,10 @@ pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
     let loaded = args.source.load()?;
     let deadline = started + loaded.bootstrap.timeouts.overall;
     // Temporary files of writes a power cut interrupted: the directories first boot writes.
+    // (init cleans the directories it writes itself.)
     for dir in [
         PathBuf::from(state::STATE_DIR),
+        PathBuf::from(crate::aws::cache::DEFAULT_DIR),
         loaded
             .node
             .iam_roles_anywhere

@@ -154,6 +154,12 @@ impl Moto {
 
     /// Starts moto with extra moto_server.py arguments (e.g. `--eks-ca-file`), then runs setup.
     pub fn start_with(extra: &[&str]) -> Moto {
+        Self::start_configured(extra, &[])
+    }
+
+    /// Starts moto with extra moto_server.py arguments, then runs moto_setup.py with extra
+    /// arguments (e.g. `--remote-node-cidr 127.0.0.0/8` for a node on loopback).
+    pub fn start_configured(extra: &[&str], setup_extra: &[&str]) -> Moto {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
         let mut args: Vec<String> = ["--port", "0", "--exit-on-stdin-eof", "--log-file"]
@@ -165,15 +171,14 @@ impl Moto {
         let process = PeerProcess::spawn("moto_server.py", &args, &log);
         let endpoint = process.ready["endpoint"].as_str().unwrap().to_string();
         let setup_file = dir.path().join("moto-setup.json");
-        let out = run_script(
-            "moto_setup.py",
-            &[
-                "--endpoint",
-                &endpoint,
-                "--out",
-                setup_file.to_str().unwrap(),
-            ],
-        );
+        let mut setup_args = vec![
+            "--endpoint",
+            &endpoint,
+            "--out",
+            setup_file.to_str().unwrap(),
+        ];
+        setup_args.extend_from_slice(setup_extra);
+        let out = run_script("moto_setup.py", &setup_args);
         let setup: serde_json::Value = serde_json::from_str(out.trim()).expect("moto_setup JSON");
         Moto {
             dir,
