@@ -313,13 +313,14 @@ pub fn credentials_from_process_args(args: &[String]) -> anyhow::Result<Credenti
 }
 
 /// The cache directory: `--cache-dir` / `HYBRIDBOOT_CACHE_DIR`, else `$RUNTIME_DIRECTORY`, else
-/// `/run/hybridboot`.
+/// `$XDG_RUNTIME_DIR/hybridboot`, else `/run/hybridboot`.
 #[derive(Args, Debug, Clone)]
 pub struct CacheArgs {
     /// Do not read or write the session cache (always make a new session).
     #[arg(long)]
     pub no_cache: bool,
-    /// Session cache directory [default: $RUNTIME_DIRECTORY, then /run/hybridboot].
+    /// Session cache directory [default: $RUNTIME_DIRECTORY, then $XDG_RUNTIME_DIR/hybridboot,
+    /// then /run/hybridboot].
     #[arg(long, value_name = "DIR", env = "HYBRIDBOOT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 }
@@ -348,6 +349,7 @@ pub fn credentials(ra: &RolesAnywhereArgs, cache_args: &CacheArgs) -> anyhow::Re
     let dir = cache::default_dir(
         cache_args.cache_dir.as_deref(),
         std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+        std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
     );
     let cache = CredentialCache::new(dir);
     let (creds, source) = cache.get_or_fetch(&prepared.cache_key, SystemTime::now(), fetch)?;
