@@ -92,6 +92,16 @@ pub fn default_dir(
     }
 }
 
+/// The cache directory of a run under `--root DIR` (tests, image builds): `DIR/run/hybridboot`,
+/// unless `HYBRIDBOOT_CACHE_DIR` or `RUNTIME_DIRECTORY` name one. `None` for `/`.
+pub fn dir_for_root(root: &Path, env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+    if root == Path::new("/") || set("HYBRIDBOOT_CACHE_DIR") || set("RUNTIME_DIRECTORY") {
+        return None;
+    }
+    Some(crate::fsutil::under_root(root, Path::new(DEFAULT_DIR)))
+}
+
 /// Where the credentials came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

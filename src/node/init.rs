@@ -183,6 +183,9 @@ pub struct WriteReport {
     pub removed: Vec<PathBuf>,
     /// What the changes require (daemon-reload, restarts), without duplicates, in order.
     pub effects: BTreeSet<Effect>,
+    /// What the unchanged files would require: a caller that cannot know whether an earlier,
+    /// interrupted run already applied them (first boot) applies these too.
+    pub unchanged_effects: BTreeSet<Effect>,
 }
 
 impl WriteReport {
@@ -213,6 +216,9 @@ pub fn write_files(root: &Path, files: &[RenderedFile]) -> Result<WriteReport, W
         let target = fsutil::under_root(root, &f.path);
         if up_to_date(&target, &f.contents, f.mode) {
             report.unchanged.push(f.path.clone());
+            report
+                .unchanged_effects
+                .extend(f.effects.iter().copied().filter(|e| *e != Effect::None));
             continue;
         }
         fsutil::atomic_write(

@@ -141,6 +141,7 @@ pub fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
                 &args.cluster_name,
                 &args.region,
                 &creds,
+                &super::init_cmd::EksTarget::default(),
                 &env,
             )?;
             (d.endpoint, d.certificate_authority_pem)
