@@ -3,7 +3,7 @@
 //!
 //! - issue #5 (node): swtpm key, certificate from OpenBao (`hybridboot enroll`), `hybridboot
 //!   init` with a NodeConfig without endpoint and CA: Roles Anywhere (tests/peers/rolesanywhere.py,
-//!   trust anchor OpenBao's issuing CA, credentials minted by moto's STS) -> moto EKS
+//!   trust anchor OpenBao's root CA, credentials minted by moto's STS) -> moto EKS
 //!   DescribeCluster (signature checking on) -> the written kubeconfig and AWS config -> `kubectl`
 //!   -> `hybridboot token` -> credential_process of the written config -> Roles Anywhere -> the
 //!   test API server (tests/peers/apiserver.py) recomputes the token signature with botocore.
@@ -173,8 +173,8 @@ fn node_tpm_openbao_roles_anywhere_describe_cluster_init_kubectl() {
     let t0 = Instant::now();
     let (cluster, bao) = Cluster::start(|| {
         let bao = OpenBao::start();
-        let issuing = bao.pki_issuing.clone();
-        (bao, issuing)
+        let root = bao.pki_root.clone();
+        (bao, root)
     });
     let tpm = Swtpm::start();
     eprintln!("peers up in {:?}", t0.elapsed());
@@ -184,7 +184,8 @@ fn node_tpm_openbao_roles_anywhere_describe_cluster_init_kubectl() {
     let key = "handle:0x81000001";
     let tpm_env = [("HYBRIDBOOT_TCTI", tpm.tcti())];
 
-    // Key in the TPM, certificate from OpenBao's issuing CA.
+    // Key in the TPM, certificate from OpenBao's issuing CA; enroll writes the leaf and then
+    // the chain, which is how the trust anchor (the root) is reached without --intermediates.
     hb(d, &tpm_env, &["key", "create", "--key", key]).ok();
     // Paths in the NodeConfig are absolute: `X/...` is the same file inside the root (where
     // init's checks and writes go) and outside it (what the written credential_process line
