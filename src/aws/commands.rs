@@ -325,13 +325,14 @@ pub fn credentials_from_process_args_with(
 }
 
 /// The cache directory: `--cache-dir` / `HYBRIDBOOT_CACHE_DIR`, else `$RUNTIME_DIRECTORY`, else
-/// `/run/hybridboot`.
+/// `$XDG_RUNTIME_DIR/hybridboot`, else `/run/hybridboot`.
 #[derive(Args, Debug, Clone)]
 pub struct CacheArgs {
     /// Do not read or write the session cache (always make a new session).
     #[arg(long)]
     pub no_cache: bool,
-    /// Session cache directory [default: $RUNTIME_DIRECTORY, then /run/hybridboot].
+    /// Session cache directory [default: $RUNTIME_DIRECTORY, then $XDG_RUNTIME_DIR/hybridboot,
+    /// then /run/hybridboot].
     #[arg(long, value_name = "DIR", env = "HYBRIDBOOT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 }
@@ -369,6 +370,7 @@ pub fn credentials_with(
     let dir = cache::default_dir(
         cache_args.cache_dir.as_deref(),
         std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+        std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
     );
     let cache = CredentialCache::new(dir);
     let (creds, source) = cache.get_or_fetch(&prepared.cache_key, SystemTime::now(), fetch)?;

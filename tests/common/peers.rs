@@ -433,3 +433,69 @@ impl RolesAnywhere {
         ]
     }
 }
+
+/// The test EKS API server (tests/peers/apiserver.py): HTTPS with a certificate from `ca`,
+/// `GET /version` answers 200 only for an EKS token whose signature botocore recomputes with
+/// a secret from `credentials_file` (re-read on every request).
+pub struct ApiServer {
+    pub dir: tempfile::TempDir,
+    pub process: PeerProcess,
+    pub port: u16,
+    /// The CA of its TLS certificate (the cluster CA).
+    pub ca: PathBuf,
+}
+
+impl ApiServer {
+    /// Starts it for cluster `hybrid-test` in [`REGION`], TLS certificate signed by `ca`.
+    pub fn start(ca: &MiniCa, credentials_file: &Path) -> ApiServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ca.tls(dir.path());
+        let log = dir.path().join("apiserver.log");
+        let args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--cluster-name".into(),
+            "hybrid-test".into(),
+            "--region".into(),
+            REGION.into(),
+            "--credentials-file".into(),
+            credentials_file.display().to_string(),
+            "--exit-on-stdin-eof".into(),
+            "--log-file".into(),
+            log.display().to_string(),
+        ];
+        let process = PeerProcess::spawn("apiserver.py", &args, &log);
+        let port = process.ready["port"].as_u64().unwrap() as u16;
+        ApiServer {
+            dir,
+            process,
+            port,
+            ca: ca.cert.clone(),
+        }
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// `/_control/stats`: `ok`, `rejected`, `last_error`, `last_access_key_id`.
+    pub fn stats(&self) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&self.ca)
+            .arg(format!("{}/_control/stats", self.endpoint()))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "apiserver stats: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("apiserver stats JSON")
+    }
+}
