@@ -133,6 +133,7 @@ pub fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u
     (status, body.to_string())
 }
 
+pub mod mirror;
 pub mod peers;
 pub mod softhsm;
 pub mod swtpm;
