@@ -345,7 +345,11 @@ fn hb_command(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost");
     for (k, v) in env {
-        cmd.env(k, v);
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
     }
     cmd
 }
@@ -603,15 +607,67 @@ fn vault_commands_at_vvv_never_show_tokens_secret_ids_pins_or_tpm_auth() {
     )
     .failed();
 
-    // 4. firstboot: TPM key, wrapped AppRole secret id from the BootstrapConfig.
+    drop(tpm);
+    audit.finish();
+}
+
+/// The whole first boot at -vvv: TPM key, enrollment with a response-wrapped AppRole secret
+/// id, the Roles Anywhere session (moto's STS), DescribeCluster (moto) and init; then status.
+#[test]
+fn firstboot_at_vvv_never_shows_secret_ids_wrapping_tokens_or_aws_secrets() {
+    let mut audit = Audit::new();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    audit.dirs.push(w.to_path_buf());
+    let cluster_ca = MiniCa::root(w, "cluster-ca").cert;
+    let moto = Moto::start_configured(
+        &[
+            "--eks-ca-file",
+            cluster_ca.to_str().unwrap(),
+            "--eks-endpoint",
+            "https://127.0.0.1:6443",
+        ],
+        &["--remote-node-cidr", "127.0.0.0/8"],
+    );
+    audit.secret(
+        "moto minter secret key",
+        moto.setup["secret_access_key"].as_str().unwrap(),
+    );
+    let bao = OpenBao::start();
+    audit.secret("OpenBao root token", &bao.root_token);
+    audit.secret("AppRole role id", &bao.role_id);
+    let ra = RolesAnywhere::start(&RaOptions::new(&[&bao.pki_root]).sts(&moto));
+    let tpm = Swtpm::start();
+
     let root = w.join("root");
     let etc = root.join("etc/hybridboot");
     std::fs::create_dir_all(&etc).unwrap();
+    // As under systemd: no HYBRIDBOOT_CACHE_DIR, so the session cache is <root>/run/hybridboot.
+    let cache = root.join("run/hybridboot");
+    audit.cache_dirs.push(cache.clone());
+    let wrapping = bao
+        .ok(&[
+            "write",
+            "-wrap-ttl=5m",
+            "-field=wrapping_token",
+            "auth/approle/role/node/custom-secret-id",
+            &format!("secret_id={FIRSTBOOT_SECRET_ID}"),
+        ])
+        .trim()
+        .to_string();
     audit.secret("AppRole secret id (firstboot)", FIRSTBOOT_SECRET_ID);
-    let fb_wrapping = custom_secret_id(FIRSTBOOT_SECRET_ID, true);
-    audit.secret("response-wrapping token (firstboot)", &fb_wrapping);
+    audit.secret("response-wrapping token (firstboot)", &wrapping);
     audit.secret_file(&etc.join("role-id"), &bao.role_id);
-    audit.secret_file(&etc.join("secret-id"), &fb_wrapping);
+    audit.secret_file(&etc.join("secret-id"), &wrapping);
+    std::fs::copy(&ra.tls_ca, etc.join("aws-ca.pem")).unwrap();
+    // The image's kubelet (init only asks its version) and a systemctl that does nothing.
+    let bin = root.join("usr/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("kubelet"), "#!/bin/sh\necho Kubernetes v1.31.2\n").unwrap();
+    std::fs::set_permissions(bin.join("kubelet"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let systemctl = w.join("systemctl.sh");
+    std::fs::write(&systemctl, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(
         etc.join("config.yaml"),
         format!(
@@ -620,14 +676,14 @@ apiVersion: node.eks.aws/v1alpha1
 kind: NodeConfig
 spec:
   cluster:
-    name: my-cluster
-    region: us-west-2
+    name: {cluster}
+    region: us-east-1
   hybrid:
     iamRolesAnywhere:
       nodeName: {CN}
-      roleArn: arn:aws:iam::123456789010:role/HybridNodes
-      profileArn: arn:aws:rolesanywhere:us-west-2:123456789010:profile/p
-      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t
+      roleArn: {role}
+      profileArn: {profile}
+      trustAnchorArn: {ta}
       privateKeyPath: handle:0x81000021
 ---
 apiVersion: hybridboot/v1alpha1
@@ -646,11 +702,22 @@ spec:
         roleIdFile: /etc/hybridboot/role-id
         secretIdFile: /etc/hybridboot/secret-id
         wrapped: true
+  aws:
+    rolesAnywhereEndpoint: {ra_endpoint}
+    eksEndpoint: {eks}
+    caBundle: /etc/hybridboot/aws-ca.pem
   timeouts:
     overall: 2m
     timeSync: 5s
 ",
-            addr = bao.http_addr()
+            cluster = moto.cluster_name(),
+            role = ra.role_arn,
+            profile = ra.profile_arn,
+            ta = ra.trust_anchor_arn,
+            tcti = tpm.tcti(),
+            addr = bao.http_addr(),
+            ra_endpoint = ra.endpoint(),
+            eks = moto.endpoint,
         ),
     )
     .unwrap();
@@ -665,9 +732,22 @@ spec:
             "--root",
             &root_s,
         ],
-        &[],
+        &[
+            ("HYBRIDBOOT_SYSTEMCTL", systemctl.to_str().unwrap()),
+            ("HYBRIDBOOT_CACHE_DIR", ""),
+        ],
     );
     audit.record("firstboot", fb, Stdout::Plain).ok();
+    assert!(root.join("var/lib/hybridboot/joined").exists());
+    // The session firstboot got (cached: a documented credential file) joins the secrets.
+    let mut sessions = 0;
+    for name in common::dir_entries(&cache) {
+        if name.ends_with(".json") {
+            audit.learn_credential_process(&std::fs::read_to_string(cache.join(name)).unwrap());
+            sessions += 1;
+        }
+    }
+    assert_eq!(sessions, 1, "firstboot cached its Roles Anywhere session");
     let st = hb(w, &["-vvv", "status", "--json", "--root", &root_s], &[]);
     audit.record("status", st, Stdout::Plain).ok();
     drop(tpm);
