@@ -44,7 +44,7 @@ for t in $targets; do
   stats=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
   final=$(grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" |
     sed 's/^stat:://' | tr -d ' ' | tr '\n' ' ' || true)
-  echo "$t: ${SECONDS_EACH}s exit=$rc new-regressions=$found committed=$(ls "corpus/$t" | wc -l) found-corpus=$(ls "artifacts/$t/corpus" | wc -l)/$(du -sk "artifacts/$t/corpus" | cut -f1)KB ${final}last: ${stats:-none}"
+  echo "$t: ${SECONDS_EACH}s exit=$rc new-regressions=$found committed=$(ls "corpus/$t" | wc -l) found-corpus=$(ls "artifacts/$t/corpus" | wc -l)/$(cat "artifacts/$t/corpus"/* 2>/dev/null | wc -c | awk '{print int($1 / 1024)}')KB ${final}last: ${stats:-none}"
   if [ "$rc" -ne 0 ] || [ "$found" -ne 0 ]; then failed=1; fi
 done
 exit $failed
