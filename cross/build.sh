@@ -40,13 +40,25 @@ for arch in "${arches[@]}"; do
     dynamic)
       target=$arch-unknown-linux-gnu
       if [ "$arch" = aarch64 ]; then
+        # tpm2-tss for arm64 comes from the sysroot cross/setup.sh unpacks (see there why it is
+        # not installed as libtss2-dev:arm64).
+        sysroot=$here/target/sysroot-aarch64
+        [ -f "$sysroot/.complete" ] || { echo "$sysroot missing: run cross/setup.sh" >&2; exit 1; }
         export PKG_CONFIG_ALLOW_CROSS=1
-        export PKG_CONFIG_PATH=/usr/lib/aarch64-linux-gnu/pkgconfig
-        export PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig
+        export PKG_CONFIG_SYSROOT_DIR=$sysroot
+        export PKG_CONFIG_LIBDIR=$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig
+        unset PKG_CONFIG_PATH
       else
-        unset PKG_CONFIG_PATH PKG_CONFIG_LIBDIR PKG_CONFIG_ALLOW_CROSS
+        unset PKG_CONFIG_PATH PKG_CONFIG_LIBDIR PKG_CONFIG_ALLOW_CROSS PKG_CONFIG_SYSROOT_DIR
       fi
-      (cd "$here" && /usr/bin/cargo zigbuild --locked --profile dist --target "$target.2.17")
+      # Every backend: tss-esapi (tpm) and cryptoki (pkcs11) by default, plus the native TPM stack.
+      # --allow-shlib-undefined: the build machine's libtss2-tctildr.so (Debian 12) takes dlopen
+      # from libc at GLIBC_2.34, which zig's 2.17 libc stubs rightly lack; that is a property of
+      # the build machine's library, not of our binary, whose own references stay <= 2.17 (the
+      # target's libtss2 is built against the target's glibc). Only the final link gets the flag
+      # (`rustc -- ...`), so the dependencies' build is shared with other flavours.
+      (cd "$here" && CARGO=/usr/bin/cargo cargo-zigbuild rustc --locked --profile dist --target "$target.2.17" \
+        --features tpm-native --bin hybridboot -- -C link-arg=-Wl,--allow-shlib-undefined)
       built=$CARGO_TARGET_DIR/$target/dist/hybridboot
       ;;
     *) echo "unknown flavour $flavour (static or dynamic)" >&2; exit 2;;
