@@ -43,7 +43,7 @@ for arch in "${arches[@]}"; do
         # tpm2-tss for arm64 comes from the sysroot cross/setup.sh unpacks (see there why it is
         # not installed as libtss2-dev:arm64).
         sysroot=$here/target/sysroot-aarch64
-        [ -f "$sysroot/.complete" ] || { echo "$sysroot missing: run cross/setup.sh" >&2; exit 1; }
+        [ -s "$sysroot/.complete" ] || { echo "$sysroot missing: run cross/setup.sh" >&2; exit 1; }
         export PKG_CONFIG_ALLOW_CROSS=1
         export PKG_CONFIG_SYSROOT_DIR=$sysroot
         export PKG_CONFIG_LIBDIR=$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig
