@@ -56,8 +56,8 @@ dist-test: ## builds the dynamic binaries, checks glibc 2.17 and every backend o
 	bash cross/build.sh dynamic
 	$(CARGO) test --locked --test dist -- --ignored --nocapture
 
-vm-test: ## aarch64 QEMU guest with swtpm enrolls against host peers (builds the static binary)
+vm-test: ## aarch64 and x86_64 QEMU guests with swtpm run first boot to the joined stamp (builds the static binaries)
 	bash cross/setup.sh
-	bash cross/build.sh static aarch64
+	bash cross/build.sh static
 	bash tests/vm/setup.sh
 	$(CARGO) test --locked --test vm -- --ignored --nocapture
