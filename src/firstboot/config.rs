@@ -30,11 +30,16 @@
 //!     renewal:
 //!       certAuthRole: node            # optional: renew with TLS certificate auth
 //!       renewBefore: "1/3"            # fraction of the lifetime left; default 1/3
+//!   aws:                              # optional: private (VPC) endpoints and their CA
+//!     rolesAnywhereEndpoint: https://rolesanywhere.us-west-2.amazonaws.com
+//!     eksEndpoint: https://eks.us-west-2.amazonaws.com
+//!     caBundle: /etc/hybridboot/aws-ca.pem
 //!   install:                          # optional: absent = binaries are in the image
 //!     kubernetesVersion: "1.31"
 //!     manifest: https://...           # optional
 //!     manifestPublicKey: /etc/hybridboot/manifest.pub  # optional
-//!     containerdSource: distro        # distro | none | eks; default distro
+//!     caBundle: /etc/hybridboot/mirror-ca.pem          # optional
+//!     containerdSource: distro        # distro | none; default distro
 //!   timeouts:
 //!     overall: 30m                    # whole first boot; default 30m
 //!     timeSync: 2m                    # wait for NTP; default 2m
@@ -46,41 +51,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::key::{Algorithm, KeyRef};
-use crate::node::config::{RawDocument, BOOTSTRAP_KIND, HYBRIDBOOT_API_VERSION};
+use crate::node::config::{
+    split_documents, yaml_error, ConfigError, RawDocument, BOOTSTRAP_KIND, HYBRIDBOOT_API_VERSION,
+};
 use crate::vault::parse_duration;
-
-/// Why a BootstrapConfig cannot be used; one line naming the file, position or field.
-#[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
-    /// The file could not be read.
-    #[error("cannot read bootstrap configuration {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// YAML syntax, wrong type or unknown field, with its position in the file.
-    #[error("{}:{line}:{column}: {message}", path.display())]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    /// A YAML problem without a position.
-    #[error("{}: {message}", path.display())]
-    Document { path: PathBuf, message: String },
-    /// No BootstrapConfig document where one was expected.
-    #[error("{}: no document with apiVersion: {HYBRIDBOOT_API_VERSION} and kind: {BOOTSTRAP_KIND}; add one next to the NodeConfig or give --bootstrap-config FILE", path.display())]
-    Missing { path: PathBuf },
-    /// A value is missing or invalid.
-    #[error("{}: {field}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
-}
 
 // ---------------------------------------------------------------------------------------------
 // Typed settings.
@@ -92,6 +66,8 @@ pub struct BootstrapConfig {
     pub key: KeySettings,
     /// `spec.vault`.
     pub vault: VaultSettings,
+    /// `spec.aws`: endpoint and CA overrides for the AWS calls.
+    pub aws: AwsSettings,
     /// `spec.install`; `None`: the binaries are baked into the image.
     pub install: Option<InstallSettings>,
     /// `spec.timeouts`.
@@ -152,6 +128,20 @@ pub enum VaultAuth {
     },
 }
 
+/// `spec.aws`: where the AWS calls go when not to the region's public endpoints (VPC interface
+/// endpoints, a proxy that terminates TLS, tests), and the CAs their TLS certificates chain to.
+/// The same settings reach the `credential_process` line init writes, so the node's later
+/// refreshes go where first boot went.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsSettings {
+    /// IAM Roles Anywhere endpoint (`https://rolesanywhere.<region>.amazonaws.com` when unset).
+    pub roles_anywhere_endpoint: Option<String>,
+    /// EKS endpoint for DescribeCluster (`https://eks.<region>.amazonaws.com` when unset).
+    pub eks_endpoint: Option<String>,
+    /// PEM bundle replacing the built-in roots for both.
+    pub ca_bundle: Option<PathBuf>,
+}
+
 /// `spec.install`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallSettings {
@@ -161,7 +151,9 @@ pub struct InstallSettings {
     pub manifest: Option<String>,
     /// Public key that signs the manifest.
     pub manifest_public_key: Option<PathBuf>,
-    /// `distro`, `eks` or `none`.
+    /// CAs of the artifact mirror's TLS certificate (default: the built-in roots).
+    pub ca_bundle: Option<PathBuf>,
+    /// `distro` or `none`.
     pub containerd_source: String,
 }
 
@@ -207,6 +199,8 @@ struct RawSpec {
     key: Option<RawKey>,
     #[serde(default)]
     vault: Option<RawVault>,
+    #[serde(default)]
+    aws: Option<RawAws>,
     #[serde(default)]
     install: Option<RawInstall>,
     #[serde(default)]
@@ -279,6 +273,17 @@ struct RawRenewal {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAws {
+    #[serde(default)]
+    roles_anywhere_endpoint: Option<String>,
+    #[serde(default)]
+    eks_endpoint: Option<String>,
+    #[serde(default)]
+    ca_bundle: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawInstall {
     #[serde(default)]
     kubernetes_version: Option<serde_yaml_ng::Value>,
@@ -286,6 +291,8 @@ struct RawInstall {
     manifest: Option<String>,
     #[serde(default)]
     manifest_public_key: Option<String>,
+    #[serde(default)]
+    ca_bundle: Option<String>,
     #[serde(default)]
     containerd_source: Option<String>,
 }
@@ -303,17 +310,14 @@ struct RawTimeouts {
 // Loading.
 
 /// Parses the BootstrapConfig document found next to a NodeConfig (`path` names the file).
-pub fn from_raw_document(
-    path: &Path,
-    doc: &RawDocument,
-) -> Result<BootstrapConfig, BootstrapError> {
+pub fn from_raw_document(path: &Path, doc: &RawDocument) -> Result<BootstrapConfig, ConfigError> {
     parse_document(path, &doc.text_with_file_lines())
 }
 
 /// Reads a file holding the BootstrapConfig (`--bootstrap-config`): alone, or among other
 /// documents (a NodeConfig, which is ignored here).
-pub fn load_file(path: &Path) -> Result<BootstrapConfig, BootstrapError> {
-    let text = std::fs::read_to_string(path).map_err(|e| BootstrapError::Read {
+pub fn load_file(path: &Path) -> Result<BootstrapConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         source: e,
     })?;
@@ -321,43 +325,18 @@ pub fn load_file(path: &Path) -> Result<BootstrapConfig, BootstrapError> {
 }
 
 /// Finds the one BootstrapConfig document in a YAML stream and parses it.
-pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, BootstrapError> {
-    let mut found = None;
-    let mut first_line = 1;
-    let mut current = String::new();
-    let mut docs = Vec::new();
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let bare = line.trim_end_matches(['\n', '\r']);
-        let marker = |m: &str| {
-            bare.strip_prefix(m)
-                .is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t']))
-        };
-        if marker("---") || marker("...") {
-            docs.push((first_line, std::mem::take(&mut current)));
-            first_line = if marker("...") { i + 2 } else { i + 1 };
-            if marker("...") {
-                continue;
-            }
-        }
-        current.push_str(line);
+pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TypeMeta {
+        #[serde(default)]
+        api_version: Option<String>,
+        #[serde(default)]
+        kind: Option<String>,
     }
-    docs.push((first_line, current));
-    for (first_line, text) in docs {
-        let doc = RawDocument {
-            api_version: String::new(),
-            kind: String::new(),
-            first_line,
-            text,
-        };
+    let mut found = None;
+    for doc in split_documents(text) {
         let padded = doc.text_with_file_lines();
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct TypeMeta {
-            #[serde(default)]
-            api_version: Option<String>,
-            #[serde(default)]
-            kind: Option<String>,
-        }
         let meta: Option<TypeMeta> =
             serde_yaml_ng::from_str(&padded).map_err(|e| yaml_error(path, &e))?;
         let Some(meta) = meta else { continue };
@@ -365,9 +344,9 @@ pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, Boots
             && meta.kind.as_deref() == Some(BOOTSTRAP_KIND)
         {
             if found.is_some() {
-                return Err(BootstrapError::Syntax {
+                return Err(ConfigError::Syntax {
                     path: path.to_path_buf(),
-                    line: first_line,
+                    line: doc.first_line,
                     column: 1,
                     message: "a second BootstrapConfig document; keep exactly one".into(),
                 });
@@ -377,44 +356,22 @@ pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, Boots
     }
     match found {
         Some(padded) => parse_document(path, &padded),
-        None => Err(BootstrapError::Missing {
+        None => Err(ConfigError::NoBootstrapConfig {
             path: path.to_path_buf(),
         }),
     }
 }
 
-fn parse_document(path: &Path, padded: &str) -> Result<BootstrapConfig, BootstrapError> {
+fn parse_document(path: &Path, padded: &str) -> Result<BootstrapConfig, ConfigError> {
     let raw: RawBootstrap = serde_yaml_ng::from_str(padded).map_err(|e| yaml_error(path, &e))?;
     validate(path, raw)
-}
-
-fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> BootstrapError {
-    let mut message = e.to_string();
-    match e.location() {
-        Some(loc) => {
-            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-            if let Some(i) = message.find(&suffix) {
-                message.replace_range(i..i + suffix.len(), "");
-            }
-            BootstrapError::Syntax {
-                path: path.to_path_buf(),
-                line: loc.line(),
-                column: loc.column(),
-                message,
-            }
-        }
-        None => BootstrapError::Document {
-            path: path.to_path_buf(),
-            message,
-        },
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
-fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, BootstrapError> {
-    let invalid = |field: &'static str, message: String| BootstrapError::Invalid {
+fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigError> {
+    let invalid = |field: &'static str, message: String| ConfigError::Invalid {
         path: path.to_path_buf(),
         field,
         message,
@@ -524,6 +481,26 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, Bootstrap
         renew_before,
     };
 
+    // spec.aws
+    let a = spec.aws.unwrap_or_default();
+    let endpoint = |field: &'static str, v: Option<String>| -> Result<Option<String>, _> {
+        match non_empty(v) {
+            None => Ok(None),
+            Some(u) => {
+                crate::http::Url::parse(&u).map_err(|e| invalid(field, e.to_string()))?;
+                Ok(Some(u.trim_end_matches('/').to_string()))
+            }
+        }
+    };
+    let aws = AwsSettings {
+        roles_anywhere_endpoint: endpoint(
+            "spec.aws.rolesAnywhereEndpoint",
+            a.roles_anywhere_endpoint,
+        )?,
+        eks_endpoint: endpoint("spec.aws.eksEndpoint", a.eks_endpoint)?,
+        ca_bundle: abs_path("spec.aws.caBundle", a.ca_bundle)?,
+    };
+
     // spec.install
     let install = match spec.install {
         None => None,
@@ -554,10 +531,10 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, Bootstrap
             }
             let containerd_source =
                 non_empty(i.containerd_source).unwrap_or_else(|| "distro".into());
-            if !["distro", "eks", "none"].contains(&containerd_source.as_str()) {
+            if !["distro", "none"].contains(&containerd_source.as_str()) {
                 return Err(invalid(
                     "spec.install.containerdSource",
-                    format!("{containerd_source:?}: use distro, eks or none"),
+                    format!("{containerd_source:?}: use distro (the distribution's containerd, from the image or the manifest) or none"),
                 ));
             }
             Some(InstallSettings {
@@ -567,6 +544,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, Bootstrap
                     "spec.install.manifestPublicKey",
                     i.manifest_public_key,
                 )?,
+                ca_bundle: abs_path("spec.install.caBundle", i.ca_bundle)?,
                 containerd_source,
             })
         }
@@ -591,6 +569,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, Bootstrap
     Ok(BootstrapConfig {
         key,
         vault,
+        aws,
         install,
         timeouts,
     })
@@ -648,7 +627,7 @@ spec:
     overall: 20m
 ";
 
-    fn parse(text: &str) -> Result<BootstrapConfig, BootstrapError> {
+    fn parse(text: &str) -> Result<BootstrapConfig, ConfigError> {
         parse_file_text(Path::new("/etc/hybridboot/config.yaml"), text)
     }
 
