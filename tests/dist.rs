@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::softhsm::{SoftHsm, MODULE};
 use common::swtpm::Swtpm;
-use common::Run;
+use common::{public_key_block, verify_csr, Run};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -53,39 +53,6 @@ fn run_dist(arch: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
             common::tool("qemu-aarch64-static", &all, &env)
         }
     }
-}
-
-/// The `-----BEGIN PUBLIC KEY-----` block of some output (key commands add `#` comments).
-fn public_pem(text: &str) -> String {
-    let begin = "-----BEGIN PUBLIC KEY-----";
-    let end = "-----END PUBLIC KEY-----";
-    let start = text
-        .find(begin)
-        .unwrap_or_else(|| panic!("no public key in {text:?}"));
-    let stop = text[start..].find(end).unwrap() + start + end.len();
-    text[start..stop].to_string()
-}
-
-/// Checks a CSR's self-signature with openssl and returns its public key.
-fn verify_csr(csr: &Path) -> String {
-    let r = common::tool(
-        "openssl",
-        &[
-            "req",
-            "-in",
-            csr.to_str().unwrap(),
-            "-verify",
-            "-noout",
-            "-pubkey",
-        ],
-        &[],
-    );
-    assert_eq!(
-        r.code, 0,
-        "openssl rejected the CSR: {}{}",
-        r.stdout, r.stderr
-    );
-    public_pem(&r.stdout)
 }
 
 /// GLIBC_x.y versions the binary requires (`readelf -V` reads either architecture).
@@ -150,7 +117,7 @@ fn tpm_backends_agree(arch: &str) {
             &[("HYBRIDBOOT_TPM_BACKEND", backend)],
         );
         assert_eq!(r.code, 0, "{arch} {backend} key create: {}", r.stderr);
-        public_pem(&r.stdout)
+        public_key_block(&r.stdout)
     };
     let esapi = create("esapi");
     let native = create("native");
@@ -214,7 +181,7 @@ fn pkcs11_key(arch: &str) {
         &hsm.env(),
     );
     assert_eq!(created.code, 0, "{arch}: {}", created.stderr);
-    let public = public_pem(&created.stdout);
+    let public = public_key_block(&created.stdout);
     let csr = hsm.dir().join("node.csr");
     let r = run_dist(
         arch,
