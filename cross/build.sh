@@ -21,7 +21,13 @@ zigvenv=${HYBRIDBOOT_ZIG_VENV:-$HOME/.cache/hybridboot/zig}
 # Debian's rustc-web (1.96, with rust-src and the arm64 std) must win over the rustup proxies.
 export PATH="/usr/bin:$zigvenv/bin:$HOME/.cargo/bin:$PATH"
 export RUSTC=/usr/bin/rustc
-export CARGO_TARGET_DIR=$here/target/cross
+# One target directory per flavour: the static build sets RUSTC_BOOTSTRAP (for -Zbuild-std),
+# which build scripts such as thiserror's watch, so sharing one directory would rebuild them and
+# everything after them at each switch between flavours (make test runs both).
+case "$flavour" in
+  dynamic) export CARGO_TARGET_DIR=$here/target/cross-dynamic ;;
+  *) export CARGO_TARGET_DIR=$here/target/cross ;;
+esac
 dist=$here/target/dist
 mkdir -p "$dist"
 
