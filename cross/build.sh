@@ -6,7 +6,9 @@
 #                                              Rust TPM stack (tpm-native) and file keys; no dlopen,
 #                                              so no PKCS#11 and no tpm2-tss TCTI plugins
 #   cross/build.sh dynamic [x86_64] [aarch64]   glibc >= 2.17 binaries with every backend: tss-esapi
-#                                              against the system's libtss2, cryptoki for PKCS#11
+#                                              against the system's libtss2 (arm64: from the sysroot
+#                                              cross/setup.sh unpacks), cryptoki for PKCS#11, and
+#                                              the native TPM stack
 #
 # Output: target/dist/hybridboot-<arch>-<flavour> and .sha256, built with the `dist` profile
 # (LTO, opt-level z, stripped, panic=abort). The release profile stays unstripped for Yocto.
