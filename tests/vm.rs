@@ -52,12 +52,20 @@ grep -q "already joined" /tmp/again.log && mark already-joined
 hybridboot status --json > /tmp/status.json
 mark status-exit $?
 hybridboot key show --key handle:0x81000001 > /tmp/pub.pem
+# The node's AWS config as written by init: its credential_process line yields credentials
+# (only whether it did goes to the console, never the secret).
+cmd=$(sed -n 's/^credential_process = //p' /etc/aws/hybrid/config | head -n 1)
+$cmd > /tmp/creds.json
+mark credential-process-exit $?
+grep -q '"Version": *1' /tmp/creds.json && grep -q '"SecretAccessKey": *"[^"]' /tmp/creds.json &&
+  mark credential-process-json
 block JOINED /var/lib/hybridboot/joined
 block STATUS /tmp/status.json
 block SYSTEMCTL /run/systemctl.log
 block CERT /etc/iam/pki/server.pem
 block PUB /tmp/pub.pem
 block KUBELET-KUBECONFIG /var/lib/kubelet/kubeconfig
+block AWS-CONFIG /etc/aws/hybrid/config
 "#;
 
 /// The guest's stand-in for systemctl: init's unit actions, one line each.
@@ -68,7 +76,7 @@ const KUBELET: &str = "#!/bin/sh\necho Kubernetes v1.31.2\n";
 
 /// Guest-side ports of the host services, all at 10.0.2.100 (see run-vm.sh).
 const VAULT_PORT: u16 = 8200;
-const RA_PORT: u16 = 8090;
+const RA_PORT: u16 = 8443;
 const EKS_PORT: u16 = 5000;
 const NODE: &str = "vm-node.example.com";
 
@@ -128,7 +136,13 @@ fn guest_first_boot(arch: &str) {
         ],
         &["--remote-node-cidr", "10.0.2.0/24"],
     );
-    let ra = RolesAnywhere::start(&RaOptions::new(&[&bao.pki_root]).sts(&moto));
+    // The endpoint's TLS certificate also names the guest's view of it, so the guest checks it
+    // against spec.aws.caBundle like a private (VPC) endpoint.
+    let ra = RolesAnywhere::start(
+        &RaOptions::new(&[&bao.pki_root])
+            .sts(&moto)
+            .tls_names(&["rolesanywhere.hybridboot.test"]),
+    );
     let moto_port = moto
         .endpoint
         .rsplit(':')
@@ -167,8 +181,9 @@ spec:
     auth:
       tokenFile: /etc/hybridboot/vault-token
   aws:
-    rolesAnywhereEndpoint: http://rolesanywhere.hybridboot.test:{RA_PORT}
+    rolesAnywhereEndpoint: https://rolesanywhere.hybridboot.test:{RA_PORT}
     eksEndpoint: http://eks.hybridboot.test:{EKS_PORT}
+    caBundle: /etc/hybridboot/aws-ca.pem
   timeouts:
     overall: 3m
     timeSync: 5s
@@ -198,10 +213,10 @@ spec:
         ),
         ("kubelet", KUBELET.to_string(), "/usr/bin/kubelet", 0o755),
     ];
-    let mut extra = vec![format!(
-        "{}=/etc/hybridboot/vault-ca.pem",
-        bao.listener_ca.display()
-    )];
+    let mut extra = vec![
+        format!("{}=/etc/hybridboot/vault-ca.pem", bao.listener_ca.display()),
+        format!("{}=/etc/hybridboot/aws-ca.pem", ra.tls_ca.display()),
+    ];
     for (name, text, guest, mode) in &files {
         let host = w.join(name);
         std::fs::write(&host, text).unwrap();
@@ -231,7 +246,7 @@ spec:
     let started = Instant::now();
     let forwards = [
         format!("{VAULT_PORT}={}", bao.tls_port),
-        format!("{RA_PORT}={}", ra.http_port),
+        format!("{RA_PORT}={}", ra.https_port),
         format!("{EKS_PORT}={moto_port}"),
     ];
     let mut run_args = vec![
@@ -268,6 +283,8 @@ spec:
         "firstboot-again-exit 0",
         "already-joined",
         "status-exit 0",
+        "credential-process-exit 0",
+        "credential-process-json",
         "job-exit 0",
     ] {
         assert!(
@@ -365,6 +382,13 @@ spec:
     assert!(
         actions.starts_with("daemon-reload\n") && actions.ends_with("restart kubelet.service\n"),
         "{actions}"
+    );
+    let aws_config = block(&console, "AWS-CONFIG");
+    assert!(
+        aws_config.contains(&format!(
+            "--endpoint https://rolesanywhere.hybridboot.test:{RA_PORT} --ca-bundle /etc/hybridboot/aws-ca.pem"
+        )),
+        "{aws_config}"
     );
     let kubeconfig = block(&console, "KUBELET-KUBECONFIG");
     assert!(
