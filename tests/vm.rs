@@ -272,6 +272,12 @@ spec:
     for line in console.lines().filter(|l| l.starts_with("HB-MARK")) {
         println!("{line}");
     }
+    if let Some(line) = console.lines().find(|l| l.contains("first boot done in")) {
+        println!(
+            "vm {arch}: {}",
+            &line[line.find("first boot done").unwrap()..]
+        );
+    }
     assert_eq!(r.code, 0, "qemu failed:\n{}\nconsole:\n{console}", r.stderr);
     assert!(
         console.contains("HB-MARK tpm /dev/tpm0 /dev/tpmrm0"),
