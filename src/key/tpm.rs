@@ -484,7 +484,7 @@ fn describe_public(public: &Public, reference: &str) -> Result<(Algorithm, Vec<u
 
 /// The owner-hierarchy SRK template shared with tpm2-openssl and the TCG provisioning
 /// guidance: ECC NIST P-256, restricted decrypt, AES-128-CFB, noDA, empty unique.
-fn srk_template() -> tss_esapi::Result<Public> {
+pub fn srk_template() -> tss_esapi::Result<Public> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -510,7 +510,7 @@ fn srk_template() -> tss_esapi::Result<Public> {
 }
 
 /// The node key template: a non-duplicable, TPM-generated, unrestricted signing key.
-fn signing_key_template(alg: Algorithm) -> tss_esapi::Result<Public> {
+pub fn signing_key_template(alg: Algorithm) -> tss_esapi::Result<Public> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
