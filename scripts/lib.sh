@@ -1,5 +1,6 @@
 # Shared shell helpers for the main job and the benchmarks: local peers on free loopback ports.
-# Everything started here is stopped by PID when the calling script exits.
+# Everything started here is stopped by PID when the calling script exits. Callers set `here` to
+# the repository root before sourcing this file.
 
 hb_pids=()
 hb_cleanup() {
@@ -70,4 +71,66 @@ start_openbao() {
   HB_VAULT_ADDR=$BAO_ADDR
   HB_VAULT_CA=$dir/pki-root.pem
   export HB_VAULT_ADDR HB_VAULT_TOKEN HB_VAULT_CA
+}
+
+# venv_python: the project venv's Python (test peers, independent clients).
+venv_python() { echo "${HYBRIDBOOT_VENV:-$HOME/.cache/hybridboot/venv}/bin/python"; }
+
+# start_peer NAME DIR SCRIPT ARGS...: starts tests/peers/SCRIPT in the background with its log
+# in DIR, waits for its one-line JSON ready message and prints it. Stopped on exit by PID.
+start_peer() {
+  local name=$1 dir=$2 script=$3 i line
+  shift 3
+  mkdir -p "$dir"
+  "$(venv_python)" "$here/tests/peers/$script" "$@" --log-file "$dir/$name.log" \
+    >"$dir/$name.ready" 2>"$dir/$name.stderr" </dev/null &
+  hb_pids+=("$!")
+  for i in $(seq 1 600); do
+    line=$(head -n1 "$dir/$name.ready" 2>/dev/null || true)
+    if [ -n "$line" ]; then echo "$line"; return 0; fi
+    sleep 0.1
+  done
+  echo "$name did not start (see $dir/$name.stderr)" >&2
+  return 1
+}
+
+# json_field JSON KEY: one top-level field of a JSON document.
+json_field() { "$(venv_python)" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+# start_moto DIR CLUSTER REGION: moto (STS, IAM, EKS) with signature checking on, an ACTIVE
+# cluster whose remote node network is 127.0.0.0/8 (the node's address here) and whose CA is a
+# fresh test CA. Sets HB_MOTO (endpoint URL), HB_MOTO_SETUP (setup JSON for rolesanywhere.py),
+# HB_ROLE_ARN (the node role).
+start_moto() {
+  local dir=$1 cluster=$2 region=$3 ready
+  mkdir -p "$dir"
+  "$(venv_python)" "$here/tests/peers/mini_ca.py" ca "$dir/cluster-ca.pem" "$dir/cluster-ca.key" "test cluster CA"
+  ready=$(start_peer moto "$dir" moto_server.py --port 0 \
+    --eks-ca-file "$dir/cluster-ca.pem" --eks-endpoint https://127.0.0.1:6443)
+  HB_MOTO=$(json_field "$ready" endpoint)
+  HB_MOTO_SETUP=$dir/moto-setup.json
+  "$(venv_python)" "$here/tests/peers/moto_setup.py" --endpoint "$HB_MOTO" --out "$HB_MOTO_SETUP" \
+    --region "$region" --cluster-name "$cluster" --remote-node-cidr 127.0.0.0/8 \
+    --remote-pod-cidr 10.85.0.0/16 >/dev/null
+  HB_ROLE_ARN=$(json_field "$(cat "$HB_MOTO_SETUP")" role_arn)
+  export HB_MOTO HB_MOTO_SETUP HB_ROLE_ARN
+}
+
+# start_rolesanywhere DIR TRUST_ANCHOR_ARN CA_PEM PROFILE_ARN ROLE_ARN REGION: the IAM Roles
+# Anywhere CreateSession test endpoint over TLS (certificate from a fresh test CA), minting
+# credentials through moto's STS. Sets HB_RA_ENDPOINT, HB_RA_CONTROL (its plain-HTTP control
+# port URL) and HB_RA_CA (the CA of its TLS certificate).
+start_rolesanywhere() {
+  local dir=$1 ta=$2 ca=$3 profile=$4 role=$5 region=$6 py ready
+  py=$(venv_python)
+  mkdir -p "$dir"
+  "$py" "$here/tests/peers/mini_ca.py" ca "$dir/tls-ca.pem" "$dir/tls-ca.key" "Roles Anywhere test TLS CA"
+  "$py" "$here/tests/peers/mini_ca.py" tls "$dir/tls-ca.pem" "$dir/tls-ca.key" "$dir/tls.pem" "$dir/tls.key"
+  ready=$(start_peer rolesanywhere "$dir" rolesanywhere.py --port 0 --http-port 0 \
+    --tls-cert "$dir/tls.pem" --tls-key "$dir/tls.key" --region "$region" \
+    --trust-anchor "$ta=$ca" --profile "$profile=$role" --sts-credentials-file "$HB_MOTO_SETUP")
+  HB_RA_ENDPOINT=https://127.0.0.1:$(json_field "$ready" https_port)
+  HB_RA_CONTROL=http://127.0.0.1:$(json_field "$ready" http_port)
+  HB_RA_CA=$dir/tls-ca.pem
+  export HB_RA_ENDPOINT HB_RA_CONTROL HB_RA_CA
 }

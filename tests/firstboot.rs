@@ -1,5 +1,7 @@
-//! `hybridboot firstboot` against real peers: swtpm (the node key), OpenBao (Vault PKI), a
-//! fault-injecting TCP proxy, libfaketime (a wrong clock), SIGKILL (power cuts).
+//! `hybridboot firstboot` against real peers: swtpm (the node key), OpenBao (Vault PKI), the IAM
+//! Roles Anywhere test endpoint, moto (STS and EKS DescribeCluster with signature checking), a
+//! fault-injecting TCP proxy, libfaketime (a wrong clock), SIGKILL (power cuts). The kubelet is
+//! "baked into the image" as a stand-in that answers `--version`, and systemctl is a recorder.
 mod common;
 #[path = "common/openbao.rs"]
 mod openbao;
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
 use common::swtpm::Swtpm;
 use common::{run, tool, Run};
 use openbao::OpenBao;
@@ -21,21 +24,43 @@ use openbao::OpenBao;
 const CN: &str = "node-1.example.com";
 const HANDLE: &str = "0x81000001";
 
-/// One site: a Vault and the node's TPM.
+/// One site: a Vault, the node's TPM, and the AWS side (Roles Anywhere, STS, EKS).
 struct Site {
     bao: OpenBao,
     tpm: Swtpm,
     token: String,
+    moto: Moto,
+    ra: RolesAnywhere,
+    /// The EKS cluster's CA (served by moto's DescribeCluster).
+    cluster_ca: PathBuf,
+    /// Holds the cluster CA.
+    _dir: tempfile::TempDir,
 }
 
 impl Site {
     fn start() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster_ca = MiniCa::root(dir.path(), "cluster-ca").cert;
+        let moto = Moto::start_configured(
+            &[
+                "--eks-ca-file",
+                cluster_ca.to_str().unwrap(),
+                "--eks-endpoint",
+                "https://127.0.0.1:6443",
+            ],
+            &["--remote-node-cidr", "127.0.0.0/8"],
+        );
         let bao = OpenBao::start();
         let token = bao.node_token();
+        let ra = RolesAnywhere::start(&RaOptions::new(&[&bao.pki_root]).sts(&moto));
         Site {
             bao,
             tpm: Swtpm::start(),
             token,
+            moto,
+            ra,
+            cluster_ca,
+            _dir: dir,
         }
     }
 
@@ -50,6 +75,26 @@ impl Site {
     }
 
     fn configure_auth(&self, root: &Path, node_name: &str, vault_addr: &str, auth: &str) {
+        self.configure_full(
+            root,
+            node_name,
+            vault_addr,
+            auth,
+            &self.ra.endpoint(),
+            &self.moto.endpoint,
+        );
+    }
+
+    /// Everything configurable: Vault auth and the AWS endpoints (a fault proxy goes there).
+    fn configure_full(
+        &self,
+        root: &Path,
+        node_name: &str,
+        vault_addr: &str,
+        auth: &str,
+        ra_endpoint: &str,
+        eks_endpoint: &str,
+    ) {
         let etc = root.join("etc/hybridboot");
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(etc.join("vault-token"), format!("{}\n", self.token)).unwrap();
@@ -58,20 +103,27 @@ impl Site {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
+        std::fs::copy(&self.ra.tls_ca, etc.join("aws-ca.pem")).unwrap();
+        // The image's kubelet (there is no kubelet package here; init only asks its version).
+        let bin = root.join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("kubelet"), "#!/bin/sh\necho Kubernetes v1.31.2\n").unwrap();
+        std::fs::set_permissions(bin.join("kubelet"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         let config = format!(
             "\
 apiVersion: node.eks.aws/v1alpha1
 kind: NodeConfig
 spec:
   cluster:
-    name: my-cluster
-    region: us-west-2
+    name: {cluster}
+    region: us-east-1
   hybrid:
     iamRolesAnywhere:
       nodeName: {node_name}
-      roleArn: arn:aws:iam::123456789010:role/HybridNodes
-      profileArn: arn:aws:rolesanywhere:us-west-2:123456789010:profile/p
-      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t
+      roleArn: {role}
+      profileArn: {profile}
+      trustAnchorArn: {ta}
       privateKeyPath: handle:{HANDLE}
 ---
 apiVersion: hybridboot/v1alpha1
@@ -86,10 +138,18 @@ spec:
     role: node
     ttl: 24h
     auth:
-{auth}  timeouts:
+{auth}  aws:
+    rolesAnywhereEndpoint: {ra_endpoint}
+    eksEndpoint: {eks_endpoint}
+    caBundle: /etc/hybridboot/aws-ca.pem
+  timeouts:
     overall: 2m
     timeSync: 5s
 ",
+            cluster = self.moto.cluster_name(),
+            role = self.ra.role_arn,
+            profile = self.ra.profile_arn,
+            ta = self.ra.trust_anchor_arn,
             tcti = self.tpm.tcti()
         );
         std::fs::write(etc.join("config.yaml"), config).unwrap();
@@ -132,8 +192,27 @@ spec:
     }
 }
 
+/// The environment of every firstboot run: loopback without proxy, and systemctl replaced by a
+/// recorder that appends its arguments to `$HB_SYSTEMCTL_LOG` (if set).
 fn env() -> Vec<(&'static str, &'static str)> {
-    vec![("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")]
+    static RECORDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let recorder = RECORDER.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hybridboot-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("systemctl");
+        std::fs::write(
+            &path,
+            "#!/bin/sh\n[ -z \"$HB_SYSTEMCTL_LOG\" ] || echo \"$*\" >>\"$HB_SYSTEMCTL_LOG\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    });
+    vec![
+        ("NO_PROXY", "127.0.0.1"),
+        ("no_proxy", "127.0.0.1"),
+        ("HYBRIDBOOT_SYSTEMCTL", recorder.as_str()),
+    ]
 }
 
 fn firstboot_args(root: &Path) -> Vec<String> {
@@ -184,6 +263,18 @@ fn state_file(root: &Path) -> PathBuf {
     root.join("var/lib/hybridboot/firstboot.json")
 }
 
+/// True once the state file lists `step` as completed.
+fn recorded(root: &Path, step: &str) -> bool {
+    std::fs::read(state_file(root))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| {
+            v["completed"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|x| x == step))
+        })
+}
+
 /// The subject and serial of the leaf, via openssl.
 fn leaf_facts(root: &Path) -> String {
     tool(
@@ -214,8 +305,15 @@ fn firstboot_enrolls_stamps_last_reports_status_and_renews_from_the_same_config(
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
 
+    let systemctl_log = root.with_extension("systemctl.log");
     let started = Instant::now();
-    let r = firstboot(root, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let r = firstboot(
+        root,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("HB_SYSTEMCTL_LOG", systemctl_log.to_str().unwrap()),
+        ],
+    );
     r.ok();
     println!("first boot took {} ms", started.elapsed().as_millis());
     let mut messages = Vec::new();
@@ -228,6 +326,8 @@ fn firstboot_enrolls_stamps_last_reports_status_and_renews_from_the_same_config(
         "STATUS=checking the system clock",
         "STATUS=opening the node key",
         "STATUS=enrolling certificate with Vault",
+        "STATUS=getting AWS credentials from IAM Roles Anywhere",
+        "STATUS=configuring the node (init)",
         "READY=1",
     ] {
         assert!(messages.iter().any(|m| m == want), "{want}: {messages:?}");
@@ -300,12 +400,68 @@ fn firstboot_enrolls_stamps_last_reports_status_and_renews_from_the_same_config(
     assert!(s["certificate"]["subject"].as_str().unwrap().contains(CN));
     assert_eq!(s["certificate"]["valid"], true);
     assert!(s["lastError"].is_null());
-    let steps = s["steps"].as_array().unwrap();
-    assert_eq!(steps[0]["step"], "key");
-    assert_eq!(steps[1]["step"], "enroll");
-    assert!(steps
+    let steps: Vec<(String, String)> = s["steps"]
+        .as_array()
+        .unwrap()
         .iter()
-        .any(|x| x["step"] == "roles-anywhere" && x["state"] == "skipped"));
+        .map(|x| {
+            (
+                x["step"].as_str().unwrap().into(),
+                x["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let done = |n: &str| (n.to_string(), "done".to_string());
+    assert_eq!(
+        steps,
+        vec![
+            done("key"),
+            done("enroll"),
+            done("roles-anywhere"),
+            ("install".into(), "skipped".into()),
+            done("init")
+        ]
+    );
+    assert!(
+        s["credentialsExpiry"]
+            .as_str()
+            .is_some_and(|e| e.ends_with('Z')),
+        "{s}"
+    );
+
+    // Roles Anywhere: one CreateSession, verified by the endpoint (chain to the Vault CA);
+    // init's DescribeCluster reused that session through the cache.
+    let stats = site.ra.stats();
+    assert_eq!(
+        (stats["ok"].as_u64(), stats["total"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    // init: DescribeCluster (moto, signature checked) filled the endpoint and the CA.
+    let kubeconfig = std::fs::read_to_string(root.join("var/lib/kubelet/kubeconfig")).unwrap();
+    assert!(
+        kubeconfig.contains("server: https://127.0.0.1:6443"),
+        "{kubeconfig}"
+    );
+    assert_eq!(
+        std::fs::read(root.join("etc/kubernetes/pki/ca.crt")).unwrap(),
+        std::fs::read(&site.cluster_ca).unwrap()
+    );
+    let moto_log = site.moto.process.log_text();
+    assert!(moto_log.contains("/clusters/hybrid-test"), "{moto_log}");
+    // The node's credential_process goes where first boot went.
+    let aws_config = std::fs::read_to_string(root.join("etc/aws/hybrid/config")).unwrap();
+    assert!(
+        aws_config.contains(&format!("--endpoint {}", site.ra.endpoint()))
+            && aws_config.contains("--ca-bundle /etc/hybridboot/aws-ca.pem"),
+        "{aws_config}"
+    );
+    // systemd was asked to start the node's services, kubelet last.
+    let actions = std::fs::read_to_string(&systemctl_log).unwrap();
+    assert!(
+        actions.starts_with("daemon-reload\n") && actions.ends_with("restart kubelet.service\n"),
+        "{actions}"
+    );
     let text = run(&["status", "--root", root.to_str().unwrap()], &[]);
     assert!(
         text.stdout.contains("joined                 yes"),
@@ -361,8 +517,19 @@ fn shape(root: &Path) -> BTreeMap<String, (u32, String)> {
                 format!("{} certificates", text.matches("BEGIN CERTIFICATE").count())
             } else if rel.ends_with("firstboot.json") {
                 let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                for field in ["credentials_expiry", "durations_ms"] {
+                    v[field] = serde_json::Value::Null;
+                }
                 v["key"]["fingerprint"] = serde_json::Value::Null;
                 v.to_string()
+            } else if let Some(name) = rel.strip_prefix("run/hybridboot/rolesanywhere-") {
+                // The session cache: named after the certificate, holding a session.
+                let kind = name.rsplit('.').next().unwrap_or_default();
+                out.insert(
+                    format!("run/hybridboot/<session>.{kind}"),
+                    (mode, String::new()),
+                );
+                continue;
             } else if rel.ends_with("joined") {
                 text.lines().next().unwrap_or_default().to_string()
             } else {
@@ -416,12 +583,15 @@ fn power_cuts_at_28_points_converge_to_the_uninterrupted_result() {
             state_file(r).exists()
         }),
         Point::When("certificate written", |r| cert_path(r).exists()),
-        Point::When("enroll recorded", |r| {
-            std::fs::read_to_string(state_file(r)).is_ok_and(|s| s.contains("\"enroll\""))
+        Point::When("enroll recorded", |r| recorded(r, "enroll")),
+        Point::When("roles-anywhere recorded", |r| recorded(r, "roles-anywhere")),
+        Point::When("init's first file written", |r| {
+            r.join("etc/aws/hybrid/config").exists()
         }),
-        Point::When("all steps recorded", |r| {
-            std::fs::read_to_string(state_file(r)).is_ok_and(|s| s.contains("\"init\""))
+        Point::When("kubeconfig written", |r| {
+            r.join("var/lib/kubelet/kubeconfig").exists()
         }),
+        Point::When("all steps recorded", |r| recorded(r, "init")),
         Point::When("stamp written", |r| stamp(r).exists()),
     ];
     // Spread over the first 80% of the reference run (the last stretch is covered by the
@@ -499,13 +669,18 @@ fn a_role_that_refuses_the_node_name_needs_an_operator_and_says_which_field() {
     let site = Site::start();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    site.configure(root, "node-1.elsewhere.org", &site.bao.http_addr());
-    let started = Instant::now();
+    // A pass-through proxy counts the requests: the refusal is not retried.
+    let proxy = FaultProxy::start(site.bao.http_port, Vec::new());
+    site.configure(
+        root,
+        "node-1.elsewhere.org",
+        &format!("http://127.0.0.1:{}", proxy.port),
+    );
     let r = firstboot(root, &[]);
-    let took = started.elapsed();
     assert_eq!(r.code, 3, "{}", r.stderr);
     println!("{}", r.stderr.trim_end());
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The clock check's health request and one sign request.
+    assert_eq!(proxy.connections.load(Ordering::SeqCst), 2, "{}", r.stderr);
     assert!(
         r.stderr.contains("spec.hybrid.iamRolesAnywhere.nodeName")
             && r.stderr.contains("spec.vault.role"),
@@ -639,9 +814,10 @@ fn forward(client: TcpStream, target: u16) {
 }
 
 #[test]
-fn network_faults_in_front_of_vault_are_ridden_out_within_the_retry_policy() {
+fn network_faults_in_front_of_vault_roles_anywhere_and_eks_are_ridden_out_within_the_retry_policy()
+{
     let site = Site::start();
-    let script = vec![
+    let vault_script = vec![
         // The clock check's health request: two failures, then a slow success.
         Fault::Drop,
         Fault::Status(503),
@@ -651,31 +827,91 @@ fn network_faults_in_front_of_vault_are_ridden_out_within_the_retry_policy() {
         Fault::Status(429),
         Fault::Drop,
     ];
-    let faults = script.len();
-    let proxy = FaultProxy::start(site.bao.http_port, script);
+    let vault_faults = vault_script.len();
+    let vault = FaultProxy::start(site.bao.http_port, vault_script);
+    // DescribeCluster (plain HTTP to moto): a drop, 500, 429, then through.
+    let moto_port: u16 = site
+        .moto
+        .endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let eks_script = vec![Fault::Drop, Fault::Status(500), Fault::Status(429)];
+    let eks_faults = eks_script.len();
+    let eks = FaultProxy::start(moto_port, eks_script);
+    // CreateSession (TLS, so the endpoint injects its faults itself): two 503s and a drop.
+    site.ra.control(
+        "fault",
+        Some(serde_json::json!({"mode": "503", "count": 2})),
+    );
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    site.configure(root, CN, &format!("http://127.0.0.1:{}", proxy.port));
+    site.configure_full(
+        root,
+        CN,
+        &format!("http://127.0.0.1:{}", vault.port),
+        "      tokenFile: /etc/hybridboot/vault-token\n",
+        &site.ra.endpoint(),
+        &format!("http://127.0.0.1:{}", eks.port),
+    );
     let started = Instant::now();
     let r = firstboot(root, &[]);
     let took = started.elapsed();
     r.ok();
     assert!(stamp(root).exists());
-    let connections = proxy.connections.load(Ordering::SeqCst);
+    let vault_connections = vault.connections.load(Ordering::SeqCst);
+    let eks_connections = eks.connections.load(Ordering::SeqCst);
+    let ra = site.ra.stats();
     println!(
-        "completed in {} ms over {connections} connections: {:?}",
+        "completed in {} ms; Vault: {vault_connections} connections {:?}; EKS: {eks_connections} connections {:?}; Roles Anywhere: {ra}",
         took.as_millis(),
-        proxy.log.lock().unwrap()
+        vault.log.lock().unwrap(),
+        eks.log.lock().unwrap(),
     );
-    // Each fault cost exactly one attempt, then one health and one sign request passed.
-    assert_eq!(connections, faults + 1, "{}", r.stderr);
-    // Two retries of the health check and three of the sign request: within the policy's
-    // ceilings (0.5 s doubling) plus the Retry-After second and the 1.5 s delay.
-    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // Each fault cost exactly one attempt, then the request passed: no extra attempts and
+    // none given up early.
+    assert_eq!(vault_connections, vault_faults + 1, "{}", r.stderr);
+    assert_eq!(eks_connections, eks_faults + 1, "{}", r.stderr);
+    assert_eq!(
+        (ra["faulted"].as_u64(), ra["ok"].as_u64()),
+        (Some(2), Some(1)),
+        "{ra}"
+    );
+}
+
+#[test]
+fn roles_anywhere_access_denied_needs_an_operator_and_names_the_fields() {
+    let site = Site::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    site.configure(root, CN, &site.bao.http_addr());
+    // A role the profile does not allow: the service answers 403 AccessDeniedException.
+    let config = root.join("etc/hybridboot/config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &site.ra.role_arn,
+        "arn:aws:iam::123456789012:role/not-in-profile",
+    );
+    std::fs::write(&config, text).unwrap();
+    let r = firstboot(root, &[]);
+    println!("{}", r.stderr.trim_end());
+    assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(
-        took < Duration::from_secs(120),
-        "past spec.timeouts.overall"
+        r.stderr
+            .contains("spec.hybrid.iamRolesAnywhere.trustAnchorArn")
+            && r.stderr.contains("roleArn")
+            && r.stderr.contains("not part of profile"),
+        "{}",
+        r.stderr
     );
+    // One refused attempt, no retry; enrolled, but no stamp.
+    let stats = site.ra.stats();
+    assert_eq!(stats["total"].as_u64(), Some(1), "{stats}");
+    assert!(cert_path(root).exists() && !stamp(root).exists());
+    let s = status_json(root);
+    assert_eq!(s["lastError"]["step"], "roles-anywhere");
+    assert_eq!(s["lastError"]["exitCode"], 3);
 }
 
 #[test]
@@ -758,8 +994,14 @@ spec:
             "config.yaml:24:5: spec.vault: unknown field `rolee`",
         ),
         (
-            format!("{base}  install:\n    kubernetesVersion: \"1.31\"\n"),
-            "spec.install is set, but this build cannot install",
+            format!(
+                "{base}  install:\n    kubernetesVersion: \"1.31\"\n    containerdSource: eks\n"
+            ),
+            "spec.install.containerdSource: \"eks\": use distro",
+        ),
+        (
+            format!("{base}  aws:\n    eksEndpoint: eks.example.com\n"),
+            "spec.aws.eksEndpoint",
         ),
         (
             base.replace("      tokenFile: /etc/hybridboot/vault-token\n", ""),

@@ -1,5 +1,6 @@
 //! The README's main command (`make run` -> scripts/run-main.sh) works on the embedded default:
-//! a first boot into a temporary root with swtpm and a local OpenBao.
+//! a whole first boot into a temporary root with swtpm, a local OpenBao, the Roles Anywhere test
+//! endpoint and moto.
 mod common;
 
 #[test]
@@ -33,8 +34,20 @@ fn main_job_runs_a_first_boot_into_a_temporary_root_and_shows_status() {
         "key                    handle:0x81000001 (ecdsa-p256)",
         "  subject              CN=node-1.hybrid.example.com",
         "step enroll            done",
+        "step roles-anywhere    done",
+        "step install           skipped: spec.install not set",
+        "step init              done",
         "last error             -",
     ] {
         assert!(r.stdout.contains(want), "{want}:\n{}", r.stdout);
+    }
+    // One CreateSession (the Roles Anywhere endpoint verified it), init's DescribeCluster filled
+    // the kubeconfig's server from moto, and systemd was asked to start the kubelet.
+    for want in [
+        "\"total\": 1, \"ok\": 1",
+        "kubeconfig server: https://127.0.0.1:6443",
+        "systemctl restart kubelet.service",
+    ] {
+        assert!(r.stderr.contains(want), "{want}:\n{}", r.stderr);
     }
 }

@@ -74,6 +74,7 @@ fn facts(kubelet: &str) -> NodeFacts {
         hybridboot_path: HYBRIDBOOT.into(),
         ubuntu: false,
         ecr_credential_provider: DEFAULT_ECR_CREDENTIAL_PROVIDER.into(),
+        aws: Default::default(),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::fsutil::{self, WriteOptions};
 /// Sessions with at most this many seconds left are refreshed (the AWS SDKs refresh 5 minutes
 /// before expiry too; handing them less would make them call us right back).
 pub const REFRESH_MARGIN_SECS: i64 = 300;
-/// Default cache directory when `RUNTIME_DIRECTORY` (systemd) is not set.
+/// Default cache directory when neither `RUNTIME_DIRECTORY` (systemd) nor `XDG_RUNTIME_DIR` is set.
 pub const DEFAULT_DIR: &str = "/run/hybridboot";
 /// Cache files are small; anything larger is not ours.
 const MAX_ENTRY_BYTES: u64 = 64 * 1024;
@@ -69,18 +69,37 @@ pub fn cache_key(p: &CacheKeyParts<'_>) -> String {
 }
 
 /// The cache directory: the override if given, else the first entry of `RUNTIME_DIRECTORY`
-/// (systemd may list several, colon-separated), else [`DEFAULT_DIR`].
-pub fn default_dir(override_dir: Option<&Path>, runtime_directory: Option<&str>) -> PathBuf {
+/// (systemd may list several, colon-separated), else `$XDG_RUNTIME_DIR/hybridboot` (a person's
+/// login session: private to the user, on tmpfs, where `/run/hybridboot` is not writable), else
+/// [`DEFAULT_DIR`] (a node: kubelet and the system units have neither variable).
+pub fn default_dir(
+    override_dir: Option<&Path>,
+    runtime_directory: Option<&str>,
+    xdg_runtime_dir: Option<&str>,
+) -> PathBuf {
     if let Some(d) = override_dir {
         return d.to_path_buf();
     }
-    match runtime_directory
+    if let Some(first) = runtime_directory
         .and_then(|r| r.split(':').next())
         .filter(|s| !s.is_empty())
     {
-        Some(first) => PathBuf::from(first),
+        return PathBuf::from(first);
+    }
+    match xdg_runtime_dir.filter(|s| s.starts_with('/')) {
+        Some(x) => Path::new(x).join("hybridboot"),
         None => PathBuf::from(DEFAULT_DIR),
     }
+}
+
+/// The cache directory of a run under `--root DIR` (tests, image builds): `DIR/run/hybridboot`,
+/// unless `HYBRIDBOOT_CACHE_DIR` or `RUNTIME_DIRECTORY` name one. `None` for `/`.
+pub fn dir_for_root(root: &Path, env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+    if root == Path::new("/") || set("HYBRIDBOOT_CACHE_DIR") || set("RUNTIME_DIRECTORY") {
+        return None;
+    }
+    Some(crate::fsutil::under_root(root, Path::new(DEFAULT_DIR)))
 }
 
 /// Where the credentials came from.
@@ -317,17 +336,29 @@ mod tests {
 
     #[test]
     fn directory_choice() {
-        assert_eq!(default_dir(None, None), PathBuf::from("/run/hybridboot"));
         assert_eq!(
-            default_dir(None, Some("")),
+            default_dir(None, None, None),
             PathBuf::from("/run/hybridboot")
         );
         assert_eq!(
-            default_dir(None, Some("/run/a:/run/b")),
+            default_dir(None, Some(""), Some("")),
+            PathBuf::from("/run/hybridboot")
+        );
+        assert_eq!(
+            default_dir(None, Some("/run/a:/run/b"), Some("/run/user/1000")),
             PathBuf::from("/run/a")
         );
         assert_eq!(
-            default_dir(Some(Path::new("/x")), Some("/run/a")),
+            default_dir(None, None, Some("/run/user/1000")),
+            PathBuf::from("/run/user/1000/hybridboot")
+        );
+        // A relative XDG_RUNTIME_DIR is invalid (XDG spec): ignored.
+        assert_eq!(
+            default_dir(None, None, Some("run")),
+            PathBuf::from("/run/hybridboot")
+        );
+        assert_eq!(
+            default_dir(Some(Path::new("/x")), Some("/run/a"), Some("/run/user/1")),
             PathBuf::from("/x")
         );
     }

@@ -73,8 +73,9 @@ pub struct RolesAnywhereArgs {
     /// Use HTTPS_PROXY / NO_PROXY from the environment (off by default, like the reference).
     #[arg(long)]
     pub with_proxy: bool,
-    /// Trust only the CAs in this PEM bundle for the endpoint's TLS certificate.
-    #[arg(long, value_name = "FILE")]
+    /// Trust only the CAs in this PEM bundle for the endpoint's TLS certificate (the AWS SDKs'
+    /// `AWS_CA_BUNDLE`).
+    #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
 }
 
@@ -194,9 +195,12 @@ impl RolesAnywhereArgs {
                 chain::rfc3339(leaf.not_before())
             )));
         }
+        // Without --intermediates, the certificates after the leaf in the certificate file
+        // (Vault's chain, which enroll writes leaf first) are the chain: a trust anchor at the
+        // root then works without a second file.
         let intermediates = match &self.intermediates {
             Some(p) => read_certs(p, "intermediates file")?,
-            None => Vec::new(),
+            None => certs[1..].to_vec(),
         };
         let region = sigv4x509::resolve_region(
             self.region.as_deref(),
@@ -295,6 +299,14 @@ impl Prepared {
 /// line (everything after `credential-process`), served in-process through the same cache: for
 /// `token` and other callers that find hybridboot configured as the credential process.
 pub fn credentials_from_process_args(args: &[String]) -> anyhow::Result<Credentials> {
+    credentials_from_process_args_with(args, &rolesanywhere::interactive_policy())
+}
+
+/// [`credentials_from_process_args`] with the caller's retry policy (first boot's deadline).
+pub fn credentials_from_process_args_with(
+    args: &[String],
+    policy: &RetryPolicy,
+) -> anyhow::Result<Credentials> {
     use clap::{CommandFactory as _, FromArgMatches as _};
     #[derive(clap::Parser)]
     #[command(name = "credential-process")]
@@ -309,17 +321,18 @@ pub fn credentials_from_process_args(args: &[String]) -> anyhow::Result<Credenti
         .map_err(|e| operator(format!("credential_process arguments: {}", e.kind())))?;
     let parsed = Wrapper::from_arg_matches(&matches)
         .map_err(|e| operator(format!("credential_process arguments: {}", e.kind())))?;
-    credentials(&parsed.inner.ra, &parsed.inner.cache)
+    credentials_with(&parsed.inner.ra, &parsed.inner.cache, policy)
 }
 
 /// The cache directory: `--cache-dir` / `HYBRIDBOOT_CACHE_DIR`, else `$RUNTIME_DIRECTORY`, else
-/// `/run/hybridboot`.
+/// `$XDG_RUNTIME_DIR/hybridboot`, else `/run/hybridboot`.
 #[derive(Args, Debug, Clone)]
 pub struct CacheArgs {
     /// Do not read or write the session cache (always make a new session).
     #[arg(long)]
     pub no_cache: bool,
-    /// Session cache directory [default: $RUNTIME_DIRECTORY, then /run/hybridboot].
+    /// Session cache directory [default: $RUNTIME_DIRECTORY, then $XDG_RUNTIME_DIR/hybridboot,
+    /// then /run/hybridboot].
     #[arg(long, value_name = "DIR", env = "HYBRIDBOOT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 }
@@ -337,10 +350,19 @@ pub struct CredentialProcessArgs {
 /// one (concurrent callers wait on one lock and share the single CreateSession). For
 /// `credential-process` and for in-process callers such as `token`.
 pub fn credentials(ra: &RolesAnywhereArgs, cache_args: &CacheArgs) -> anyhow::Result<Credentials> {
+    credentials_with(ra, cache_args, &rolesanywhere::interactive_policy())
+}
+
+/// [`credentials`] with the caller's retry policy for a new session.
+pub fn credentials_with(
+    ra: &RolesAnywhereArgs,
+    cache_args: &CacheArgs,
+    policy: &RetryPolicy,
+) -> anyhow::Result<Credentials> {
     let prepared = ra.prepare()?;
     let fetch = || -> anyhow::Result<Credentials> {
         let key = prepared.open_key()?;
-        prepared.fetch_with(key.as_ref(), &rolesanywhere::interactive_policy())
+        prepared.fetch_with(key.as_ref(), policy)
     };
     if cache_args.no_cache {
         return fetch();
@@ -348,6 +370,7 @@ pub fn credentials(ra: &RolesAnywhereArgs, cache_args: &CacheArgs) -> anyhow::Re
     let dir = cache::default_dir(
         cache_args.cache_dir.as_deref(),
         std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+        std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
     );
     let cache = CredentialCache::new(dir);
     let (creds, source) = cache.get_or_fetch(&prepared.cache_key, SystemTime::now(), fetch)?;

@@ -37,13 +37,25 @@ pub struct RolesAnywhereArgs {
     /// IAM role to assume through Roles Anywhere.
     #[arg(long, value_name = "ARN", requires = "certificate")]
     pub role_arn: Option<String>,
+    /// PEM bundle of intermediate CA certificates, issuer of the leaf first (when the trust
+    /// anchor is a root above the issuing CA).
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub intermediates: Option<PathBuf>,
+    /// Roles Anywhere endpoint URL (default: env AWS_ENDPOINT_URL_ROLESANYWHERE, then
+    /// AWS_ENDPOINT_URL, then the trust anchor region's), e.g. a VPC endpoint.
+    #[arg(long, value_name = "URL", requires = "certificate")]
+    pub endpoint: Option<String>,
+    /// Trust only the CAs in this PEM bundle for the Roles Anywhere endpoint's TLS certificate.
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl RolesAnywhereArgs {
-    /// The `credential-process` arguments, in nodeadm's order; `None` when not given.
+    /// The `credential-process` arguments, in nodeadm's order, then the optional ones that are
+    /// set; `None` when not given.
     pub fn process_args(&self) -> Option<Vec<String>> {
         let cert = self.certificate.as_ref()?;
-        Some(vec![
+        let mut args = vec![
             "--certificate".to_string(),
             cert.display().to_string(),
             "--private-key".into(),
@@ -54,7 +66,19 @@ impl RolesAnywhereArgs {
             self.profile_arn.clone()?,
             "--role-arn".into(),
             self.role_arn.clone()?,
-        ])
+        ];
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        for (flag, value) in [
+            ("--intermediates", path(&self.intermediates)),
+            ("--endpoint", self.endpoint.clone()),
+            ("--ca-bundle", path(&self.ca_bundle)),
+        ] {
+            if let Some(v) = value {
+                args.push(flag.into());
+                args.push(v);
+            }
+        }
+        Some(args)
     }
 }
 
@@ -369,22 +393,37 @@ mod tests {
             trust_anchor_arn: Some("ta".into()),
             profile_arn: Some("p".into()),
             role_arn: Some("r".into()),
+            ..Default::default()
         };
-        assert_eq!(
-            ra.process_args().unwrap(),
-            vec![
-                "--certificate",
-                "/c.pem",
-                "--private-key",
-                "handle:0x81000001",
-                "--trust-anchor-arn",
-                "ta",
-                "--profile-arn",
-                "p",
-                "--role-arn",
-                "r"
-            ]
-        );
+        let base = vec![
+            "--certificate",
+            "/c.pem",
+            "--private-key",
+            "handle:0x81000001",
+            "--trust-anchor-arn",
+            "ta",
+            "--profile-arn",
+            "p",
+            "--role-arn",
+            "r",
+        ];
+        assert_eq!(ra.process_args().unwrap(), base);
+        let more = RolesAnywhereArgs {
+            intermediates: Some("/i.pem".into()),
+            endpoint: Some("https://ra.test".into()),
+            ca_bundle: Some("/ca.pem".into()),
+            ..ra
+        };
+        let mut want = base.clone();
+        want.extend([
+            "--intermediates",
+            "/i.pem",
+            "--endpoint",
+            "https://ra.test",
+            "--ca-bundle",
+            "/ca.pem",
+        ]);
+        assert_eq!(more.process_args().unwrap(), want);
         assert!(RolesAnywhereArgs::default().process_args().is_none());
     }
 }

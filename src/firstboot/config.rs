@@ -30,11 +30,16 @@
 //!     renewal:
 //!       certAuthRole: node            # optional: renew with TLS certificate auth
 //!       renewBefore: "1/3"            # fraction of the lifetime left; default 1/3
+//!   aws:                              # optional: private (VPC) endpoints and their CA
+//!     rolesAnywhereEndpoint: https://rolesanywhere.us-west-2.amazonaws.com
+//!     eksEndpoint: https://eks.us-west-2.amazonaws.com
+//!     caBundle: /etc/hybridboot/aws-ca.pem
 //!   install:                          # optional: absent = binaries are in the image
 //!     kubernetesVersion: "1.31"
 //!     manifest: https://...           # optional
 //!     manifestPublicKey: /etc/hybridboot/manifest.pub  # optional
-//!     containerdSource: distro        # distro | none | eks; default distro
+//!     caBundle: /etc/hybridboot/mirror-ca.pem          # optional
+//!     containerdSource: distro        # distro | none; default distro
 //!   timeouts:
 //!     overall: 30m                    # whole first boot; default 30m
 //!     timeSync: 2m                    # wait for NTP; default 2m
@@ -92,6 +97,8 @@ pub struct BootstrapConfig {
     pub key: KeySettings,
     /// `spec.vault`.
     pub vault: VaultSettings,
+    /// `spec.aws`: endpoint and CA overrides for the AWS calls.
+    pub aws: AwsSettings,
     /// `spec.install`; `None`: the binaries are baked into the image.
     pub install: Option<InstallSettings>,
     /// `spec.timeouts`.
@@ -152,6 +159,20 @@ pub enum VaultAuth {
     },
 }
 
+/// `spec.aws`: where the AWS calls go when not to the region's public endpoints (VPC interface
+/// endpoints, a proxy that terminates TLS, tests), and the CAs their TLS certificates chain to.
+/// The same settings reach the `credential_process` line init writes, so the node's later
+/// refreshes go where first boot went.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsSettings {
+    /// IAM Roles Anywhere endpoint (`https://rolesanywhere.<region>.amazonaws.com` when unset).
+    pub roles_anywhere_endpoint: Option<String>,
+    /// EKS endpoint for DescribeCluster (`https://eks.<region>.amazonaws.com` when unset).
+    pub eks_endpoint: Option<String>,
+    /// PEM bundle replacing the built-in roots for both.
+    pub ca_bundle: Option<PathBuf>,
+}
+
 /// `spec.install`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallSettings {
@@ -161,7 +182,9 @@ pub struct InstallSettings {
     pub manifest: Option<String>,
     /// Public key that signs the manifest.
     pub manifest_public_key: Option<PathBuf>,
-    /// `distro`, `eks` or `none`.
+    /// CAs of the artifact mirror's TLS certificate (default: the built-in roots).
+    pub ca_bundle: Option<PathBuf>,
+    /// `distro` or `none`.
     pub containerd_source: String,
 }
 
@@ -207,6 +230,8 @@ struct RawSpec {
     key: Option<RawKey>,
     #[serde(default)]
     vault: Option<RawVault>,
+    #[serde(default)]
+    aws: Option<RawAws>,
     #[serde(default)]
     install: Option<RawInstall>,
     #[serde(default)]
@@ -279,6 +304,17 @@ struct RawRenewal {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAws {
+    #[serde(default)]
+    roles_anywhere_endpoint: Option<String>,
+    #[serde(default)]
+    eks_endpoint: Option<String>,
+    #[serde(default)]
+    ca_bundle: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawInstall {
     #[serde(default)]
     kubernetes_version: Option<serde_yaml_ng::Value>,
@@ -286,6 +322,8 @@ struct RawInstall {
     manifest: Option<String>,
     #[serde(default)]
     manifest_public_key: Option<String>,
+    #[serde(default)]
+    ca_bundle: Option<String>,
     #[serde(default)]
     containerd_source: Option<String>,
 }
@@ -524,6 +562,26 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, Bootstrap
         renew_before,
     };
 
+    // spec.aws
+    let a = spec.aws.unwrap_or_default();
+    let endpoint = |field: &'static str, v: Option<String>| -> Result<Option<String>, _> {
+        match non_empty(v) {
+            None => Ok(None),
+            Some(u) => {
+                crate::http::Url::parse(&u).map_err(|e| invalid(field, e.to_string()))?;
+                Ok(Some(u.trim_end_matches('/').to_string()))
+            }
+        }
+    };
+    let aws = AwsSettings {
+        roles_anywhere_endpoint: endpoint(
+            "spec.aws.rolesAnywhereEndpoint",
+            a.roles_anywhere_endpoint,
+        )?,
+        eks_endpoint: endpoint("spec.aws.eksEndpoint", a.eks_endpoint)?,
+        ca_bundle: abs_path("spec.aws.caBundle", a.ca_bundle)?,
+    };
+
     // spec.install
     let install = match spec.install {
         None => None,
@@ -554,10 +612,10 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, Bootstrap
             }
             let containerd_source =
                 non_empty(i.containerd_source).unwrap_or_else(|| "distro".into());
-            if !["distro", "eks", "none"].contains(&containerd_source.as_str()) {
+            if !["distro", "none"].contains(&containerd_source.as_str()) {
                 return Err(invalid(
                     "spec.install.containerdSource",
-                    format!("{containerd_source:?}: use distro, eks or none"),
+                    format!("{containerd_source:?}: use distro (the distribution's containerd, from the image or the manifest) or none"),
                 ));
             }
             Some(InstallSettings {
@@ -567,6 +625,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, Bootstrap
                     "spec.install.manifestPublicKey",
                     i.manifest_public_key,
                 )?,
+                ca_bundle: abs_path("spec.install.caBundle", i.ca_bundle)?,
                 containerd_source,
             })
         }
@@ -591,6 +650,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, Bootstrap
     Ok(BootstrapConfig {
         key,
         vault,
+        aws,
         install,
         timeouts,
     })

@@ -31,12 +31,15 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use clap::Args;
 
+use crate::aws::commands::{credentials_with, CacheArgs, RolesAnywhereArgs};
 use crate::cli::KeyArgs;
 use crate::exit::{self, Class, Classified};
 use crate::fsutil;
 use crate::http::{Client, Request, Url};
 use crate::key::{KeyRef, OpenMode};
 use crate::node::config::{self as nodeconfig, NodeConfig};
+use crate::node::init_cmd::{self, InitArgs};
+use crate::node::install;
 use crate::retry::RetryPolicy;
 use crate::vault::{self, VaultArgs};
 use config::{BootstrapConfig, VaultAuth};
@@ -222,8 +225,10 @@ pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
     let loaded = args.source.load()?;
     let deadline = started + loaded.bootstrap.timeouts.overall;
     // Temporary files of writes a power cut interrupted: the directories first boot writes.
+    // (init cleans the directories it writes itself.)
     for dir in [
         PathBuf::from(state::STATE_DIR),
+        PathBuf::from(crate::aws::cache::DEFAULT_DIR),
         loaded
             .node
             .iam_roles_anywhere
@@ -311,15 +316,6 @@ fn steps(
     st.version = state::VERSION;
     st.node_name = Some(loaded.node.iam_roles_anywhere.node_name.clone());
 
-    // Refused before any work: enrolling first would spend a single-use secret id for a run
-    // that cannot finish.
-    if b.install.is_some() {
-        let e = exit::operator(
-            "spec.install is set, but this build cannot install Kubernetes binaries yet: bake them into the image and remove spec.install",
-        );
-        return Err(in_step("install", e));
-    }
-
     // Clock, part 1: NTP and the build-date floor, before the key signs anything.
     notify::status("checking the system clock");
     let left = remaining(deadline, "the clock check").map_err(|e| in_step("clock", e))?;
@@ -339,6 +335,7 @@ fn steps(
 
     // Key.
     notify::status("opening the node key");
+    let t = Instant::now();
     let key = plan
         .key
         .open(OpenMode::CreateIfAbsent(plan.algorithm))
@@ -351,6 +348,7 @@ fn steps(
     });
     drop(key); // the Vault client opens it again; swtpm serves one connection at a time
     st.complete(Step::Key);
+    st.record_duration(Step::Key, t.elapsed());
     st.save(root).map_err(|e| in_step("key", e))?;
 
     // Clock, part 2: against Vault's own clock, before any certificate is checked.
@@ -360,6 +358,7 @@ fn steps(
 
     // Enroll (or keep a valid, young certificate).
     notify::status("enrolling certificate with Vault");
+    let t = Instant::now();
     let mut vault_args = plan.vault.clone();
     vault_args.timeout = remaining(deadline, "enrolling").map_err(|e| in_step("enroll", e))?;
     let renewal = vault::renew_certificate(&vault_args, plan.renew_before)
@@ -376,23 +375,71 @@ fn steps(
         renew_before: plan.renew_before,
     });
     st.complete(Step::Enroll);
+    st.record_duration(Step::Enroll, t.elapsed());
     st.save(root).map_err(|e| in_step("enroll", e))?;
 
-    // Roles Anywhere check, install, init: not part of this build yet; recorded, not faked.
-    st.skip(
-        Step::RolesAnywhere,
-        "not in this build: the Roles Anywhere CreateSession check is not wired into firstboot yet",
-    );
-    log::warn!("step roles-anywhere: not in this build yet (skipped, recorded in the state file)");
-    st.skip(
-        Step::Install,
-        "spec.install not set: binaries are part of the image",
-    );
-    st.skip(
-        Step::Init,
-        "not in this build: nodeadm-style init is not wired into firstboot yet",
-    );
-    log::warn!("step init: not in this build yet (skipped, recorded in the state file)");
+    // Roles Anywhere: one CreateSession with the new certificate proves the trust anchor,
+    // profile and role accept it before anything is installed; the session is cached where
+    // init and the node's credential_process find it.
+    notify::status("getting AWS credentials from IAM Roles Anywhere");
+    let t = Instant::now();
+    let policy = deadline_policy(deadline, "the Roles Anywhere check")
+        .map_err(|e| in_step("roles-anywhere", e))?;
+    let creds =
+        roles_anywhere_check(loaded, &plan, &policy).map_err(|e| in_step("roles-anywhere", e))?;
+    st.credentials_expiry = creds.expiration.map(crate::x509::chain::rfc3339);
+    st.complete(Step::RolesAnywhere);
+    st.record_duration(Step::RolesAnywhere, t.elapsed());
+    st.save(root).map_err(|e| in_step("roles-anywhere", e))?;
+
+    // Install (only when the image does not carry the binaries).
+    match &b.install {
+        None => st.skip(
+            Step::Install,
+            "spec.install not set: the Kubernetes binaries are part of the image",
+        ),
+        Some(settings) => {
+            notify::status("installing Kubernetes binaries");
+            let t = Instant::now();
+            // A finished install is verified against its record without the network.
+            let offline = st.completed.contains(&Step::Install)
+                && install::read_record(root).ok().flatten().is_some_and(|r| {
+                    r.kubernetes_version
+                        .starts_with(settings.kubernetes_version.trim_start_matches('v'))
+                });
+            remaining(deadline, "installing").map_err(|e| in_step("install", e))?;
+            install::run_install(install_args(settings, root, offline))
+                .map_err(|e| in_step("install", e.context("spec.install")))?;
+            st.install_tracker = Some(PathBuf::from(install::TRACKER_PATH));
+            st.complete(Step::Install);
+            st.record_duration(Step::Install, t.elapsed());
+        }
+    }
+    st.save(root).map_err(|e| in_step("install", e))?;
+
+    // Init: nodeadm's phases, then the units. After a power cut the files may already be
+    // written while the units were never restarted, so until init is recorded complete the
+    // units are (re)started whether or not their files changed.
+    notify::status("configuring the node (init)");
+    let t = Instant::now();
+    let policy = deadline_policy(deadline, "init").map_err(|e| in_step("init", e))?;
+    let init_args = InitArgs {
+        config_source: loaded.path.display().to_string(),
+        root: root.to_path_buf(),
+        skip: Vec::new(),
+        no_start: false,
+        kubelet_version: None,
+        hybridboot_path: None,
+        roles_anywhere_endpoint: b.aws.roles_anywhere_endpoint.clone(),
+        eks_endpoint: b.aws.eks_endpoint.clone(),
+        aws_ca_bundle: b.aws.ca_bundle.clone(),
+        retry: Some(policy),
+        apply_unchanged: !st.completed.contains(&Step::Init),
+    };
+    init_cmd::init(&init_args, &mut init_cmd::Systemctl::from_env())
+        .map_err(|e| in_step("init", e))?;
+    st.complete(Step::Init);
+    st.record_duration(Step::Init, t.elapsed());
 
     // Stamp, last. The state is saved first so that a power cut between the two leaves a state
     // that says everything is done but no stamp: the next run re-checks and writes the stamp.
@@ -421,6 +468,91 @@ fn transient(message: String) -> anyhow::Error {
         message,
     }
     .into()
+}
+
+/// The retry policy of a remote step: the default schedule, bounded by what is left of
+/// `spec.timeouts.overall`.
+fn deadline_policy(deadline: Instant, what: &str) -> anyhow::Result<RetryPolicy> {
+    Ok(RetryPolicy {
+        max_attempts: 30,
+        ..RetryPolicy::default()
+    }
+    .with_deadline(remaining(deadline, what)?))
+}
+
+/// One CreateSession (or a cached session with time left) with the enrolled certificate and
+/// exactly the arguments the node's credential_process will use.
+fn roles_anywhere_check(
+    loaded: &Loaded,
+    plan: &Plan,
+    policy: &RetryPolicy,
+) -> anyhow::Result<crate::aws::credentials::Credentials> {
+    let ira = &loaded.node.iam_roles_anywhere;
+    let aws = &loaded.bootstrap.aws;
+    let r = |p: &Path| fsutil::under_root(&plan.root, p);
+    let args = RolesAnywhereArgs {
+        certificate: r(&ira.certificate_path),
+        private_key: plan.key.key.clone(),
+        intermediates: None,
+        trust_anchor_arn: ira.trust_anchor_arn.clone(),
+        profile_arn: ira.profile_arn.clone(),
+        role_arn: ira.role_arn.clone(),
+        region: None,
+        endpoint: aws.roles_anywhere_endpoint.clone(),
+        session_duration: 3600,
+        role_session_name: Some(ira.node_name.clone()),
+        pkcs11_lib: plan.key.pkcs11_lib.clone(),
+        tcti: plan.key.tcti.clone(),
+        tpm_key_auth_file: None,
+        with_proxy: false,
+        ca_bundle: aws.ca_bundle.as_deref().map(r),
+    };
+    let cache = CacheArgs {
+        no_cache: false,
+        cache_dir: crate::aws::cache::dir_for_root(&plan.root, |k| std::env::var(k).ok()),
+    };
+    let creds = credentials_with(&args, &cache, policy).map_err(|e| {
+        if exit::classify(&e) == Class::Operator {
+            e.context(
+                "IAM Roles Anywhere refused the node: check spec.hybrid.iamRolesAnywhere.trustAnchorArn, profileArn and roleArn in the NodeConfig, and that the trust anchor holds the CA that issues spec.vault.role's certificates",
+            )
+        } else {
+            e
+        }
+    })?;
+    log::info!(
+        "IAM Roles Anywhere session {} valid until {}",
+        creds.access_key_id,
+        creds
+            .expiration
+            .map(crate::x509::chain::rfc3339)
+            .unwrap_or_else(|| "-".into())
+    );
+    Ok(creds)
+}
+
+/// `hybridboot install` as `spec.install` describes it.
+fn install_args(s: &config::InstallSettings, root: &Path, offline: bool) -> install::InstallArgs {
+    install::InstallArgs {
+        kubernetes_version: s.kubernetes_version.clone(),
+        credential_provider: "iam-ra".into(),
+        manifest: s
+            .manifest
+            .clone()
+            .unwrap_or_else(|| install::DEFAULT_MANIFEST.into()),
+        manifest_public_key: s
+            .manifest_public_key
+            .as_deref()
+            .map(|p| fsutil::under_root(root, p)),
+        root: root.to_path_buf(),
+        containerd_source: match s.containerd_source.as_str() {
+            "none" => install::ContainerdSource::None,
+            _ => install::ContainerdSource::Distro,
+        },
+        arch: None,
+        ca_bundle: s.ca_bundle.as_deref().map(|p| fsutil::under_root(root, p)),
+        offline,
+    }
 }
 
 /// Asks Vault's unauthenticated health endpoint for its `Date`, with retries, and compares.

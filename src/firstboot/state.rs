@@ -6,6 +6,7 @@
 //! key exists, the certificate is valid for it) before acting, so a state file lost or older
 //! than the world (a power cut between a step and its record) only costs a re-check.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -123,6 +124,9 @@ pub struct State {
     /// The last failure, cleared when first boot completes.
     #[serde(default)]
     pub last_error: Option<LastError>,
+    /// How long each step's last run took, in milliseconds (benchmarks, slow-site diagnosis).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub durations_ms: BTreeMap<Step, u64>,
 }
 
 impl State {
@@ -166,6 +170,12 @@ impl State {
     }
 
     /// Records `step` as left out.
+    /// Records how long `step` took this time.
+    pub fn record_duration(&mut self, step: Step, took: std::time::Duration) {
+        self.durations_ms
+            .insert(step, u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+    }
+
     pub fn skip(&mut self, step: Step, reason: &str) {
         self.completed.retain(|s| *s != step);
         self.skipped.retain(|s| s.step != step);

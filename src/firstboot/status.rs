@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::state::{self, State};
+use super::state::{self, State, Step};
 use crate::fsutil;
 use crate::x509::chain::{self, rfc3339};
 
@@ -51,15 +51,27 @@ pub fn collect(root: &Path, now: SystemTime) -> anyhow::Result<Value> {
             Err(e) => json!({"path": c.path, "error": e}),
         }
     });
-    let steps: Vec<Value> = st
+    // In the order first boot runs them, each with how long its last run took.
+    let mut steps: Vec<(Step, Value)> = st
         .completed
         .iter()
-        .map(|s| json!({"step": s.name(), "state": "done"}))
-        .chain(
-            st.skipped
-                .iter()
-                .map(|s| json!({"step": s.step.name(), "state": "skipped", "reason": s.reason})),
-        )
+        .map(|s| (*s, json!({"step": s.name(), "state": "done"})))
+        .chain(st.skipped.iter().map(|s| {
+            (
+                s.step,
+                json!({"step": s.step.name(), "state": "skipped", "reason": s.reason}),
+            )
+        }))
+        .collect();
+    steps.sort_by_key(|(step, _)| *step);
+    let steps: Vec<Value> = steps
+        .into_iter()
+        .map(|(step, mut v)| {
+            if let Some(ms) = st.durations_ms.get(&step) {
+                v["ms"] = json!(ms);
+            }
+            v
+        })
         .collect();
     let install = match &st.install_tracker {
         Some(p) => json!({"tracker": p, "present": fsutil::under_root(root, p).exists()}),
@@ -151,11 +163,14 @@ pub fn render_text(v: &Value) -> String {
     );
     if let Some(steps) = v["steps"].as_array() {
         for st in steps {
-            let extra = if st["reason"].is_null() {
+            let mut extra = if st["reason"].is_null() {
                 String::new()
             } else {
                 format!(": {}", s(&st["reason"]))
             };
+            if let Some(ms) = st["ms"].as_u64() {
+                extra.push_str(&format!(" ({ms} ms)"));
+            }
             line(
                 &format!("step {}", s(&st["step"])),
                 format!("{}{extra}", s(&st["state"])),

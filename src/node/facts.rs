@@ -78,6 +78,7 @@ pub fn detect(
         hybridboot_path,
         ubuntu: is_ubuntu(&os_release),
         ecr_credential_provider,
+        aws: Default::default(),
     })
 }
 

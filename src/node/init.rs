@@ -183,6 +183,9 @@ pub struct WriteReport {
     pub removed: Vec<PathBuf>,
     /// What the changes require (daemon-reload, restarts), without duplicates, in order.
     pub effects: BTreeSet<Effect>,
+    /// What the unchanged files would require: a caller that cannot know whether an earlier,
+    /// interrupted run already applied them (first boot) applies these too.
+    pub unchanged_effects: BTreeSet<Effect>,
 }
 
 impl WriteReport {
@@ -206,13 +209,31 @@ fn up_to_date(path: &Path, contents: &[u8], mode: u32) -> bool {
     std::fs::read(path).is_ok_and(|existing| existing == contents)
 }
 
-/// Writes `files` under `root`, each atomically, skipping those already up to date.
+/// Writes `files` under `root`, each atomically, skipping those already up to date. First
+/// removes the temporary files a writer killed in these directories left (a power cut mid-init).
 pub fn write_files(root: &Path, files: &[RenderedFile]) -> Result<WriteReport, WriteError> {
     let mut report = WriteReport::default();
+    let dirs: BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.path.parent().map(Path::to_path_buf))
+        .collect();
+    for dir in dirs {
+        match fsutil::remove_stale_temp_files(&fsutil::under_root(root, &dir)) {
+            Ok(0) => {}
+            Ok(n) => log::info!(
+                "removed {n} temporary file(s) of an interrupted run in {}",
+                dir.display()
+            ),
+            Err(source) => return Err(WriteError { path: dir, source }),
+        }
+    }
     for f in files {
         let target = fsutil::under_root(root, &f.path);
         if up_to_date(&target, &f.contents, f.mode) {
             report.unchanged.push(f.path.clone());
+            report
+                .unchanged_effects
+                .extend(f.effects.iter().copied().filter(|e| *e != Effect::None));
             continue;
         }
         fsutil::atomic_write(

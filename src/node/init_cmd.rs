@@ -21,7 +21,7 @@ use super::checks;
 use super::config::{self, NodeConfig};
 use super::facts;
 use super::init::{files_phase, Skip, Step};
-use super::render::{aws, ClusterDetails, Effect, KubeletVersion};
+use super::render::{aws, AwsOverrides, ClusterDetails, Effect, KubeletVersion, NodeFacts};
 use crate::aws::credentials::Credentials;
 use crate::aws::eks;
 use crate::exit;
@@ -50,6 +50,25 @@ pub struct InitArgs {
     /// (default: this executable).
     #[arg(long, value_name = "PATH")]
     pub hybridboot_path: Option<PathBuf>,
+    /// A private IAM Roles Anywhere endpoint (VPC endpoint): used here and written into the
+    /// credential_process line [default: env AWS_ENDPOINT_URL_ROLESANYWHERE, then the region's].
+    #[arg(long, value_name = "URL")]
+    pub roles_anywhere_endpoint: Option<String>,
+    /// EKS endpoint for DescribeCluster [default: env AWS_ENDPOINT_URL_EKS, then
+    /// AWS_ENDPOINT_URL, then the region's].
+    #[arg(long, value_name = "URL")]
+    pub eks_endpoint: Option<String>,
+    /// PEM bundle of the CAs of the AWS endpoints' TLS certificates, used here and written into
+    /// the credential_process line [default: the built-in roots].
+    #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
+    pub aws_ca_bundle: Option<PathBuf>,
+    /// Retry policy of the remote calls (first boot bounds it by its own deadline).
+    #[arg(skip)]
+    pub retry: Option<RetryPolicy>,
+    /// Apply the effects of unchanged files too (first boot after a power cut cannot know
+    /// whether the interrupted run restarted the units after writing their files).
+    #[arg(skip)]
+    pub apply_unchanged: bool,
 }
 
 /// One systemd operation.
@@ -153,30 +172,72 @@ fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
 }
 
 /// Credentials for DescribeCluster: the environment if it has keys (operators and tests), else
-/// IAM Roles Anywhere with exactly the arguments the aws phase writes into `credential_process`.
-fn node_credentials(cfg: &NodeConfig) -> anyhow::Result<Credentials> {
+/// IAM Roles Anywhere with exactly the arguments the aws phase writes into `credential_process`
+/// (files taken under `root`), through the session cache that credential_process shares.
+fn node_credentials(
+    cfg: &NodeConfig,
+    facts: &NodeFacts,
+    root: &Path,
+    policy: &RetryPolicy,
+) -> anyhow::Result<Credentials> {
     let env = |k: &str| std::env::var(k).ok();
     if let Some(c) = crate::aws::sources::from_environment(&env)? {
         log::info!("using AWS credentials from the environment");
         return Ok(c);
     }
-    let args: Vec<String> = aws::roles_anywhere_args(cfg)
+    let mut args: Vec<String> = aws::roles_anywhere_args(cfg, facts)
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_string(), value])
         .collect();
-    crate::aws::commands::credentials_from_process_args(&args)
+    // The line is written for the node's own root; this run may work under another.
+    let under_root = |p: &str| {
+        crate::fsutil::under_root(root, Path::new(p))
+            .display()
+            .to_string()
+    };
+    for i in 1..args.len() {
+        match args[i - 1].as_str() {
+            "--certificate" | "--ca-bundle" => args[i] = under_root(&args[i]),
+            "--private-key" => {
+                if let Ok(crate::key::KeyRef::Path(p)) = crate::key::KeyRef::parse(&args[i]) {
+                    args[i] = under_root(&p.display().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(dir) = crate::aws::cache::dir_for_root(root, env) {
+        args.extend(["--cache-dir".to_string(), dir.display().to_string()]);
+    }
+    crate::aws::commands::credentials_from_process_args_with(&args, policy)
+}
+
+/// Where DescribeCluster goes and whom it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct EksTarget {
+    /// The endpoint [default: `AWS_ENDPOINT_URL_EKS`, `AWS_ENDPOINT_URL`, else the region's].
+    pub endpoint: Option<String>,
+    /// CAs of its TLS certificate [default: env `AWS_CA_BUNDLE`, else the built-in roots].
+    pub ca_bundle: Option<PathBuf>,
+    /// The retry policy [default: [`RetryPolicy::default`]].
+    pub retry: Option<RetryPolicy>,
 }
 
 /// `eks:DescribeCluster` through the HTTP client with the retry policy, at the endpoint an SDK
-/// would use (`AWS_ENDPOINT_URL_EKS`, `AWS_ENDPOINT_URL`, else the region's).
+/// would use (`AWS_ENDPOINT_URL_EKS`, `AWS_ENDPOINT_URL`, else the region's) unless `target`
+/// names one.
 pub fn describe_cluster_by_name(
     name: &str,
     region: &str,
     creds: &Credentials,
+    target: &EksTarget,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<eks::ClusterDetails> {
-    let endpoint =
-        eks::endpoint_from_env("EKS", env).unwrap_or_else(|| eks::default_endpoint(region));
+    let endpoint = target
+        .endpoint
+        .clone()
+        .or_else(|| eks::endpoint_from_env("EKS", env))
+        .unwrap_or_else(|| eks::default_endpoint(region));
     let signed = eks::describe_cluster_request(&endpoint, region, name, creds, SystemTime::now())
         .map_err(|e| exit::operator(e.to_string()))?;
     let mut req = http::Request::get(http::Url::parse(&signed.url)?);
@@ -185,9 +246,19 @@ pub fn describe_cluster_by_name(
             req = req.header(name, value.clone());
         }
     }
-    let client = Client::builder().build()?;
+    let mut builder = Client::builder();
+    let ca = target.ca_bundle.clone().or_else(|| {
+        env("AWS_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(ca) = &ca {
+        builder = builder.ca_bundle_file(ca)?;
+    }
+    let client = builder.build()?;
     log::info!("DescribeCluster {name} at {endpoint}");
-    let (status, error_type, body) = match client.send_retrying(&req, &RetryPolicy::default()) {
+    let policy = target.retry.unwrap_or_default();
+    let (status, error_type, body) = match client.send_retrying(&req, &policy) {
         Ok(resp) => (
             resp.status,
             resp.header("x-amzn-errortype").map(str::to_string),
@@ -248,8 +319,13 @@ pub fn init(args: &InitArgs, services: &mut dyn ServiceManager) -> anyhow::Resul
         Some(p) => p.clone(),
         None => std::env::current_exe().context("locating this executable")?,
     };
-    let facts = facts::detect(&args.root, kubelet_version(args)?, hybridboot_path)
+    let mut facts = facts::detect(&args.root, kubelet_version(args)?, hybridboot_path)
         .context("reading node facts")?;
+    facts.aws = AwsOverrides {
+        roles_anywhere_endpoint: args.roles_anywhere_endpoint.clone(),
+        ca_bundle: args.aws_ca_bundle.clone(),
+    };
+    let policy = args.retry.unwrap_or_default();
 
     // cluster details
     let mut remote_node_cidrs: Option<Vec<String>> = None;
@@ -264,8 +340,23 @@ pub fn init(args: &InitArgs, services: &mut dyn ServiceManager) -> anyhow::Resul
                 }
             }
         } else {
-            let creds = node_credentials(&cfg).context("getting AWS credentials")?;
-            let d = describe_cluster_by_name(&cfg.cluster.name, &cfg.cluster.region, &creds, &env)?;
+            let creds = node_credentials(&cfg, &facts, &args.root, &policy)
+                .context("getting AWS credentials")?;
+            let target = EksTarget {
+                endpoint: args.eks_endpoint.clone(),
+                ca_bundle: args
+                    .aws_ca_bundle
+                    .as_deref()
+                    .map(|p| crate::fsutil::under_root(&args.root, p)),
+                retry: Some(policy),
+            };
+            let d = describe_cluster_by_name(
+                &cfg.cluster.name,
+                &cfg.cluster.region,
+                &creds,
+                &target,
+                &env,
+            )?;
             remote_node_cidrs = Some(d.remote_node_cidrs.clone());
             let service_cidr = cfg.cluster.cidr.clone().or(d.service_cidr).ok_or_else(|| {
                 exit::operator(format!(
@@ -318,7 +409,11 @@ pub fn init(args: &InitArgs, services: &mut dyn ServiceManager) -> anyhow::Resul
     );
 
     // run
-    let actions = plan(report.effects.iter().copied());
+    let mut effects = report.effects.clone();
+    if args.apply_unchanged {
+        effects.extend(report.unchanged_effects.iter().copied());
+    }
+    let actions = plan(effects);
     if args.no_start || skip.skips(Step::Run) {
         if !actions.is_empty() {
             log::info!("not starting anything (--no-start / --skip run): {actions:?}");

@@ -1,6 +1,8 @@
 //! `hybridboot kubeconfig`: a kubeconfig for a person (or automation) whose exec credential
 //! plugin is `hybridboot token` with IAM Roles Anywhere parameters, so a certificate whose key
 //! sits in a YubiKey, smart card (pkcs11:) or TPM gives kubectl access with no AWS CLI.
+//! `--intermediates`, `--endpoint` and `--ca-bundle` are passed through to the plugin (a chain
+//! to a root trust anchor, a VPC endpoint, a private or inspecting TLS CA).
 
 use std::path::PathBuf;
 
@@ -102,16 +104,22 @@ users:
 pub fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
     crate::aws::eks::validate_cluster_name(&args.cluster_name)
         .map_err(|e| exit::operator(e.to_string()))?;
-    let Some(mut ra_args) = args.roles_anywhere.process_args() else {
+    // The plugin runs from kubectl's working directory: make the file paths absolute.
+    let mut ra = args.roles_anywhere.clone();
+    for (flag, path) in [
+        ("--certificate", &mut ra.certificate),
+        ("--intermediates", &mut ra.intermediates),
+        ("--ca-bundle", &mut ra.ca_bundle),
+    ] {
+        if let Some(p) = path {
+            *p = std::path::absolute(&*p).with_context(|| format!("{flag} {}", p.display()))?;
+        }
+    }
+    let Some(ra_args) = ra.process_args() else {
         return Err(exit::operator(
             "--certificate, --private-key, --trust-anchor-arn, --profile-arn and --role-arn are required",
         ));
     };
-    // The plugin runs from kubectl's working directory: make the certificate path absolute.
-    let cert = args.roles_anywhere.certificate.clone().expect("checked");
-    let abs =
-        std::path::absolute(&cert).with_context(|| format!("--certificate {}", cert.display()))?;
-    ra_args[1] = abs.display().to_string();
     let (server, ca) = match (&args.server, &args.certificate_authority) {
         (Some(s), Some(f)) => {
             let ca = std::fs::read(f).map_err(|e| {
@@ -127,12 +135,13 @@ pub fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
         }
         _ => {
             let env = |k: &str| std::env::var(k).ok();
-            let (creds, _) = token_cmd::credentials_for(&args.roles_anywhere, &env)
+            let (creds, _) = token_cmd::credentials_for(&ra, &env)
                 .context("getting AWS credentials for DescribeCluster")?;
             let d = super::init_cmd::describe_cluster_by_name(
                 &args.cluster_name,
                 &args.region,
                 &creds,
+                &super::init_cmd::EksTarget::default(),
                 &env,
             )?;
             (d.endpoint, d.certificate_authority_pem)

@@ -154,6 +154,12 @@ impl Moto {
 
     /// Starts moto with extra moto_server.py arguments (e.g. `--eks-ca-file`), then runs setup.
     pub fn start_with(extra: &[&str]) -> Moto {
+        Self::start_configured(extra, &[])
+    }
+
+    /// Starts moto with extra moto_server.py arguments, then runs moto_setup.py with extra
+    /// arguments (e.g. `--remote-node-cidr 127.0.0.0/8` for a node on loopback).
+    pub fn start_configured(extra: &[&str], setup_extra: &[&str]) -> Moto {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
         let mut args: Vec<String> = ["--port", "0", "--exit-on-stdin-eof", "--log-file"]
@@ -165,15 +171,14 @@ impl Moto {
         let process = PeerProcess::spawn("moto_server.py", &args, &log);
         let endpoint = process.ready["endpoint"].as_str().unwrap().to_string();
         let setup_file = dir.path().join("moto-setup.json");
-        let out = run_script(
-            "moto_setup.py",
-            &[
-                "--endpoint",
-                &endpoint,
-                "--out",
-                setup_file.to_str().unwrap(),
-            ],
-        );
+        let mut setup_args = vec![
+            "--endpoint",
+            &endpoint,
+            "--out",
+            setup_file.to_str().unwrap(),
+        ];
+        setup_args.extend_from_slice(setup_extra);
+        let out = run_script("moto_setup.py", &setup_args);
         let setup: serde_json::Value = serde_json::from_str(out.trim()).expect("moto_setup JSON");
         Moto {
             dir,
@@ -426,5 +431,71 @@ impl RolesAnywhere {
             "--ca-bundle".into(),
             self.tls_ca.display().to_string(),
         ]
+    }
+}
+
+/// The test EKS API server (tests/peers/apiserver.py): HTTPS with a certificate from `ca`,
+/// `GET /version` answers 200 only for an EKS token whose signature botocore recomputes with
+/// a secret from `credentials_file` (re-read on every request).
+pub struct ApiServer {
+    pub dir: tempfile::TempDir,
+    pub process: PeerProcess,
+    pub port: u16,
+    /// The CA of its TLS certificate (the cluster CA).
+    pub ca: PathBuf,
+}
+
+impl ApiServer {
+    /// Starts it for cluster `hybrid-test` in [`REGION`], TLS certificate signed by `ca`.
+    pub fn start(ca: &MiniCa, credentials_file: &Path) -> ApiServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ca.tls(dir.path());
+        let log = dir.path().join("apiserver.log");
+        let args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--cluster-name".into(),
+            "hybrid-test".into(),
+            "--region".into(),
+            REGION.into(),
+            "--credentials-file".into(),
+            credentials_file.display().to_string(),
+            "--exit-on-stdin-eof".into(),
+            "--log-file".into(),
+            log.display().to_string(),
+        ];
+        let process = PeerProcess::spawn("apiserver.py", &args, &log);
+        let port = process.ready["port"].as_u64().unwrap() as u16;
+        ApiServer {
+            dir,
+            process,
+            port,
+            ca: ca.cert.clone(),
+        }
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// `/_control/stats`: `ok`, `rejected`, `last_error`, `last_access_key_id`.
+    pub fn stats(&self) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&self.ca)
+            .arg(format!("{}/_control/stats", self.endpoint()))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "apiserver stats: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("apiserver stats JSON")
     }
 }

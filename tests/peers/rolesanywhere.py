@@ -18,7 +18,12 @@ Usage (run with the project venv's python, which has ``cryptography`` and ``boto
         [--sts-endpoint http://127.0.0.1:<moto port> --sts-access-key-id AKIA..
          | --sts-credentials-file moto-setup.json] \\
         [--clock-offset 0] [--max-clock-skew 300] [--throttle-rps 0] [--exit-on-stdin-eof]
-        [--log-file ra.log]
+        [--log-file ra.log] [--issued-credentials-file issued.json]
+
+    ``--issued-credentials-file``: every minted key pair is added to this JSON file (mode 0600,
+    replaced atomically) as ``{"credentials": [{"access_key_id", "secret_access_key"}, ...]}``,
+    the format of apiserver.py's ``--credentials-file``: the test API server then knows the
+    sessions this endpoint issued, like EKS asks STS about them.
 
     The STS secret key comes from env ``RA_STS_SECRET_ACCESS_KEY``, the config file or
     ``--sts-credentials-file`` (a JSON file with ``endpoint``, ``access_key_id`` and
@@ -394,6 +399,7 @@ class Config:
     clock_offset: float = 0.0
     max_clock_skew: float = 300.0
     throttle_rps: float = 0.0
+    issued_credentials_file: str | None = None
 
 
 def load_pems(files: list[str]) -> list[x509.Certificate]:
@@ -556,6 +562,27 @@ def mint_credentials(cfg: Config, role_arn: str, session_name: str, duration: in
     }
 
 
+_issued_lock = threading.Lock()
+
+
+def record_issued(path: str, c: dict) -> None:
+    """Adds one minted key pair to the issued-credentials file (0600, atomic replace)."""
+    with _issued_lock:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except FileNotFoundError:
+            doc = {"credentials": []}
+        doc["credentials"].append(
+            {"access_key_id": c["accessKeyId"], "secret_access_key": c["secretAccessKey"]}
+        )
+        tmp = f"{path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+        os.replace(tmp, path)
+
+
 def create_session(
     state: State,
     method: str,
@@ -663,6 +690,8 @@ def create_session(
         session_name = format(leaf.serial_number, "x")
 
     creds = mint_credentials(cfg, params["roleArn"], session_name, duration, now)
+    if cfg.issued_credentials_file:
+        record_issued(cfg.issued_credentials_file, creds["credentials"])
     acct = params["profileArn"].split(":")[4] if params["profileArn"].count(":") >= 5 else "123456789012"
     subject_id = uuid.uuid5(
         uuid.NAMESPACE_OID,
@@ -925,6 +954,7 @@ def build_config(a: argparse.Namespace) -> tuple[Config, str | None, str | None]
     cfg.clock_offset = a.clock_offset if a.clock_offset is not None else float(raw.get("clock_offset", 0))
     cfg.max_clock_skew = a.max_clock_skew if a.max_clock_skew is not None else float(raw.get("max_clock_skew", 300))
     cfg.throttle_rps = a.throttle_rps if a.throttle_rps is not None else float(raw.get("throttle_rps", 0))
+    cfg.issued_credentials_file = getattr(a, "issued_credentials_file", None)
     if not cfg.trust_anchors or not cfg.profiles:
         raise SystemExit("rolesanywhere: configure at least one trust anchor and one profile")
     cert = a.tls_cert or (rel(raw["tls_cert"]) if raw.get("tls_cert") else None)
@@ -952,6 +982,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--throttle-rps", type=float)
     p.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (parent died)")
     p.add_argument("--log-file", help="append the request log here instead of stderr")
+    p.add_argument("--issued-credentials-file", help="add every minted key pair here (apiserver.py's --credentials-file format)")
     a = p.parse_args(argv)
     if a.log_file:
         # A parent that pipes stderr and never reads it would stall us once the pipe fills.

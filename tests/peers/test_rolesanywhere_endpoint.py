@@ -482,6 +482,7 @@ def test_cli_flags_https_only_local_credentials(pki, moto, tmp_path):
             "--trust-anchor", f"{ta}={pki.dir / 'root-ec.pem'},{pki.dir / 'root-rsa.pem'}",
             "--profile", f"{profile}={moto['role_arn']}",
             "--max-duration", "7200",
+            "--issued-credentials-file", str(tmp_path / "issued.json"),
             "--exit-on-stdin-eof",
         ],
         tmp_path / "cli.log",
@@ -496,6 +497,16 @@ def test_cli_flags_https_only_local_credentials(pki, moto, tmp_path):
         ]
         a, b = (fetch(s) for s in sessions)
         assert a.access_key.startswith("ASIA") and a.access_key != b.access_key and a.token
+        # Both minted key pairs are in the issued-credentials file, which apiserver.py reads.
+        import os
+        import stat
+
+        import apiserver
+
+        issued = tmp_path / "issued.json"
+        assert stat.S_IMODE(os.stat(issued).st_mode) == 0o600
+        assert apiserver.load_secrets(str(issued)) == {
+            a.access_key: a.secret_key, b.access_key: b.secret_key}
         # The control API answers on the HTTPS listener too.
         ctx = ssl.create_default_context(cafile=str(pki.tls_ca))
         conn = http.client.HTTPSConnection("127.0.0.1", peer.info["https_port"], context=ctx, timeout=10)

@@ -30,6 +30,8 @@ use crate::fsutil::{self, WriteOptions};
 use fetch::{Fetch, FetchError};
 use manifest::{Artifact, Manifest};
 
+/// nodeadm's release manifest.
+pub const DEFAULT_MANIFEST: &str = "https://hybrid-assets.eks.amazonaws.com/manifest.yaml";
 /// nodeadm's tracker content, at a hybridboot path (nodeadm's is `/opt/nodeadm/tracker`).
 pub const TRACKER_PATH: &str = "/var/lib/hybridboot/tracker";
 /// What install placed, with hashes (JSON), for uninstall and re-runs.
@@ -145,7 +147,7 @@ pub struct InstallArgs {
     #[arg(
         long,
         value_name = "URL",
-        default_value = "https://hybrid-assets.eks.amazonaws.com/manifest.yaml"
+        default_value = DEFAULT_MANIFEST
     )]
     pub manifest: String,
     /// Ed25519 public key (PEM or base64) that must have signed the manifest (`<manifest>.sig`).

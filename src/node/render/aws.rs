@@ -13,17 +13,25 @@ pub const UPDATE_UNIT_NAME: &str = "hybridboot-update.service";
 /// Where the update unit is written.
 pub const UPDATE_UNIT_PATH: &str = "/etc/systemd/system/hybridboot-update.service";
 
-/// The Roles Anywhere arguments shared by `credential-process` and `update`, in nodeadm's order.
-pub fn roles_anywhere_args(cfg: &NodeConfig) -> Vec<(&'static str, String)> {
+/// The Roles Anywhere arguments shared by `credential-process` and `update`, in nodeadm's order,
+/// then the endpoint overrides (if any).
+pub fn roles_anywhere_args(cfg: &NodeConfig, facts: &NodeFacts) -> Vec<(&'static str, String)> {
     let ira = &cfg.iam_roles_anywhere;
-    vec![
+    let mut args = vec![
         ("--certificate", ira.certificate_path.display().to_string()),
         ("--private-key", ira.private_key.clone()),
         ("--trust-anchor-arn", ira.trust_anchor_arn.clone()),
         ("--profile-arn", ira.profile_arn.clone()),
         ("--role-arn", ira.role_arn.clone()),
         ("--role-session-name", ira.node_name.clone()),
-    ]
+    ];
+    if let Some(e) = &facts.aws.roles_anywhere_endpoint {
+        args.push(("--endpoint", e.clone()));
+    }
+    if let Some(ca) = &facts.aws.ca_bundle {
+        args.push(("--ca-bundle", ca.display().to_string()));
+    }
+    args
 }
 
 /// The `credential_process` command line: hybridboot with every argument shell-quoted as needed.
@@ -32,7 +40,7 @@ pub fn credential_process(cfg: &NodeConfig, facts: &NodeFacts) -> String {
         "{} credential-process",
         shell_quote(&facts.hybridboot_path.display().to_string())
     );
-    for (flag, value) in roles_anywhere_args(cfg) {
+    for (flag, value) in roles_anywhere_args(cfg, facts) {
         line.push(' ');
         line.push_str(flag);
         line.push(' ');
@@ -66,7 +74,7 @@ pub fn update_unit(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
         "{} update",
         systemd_quote(&facts.hybridboot_path.display().to_string())
     );
-    for (flag, value) in roles_anywhere_args(cfg) {
+    for (flag, value) in roles_anywhere_args(cfg, facts) {
         exec.push_str(&format!(" \\\n        {flag} {}", systemd_quote(&value)));
     }
     exec.push_str(&format!(

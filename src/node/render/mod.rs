@@ -96,6 +96,20 @@ pub struct NodeFacts {
     pub ubuntu: bool,
     /// The ECR credential provider binary (nodeadm's default, or `ECR_CREDENTIAL_PROVIDER_BIN_PATH`).
     pub ecr_credential_provider: PathBuf,
+    /// Where the node's Roles Anywhere refreshes go, when not to the region's public endpoint.
+    pub aws: AwsOverrides,
+}
+
+/// A private IAM Roles Anywhere endpoint and the CAs of the AWS endpoints' TLS certificates
+/// (BootstrapConfig `spec.aws`, `init --roles-anywhere-endpoint/--aws-ca-bundle`). Set, they
+/// are added to the `credential_process` line and the update unit; unset, the files are
+/// nodeadm's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsOverrides {
+    /// `--endpoint` of credential-process and update.
+    pub roles_anywhere_endpoint: Option<String>,
+    /// `--ca-bundle` of credential-process and update.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// nodeadm's ECR credential provider location.
