@@ -19,9 +19,15 @@ mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/hybridboot-bench.XXXXXX")
 [ -x "$bin" ] || { echo "bench: $bin missing: cargo build --release --locked" >&2; exit 1; }
 
+# The peers (scripts/lib.sh): the Roles Anywhere trust anchor is OpenBao's PKI root, as at a site.
+export BENCH_REGION=us-east-1 BENCH_CLUSTER=hybrid-bench
+export BENCH_TA_ARN=arn:aws:rolesanywhere:$BENCH_REGION:123456789012:trust-anchor/bench
+export BENCH_PROFILE_ARN=arn:aws:rolesanywhere:$BENCH_REGION:123456789012:profile/bench
 start_swtpm "$work/tpm"
 export HYBRIDBOOT_TCTI=$HB_TCTI
-start_openbao "$work/openbao"
+start_openbao "$work/openbao" >/dev/null
+start_moto "$work/moto" "$BENCH_CLUSTER" "$BENCH_REGION"
+start_rolesanywhere "$work/ra" "$BENCH_TA_ARN" "$HB_VAULT_CA" "$BENCH_PROFILE_ARN" "$HB_ROLE_ARN" "$BENCH_REGION"
 
 # Signing latency per key backend (file, TPM via swtpm, PKCS#11 via SoftHSM2), both algorithms.
 export SOFTHSM2_CONF=$work/softhsm2.conf
@@ -46,7 +52,7 @@ HYBRIDBOOT_BENCH_OUT=$out/sign.json cargo bench --locked -q --bench sign -- "${k
 HYBRIDBOOT_BENCH_N=${BENCH_RUNS:-7} HYBRIDBOOT_BENCH_OUT=$work/tpm-floor.json \
   cargo bench --locked -q --bench tpm_floor
 
-# Everything else: the Python helpers under scripts/bench/ (they start moto and the endpoint).
+# Everything else: the Python helpers under scripts/bench/.
 "$venv/bin/python" "$here/scripts/bench/suite.py" --bin "$bin" --work "$work/suite" \
   --out "$out/results.json" --tpm-floor "$work/tpm-floor.json" --sign "$out/sign.json"
 readme=()

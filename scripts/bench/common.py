@@ -1,12 +1,9 @@
-"""Shared pieces of the benchmark helpers: the peers (moto, the Roles Anywhere endpoint, both
-from tests/peers), timing of processes, peak RSS through GNU time, and summaries.
-
-Everything listens on 127.0.0.1 and every process started here is stopped by PID on exit.
+"""Shared pieces of the benchmark helpers: the peers scripts/bench.sh started, timing of
+processes, peak RSS through GNU time, and summaries.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import statistics
@@ -16,27 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-PEERS = REPO / "tests" / "peers"
-PY = sys.executable  # the project venv's python (bench.sh runs us with it)
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-
-_children: list[subprocess.Popen] = []
-
-
-def _stop_children() -> None:
-    for p in _children:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-atexit.register(_stop_children)
-
+REGION = os.environ.get("BENCH_REGION", "us-east-1")
 
 def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
@@ -82,70 +59,37 @@ def max_rss_kib(report: Path) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Peers
+# Peers (started by scripts/bench.sh through scripts/lib.sh; found through its variables)
 # ---------------------------------------------------------------------------
 
 
-def spawn_peer(script: str, args: list[str], log_file: Path) -> tuple[subprocess.Popen, dict]:
-    """Starts a tests/peers server with --exit-on-stdin-eof; returns it and its ready line."""
-    p = subprocess.Popen([PY, str(PEERS / script), *args, "--exit-on-stdin-eof", "--log-file", str(log_file)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log_file, "ab"), text=True)
-    _children.append(p)
-    line = p.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{script} did not start; see {log_file}")
-    return p, json.loads(line)
-
-
-def peer_script(script: str, args: list[str]) -> str:
-    return subprocess.run([PY, str(PEERS / script), *args], check=True, stdout=subprocess.PIPE, text=True).stdout
-
-
 class Moto:
-    """moto with the signed-GET fix, populated by moto_setup.py, signature checking on."""
+    """moto (STS, IAM, EKS) with signature checking on: lib.sh start_moto."""
 
-    def __init__(self, work: Path):
-        work.mkdir(parents=True, exist_ok=True)
-        self.proc, ready = spawn_peer("moto_server.py", ["--port", "0"], work / "moto.log")
-        self.endpoint = ready["endpoint"]
-        self.setup_file = work / "moto-setup.json"
-        self.setup = json.loads(peer_script("moto_setup.py", ["--endpoint", self.endpoint, "--out", str(self.setup_file)]))
-        self.role_arn = self.setup["role_arn"]
-        self.cluster = self.setup["cluster"]["name"]
+    def __init__(self):
+        self.endpoint = os.environ["HB_MOTO"]
+        self.role_arn = os.environ["HB_ROLE_ARN"]
+        self.cluster = os.environ["BENCH_CLUSTER"]
 
 
 class RolesAnywhere:
-    """tests/peers/rolesanywhere.py over HTTPS (TLS certificate from mini_ca.py), credentials
-    minted through moto's STS; the control API on its plain HTTP listener."""
+    """tests/peers/rolesanywhere.py over HTTPS, credentials minted through moto's STS, trust
+    anchor OpenBao's PKI root: lib.sh start_rolesanywhere. Control API on its HTTP port."""
 
-    def __init__(self, work: Path, trust_anchor_ca: Path, moto: Moto):
-        work.mkdir(parents=True, exist_ok=True)
-        self.tls_ca = work / "ra-tls-ca.pem"
-        ca_key = work / "ra-tls-ca.key"
-        tls, tls_key = work / "tls.pem", work / "tls.key"
-        peer_script("mini_ca.py", ["ca", str(self.tls_ca), str(ca_key), "bench Roles Anywhere TLS CA"])
-        peer_script("mini_ca.py", ["tls", str(self.tls_ca), str(ca_key), str(tls), str(tls_key)])
-        self.trust_anchor_arn = f"arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:trust-anchor/bench"
-        self.profile_arn = f"arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:profile/bench"
-        self.role_arn = moto.role_arn
-        self.log_file = work / "ra.log"
-        self.proc, ready = spawn_peer("rolesanywhere.py", [
-            "--port", "0", "--http-port", "0", "--tls-cert", str(tls), "--tls-key", str(tls_key),
-            "--region", REGION,
-            "--trust-anchor", f"{self.trust_anchor_arn}={trust_anchor_ca}",
-            "--profile", f"{self.profile_arn}={self.role_arn}",
-            "--sts-credentials-file", str(moto.setup_file),
-        ], self.log_file)
-        self.https_port = ready["https_port"]
-        self.http_port = ready["http_port"]
-        self.host = f"127.0.0.1:{self.https_port}"
-        self.endpoint = f"https://{self.host}"
+    def __init__(self):
+        self.endpoint = os.environ["HB_RA_ENDPOINT"]
+        self.host = self.endpoint.removeprefix("https://")
+        self.control_url = os.environ["HB_RA_CONTROL"]
+        self.tls_ca = Path(os.environ["HB_RA_CA"])
+        self.trust_anchor_arn = os.environ["BENCH_TA_ARN"]
+        self.profile_arn = os.environ["BENCH_PROFILE_ARN"]
+        self.role_arn = os.environ["HB_ROLE_ARN"]
 
     def control(self, op: str, body: dict | None = None) -> dict:
-        url = f"http://127.0.0.1:{self.http_port}/_control/{op}"
         get = op in ("stats", "last")
         data = None if get else json.dumps(body or {}).encode()
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, method="GET" if get else "POST"), timeout=10) as r:
+        req = urllib.request.Request(f"{self.control_url}/_control/{op}", data=data, method="GET" if get else "POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
     def stats(self) -> dict:
@@ -158,7 +102,7 @@ class RolesAnywhere:
 
 
 class Vault:
-    """The OpenBao that bench.sh started (scripts/lib.sh start_openbao): address, node token."""
+    """OpenBao: lib.sh start_openbao (address, PKI role `node`, a token for it)."""
 
     def __init__(self, work: Path):
         self.addr = os.environ["HB_VAULT_ADDR"]

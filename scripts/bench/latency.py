@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import platform
 import shlex
 import signal
 import socket
@@ -135,7 +136,8 @@ def spawn_overhead() -> dict:
     return summary([run_timed(["/bin/true"])[0] for _ in range(WARM_RUNS)])
 
 
-def credential_process(bin: str, ra: RolesAnywhere, tpm_node: Node, file_node: Node, ref_node: Node, work: Path, env: dict) -> dict:
+def credential_process(bin: str, ra: RolesAnywhere, tpm_node: Node, file_node: Node, ref_node: Node, work: Path, env: dict,
+                       sequential: bool = True) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {}
     for name, node in (("cold_tpm", tpm_node), ("cold_file", file_node)):
@@ -165,6 +167,8 @@ def credential_process(bin: str, ra: RolesAnywhere, tpm_node: Node, file_node: N
     out["warm_rss_kib"] = summary(rss)
     out["reference_create_session"] = summary([reference_create_session(ra, ref_node)[0] for _ in range(RUNS)])
     out["spawn_overhead"] = spawn_overhead()
+    if not sequential:
+        return out
     # 100 sequential invocations from an empty cache: how many CreateSession calls.
     ra.control("reset")
     e = dict(env, RUNTIME_DIRECTORY=str(work / "seq100-cache"))
@@ -205,12 +209,23 @@ def stripped_size(path: Path, work: Path) -> int:
     return out.stat().st_size
 
 
+def dist_dir(bin: str) -> Path:
+    """Where `make static` / `make dynamic` put their binaries (BENCH_DIST_DIR overrides)."""
+    return Path(os.environ.get("BENCH_DIST_DIR") or Path(bin).resolve().parents[2] / "target" / "dist")
+
+
+def host_static(bin: str) -> str | None:
+    """The static binary for this machine's architecture, if `make static` built it."""
+    f = dist_dir(bin) / f"hybridboot-{platform.machine()}-static"
+    return str(f) if f.exists() else None
+
+
 def sizes(bin: str, work: Path) -> dict:
+    """The host release binary stripped, and the dist binaries as built (the dist profile
+    strips them already)."""
     work.mkdir(parents=True, exist_ok=True)
     out = {"host_release": {"file": bin, "stripped_bytes": stripped_size(Path(bin), work)}}
-    dist = Path(bin).resolve().parents[2] / "target" / "dist"
-    for f in sorted(glob.glob(str(dist / "hybridboot-*-static"))):
-        # The dist profile strips already; strip again only measures, never grows.
+    for f in sorted(glob.glob(str(dist_dir(bin) / "hybridboot-*-static"))):
         out[Path(f).name] = {"file": f, "bytes": Path(f).stat().st_size}
     return out
 
@@ -229,6 +244,7 @@ def serve_rss(bin: str, ra: RolesAnywhere, node: Node, work: Path, env: dict, re
     report = work / "serve.time"
     argv = [bin, "-q", "serve", "--port", str(port), "--certificate", str(node.cert),
             "--private-key", node.key, *ra.flags()]
+    work.mkdir(parents=True, exist_ok=True)
     p = subprocess.Popen(gnu_time(argv, report), env=dict(env, RUNTIME_DIRECTORY=str(work / "serve-cache")),
                          stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"))
     base = f"http://127.0.0.1:{port}"

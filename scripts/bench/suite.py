@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """The benchmark suite behind `make bench` (scripts/bench.sh starts swtpm and OpenBao, runs the
-Rust benches, then this, then report.py). Starts moto and the Roles Anywhere test endpoint,
-measures figures 1-5 and writes the raw results as JSON.
+Rust benches, then this, then report.py). Measures figures 1-5 against the peers bench.sh
+started and writes the raw results as JSON.
 
     suite.py --bin target/release/hybridboot --work DIR --out target/bench/results.json \
         --tpm-floor DIR/tpm-floor.json [--sign target/bench/sign.json]
 
-Environment: HB_TCTI (swtpm), HB_VAULT_ADDR, HB_VAULT_TOKEN, HB_VAULT_CA (OpenBao), BENCH_RUNS,
-BENCH_WARM_RUNS, BENCH_FLEET_NODES.
+Environment: the peers' variables from scripts/lib.sh (HB_TCTI, HB_VAULT_*, HB_MOTO, HB_ROLE_ARN,
+HB_RA_*) and bench.sh (BENCH_REGION, BENCH_CLUSTER, BENCH_TA_ARN, BENCH_PROFILE_ARN); knobs
+BENCH_RUNS, BENCH_WARM_RUNS, BENCH_FLEET_NODES.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def machine() -> dict:
     rev = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
                          stdout=subprocess.PIPE, text=True).stdout.strip()
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kib / 2**20, 1),
-            "kernel": platform.release(), "commit": rev,
+            "kernel": platform.release(), "commit": rev, "loadavg_start": os.getloadavg(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -51,9 +52,7 @@ def main() -> None:
     env["HYBRIDBOOT_TCTI"] = os.environ["HB_TCTI"]
 
     vault = Vault(work / "vault")
-    log("starting moto and the Roles Anywhere endpoint (trust anchor: the OpenBao PKI root)")
-    moto = Moto(work / "moto")
-    ra = RolesAnywhere(work / "ra", vault.ca, moto)
+    moto, ra = Moto(), RolesAnywhere()
 
     log("enrolling the benchmark nodes (TPM key and file keys)")
     tpm_node = latency.Node(bin, vault, work / "tpm-node", "handle:0x81000001", "tpm-node.example.com", env)
@@ -71,11 +70,20 @@ def main() -> None:
     results["token"] = latency.token(bin, moto, ra, tpm_node, work / "token", env)
     log("footprint: sizes, serve RSS")
     results["size"] = latency.sizes(bin, work / "size")
-    results["serve"] = latency.serve_rss(bin, ra, tpm_node, work, env)
+    results["serve"] = latency.serve_rss(bin, ra, tpm_node, work / "serve", env)
+    static = latency.host_static(bin)
+    if static:
+        log(f"the same with the static binary {static} (native TPM stack)")
+        results["static_host"] = {
+            "file": static,
+            "serve": latency.serve_rss(static, ra, tpm_node, work / "serve-static", env),
+            "credential_process": latency.credential_process(static, ra, tpm_node, file_node, ref_node, work / "cp-static", env, sequential=False),
+        }
     results["fleet"] = fleet.fleet(bin, vault, ra, work / "fleet", env)
     if a.sign and a.sign.exists():
         results["sign"] = json.loads(a.sign.read_text())
     results["suite_seconds"] = round(time.monotonic() - started, 1)
+    results["machine"]["loadavg_end"] = os.getloadavg()
     a.out.write_text(json.dumps(results, indent=1) + "\n")
     log(f"raw results in {a.out} ({results['suite_seconds']} s)")
 
