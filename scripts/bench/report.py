@@ -85,11 +85,12 @@ def render(r: dict) -> str:
         floor = f"{floor_of[step]:.1f}" if step in floor_of else ""
         rec = f"{recorded[step]['median']:.0f}" if step in recorded else ""
         out.append(f"| &nbsp;&nbsp;step `{step}` | {ms(s)} | {floor} | {rec} |")
+    if "fsync" in fb:
+        fs = fb["fsync"]
+        out.append(f"| &nbsp;&nbsp;time in {fs['calls']} fsync calls per first boot (separate runs under strace, "
+                   f"{fs['wall_ms']['median']:.0f} ms each) | {ms(fs['ms'])} | 0 | |")
     out.append(f"| **floor**: the pieces below for the steps firstboot did (skipped: {skipped}) | | | | | {floor_total:.1f} | |")
     piece = lambda name, s: out.append(f"| {name} | {ms(s)} | | |")
-    if "fsync" in fb:
-        out.insert(-1, f"| &nbsp;&nbsp;of which making writes durable (one run under strace: {fb['fsync']['calls']} "
-                       f"fsync/fdatasync calls) | {fb['fsync']['ms']:.1f} | | | 1 | 0 | |")
     tpm = fl["tpm"]
     piece("&nbsp;&nbsp;TPM via tss-esapi: connect, SRK, create, load, persist, 2 signatures", tpm["total_ms"])
     for op in ("connect", "create_primary", "create", "load", "evict_control", "sign_csr", "sign_create_session"):
@@ -151,6 +152,13 @@ def render(r: dict) -> str:
     th = f["credential_process_throttled"]
     out += ["", "Requests per second at the throttled endpoint: " + " ".join(str(x) for x in th["requests_per_s"]),
             "", "Of which accepted: " + " ".join(str(x) for x in th["ok_per_s"])]
+
+    if r.get("sign"):
+        out += ["", "Signing latency per key backend (benches/sign.rs, as every CSR, TLS handshake and CreateSession pays it):", "",
+                "| key | algorithm | sign median ms | min | max | n |", "|---|---|---|---|---|---|"]
+        for k in r["sign"]:
+            key = re.sub(r"file:.*/", "file:", k["key"])  # not the run's temporary directory
+            out.append(f"| `{key}` | {k['algorithm']} | {k['sign_median_ms']:.2f} | {k['sign_min_ms']:.2f} | {k['sign_max_ms']:.2f} | {k['n']} |")
 
     t = Targets()
     ratio = fb["total"]["median"] / floor_total
