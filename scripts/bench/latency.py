@@ -20,9 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import (
-    REGION, RolesAnywhere, Moto, Vault, gnu_time, log, max_rss_kib, run_timed, summary,
-)
+from common import REGION, Moto, RolesAnywhere, Vault, gnu_time, max_rss_kib, run_timed, summary
 
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 WARM_RUNS = int(os.environ.get("BENCH_WARM_RUNS", "31"))
