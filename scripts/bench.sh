@@ -60,3 +60,6 @@ readme=()
 "$venv/bin/python" "$here/scripts/bench/report.py" "$out/results.json" "$out/results.md" "${readme[@]}"
 cat "$out/results.md"
 echo "bench: results in $out/results.md and $out/results.json" >&2
+# A failed run keeps $work (logs of every peer and node) for a look; a good one leaves nothing.
+hb_cleanup
+rm -rf "$work"
