@@ -48,7 +48,8 @@ fn one_run(tcti: &str) -> Vec<(&'static str, f64)> {
         .expect("CreatePrimary")
         .key_handle;
     mark(&mut times, "create_primary");
-    let template = tpm_signing_key_template(Algorithm::EcdsaP256).unwrap();
+    // No auth value, so noDA, as first boot creates it.
+    let template = tpm_signing_key_template(Algorithm::EcdsaP256, true).unwrap();
     let created = ctx
         .create(srk, template, None, None, None, None)
         .expect("Create");

@@ -187,7 +187,7 @@ fn missing_file_directory_and_bad_scheme() {
     let missing = dir.path().join("nope.yaml");
     one_clear_error(
         &check(&format!("file://{}", missing.display())),
-        &["cannot read node configuration", "nope.yaml"],
+        &["cannot read configuration", "nope.yaml"],
     );
     one_clear_error(&check(dir.path().to_str().unwrap()), &["is a directory"]);
     one_clear_error(&check("imds://user-data"), &["hybrid nodes have none"]);

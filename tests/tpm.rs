@@ -157,13 +157,15 @@ fn created_key_has_the_required_attributes() {
             "sensitivedataorigin",
             "userwithauth",
             "sign",
+            // Empty auth: nothing to guess, and power cuts must not lock the key out.
+            "noda",
         ] {
             assert!(set.contains(&want), "{alg}: {want} missing from {attrs}");
         }
         for unwanted in ["decrypt", "restricted"] {
             assert!(!set.contains(&unwanted), "{alg}: {unwanted} set in {attrs}");
         }
-        assert_eq!(set.len(), 5, "{alg}: unexpected attributes {attrs}");
+        assert_eq!(set.len(), 6, "{alg}: unexpected attributes {attrs}");
     }
     // swtpm has no resource manager: nothing transient (SRK, loaded key) may be left loaded.
     let r = tool(
@@ -369,6 +371,16 @@ fn key_auth_file_protects_the_key_and_is_never_logged() {
     );
     r.ok();
     assert!(!r.stderr.contains(secret), "{}", r.stderr);
+    // A key with an auth value keeps dictionary-attack protection (only empty-auth keys are noDA).
+    let handle = HANDLE.trim_start_matches("handle:");
+    let public = tool(
+        "tpm2_readpublic",
+        &["-c", handle],
+        &[("TPM2TOOLS_TCTI", &tcti)],
+    );
+    public.ok();
+    assert!(public.stdout.contains("userwithauth"), "{}", public.stdout);
+    assert!(!public.stdout.contains("noda"), "{}", public.stdout);
 
     let mut args = csr_args(HANDLE, &tcti, out);
     args.insert(0, "-vvv");

@@ -51,41 +51,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::key::{Algorithm, KeyRef};
-use crate::node::config::{RawDocument, BOOTSTRAP_KIND, HYBRIDBOOT_API_VERSION};
+use crate::node::config::{
+    split_documents, yaml_error, ConfigError, RawDocument, BOOTSTRAP_KIND, HYBRIDBOOT_API_VERSION,
+};
 use crate::vault::parse_duration;
-
-/// Why a BootstrapConfig cannot be used; one line naming the file, position or field.
-#[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
-    /// The file could not be read.
-    #[error("cannot read bootstrap configuration {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// YAML syntax, wrong type or unknown field, with its position in the file.
-    #[error("{}:{line}:{column}: {message}", path.display())]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    /// A YAML problem without a position.
-    #[error("{}: {message}", path.display())]
-    Document { path: PathBuf, message: String },
-    /// No BootstrapConfig document where one was expected.
-    #[error("{}: no document with apiVersion: {HYBRIDBOOT_API_VERSION} and kind: {BOOTSTRAP_KIND}; add one next to the NodeConfig or give --bootstrap-config FILE", path.display())]
-    Missing { path: PathBuf },
-    /// A value is missing or invalid.
-    #[error("{}: {field}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
-}
 
 // ---------------------------------------------------------------------------------------------
 // Typed settings.
@@ -341,17 +310,14 @@ struct RawTimeouts {
 // Loading.
 
 /// Parses the BootstrapConfig document found next to a NodeConfig (`path` names the file).
-pub fn from_raw_document(
-    path: &Path,
-    doc: &RawDocument,
-) -> Result<BootstrapConfig, BootstrapError> {
+pub fn from_raw_document(path: &Path, doc: &RawDocument) -> Result<BootstrapConfig, ConfigError> {
     parse_document(path, &doc.text_with_file_lines())
 }
 
 /// Reads a file holding the BootstrapConfig (`--bootstrap-config`): alone, or among other
 /// documents (a NodeConfig, which is ignored here).
-pub fn load_file(path: &Path) -> Result<BootstrapConfig, BootstrapError> {
-    let text = std::fs::read_to_string(path).map_err(|e| BootstrapError::Read {
+pub fn load_file(path: &Path) -> Result<BootstrapConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         source: e,
     })?;
@@ -359,43 +325,18 @@ pub fn load_file(path: &Path) -> Result<BootstrapConfig, BootstrapError> {
 }
 
 /// Finds the one BootstrapConfig document in a YAML stream and parses it.
-pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, BootstrapError> {
-    let mut found = None;
-    let mut first_line = 1;
-    let mut current = String::new();
-    let mut docs = Vec::new();
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let bare = line.trim_end_matches(['\n', '\r']);
-        let marker = |m: &str| {
-            bare.strip_prefix(m)
-                .is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t']))
-        };
-        if marker("---") || marker("...") {
-            docs.push((first_line, std::mem::take(&mut current)));
-            first_line = if marker("...") { i + 2 } else { i + 1 };
-            if marker("...") {
-                continue;
-            }
-        }
-        current.push_str(line);
+pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TypeMeta {
+        #[serde(default)]
+        api_version: Option<String>,
+        #[serde(default)]
+        kind: Option<String>,
     }
-    docs.push((first_line, current));
-    for (first_line, text) in docs {
-        let doc = RawDocument {
-            api_version: String::new(),
-            kind: String::new(),
-            first_line,
-            text,
-        };
+    let mut found = None;
+    for doc in split_documents(text) {
         let padded = doc.text_with_file_lines();
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct TypeMeta {
-            #[serde(default)]
-            api_version: Option<String>,
-            #[serde(default)]
-            kind: Option<String>,
-        }
         let meta: Option<TypeMeta> =
             serde_yaml_ng::from_str(&padded).map_err(|e| yaml_error(path, &e))?;
         let Some(meta) = meta else { continue };
@@ -403,9 +344,9 @@ pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, Boots
             && meta.kind.as_deref() == Some(BOOTSTRAP_KIND)
         {
             if found.is_some() {
-                return Err(BootstrapError::Syntax {
+                return Err(ConfigError::Syntax {
                     path: path.to_path_buf(),
-                    line: first_line,
+                    line: doc.first_line,
                     column: 1,
                     message: "a second BootstrapConfig document; keep exactly one".into(),
                 });
@@ -415,44 +356,22 @@ pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, Boots
     }
     match found {
         Some(padded) => parse_document(path, &padded),
-        None => Err(BootstrapError::Missing {
+        None => Err(ConfigError::NoBootstrapConfig {
             path: path.to_path_buf(),
         }),
     }
 }
 
-fn parse_document(path: &Path, padded: &str) -> Result<BootstrapConfig, BootstrapError> {
+fn parse_document(path: &Path, padded: &str) -> Result<BootstrapConfig, ConfigError> {
     let raw: RawBootstrap = serde_yaml_ng::from_str(padded).map_err(|e| yaml_error(path, &e))?;
     validate(path, raw)
-}
-
-fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> BootstrapError {
-    let mut message = e.to_string();
-    match e.location() {
-        Some(loc) => {
-            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-            if let Some(i) = message.find(&suffix) {
-                message.replace_range(i..i + suffix.len(), "");
-            }
-            BootstrapError::Syntax {
-                path: path.to_path_buf(),
-                line: loc.line(),
-                column: loc.column(),
-                message,
-            }
-        }
-        None => BootstrapError::Document {
-            path: path.to_path_buf(),
-            message,
-        },
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
-fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, BootstrapError> {
-    let invalid = |field: &'static str, message: String| BootstrapError::Invalid {
+fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigError> {
+    let invalid = |field: &'static str, message: String| ConfigError::Invalid {
         path: path.to_path_buf(),
         field,
         message,
@@ -708,7 +627,7 @@ spec:
     overall: 20m
 ";
 
-    fn parse(text: &str) -> Result<BootstrapConfig, BootstrapError> {
+    fn parse(text: &str) -> Result<BootstrapConfig, ConfigError> {
         parse_file_text(Path::new("/etc/hybridboot/config.yaml"), text)
     }
 

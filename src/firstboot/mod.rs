@@ -90,7 +90,7 @@ impl ConfigArgs {
         let bootstrap = match (&self.bootstrap_config, &loaded.bootstrap) {
             (Some(file), _) => config::load_file(file),
             (None, Some(doc)) => config::from_raw_document(&loaded.path, doc),
-            (None, None) => Err(config::BootstrapError::Missing {
+            (None, None) => Err(nodeconfig::ConfigError::NoBootstrapConfig {
                 path: loaded.path.clone(),
             }),
         }

@@ -509,13 +509,15 @@ pub fn srk_template() -> tss_esapi::Result<Public> {
         .build()
 }
 
-/// The node key template: a non-duplicable, TPM-generated, unrestricted signing key.
-pub fn signing_key_template(alg: Algorithm) -> tss_esapi::Result<Public> {
+/// The node key template: a non-duplicable, TPM-generated, unrestricted signing key; `no_da`
+/// for a key without an auth value (see `create_persistent`).
+pub fn signing_key_template(alg: Algorithm, no_da: bool) -> tss_esapi::Result<Public> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
         .with_user_with_auth(true)
+        .with_no_da(no_da)
         .with_sign_encrypt(true)
         .with_decrypt(false)
         .with_restricted(false)
@@ -589,8 +591,11 @@ fn create_persistent(
     auth: Option<&Auth>,
     reference: &str,
 ) -> Result<ObjectHandle, KeyError> {
-    let template =
-        signing_key_template(alg).map_err(|e| tpm_error("building the key template", e))?;
+    // noDA exactly when the key has no auth value: there is nothing to guess, and with DA
+    // protection every power cut while the key was in use counts as a failed try, so an
+    // appliance that loses power a few times locks its own identity out.
+    let template = signing_key_template(alg, auth.is_none())
+        .map_err(|e| tpm_error("building the key template", e))?;
     let srk = create_srk(ctx)?;
     let result = (|| {
         let started = std::time::Instant::now();
@@ -683,12 +688,17 @@ mod tests {
 
     #[test]
     fn node_key_template_has_exactly_the_required_attributes() {
-        for alg in [Algorithm::EcdsaP256, Algorithm::Rsa2048] {
-            let t = signing_key_template(alg).unwrap();
+        for (alg, no_da) in [
+            (Algorithm::EcdsaP256, true),
+            (Algorithm::Rsa2048, true),
+            (Algorithm::EcdsaP256, false),
+        ] {
+            let t = signing_key_template(alg, no_da).unwrap();
             let a = t.object_attributes();
             assert!(a.fixed_tpm() && a.fixed_parent() && a.sensitive_data_origin());
             assert!(a.user_with_auth() && a.sign_encrypt());
-            assert!(!a.decrypt() && !a.restricted() && !a.no_da());
+            assert!(!a.decrypt() && !a.restricted());
+            assert_eq!(a.no_da(), no_da);
             assert!(!a.admin_with_policy() && !a.encrypted_duplication());
             assert_eq!(t.name_hashing_algorithm(), HashingAlgorithm::Sha256);
         }

@@ -44,7 +44,7 @@ pub enum ConfigError {
     #[error("--config-source {source_arg:?}: {reason}")]
     Source { source_arg: String, reason: String },
     /// The file could not be read.
-    #[error("cannot read node configuration {}: {source}", path.display())]
+    #[error("cannot read configuration {}: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -64,6 +64,9 @@ pub enum ConfigError {
     /// No `NodeConfig` document in the file.
     #[error("{}: no document with apiVersion: {NODECONFIG_API_VERSION} and kind: {NODECONFIG_KIND}", path.display())]
     NoNodeConfig { path: PathBuf },
+    /// No BootstrapConfig document where first boot expects one.
+    #[error("{}: no document with apiVersion: {HYBRIDBOOT_API_VERSION} and kind: {BOOTSTRAP_KIND}; add one next to the NodeConfig or give --bootstrap-config FILE", path.display())]
+    NoBootstrapConfig { path: PathBuf },
     /// A value is missing or invalid.
     #[error("{}: {field}: {message}", path.display())]
     Invalid {
@@ -480,7 +483,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
 /// Splits a YAML stream at document markers. A line starting with `---` or `...` (followed by
 /// a blank or the end of the line) is always a document boundary in YAML: such lines are
 /// forbidden inside scalars, so splitting the text is exact.
-fn split_documents(text: &str) -> Vec<RawDocument> {
+pub(crate) fn split_documents(text: &str) -> Vec<RawDocument> {
     let is_marker = |line: &str, m: &str| {
         line.strip_prefix(m)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
@@ -518,7 +521,7 @@ fn raw_doc(first_line: usize, text: String) -> RawDocument {
     }
 }
 
-fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> ConfigError {
+pub(crate) fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> ConfigError {
     let mut message = e.to_string();
     match e.location() {
         Some(loc) => {

@@ -59,8 +59,9 @@ pub struct InitArgs {
     #[arg(long, value_name = "URL")]
     pub eks_endpoint: Option<String>,
     /// PEM bundle of the CAs of the AWS endpoints' TLS certificates, used here and written into
-    /// the credential_process line [default: the built-in roots].
-    #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
+    /// the credential_process line [default: AWS_CA_BUNDLE for this run only (not written),
+    /// then the built-in roots].
+    #[arg(long, value_name = "FILE")]
     pub aws_ca_bundle: Option<PathBuf>,
     /// Retry policy of the remote calls (first boot bounds it by its own deadline).
     #[arg(skip)]

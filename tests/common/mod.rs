@@ -99,6 +99,7 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+pub mod mirror;
 pub mod peers;
 pub mod softhsm;
 pub mod swtpm;

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tpm2_protocol::basic::TpmHandle;
-use tpm2_protocol::data::{Tpm2bPrivate, Tpm2bPublic, TpmSu, TpmsAuthCommand, TpmtPublic};
+use tpm2_protocol::data::{
+    Tpm2bPrivate, Tpm2bPublic, TpmSu, TpmaObject, TpmsAuthCommand, TpmtPublic,
+};
 use tpm2_protocol::frame::{
     TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmCreateResponse,
     TpmEvictControlCommand, TpmEvictControlResponse, TpmFlushContextCommand,
@@ -514,9 +516,15 @@ fn create_persistent(
     let srk = tpm
         .create_srk()
         .map_err(|e| key_error(&tcti, "TPM2_CreatePrimary (SRK)", e))?;
+    // noDA exactly when the key has no auth value (as the tss-esapi backend: nothing to guess,
+    // and DA protection would count every power cut during use as a failed try).
+    let mut template = commands::signing_key_template(alg);
+    if auth.is_empty() {
+        template.object_attributes |= TpmaObject::NO_DA;
+    }
     let result = (|| {
         let (private, public) = tpm
-            .create(srk, commands::signing_key_template(alg), auth)
+            .create(srk, template, auth)
             .map_err(|e| key_error(&tcti, "TPM2_Create", e))?;
         let loaded = tpm
             .load(srk, &private, &public)

@@ -1,0 +1,402 @@
+//! A local HTTPS artifact mirror for `hybridboot install` (tests/peers/install_mirror.py with a
+//! test CA made with openssl): a manifest in nodeadm's schema and real binaries from Debian
+//! packages (kubectl, containerd, runc, the containernetworking-plugins tarball) plus stand-ins
+//! where no real binary exists (kubelet, aws-iam-authenticator, ecr-credential-provider). The
+//! mirror counts requests and can cut a body short or serve wrong bytes.
+
+use std::collections::BTreeMap;
+use std::io::BufRead as _;
+use std::io::BufReader;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+pub const CNI_TGZ: &str = "cni-plugins-linux-amd64-v1.6.0.tgz";
+
+pub fn sha256_hex(path: &Path) -> String {
+    let mut h = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+pub fn sh(dir: &Path, program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn write(path: &Path, data: &[u8], mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The artifact store shared by every test in this process (read-only once built): real
+/// binaries, tarballs, checksum files, the test CA and the manifest signing keys.
+pub fn store() -> &'static Path {
+    static STORE: OnceLock<PathBuf> = OnceLock::new();
+    STORE.get_or_init(|| {
+        // Built once under target/ and reused by later runs (it only changes with this file's
+        // STORE_VERSION); built in a private directory and renamed, so a half-built store is
+        // never used.
+        const STORE_VERSION: &str = "install-store-v1";
+        let done = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(STORE_VERSION);
+        if done.join("ca.pem").exists() {
+            return done;
+        }
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{STORE_VERSION}.building.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let c = d.join("common");
+        for (src, name) in [
+            ("/usr/bin/kubectl", "kubectl"),
+            ("/usr/bin/containerd", "containerd"),
+            ("/usr/sbin/runc", "runc"),
+        ] {
+            let real = std::fs::canonicalize(src)
+                .unwrap_or_else(|e| panic!("{src}: {e} (install the Debian package: see .ci)"));
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::copy(real, c.join(name)).unwrap();
+        }
+        // The CNI tarball in the official layout (./bridge, ./host-local, ...), from the
+        // containernetworking-plugins package.
+        sh(
+            Path::new("/usr/lib/cni"),
+            "tar",
+            &["czf", c.join(CNI_TGZ).to_str().unwrap(), "."],
+        );
+        write(
+            &c.join("ecr-credential-provider"),
+            b"#!/bin/sh\necho ecr-credential-provider stand-in\n",
+            0o755,
+        );
+        // aws-iam-authenticator is served gzip'd (gzip_uri); its checksum is of the content.
+        write(
+            &c.join("aws-iam-authenticator"),
+            &b"#!/bin/sh\necho aws-iam-authenticator stand-in\n".repeat(200),
+            0o755,
+        );
+        sh(&c, "gzip", &["-k", "aws-iam-authenticator"]);
+        for v in ["1.31.1", "1.31.2"] {
+            let k = d.join(v).join("kubelet");
+            write(
+                &k,
+                format!("#!/bin/sh\necho Kubernetes v{v}\n").as_bytes(),
+                0o755,
+            );
+            let hex = sha256_hex(&k);
+            std::fs::write(
+                d.join(v).join("kubelet.sha256"),
+                format!("{hex}  kubelet\n"),
+            )
+            .unwrap();
+        }
+        for name in [
+            "kubectl",
+            "containerd",
+            "runc",
+            "ecr-credential-provider",
+            "aws-iam-authenticator",
+        ] {
+            std::fs::write(c.join(format!("{name}.sha256")), sha256_hex(&c.join(name))).unwrap();
+        }
+        std::fs::write(
+            c.join(format!("{CNI_TGZ}.sha256")),
+            format!("{}  {CNI_TGZ}\n", sha256_hex(&c.join(CNI_TGZ))),
+        )
+        .unwrap();
+        // A CNI tarball with a path traversal entry (crafted with Python's tarfile, which
+        // writes such names as given).
+        let e = d.join("evil");
+        std::fs::create_dir_all(&e).unwrap();
+        sh(
+            &e,
+            "python3",
+            &[
+                "-c",
+                &format!(
+                    "import tarfile,io\n\
+             t=tarfile.open('{CNI_TGZ}','w:gz')\n\
+             for n,b in [('./bridge',b'ok'),('../../etc/cron.d/evil',b'* * * * * root sh')]:\n\
+             \x20 i=tarfile.TarInfo(n); i.size=len(b); i.mode=0o755; t.addfile(i,io.BytesIO(b))\n\
+             t.close()\n"
+                ),
+            ],
+        );
+        std::fs::write(
+            e.join(format!("{CNI_TGZ}.sha256")),
+            sha256_hex(&e.join(CNI_TGZ)),
+        )
+        .unwrap();
+        // Test CA and the mirror's certificate (127.0.0.1).
+        sh(
+            &d,
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=install mirror test CA",
+            ],
+        );
+        sh(
+            &d,
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        sh(
+            &d,
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        );
+        // Manifest signing keys: the trusted one and another.
+        for k in ["sign", "other"] {
+            sh(
+                &d,
+                "openssl",
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "ed25519",
+                    "-out",
+                    &format!("{k}.key"),
+                ],
+            );
+            sh(
+                &d,
+                "openssl",
+                &[
+                    "pkey",
+                    "-in",
+                    &format!("{k}.key"),
+                    "-pubout",
+                    "-out",
+                    &format!("{k}.pub"),
+                ],
+            );
+        }
+        if std::fs::rename(&d, &done).is_err() {
+            // Another test process finished first: use its store.
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        done
+    })
+}
+
+/// One test's mirror process with its own manifest overlay and request counters.
+pub struct Mirror {
+    child: Child,
+    pub port: u16,
+    pub overlay: tempfile::TempDir,
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Manifest variants.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Cni {
+    Good,
+    Evil,
+}
+
+impl Mirror {
+    pub fn start() -> Mirror {
+        let s = store();
+        let overlay = tempfile::tempdir().unwrap();
+        let mut child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/install_mirror.py"))
+            .args(["--cert", s.join("server.pem").to_str().unwrap()])
+            .args(["--key", s.join("server.key").to_str().unwrap()])
+            .args(["--dir", overlay.path().to_str().unwrap()])
+            .args(["--dir", s.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .unwrap_or_else(|| panic!("mirror said {line:?}"))
+            .parse()
+            .unwrap();
+        let m = Mirror {
+            child,
+            port,
+            overlay,
+        };
+        m.publish("https", Cni::Good, "sign");
+        m
+    }
+
+    pub fn base(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn manifest_url(&self) -> String {
+        format!("{}/manifest.yaml", self.base())
+    }
+
+    /// Writes manifest.yaml (URLs under `scheme`: https to this mirror, or file:// to the
+    /// store) and its signature made with `key` ("sign", "other", or "" for none).
+    pub fn publish(&self, scheme: &str, cni: Cni, key: &str) {
+        let s = store();
+        let base = if scheme == "https" {
+            self.base()
+        } else {
+            format!("file://{}", s.display())
+        };
+        let art = |name: &str, dir: &str, file: &str, gzip: bool| {
+            let gz = if gzip {
+                format!(", gzip_uri: \"{base}/{dir}/{file}.gz\"")
+            } else {
+                String::new()
+            };
+            format!("    - {{name: {name}, arch: amd64, os: linux, uri: \"{base}/{dir}/{file}\", checksum_uri: \"{base}/{dir}/{file}.sha256\"{gz}}}\n")
+        };
+        let cni_dir = if cni == Cni::Evil { "evil" } else { "common" };
+        let mut text = String::from("supported_eks_releases:\n- major_minor_version: \"1.31\"\n  latest_patch_version: \"2\"\n  patch_releases:\n");
+        for (v, p) in [("1.31.1", "1"), ("1.31.2", "2")] {
+            text += &format!("  - version: {v}\n    patch_version: \"{p}\"\n    release_date: \"2026-11-01\"\n    artifacts:\n");
+            text += &art("kubelet", v, "kubelet", false);
+            text += &art("kubectl", "common", "kubectl", false);
+            text += &art("cni-plugins", cni_dir, CNI_TGZ, false);
+            text += &art(
+                "aws-iam-authenticator",
+                "common",
+                "aws-iam-authenticator",
+                true,
+            );
+            text += &art(
+                "ecr-credential-provider",
+                "common",
+                "ecr-credential-provider",
+                false,
+            );
+            text += &art("containerd", "common", "containerd", false);
+            text += &art("runc", "common", "runc", false);
+            // Another architecture, never to be picked.
+            text += "    - {name: kubelet, arch: arm64, os: linux, uri: \"https://nowhere.invalid/k\", checksum_uri: \"https://nowhere.invalid/k.sha256\"}\n";
+        }
+        text += "region_config:\n  us-east-1: {partition: aws}\nssm_releases: null\n";
+        let m = self.overlay.path().join("manifest.yaml");
+        std::fs::write(&m, &text).unwrap();
+        let sig = self.overlay.path().join("manifest.yaml.sig");
+        let _ = std::fs::remove_file(&sig);
+        if !key.is_empty() {
+            sh(
+                self.overlay.path(),
+                "openssl",
+                &[
+                    "pkeyutl",
+                    "-sign",
+                    "-rawin",
+                    "-inkey",
+                    s.join(format!("{key}.key")).to_str().unwrap(),
+                    "-in",
+                    "manifest.yaml",
+                    "-out",
+                    "manifest.yaml.sig",
+                ],
+            );
+        }
+    }
+
+    pub fn control(&self, path_query: &str) {
+        // A tiny client of our own binary would be circular; curl is test tooling only.
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "POST",
+                "--cacert",
+                store().join("ca.pem").to_str().unwrap(),
+            ])
+            .arg(format!("{}{path_query}", self.base()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mirror control {path_query}");
+    }
+
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        let out = Command::new("curl")
+            .args(["-sf", "--cacert", store().join("ca.pem").to_str().unwrap()])
+            .arg(format!("{}/__counts", self.base()))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// GETs of artifact bodies (not the manifest, signature or checksum files).
+    pub fn artifact_gets(&self) -> u64 {
+        self.counts()
+            .iter()
+            .filter(|(p, _)| !p.starts_with("/manifest") && !p.ends_with(".sha256"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
