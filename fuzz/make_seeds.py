@@ -160,3 +160,73 @@ put("http_response", "length", b"\x00HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDat
 put("http_response", "chunked", b"\x00HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n")
 put("http_response", "continue-close", b"\x00HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 503 Unavailable\r\nRetry-After: 3\r\n\r\nbody until close")
 put("http_response", "head", b"\x01HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+
+# Artifact manifest: the first line is the version to select, the rest the manifest YAML.
+MANIFEST = """supported_eks_releases:
+- latest_patch_version: "2"
+  major_minor_version: "1.31"
+  patch_releases:
+  - version: 1.31.1
+    patch_version: "1"
+    artifacts:
+    - {name: kubelet, arch: amd64, os: linux, uri: "https://m/1.31.1/kubelet", checksum_uri: "https://m/1.31.1/kubelet.sha256"}
+  - version: 1.31.2
+    patch_version: "2"
+    release_date: "2026-10-01"
+    artifacts:
+    - {name: kubelet, arch: amd64, os: linux, uri: "https://m/1.31.2/kubelet", checksum_uri: "https://m/1.31.2/kubelet.sha256", gzip_uri: "https://m/1.31.2/kubelet.gz"}
+- major_minor_version: "1.30"
+  patch_releases:
+  - {version: 1.30.7, patch_version: "7"}
+  - {version: 1.30.10, patch_version: "10"}
+iam_roles_anywhere_releases:
+- {version: 1.2.0, artifacts: []}
+- {version: v1.10.1, artifacts: [{name: aws_signing_helper, arch: arm64, os: linux}]}
+region_config: {us-east-1: {partition: aws}}
+ssm_releases: null
+"""
+put("manifest", "latest", "1.31\n" + MANIFEST)
+put("manifest", "exact", "v1.31.1\n" + MANIFEST)
+put("manifest", "highest-patch", "1.30\n" + MANIFEST)
+put("manifest", "missing", "1.29.3\n" + MANIFEST)
+put("manifest", "nodeadm-fixture", "M.m\n" + read(os.path.join(ROOT, "tests", "fixtures", "nodeadm", "manifest.yaml")))
+
+# Checksum files: byte 0 picks (artifact, file name): 0 kubelet, 1 cni-plugins tarball, 2 kubelet.gz.
+H1, H2 = "ab" * 32, "0123456789abcdefABCDEF" * 2 + "0123456789abcdefABCD"
+put("checksum", "bare", b"\x00" + H1.encode())
+put("checksum", "bare-newline", b"\x00" + (H1 + "\n").encode())
+put("checksum", "named", b"\x00" + (H1 + "  kubelet\n").encode())
+put("checksum", "binary-path", b"\x02" + (H2 + " *bin/kubelet.gz\n").encode())
+put("checksum", "multi", b"\x01" + (H1 + "  kubectl\n" + H2 + "  cni-plugins-linux-amd64-v1.5.1.tgz\r\n").encode())
+put("checksum", "wrong-name", b"\x00" + (H1 + "  kubectl").encode())
+
+# CNI plugins tarball: raw tar (the target gzips it; gzip input is used as is).
+import io, tarfile
+
+
+def tar(members, fmt=tarfile.USTAR_FORMAT):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for name, kind, data, mode, link in members:
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.mode, ti.size, ti.mtime = kind, mode, len(data), 1700000000
+            if link:
+                ti.linkname = link
+            t.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    b = buf.getvalue().rstrip(b"\0")
+    return b + b"\0" * (-len(b) % 512 + 1024)  # keep the two zero end blocks, drop the padding
+
+
+R, D, S, L = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
+flat = [("./", D, b"", 0o755, None), ("./bridge", R, b"\x7fELF bridge", 0o4755, None),
+        ("./host-local", R, b"\x7fELF host-local", 0o755, None), ("./LICENSE", R, b"Apache 2.0\n", 0o644, None)]
+put("cni_tarball", "flat.tar", tar(flat))
+put("cni_tarball", "flat-gnu.tar", tar(flat + [("./" + "l" * 120, R, b"long name", 0o755, None)], tarfile.GNU_FORMAT))
+put("cni_tarball", "flat-pax.tar", tar(flat + [("./p\u00e9x", R, b"pax", 0o700, None)], tarfile.PAX_FORMAT))
+put("cni_tarball", "symlink.tar", tar(flat[:2] + [("./loopback", S, b"", 0o777, "/etc/passwd")]))
+put("cni_tarball", "hardlink.tar", tar(flat[:2] + [("./loopback", L, b"", 0o755, "bridge")]))
+put("cni_tarball", "nested.tar", tar(flat[:2] + [("./sub/", D, b"", 0o755, None), ("./sub/x", R, b"x", 0o755, None)]))
+put("cni_tarball", "duplicate.tar", tar(flat[:2] + [("bridge", R, b"again", 0o755, None)]))
+# Raw header for a traversal name (tarfile would write it, but keep it explicit).
+put("cni_tarball", "traversal.tar", tar(flat[:2] + [("../../etc/cron.d/x", R, b"* * * * * root id\n", 0o644, None)]))
+put("cni_tarball", "absolute.tar", tar(flat[:2] + [("/etc/x", R, b"x", 0o644, None)]))

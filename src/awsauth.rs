@@ -648,8 +648,8 @@ pub fn run_aws_auth(command: AwsAuthCommand) -> anyhow::Result<()> {
         None => render(&maps).map_err(|e| exit::operator(e.to_string()))?,
         Some(path) => {
             let name = path.display().to_string();
-            let existing =
-                std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+            let existing = crate::fsutil::read_capped_string(path, crate::fsutil::MAX_TEXT_FILE)
+                .with_context(|| format!("reading {name}"))?;
             let merged = merge(&existing, &name, &maps, args.replace)
                 .map_err(|e| exit::operator(e.to_string()))?;
             for w in &merged.warnings {

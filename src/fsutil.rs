@@ -174,6 +174,20 @@ pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Text files operators or tools hand us (configuration, certificates, ConfigMaps, keys) are
+/// read up to this size: the largest real ones are a few tens of KiB.
+pub const MAX_TEXT_FILE: u64 = 1024 * 1024;
+
+/// [`read_capped`] for UTF-8 text: invalid UTF-8 is an `InvalidData` error naming the path.
+pub fn read_capped_string(path: &Path, max: u64) -> io::Result<String> {
+    String::from_utf8(read_capped(path, max)?).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8 text", path.display()),
+        )
+    })
+}
+
 /// Removes a file durably (the directory entry removal is flushed). A missing file is fine.
 pub fn remove_file(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {

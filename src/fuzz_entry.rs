@@ -220,6 +220,202 @@ pub fn http_response(data: &[u8]) {
     }
 }
 
+/// nodeadm's artifact manifest (`install`). The first line is the Kubernetes version to select
+/// (`1.31` or `1.31.2`), the rest is the manifest YAML. A selected patch release is one of the
+/// manifest's own, of the requested minor version (and patch, when one was given).
+pub fn manifest(data: &[u8]) {
+    use crate::node::install::manifest::Manifest;
+    let (version, doc) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (
+            String::from_utf8_lossy(&data[..i]).into_owned(),
+            &data[i + 1..],
+        ),
+        None => (String::new(), data),
+    };
+    let m = match Manifest::parse(doc) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    match m.select(&version) {
+        Ok(p) => {
+            let parts: Vec<&str> = version.trim_start_matches('v').split('.').collect();
+            let minor = format!("{}.{}", parts[0], parts[1]);
+            let release = m
+                .supported_eks_releases
+                .iter()
+                .find(|r| r.major_minor_version == minor)
+                .expect("selected from a release the manifest has");
+            assert!(
+                release.patch_releases.iter().any(|q| std::ptr::eq(q, p)),
+                "{version}: selected patch is not one of {minor}'s"
+            );
+            if parts.len() == 3 {
+                assert_eq!(p.version, format!("{minor}.{}", parts[2]));
+            }
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+    if let Some(h) = m.latest_signing_helper() {
+        let all = m.iam_roles_anywhere_releases.as_deref().unwrap_or_default();
+        assert!(all.iter().any(|r| std::ptr::eq(r, h)));
+    }
+}
+
+/// Checksum files (`*.sha256`, `sha256sum` output). Byte 0 picks the artifact and file name the
+/// caller asks for. An accepted digest is written in the file (as hex).
+pub fn checksum(data: &[u8]) {
+    use crate::node::install::manifest::parse_checksum;
+    const NAMES: [(&str, &str); 3] = [
+        ("kubelet", "kubelet"),
+        ("cni-plugins", "cni-plugins-linux-amd64-v1.5.1.tgz"),
+        ("kubelet", "kubelet.gz"),
+    ];
+    let Some((&sel, text)) = data.split_first() else {
+        return;
+    };
+    let (artifact, file_name) = NAMES[sel as usize % NAMES.len()];
+    match parse_checksum(text, artifact, file_name) {
+        Ok(d) => {
+            let hex = hex::encode(d);
+            let lower = String::from_utf8_lossy(text).to_ascii_lowercase();
+            assert!(lower.contains(&hex), "digest {hex} is not in the file");
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+}
+
+/// A scratch directory on tmpfs when there is one (each input writes files, with fsync).
+fn scratch_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!(
+        "hybridboot-fuzz-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Every path under `dir` (not following symbolic links), relative to it.
+fn walk(dir: &Path) -> Vec<(std::path::PathBuf, std::fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("scratch directory readable") {
+            let e = e.expect("directory entry");
+            let meta = std::fs::symlink_metadata(e.path()).expect("metadata");
+            if meta.is_dir() {
+                todo.push(e.path());
+            }
+            out.push((
+                e.path().strip_prefix(dir).expect("under dir").to_path_buf(),
+                meta,
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The CNI plugins tarball extractor (`install`), run for real against a scratch directory.
+/// The input is a tar archive (gzip'd here unless it already starts with the gzip magic).
+/// Invariants: nothing is written outside the destination (its parent holds only it), the
+/// destination holds only regular files without setuid/setgid/sticky bits and no temporary
+/// files; an archive `plan` accepts extracts to exactly the planned files, and `plan` rejecting
+/// an archive means `install` writes nothing (it never calls `extract` then). `extract` is also
+/// run on archives `plan` refused, as defence in depth: still nothing outside the destination.
+pub fn cni_tarball(data: &[u8]) {
+    use crate::node::install::cni;
+    use std::os::unix::fs::PermissionsExt;
+    let tgz = if data.starts_with(&[0x1f, 0x8b]) {
+        data.to_vec()
+    } else {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, data).expect("gzip into memory");
+        gz.finish().expect("gzip into memory")
+    };
+    let limits = cni::Limits {
+        max_file_bytes: 64 * 1024,
+        max_total_bytes: 256 * 1024,
+        max_entries: 32,
+    };
+    let planned = cni::plan(&tgz[..], &limits);
+    if let Err(e) = &planned {
+        let _ = e.to_string();
+    }
+    let outer = scratch_dir();
+    let dest = outer.join("bin");
+    std::fs::create_dir_all(&dest).expect("scratch directory");
+    let extracted = cni::extract(&tgz[..], &dest, &limits);
+    let outside: Vec<_> = std::fs::read_dir(&outer)
+        .expect("scratch directory readable")
+        .map(|e| e.expect("directory entry").file_name())
+        .filter(|n| n != "bin")
+        .collect();
+    let inside = walk(&dest);
+    std::fs::remove_dir_all(&outer).expect("scratch directory removable");
+    assert!(
+        outside.is_empty(),
+        "written outside the destination: {outside:?}"
+    );
+    for (path, meta) in &inside {
+        assert!(meta.is_file(), "{} is not a regular file", path.display());
+        assert_eq!(path.components().count(), 1, "{} is nested", path.display());
+        assert_eq!(meta.permissions().mode() & 0o7000, 0, "{}", path.display());
+        assert!(
+            !path.to_string_lossy().contains(".hbtmp."),
+            "temporary file {} left behind",
+            path.display()
+        );
+    }
+    match (&planned, &extracted) {
+        (Ok(plan), Ok(placed)) => {
+            assert_eq!(placed.len(), plan.len());
+            for (entry, (path, _)) in plan.iter().zip(placed) {
+                assert_eq!(path, &dest.join(&entry.name));
+            }
+            let mut names: Vec<_> = plan
+                .iter()
+                .map(|e| std::path::PathBuf::from(&e.name))
+                .collect();
+            names.sort();
+            let found: Vec<_> = inside.iter().map(|(p, _)| p.clone()).collect();
+            assert_eq!(found, names, "files in the destination");
+            for entry in plan {
+                let meta = &inside
+                    .iter()
+                    .find(|(p, _)| p.as_os_str() == entry.name.as_str())
+                    .expect("planned file present")
+                    .1;
+                assert_eq!(meta.len(), entry.size, "{}", entry.name);
+                assert_eq!(
+                    meta.permissions().mode() & 0o7777,
+                    entry.mode,
+                    "{}",
+                    entry.name
+                );
+            }
+        }
+        (Ok(_), Err(e)) => panic!("plan accepted an archive extract refused: {e}"),
+        (Err(_), Ok(_)) | (Err(_), Err(_)) => {}
+    }
+    if let Err(e) = &extracted {
+        let _ = e.to_string();
+    }
+}
+
 /// A fuzz entry point.
 pub type Entry = fn(&[u8]);
 
@@ -236,4 +432,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("imds_request", imds_request),
     ("exec_info", exec_info),
     ("http_response", http_response),
+    ("manifest", manifest),
+    ("checksum", checksum),
+    ("cni_tarball", cni_tarball),
 ];

@@ -490,7 +490,8 @@ fn keys_command(args: KeysArgs) -> anyhow::Result<()> {
     let mut spkis = Vec::new();
     for path in &args.service_account_keys {
         let name = path.display().to_string();
-        let data = std::fs::read(path).with_context(|| format!("reading {name}"))?;
+        let data = crate::fsutil::read_capped(path, crate::fsutil::MAX_TEXT_FILE)
+            .with_context(|| format!("reading {name}"))?;
         let found = rsa_keys_from_bytes(&data, &name).map_err(|e| exit::operator(e.to_string()))?;
         for spki in &found {
             log::info!("{name}: RSA key, kid {}", key_id(spki));

@@ -859,7 +859,7 @@ fn login(
 
 /// The current certificate chain, if it belongs to the node key and is valid now.
 fn current_chain(path: &Path, key: &dyn NodeKey) -> anyhow::Result<Vec<Cert>> {
-    let text = std::fs::read_to_string(path)
+    let text = fsutil::read_capped_string(path, fsutil::MAX_TEXT_FILE)
         .with_context(|| format!("reading the current certificate {}", path.display()))?;
     let certs = chain::parse_pem_certs(&text)
         .with_context(|| format!("parsing the current certificate {}", path.display()))?;
@@ -1015,8 +1015,19 @@ pub struct Renewal {
 pub fn renew_certificate(a: &VaultArgs, renew_before: f64) -> anyhow::Result<Renewal> {
     let key = open_key(&a.key)?;
     let now = SystemTime::now();
-    let current = std::fs::read_to_string(&a.certificate)
-        .ok()
+    let current = match fsutil::read_capped_string(&a.certificate, fsutil::MAX_TEXT_FILE) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            // Not fatal: a certificate we cannot use is replaced by a new enrollment.
+            log::warn!(
+                "cannot use the current certificate {}: {e}; enrolling anew",
+                a.certificate.display()
+            );
+            None
+        }
+    };
+    let current = current
         .and_then(|t| chain::parse_pem_certs(&t).ok())
         .map(|c| c[0].clone());
     let usable = current.as_ref().filter(|c| {

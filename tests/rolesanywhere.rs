@@ -7,7 +7,6 @@ mod common;
 #[path = "common/openbao.rs"]
 mod openbao;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,7 +17,7 @@ use base64::Engine as _;
 use common::peers::{self, MiniCa, Moto, RaOptions, RolesAnywhere};
 use common::softhsm::{self, SoftHsm};
 use common::swtpm::Swtpm;
-use common::{run, Run};
+use common::{imds, run, Background, Run};
 use openbao::OpenBao;
 
 const CN: &str = "node-1.example.com";
@@ -660,39 +659,7 @@ fn negatives_fail_with_one_clear_line_each() {
     parse_creds(&s.keys.hb(&refs(&base), &[]));
 }
 
-/// A raw HTTP/1.1 exchange with `serve`.
-fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("Content-Length: 0\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status: u16 = resp[9..12].parse().unwrap();
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
-}
-
-struct Bg(Child);
-impl Drop for Bg {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_bg(keys: &Keys, args: &[String], stderr: &Path) -> Bg {
+fn spawn_bg(keys: &Keys, args: &[String], stderr: &Path) -> Background {
     let mut c = Command::new(common::bin());
     c.args(args)
         .stdin(Stdio::null())
@@ -701,7 +668,7 @@ fn spawn_bg(keys: &Keys, args: &[String], stderr: &Path) -> Bg {
     for (k, v) in keys.env_with(&[]) {
         c.env(k, v);
     }
-    Bg(c.spawn().unwrap())
+    Background(c.spawn().unwrap())
 }
 
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

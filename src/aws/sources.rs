@@ -6,10 +6,9 @@
 //! Also the command-line quoting used to write `credential_process = ...` lines that survive both
 //! botocore's `shlex.split` and the `sh -c` of the Go and Rust SDKs (pkcs11 URIs contain `;`).
 
-use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use super::credentials::{parse_credential_process, Credentials};
 use super::time::parse_rfc3339;
@@ -334,49 +333,13 @@ pub fn run_credential_process(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| err("the command is empty".into()))?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(format!("cannot start {program}: {e}")))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    // Read both pipes on threads so a chatty child cannot block on a full pipe.
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = zeroize::Zeroizing::new(Vec::new());
-        let _ = (&mut stdout)
-            .take(MAX_PROCESS_OUTPUT as u64 + 1)
-            .read_to_end(&mut buf);
-        // Drain the rest so the child does not block; discard it.
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buf);
-        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-        buf
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(err(format!(
-                    "did not finish within {} s",
-                    timeout.as_secs()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(err(format!("waiting for it failed: {e}"))),
-        }
-    };
-    let out = out_reader.join().unwrap_or_default();
-    let errs = err_reader.join().unwrap_or_default();
+    let captured = crate::process::output_with_timeout(
+        Command::new(program).args(args),
+        timeout,
+        MAX_PROCESS_OUTPUT,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let (status, out, errs) = (captured.status, captured.stdout, captured.stderr);
     if !status.success() {
         let first = String::from_utf8_lossy(&errs)
             .lines()
@@ -573,7 +536,7 @@ mod tests {
         let e = run_credential_process("default", fail.to_str().unwrap(), Duration::from_secs(10))
             .unwrap_err();
         assert!(e.to_string().contains("bad things happened"), "{e}");
-        let t0 = Instant::now();
+        let t0 = std::time::Instant::now();
         let e = run_credential_process(
             "default",
             slow.to_str().unwrap(),

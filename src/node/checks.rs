@@ -172,7 +172,7 @@ pub fn parse_certificate(path: &Path, bytes: &[u8]) -> Result<CertFacts, CheckEr
 /// "corrupt" are all failures).
 pub fn read_certificate(root: &Path, path: &Path) -> Result<CertFacts, CheckError> {
     let full = crate::fsutil::under_root(root, path);
-    let bytes = match std::fs::read(&full) {
+    let bytes = match crate::fsutil::read_capped(&full, crate::fsutil::MAX_TEXT_FILE) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(CheckError::CertificateMissing(path.to_path_buf()))

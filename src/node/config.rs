@@ -406,10 +406,13 @@ pub fn load(source: &str) -> Result<Loaded, ConfigError> {
             ),
         });
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read {
-        path: path.clone(),
-        source: e,
-    })?;
+    let text =
+        crate::fsutil::read_capped_string(&path, crate::fsutil::MAX_TEXT_FILE).map_err(|e| {
+            ConfigError::Read {
+                path: path.clone(),
+                source: e,
+            }
+        })?;
     parse(&path, &text)
 }
 
@@ -1174,5 +1177,25 @@ spec:
             .contains("fd12::1".parse().unwrap()));
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("10.0.0.0").is_err());
+    }
+
+    #[test]
+    fn an_oversized_configuration_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.yaml");
+        // Valid YAML (a comment) one byte over the cap: refused before parsing, by size.
+        let mut text = "#".repeat(crate::fsutil::MAX_TEXT_FILE as usize);
+        text.push('\n');
+        std::fs::write(&path, &text).unwrap();
+        let err = load(&path.display().to_string()).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("larger than 1048576 bytes"), "{msg}");
+        assert!(msg.contains("node.yaml"), "{msg}");
+        // At the cap it is read (and parsed: no NodeConfig in a comment).
+        text.pop();
+        std::fs::write(&path, &text).unwrap();
+        let err = load(&path.display().to_string()).unwrap_err();
+        assert!(!matches!(err, ConfigError::Read { .. }), "{err}");
     }
 }

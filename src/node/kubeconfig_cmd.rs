@@ -120,9 +120,22 @@ pub fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
             "--certificate, --private-key, --trust-anchor-arn, --profile-arn and --role-arn are required",
         ));
     };
+    // The kubeconfig stores the arguments in clear text (and kubectl shows them): a PIN in the
+    // key reference would be written into it.
+    if let Some(Ok(crate::key::uri::KeyRef::Pkcs11(u))) = ra
+        .private_key
+        .as_deref()
+        .map(crate::key::uri::KeyRef::parse)
+    {
+        if matches!(u.pin, Some(crate::key::uri::PinSource::Value(_))) {
+            return Err(exit::operator(
+                "--private-key carries the PIN (pin-value=), which the kubeconfig would store in clear text: use ?pin-source=file:/path or the HYBRIDBOOT_PKCS11_PIN environment variable",
+            ));
+        }
+    }
     let (server, ca) = match (&args.server, &args.certificate_authority) {
         (Some(s), Some(f)) => {
-            let ca = std::fs::read(f).map_err(|e| {
+            let ca = crate::fsutil::read_capped(f, crate::fsutil::MAX_TEXT_FILE).map_err(|e| {
                 exit::operator(format!("--certificate-authority {}: {e}", f.display()))
             })?;
             if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {

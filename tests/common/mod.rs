@@ -135,6 +135,40 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+/// A background process (`hybridboot serve`, `update`), stopped by PID (SIGTERM) and reaped on
+/// drop.
+pub struct Background(pub std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange with `hybridboot serve` (the IMDS emulator) on 127.0.0.1: the status
+/// and the body.
+pub fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status: u16 = resp[9..12].parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
+}
+
 pub mod mirror;
 pub mod peers;
 pub mod softhsm;

@@ -49,6 +49,8 @@ pub enum CniError {
     TooLarge(String, u64, u64),
     #[error("CNI tarball exceeds {0}")]
     Limit(String),
+    #[error("CNI tarball entry {0:?} is not a usable file name: {1}")]
+    BadName(String, &'static str),
     #[error("CNI tarball has the same file {0:?} twice")]
     Duplicate(String),
     #[error("CNI tarball is not a readable gzip'd tar archive: {0}")]
@@ -165,9 +167,18 @@ pub fn extract(
     Ok(placed)
 }
 
+/// Longest file name accepted: the plugins have short names, and the temporary file written
+/// beside each (`.<name>.hbtmp.<pid>.<n>`) must stay within the file system's 255 bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
 /// The single file name an entry path denotes: `./bridge` and `bridge` are `bridge`; `./` and
-/// `.` are `None`; anything with `..`, a root, or more than one name is an error.
+/// `.` are `None`; anything with `..`, a root, or more than one name is an error, and so is a
+/// name no file can have (a NUL byte, which GNU long names and PAX paths can carry) or an
+/// overlong one: `plan` must refuse what `extract` could not write.
 fn flat_name(raw: &str) -> Result<Option<String>, CniError> {
+    if raw.contains('\0') {
+        return Err(CniError::BadName(raw.to_string(), "it contains a NUL byte"));
+    }
     let mut names = Vec::new();
     for c in Path::new(raw).components() {
         match c {
@@ -180,6 +191,9 @@ fn flat_name(raw: &str) -> Result<Option<String>, CniError> {
     }
     match names.len() {
         0 => Ok(None),
+        1 if names[0].len() > MAX_NAME_BYTES => {
+            Err(CniError::BadName(raw.to_string(), "longer than 128 bytes"))
+        }
         1 => Ok(names.pop()),
         _ => Err(CniError::Nested(raw.to_string())),
     }
@@ -310,6 +324,67 @@ mod tests {
             assert!(check(&err), "{path}: {err}");
             assert!(err.to_string().contains(path), "{err}");
         }
+    }
+
+    /// A GNU long-name (`L`) entry carrying `name` for the regular file that follows.
+    fn gnu_long_name(name: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut tar_bytes = Vec::new();
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(T::GNULongName);
+        h.set_size(name.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar_bytes.extend_from_slice(h.as_bytes());
+        tar_bytes.extend_from_slice(name);
+        tar_bytes.extend(std::iter::repeat_n(0u8, (512 - name.len() % 512) % 512));
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..5].copy_from_slice(b"short");
+        h.set_entry_type(T::Regular);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        tar_bytes.extend_from_slice(h.as_bytes());
+        tar_bytes.extend_from_slice(data);
+        tar_bytes.extend(std::iter::repeat_n(0u8, (512 - data.len() % 512) % 512));
+        tar_bytes.extend([0u8; 1024]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar_bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn refuses_names_no_file_can_have_before_writing_anything() {
+        // Found by the cni_tarball fuzzer: plan accepted a long name with a NUL in it, extract
+        // then failed after writing the files before it.
+        let dir = tempfile::tempdir().unwrap();
+        let nul = gnu_long_name(b"./bridge\0x", b"x");
+        assert!(matches!(
+            plan(&nul[..], &Limits::default()),
+            Err(CniError::BadName(_, "it contains a NUL byte"))
+        ));
+        assert!(extract(&nul[..], dir.path(), &Limits::default()).is_err());
+        let long = gnu_long_name("l".repeat(129).as_bytes(), b"x");
+        assert!(matches!(
+            plan(&long[..], &Limits::default()),
+            Err(CniError::BadName(_, "longer than 128 bytes"))
+        ));
+        assert!(dir_names(dir.path()).is_empty(), "nothing written");
+        // 128 bytes is fine (the GNU long name is what the tar crate reads).
+        let ok = gnu_long_name("l".repeat(128).as_bytes(), b"x");
+        let planned = plan(&ok[..], &Limits::default()).unwrap();
+        assert_eq!(planned[0].name.len(), 128);
+        extract(&ok[..], dir.path(), &Limits::default()).unwrap();
+        assert_eq!(dir_names(dir.path()), vec!["l".repeat(128)]);
+    }
+
+    fn dir_names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
     }
 
     #[test]
