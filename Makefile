@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export HYBRIDBOOT_VENV ?= $(HOME)/.cache/hybridboot/venv
 
-.PHONY: help setup build test lint bench run clean static dynamic vm-test fuzz
+.PHONY: help setup build test lint bench run clean static dynamic dist-test vm-test fuzz
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -19,6 +19,7 @@ test: setup ## every test: unit, CLI, and against real peers (swtpm, SoftHSM2, .
 	$(CARGO) test --locked --features tpm-native --lib --test tpm_native
 	$(CARGO) build --locked --no-default-features
 	@if ls tests/peers/test_*.py >/dev/null 2>&1; then $(HYBRIDBOOT_VENV)/bin/python -m pytest -q tests/peers; fi
+	$(MAKE) dist-test
 	$(MAKE) vm-test
 
 lint: ## rustfmt and clippy, warnings are errors
@@ -50,8 +51,13 @@ dynamic: ## glibc-2.17 binaries with every backend into target/dist/
 	bash cross/setup.sh
 	bash cross/build.sh dynamic
 
-vm-test: ## aarch64 QEMU guest with swtpm enrolls against host peers (builds the static binary)
+dist-test: ## builds the dynamic binaries, checks glibc 2.17 and every backend on both arches
 	bash cross/setup.sh
-	bash cross/build.sh static aarch64
+	bash cross/build.sh dynamic
+	$(CARGO) test --locked --test dist -- --ignored --nocapture
+
+vm-test: ## aarch64 and x86_64 QEMU guests with swtpm run first boot to the joined stamp (builds the static binaries)
+	bash cross/setup.sh
+	bash cross/build.sh static
 	bash tests/vm/setup.sh
 	$(CARGO) test --locked --test vm -- --ignored --nocapture

@@ -6,7 +6,9 @@
 #                                              Rust TPM stack (tpm-native) and file keys; no dlopen,
 #                                              so no PKCS#11 and no tpm2-tss TCTI plugins
 #   cross/build.sh dynamic [x86_64] [aarch64]   glibc >= 2.17 binaries with every backend: tss-esapi
-#                                              against the system's libtss2, cryptoki for PKCS#11
+#                                              against the system's libtss2 (arm64: from the sysroot
+#                                              cross/setup.sh unpacks), cryptoki for PKCS#11, and
+#                                              the native TPM stack
 #
 # Output: target/dist/hybridboot-<arch>-<flavour> and .sha256, built with the `dist` profile
 # (LTO, opt-level z, stripped, panic=abort). The release profile stays unstripped for Yocto.
@@ -21,7 +23,13 @@ zigvenv=${HYBRIDBOOT_ZIG_VENV:-$HOME/.cache/hybridboot/zig}
 # Debian's rustc-web (1.96, with rust-src and the arm64 std) must win over the rustup proxies.
 export PATH="/usr/bin:$zigvenv/bin:$HOME/.cargo/bin:$PATH"
 export RUSTC=/usr/bin/rustc
-export CARGO_TARGET_DIR=$here/target/cross
+# One target directory per flavour: the static build sets RUSTC_BOOTSTRAP (for -Zbuild-std),
+# which build scripts such as thiserror's watch, so sharing one directory would rebuild them and
+# everything after them at each switch between flavours (make test runs both).
+case "$flavour" in
+  dynamic) export CARGO_TARGET_DIR=$here/target/cross-dynamic ;;
+  *) export CARGO_TARGET_DIR=$here/target/cross ;;
+esac
 dist=$here/target/dist
 mkdir -p "$dist"
 
@@ -40,13 +48,25 @@ for arch in "${arches[@]}"; do
     dynamic)
       target=$arch-unknown-linux-gnu
       if [ "$arch" = aarch64 ]; then
+        # tpm2-tss for arm64 comes from the sysroot cross/setup.sh unpacks (see there why it is
+        # not installed as libtss2-dev:arm64).
+        sysroot=$here/target/sysroot-aarch64
+        [ -s "$sysroot/.complete" ] || { echo "$sysroot missing: run cross/setup.sh" >&2; exit 1; }
         export PKG_CONFIG_ALLOW_CROSS=1
-        export PKG_CONFIG_PATH=/usr/lib/aarch64-linux-gnu/pkgconfig
-        export PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig
+        export PKG_CONFIG_SYSROOT_DIR=$sysroot
+        export PKG_CONFIG_LIBDIR=$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig
+        unset PKG_CONFIG_PATH
       else
-        unset PKG_CONFIG_PATH PKG_CONFIG_LIBDIR PKG_CONFIG_ALLOW_CROSS
+        unset PKG_CONFIG_PATH PKG_CONFIG_LIBDIR PKG_CONFIG_ALLOW_CROSS PKG_CONFIG_SYSROOT_DIR
       fi
-      (cd "$here" && /usr/bin/cargo zigbuild --locked --profile dist --target "$target.2.17")
+      # Every backend: tss-esapi (tpm) and cryptoki (pkcs11) by default, plus the native TPM stack.
+      # --allow-shlib-undefined: the build machine's libtss2-tctildr.so (Debian 12) takes dlopen
+      # from libc at GLIBC_2.34, which zig's 2.17 libc stubs rightly lack; that is a property of
+      # the build machine's library, not of our binary, whose own references stay <= 2.17 (the
+      # target's libtss2 is built against the target's glibc). Only the final link gets the flag
+      # (`rustc -- ...`), so the dependencies' build is shared with other flavours.
+      (cd "$here" && CARGO=/usr/bin/cargo cargo-zigbuild rustc --locked --profile dist --target "$target.2.17" \
+        --features tpm-native --bin hybridboot -- -C link-arg=-Wl,--allow-shlib-undefined)
       built=$CARGO_TARGET_DIR/$target/dist/hybridboot
       ;;
     *) echo "unknown flavour $flavour (static or dynamic)" >&2; exit 2;;

@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
-# Benchmarks (make bench). For now: signing latency per key backend (file, TPM via swtpm,
-# PKCS#11 via SoftHSM2), both algorithms. Results: target/bench/sign.{md,json}.
+# Benchmarks (make bench, after the release build): first boot against its physical floor,
+# credential-process and token latency against the reference client, size and memory, and a
+# 200-node fleet against one OpenBao and one Roles Anywhere endpoint. Everything runs on the
+# local peers (swtpm, OpenBao, moto, tests/peers/rolesanywhere.py) on loopback ports.
+#
+# Results: target/bench/results.md (table, PASS/FAIL per target; never fails the build),
+# target/bench/results.json (raw), target/bench/sign.{md,json} (signing latency per backend).
+# `make bench` also puts the table into README.md between its bench markers (BENCH_README=0:
+# leave README.md alone). Knobs: BENCH_RUNS (7), BENCH_WARM_RUNS
+# (31), BENCH_FLEET_NODES (200).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/lib.sh"
 bin=$here/target/release/hybridboot
 out=$here/target/bench
+venv=${HYBRIDBOOT_VENV:-$HOME/.cache/hybridboot/venv}
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/hybridboot-bench.XXXXXX")
+[ -x "$bin" ] || { echo "bench: $bin missing: cargo build --release --locked" >&2; exit 1; }
 
+# The peers (scripts/lib.sh): the Roles Anywhere trust anchor is OpenBao's PKI root, as at a site.
+export BENCH_REGION=us-east-1 BENCH_CLUSTER=hybrid-bench
+export BENCH_TA_ARN=arn:aws:rolesanywhere:$BENCH_REGION:123456789012:trust-anchor/bench
+export BENCH_PROFILE_ARN=arn:aws:rolesanywhere:$BENCH_REGION:123456789012:profile/bench
 start_swtpm "$work/tpm"
 export HYBRIDBOOT_TCTI=$HB_TCTI
+start_openbao "$work/openbao" >/dev/null
+start_moto "$work/moto" "$BENCH_CLUSTER" "$BENCH_REGION"
+start_rolesanywhere "$work/ra" "$BENCH_TA_ARN" "$HB_VAULT_CA" "$BENCH_PROFILE_ARN" "$HB_ROLE_ARN" "$BENCH_REGION"
 
+# Signing latency per key backend (file, TPM via swtpm, PKCS#11 via SoftHSM2), both algorithms.
 export SOFTHSM2_CONF=$work/softhsm2.conf
 mkdir -p "$work/tokens"
 echo "directories.tokendir = $work/tokens" > "$SOFTHSM2_CONF"
 softhsm2-util --init-token --free --label bench --so-pin 87654321 --pin 123456 >/dev/null
 export HYBRIDBOOT_PKCS11_LIB=/usr/lib/softhsm/libsofthsm2.so HYBRIDBOOT_PKCS11_PIN=123456
-
 keys=()
 for alg in ecdsa-p256 rsa-2048; do
   for ref in "file:$work/$alg.pem" "handle:0x8100010$([ $alg = rsa-2048 ] && echo 2 || echo 1)" \
@@ -29,5 +46,20 @@ for alg in ecdsa-p256 rsa-2048; do
     fi
   done
 done
-HYBRIDBOOT_BENCH_OUT=$out/sign.json cargo bench --locked -q --bench sign -- "${keys[@]}" | tee "$out/sign.md"
-echo "bench: results in $out/sign.md and $out/sign.json" >&2
+HYBRIDBOOT_BENCH_OUT=$out/sign.json cargo bench --locked -q --bench sign -- "${keys[@]}" >"$out/sign.md"
+
+# The TPM part of the first-boot floor: the same TPM commands straight through tss-esapi.
+HYBRIDBOOT_BENCH_N=${BENCH_RUNS:-7} HYBRIDBOOT_BENCH_OUT=$work/tpm-floor.json \
+  cargo bench --locked -q --bench tpm_floor
+
+# Everything else: the Python helpers under scripts/bench/.
+"$venv/bin/python" "$here/scripts/bench/suite.py" --bin "$bin" --work "$work/suite" \
+  --out "$out/results.json" --tpm-floor "$work/tpm-floor.json" --sign "$out/sign.json"
+readme=()
+[ "${BENCH_README:-1}" = 1 ] && readme=(--readme "$here/README.md")
+"$venv/bin/python" "$here/scripts/bench/report.py" "$out/results.json" "$out/results.md" "${readme[@]}"
+cat "$out/results.md"
+echo "bench: results in $out/results.md and $out/results.json" >&2
+# A failed run keeps $work (logs of every peer and node) for a look; a good one leaves nothing.
+hb_cleanup
+rm -rf "$work"

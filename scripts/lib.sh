@@ -77,7 +77,9 @@ start_openbao() {
 venv_python() { echo "${HYBRIDBOOT_VENV:-$HOME/.cache/hybridboot/venv}/bin/python"; }
 
 # start_peer NAME DIR SCRIPT ARGS...: starts tests/peers/SCRIPT in the background with its log
-# in DIR, waits for its one-line JSON ready message and prints it. Stopped on exit by PID.
+# in DIR, waits for its one-line JSON ready message and sets HB_PEER_READY to it. Stopped on exit
+# by PID. Call it directly, not as $(start_peer ...): in a subshell the PID would not reach
+# hb_pids, and the peer would outlive the script.
 start_peer() {
   local name=$1 dir=$2 script=$3 i line
   shift 3
@@ -87,7 +89,7 @@ start_peer() {
   hb_pids+=("$!")
   for i in $(seq 1 600); do
     line=$(head -n1 "$dir/$name.ready" 2>/dev/null || true)
-    if [ -n "$line" ]; then echo "$line"; return 0; fi
+    if [ -n "$line" ]; then HB_PEER_READY=$line; return 0; fi
     sleep 0.1
   done
   echo "$name did not start (see $dir/$name.stderr)" >&2
@@ -102,12 +104,12 @@ json_field() { "$(venv_python)" -c 'import json,sys; print(json.loads(sys.argv[1
 # fresh test CA. Sets HB_MOTO (endpoint URL), HB_MOTO_SETUP (setup JSON for rolesanywhere.py),
 # HB_ROLE_ARN (the node role).
 start_moto() {
-  local dir=$1 cluster=$2 region=$3 ready
+  local dir=$1 cluster=$2 region=$3
   mkdir -p "$dir"
   "$(venv_python)" "$here/tests/peers/mini_ca.py" ca "$dir/cluster-ca.pem" "$dir/cluster-ca.key" "test cluster CA"
-  ready=$(start_peer moto "$dir" moto_server.py --port 0 \
-    --eks-ca-file "$dir/cluster-ca.pem" --eks-endpoint https://127.0.0.1:6443)
-  HB_MOTO=$(json_field "$ready" endpoint)
+  start_peer moto "$dir" moto_server.py --port 0 \
+    --eks-ca-file "$dir/cluster-ca.pem" --eks-endpoint https://127.0.0.1:6443
+  HB_MOTO=$(json_field "$HB_PEER_READY" endpoint)
   HB_MOTO_SETUP=$dir/moto-setup.json
   "$(venv_python)" "$here/tests/peers/moto_setup.py" --endpoint "$HB_MOTO" --out "$HB_MOTO_SETUP" \
     --region "$region" --cluster-name "$cluster" --remote-node-cidr 127.0.0.0/8 \
@@ -121,16 +123,16 @@ start_moto() {
 # credentials through moto's STS. Sets HB_RA_ENDPOINT, HB_RA_CONTROL (its plain-HTTP control
 # port URL) and HB_RA_CA (the CA of its TLS certificate).
 start_rolesanywhere() {
-  local dir=$1 ta=$2 ca=$3 profile=$4 role=$5 region=$6 py ready
+  local dir=$1 ta=$2 ca=$3 profile=$4 role=$5 region=$6 py
   py=$(venv_python)
   mkdir -p "$dir"
   "$py" "$here/tests/peers/mini_ca.py" ca "$dir/tls-ca.pem" "$dir/tls-ca.key" "Roles Anywhere test TLS CA"
   "$py" "$here/tests/peers/mini_ca.py" tls "$dir/tls-ca.pem" "$dir/tls-ca.key" "$dir/tls.pem" "$dir/tls.key"
-  ready=$(start_peer rolesanywhere "$dir" rolesanywhere.py --port 0 --http-port 0 \
+  start_peer rolesanywhere "$dir" rolesanywhere.py --port 0 --http-port 0 \
     --tls-cert "$dir/tls.pem" --tls-key "$dir/tls.key" --region "$region" \
-    --trust-anchor "$ta=$ca" --profile "$profile=$role" --sts-credentials-file "$HB_MOTO_SETUP")
-  HB_RA_ENDPOINT=https://127.0.0.1:$(json_field "$ready" https_port)
-  HB_RA_CONTROL=http://127.0.0.1:$(json_field "$ready" http_port)
+    --trust-anchor "$ta=$ca" --profile "$profile=$role" --sts-credentials-file "$HB_MOTO_SETUP"
+  HB_RA_ENDPOINT=https://127.0.0.1:$(json_field "$HB_PEER_READY" https_port)
+  HB_RA_CONTROL=http://127.0.0.1:$(json_field "$HB_PEER_READY" http_port)
   HB_RA_CA=$dir/tls-ca.pem
   export HB_RA_ENDPOINT HB_RA_CONTROL HB_RA_CA
 }

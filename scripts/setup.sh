@@ -17,6 +17,7 @@ APT_PACKAGES=(
   strace           # tests/atomic_write_crash.rs records atomic_write's syscalls
   faketime         # tests/firstboot.rs: a clock years off
   socat            # VM test: guestfwd relays to loopback
+  time             # make bench: peak RSS (/usr/bin/time -v)
 )
 
 missing=()

@@ -142,6 +142,9 @@ impl Retryable for HttpError {
     fn is_transient(&self) -> bool {
         HttpError::is_transient(self)
     }
+    fn is_throttled(&self) -> bool {
+        matches!(self, HttpError::Status { code: 429, .. })
+    }
     fn retry_after(&self) -> Option<Duration> {
         match self {
             HttpError::Status { retry_after, .. } => *retry_after,

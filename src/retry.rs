@@ -59,6 +59,12 @@ pub trait Retryable {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+    /// Whether the peer is throttling (HTTP 429, `ThrottlingException`): it works, and asks us
+    /// to come back. Such answers do not use up `max_attempts` (only the deadline bounds
+    /// them), so a fleet held back by a rate limit gets through instead of giving up.
+    fn is_throttled(&self) -> bool {
+        false
+    }
 }
 
 /// The delay ceiling before retry number `retry` (0 = before the second attempt):
@@ -164,13 +170,19 @@ pub fn run_if<T, E: Retryable>(
     mut op: impl FnMut(u32) -> Result<T, E>,
 ) -> Result<T, E> {
     let start = clock.now();
+    // `attempt` numbers every try (it sets the backoff); `counted` leaves out the throttled
+    // answers, which only the deadline bounds.
     let mut attempt = 0;
+    let mut counted = 0;
     loop {
         let err = match op(attempt) {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
-        if !should_retry(&err) || attempt + 1 >= policy.max_attempts.max(1) {
+        if !err.is_throttled() {
+            counted += 1;
+        }
+        if !should_retry(&err) || counted >= policy.max_attempts.max(1) {
             return Err(err);
         }
         let wait = delay(policy, attempt, clock.unit(), err.retry_after());
@@ -271,6 +283,47 @@ mod tests {
             .map(|d| d.as_millis())
             .collect();
         assert_eq!(sleeps, [50, 100, 200]);
+    }
+
+    /// Throttled answers (a working peer's rate limit) do not use up attempts: with 3 attempts
+    /// allowed, 10 throttled answers then success still succeed; the deadline still ends them.
+    #[test]
+    fn throttled_answers_are_bounded_by_the_deadline_only() {
+        #[derive(Debug)]
+        struct Throttled;
+        impl Retryable for Throttled {
+            fn is_transient(&self) -> bool {
+                true
+            }
+            fn is_throttled(&self) -> bool {
+                true
+            }
+        }
+        let mut p = policy();
+        p.max_attempts = 3;
+        let clock = FakeClock::new(0.5);
+        let mut calls = 0;
+        let r = run(&p, &clock, |_| {
+            calls += 1;
+            if calls <= 10 {
+                Err(Throttled)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 11);
+
+        p.deadline = Duration::from_secs(5);
+        let clock = FakeClock::new(0.99);
+        let start = clock.now();
+        let mut calls = 0;
+        let r: Result<(), Throttled> = run(&p, &clock, |_| {
+            calls += 1;
+            Err(Throttled)
+        });
+        assert!(r.is_err());
+        assert!(calls > 3, "{calls}");
+        assert!(clock.now() - start <= p.deadline);
     }
 
     #[test]

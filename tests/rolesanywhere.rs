@@ -512,6 +512,41 @@ fn twenty_concurrent_calls_with_a_cold_cache_make_one_create_session() {
     assert_eq!(s.ra.stats()["total"], 2);
 }
 
+/// A rate limit is not a failure: credential-process (4 attempts for errors) outlasts more
+/// throttled answers than that within its deadline, while as many 503s make it give up.
+#[test]
+fn throttling_does_not_use_up_attempts_but_errors_do() {
+    let s = Simple::new(&[]);
+    let mut args = s.args();
+    args.push("--no-cache".into());
+    s.ra.control(
+        "fault",
+        Some(serde_json::json!({"mode": "429", "count": 6})),
+    );
+    let r = s.keys.hb(&refs(&args), &[]);
+    parse_creds(&r);
+    let stats = s.ra.stats();
+    assert_eq!(
+        (stats["faulted"].as_u64(), stats["ok"].as_u64()),
+        (Some(6), Some(1)),
+        "{stats}"
+    );
+
+    s.ra.control("reset", Some(serde_json::json!({})));
+    s.ra.control(
+        "fault",
+        Some(serde_json::json!({"mode": "503", "count": 6})),
+    );
+    let r = s.keys.hb(&refs(&args), &[]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let stats = s.ra.stats();
+    assert_eq!(
+        (stats["faulted"].as_u64(), stats["ok"].as_u64()),
+        (Some(4), Some(0)),
+        "{stats}"
+    );
+}
+
 #[test]
 fn endpoint_from_environment_and_region_checks() {
     let s = Simple::new(&[]);

@@ -90,6 +90,12 @@ impl CreateSessionError {
     pub fn is_transient(&self) -> bool {
         matches!(self, CreateSessionError::Transient { .. })
     }
+
+    /// Throttled rather than failing: HTTP 429, or a `ThrottlingException` (which the service
+    /// sends with 400; every other transient answer is a 5xx).
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, CreateSessionError::Transient { status, .. } if *status < 500)
+    }
 }
 
 /// A serde_json error safe to show: its "invalid type: string \"...\"" messages quote the

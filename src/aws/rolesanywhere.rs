@@ -67,6 +67,13 @@ impl Retryable for RolesAnywhereError {
     fn is_transient(&self) -> bool {
         RolesAnywhereError::is_transient(self)
     }
+    fn is_throttled(&self) -> bool {
+        match self {
+            RolesAnywhereError::Http { source, .. } => source.is_throttled(),
+            RolesAnywhereError::Service(s) => s.is_throttled(),
+            RolesAnywhereError::Sign(_) => false,
+        }
+    }
 }
 
 /// Signs one `CreateSession` request at `now`, sends it once, and reads the answer.

@@ -9,6 +9,10 @@ mod file;
 mod pkcs11;
 #[cfg(feature = "tpm")]
 mod tpm;
+/// The TPM object templates (for the benchmark's floor, which drives tss-esapi directly).
+#[cfg(feature = "tpm")]
+#[doc(hidden)]
+pub use tpm::{signing_key_template as tpm_signing_key_template, srk_template as tpm_srk_template};
 #[cfg(feature = "tpm-native")]
 pub mod tpm_native;
 pub mod tss2pem;

@@ -484,7 +484,7 @@ fn describe_public(public: &Public, reference: &str) -> Result<(Algorithm, Vec<u
 
 /// The owner-hierarchy SRK template shared with tpm2-openssl and the TCG provisioning
 /// guidance: ECC NIST P-256, restricted decrypt, AES-128-CFB, noDA, empty unique.
-fn srk_template() -> tss_esapi::Result<Public> {
+pub fn srk_template() -> tss_esapi::Result<Public> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -511,7 +511,7 @@ fn srk_template() -> tss_esapi::Result<Public> {
 
 /// The node key template: a non-duplicable, TPM-generated, unrestricted signing key; `no_da`
 /// for a key without an auth value (see `create_persistent`).
-fn signing_key_template(alg: Algorithm, no_da: bool) -> tss_esapi::Result<Public> {
+pub fn signing_key_template(alg: Algorithm, no_da: bool) -> tss_esapi::Result<Public> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)

@@ -78,6 +78,42 @@ pub fn tool(program: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         .into()
 }
 
+/// The `-----BEGIN PUBLIC KEY-----` block of some output (key commands add `#` comments).
+pub fn public_key_block(text: &str) -> String {
+    let (begin, end) = ("-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----");
+    let start = text
+        .find(begin)
+        .unwrap_or_else(|| panic!("no public key in {text:?}"));
+    let stop = text[start..]
+        .find(end)
+        .unwrap_or_else(|| panic!("unterminated public key in {text:?}"))
+        + start
+        + end.len();
+    text[start..stop].to_string()
+}
+
+/// Checks a CSR file's self-signature with openssl; returns the CSR's public key block.
+pub fn verify_csr(csr: &Path) -> String {
+    let r = tool(
+        "openssl",
+        &[
+            "req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-verify",
+            "-noout",
+            "-pubkey",
+        ],
+        &[],
+    );
+    assert_eq!(
+        r.code, 0,
+        "openssl rejected the CSR: {}{}",
+        r.stdout, r.stderr
+    );
+    public_key_block(&r.stdout)
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a race).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -263,17 +263,21 @@ impl MiniCa {
 
     /// A TLS server certificate and key for 127.0.0.1 (files `tls.pem`, `tls.key` in `dir`).
     pub fn tls(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        self.tls_with_names(dir, &[])
+    }
+
+    /// [`MiniCa::tls`] that also names these DNS names (how a VM guest reaches the server).
+    pub fn tls_with_names(&self, dir: &Path, dns_names: &[String]) -> (PathBuf, PathBuf) {
         let (c, k) = (dir.join("tls.pem"), dir.join("tls.key"));
-        run_script(
-            "mini_ca.py",
-            &[
-                "tls",
-                self.cert.to_str().unwrap(),
-                self.key.to_str().unwrap(),
-                c.to_str().unwrap(),
-                k.to_str().unwrap(),
-            ],
-        );
+        let mut args = vec![
+            "tls",
+            self.cert.to_str().unwrap(),
+            self.key.to_str().unwrap(),
+            c.to_str().unwrap(),
+            k.to_str().unwrap(),
+        ];
+        args.extend(dns_names.iter().map(String::as_str));
+        run_script("mini_ca.py", &args);
         (c, k)
     }
 }
@@ -293,6 +297,8 @@ pub struct RaOptions {
     pub sts_credentials_file: Option<PathBuf>,
     /// More rolesanywhere.py arguments.
     pub extra: Vec<String>,
+    /// DNS names the TLS certificate holds besides 127.0.0.1 and localhost.
+    pub tls_names: Vec<String>,
 }
 
 impl RaOptions {
@@ -303,7 +309,14 @@ impl RaOptions {
             role_arn: format!("arn:aws:iam::{ACCOUNT}:role/hybrid-node"),
             sts_credentials_file: None,
             extra: Vec::new(),
+            tls_names: Vec::new(),
         }
+    }
+
+    /// Also name these DNS names in the TLS certificate.
+    pub fn tls_names(mut self, names: &[&str]) -> RaOptions {
+        self.tls_names = names.iter().map(|n| n.to_string()).collect();
+        self
     }
 
     /// Mint credentials through this moto.
@@ -332,7 +345,7 @@ impl RolesAnywhere {
     pub fn start(opts: &RaOptions) -> RolesAnywhere {
         let dir = tempfile::tempdir().unwrap();
         let tls_ca = MiniCa::root(dir.path(), "ra-tls-ca");
-        let (tls_cert, tls_key) = tls_ca.tls(dir.path());
+        let (tls_cert, tls_key) = tls_ca.tls_with_names(dir.path(), &opts.tls_names);
         let trust_anchor_arn = format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:trust-anchor/ta");
         let profile_arn = format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:profile/p");
         let cas: Vec<String> = opts

@@ -6,7 +6,9 @@ issue certificates valid in the past (expired) and TLS server certificates for 1
     mini_ca.py leaf CSR CA_CERT CA_KEY OUT_CERT START_OFFSET_S END_OFFSET_S
                                         end-entity cert for the CSR's key and subject,
                                         valid from now+START to now+END (seconds)
-    mini_ca.py tls CA_CERT CA_KEY OUT_CERT OUT_KEY      server cert for IP 127.0.0.1
+    mini_ca.py tls CA_CERT CA_KEY OUT_CERT OUT_KEY [DNS_NAME ...]
+                                        server cert for IP 127.0.0.1 and localhost (plus
+                                        the DNS names given, e.g. for a VM guest's view)
 
 Keys are P-256, signatures SHA-256. Writes PEM files; prints nothing.
 """
@@ -94,7 +96,7 @@ def cmd_leaf(csr_path, ca_cert, ca_key, out_cert, start, end):
     write_cert(out_cert, b.sign(ikey, hashes.SHA256()))
 
 
-def cmd_tls(ca_cert, ca_key, out_cert, out_key):
+def cmd_tls(ca_cert, ca_key, out_cert, out_key, *dns_names):
     icert, ikey = load(ca_cert, ca_key)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -102,6 +104,7 @@ def cmd_tls(ca_cert, ca_key, out_cert, out_key):
     b = b.add_extension(
         x509.SubjectAlternativeName(
             [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            + [x509.DNSName(n) for n in dns_names]
         ),
         critical=False,
     )

@@ -1,39 +1,47 @@
 #!/usr/bin/env bash
-# Builds the aarch64 guest for the VM test: Debian's cloud arm64 kernel (the generic one lacks
-# tpm_tis for QEMU's tpm-tis-device) and a busybox initramfs holding the static hybridboot binary,
-# the kernel modules for TPM and virtio networking, and a job script the test chooses.
+# Builds the guest for the VM test: Debian's cloud kernel for the architecture (the generic arm64
+# one lacks tpm_tis for QEMU's tpm-tis-device; cloud-amd64 has the TPM drivers built in) and a
+# busybox initramfs holding the static hybridboot binary, the kernel modules for TPM and virtio
+# networking, and a job script the test chooses.
 #
-#   tests/vm/build-initramfs.sh OUT_DIR STATIC_BINARY JOB_SCRIPT [EXTRA_FILE=GUEST_PATH ...]
+#   [VM_ARCH=aarch64|x86_64] tests/vm/build-initramfs.sh OUT_DIR STATIC_BINARY JOB_SCRIPT \
+#       [EXTRA_FILE=GUEST_PATH ...]
 #
 # Downloads (apt-get download) are cached under target/vm-cache/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 out=$1 bin=$2 job=$3
 shift 3
+arch=${VM_ARCH:-aarch64}
+case "$arch" in
+  aarch64) deb_arch=arm64 ;;
+  x86_64) deb_arch=amd64 ;;
+  *) echo "VM_ARCH=$arch: aarch64 or x86_64" >&2; exit 2 ;;
+esac
 cache=$here/target/vm-cache
 mkdir -p "$cache" "$out"
 
-kver_pkg=$(apt-cache depends linux-image-cloud-arm64:arm64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+kver_pkg=$(apt-cache depends "linux-image-cloud-$deb_arch:$deb_arch" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
 if [ -z "$kver_pkg" ]; then
   dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
   apt-get update -q >/dev/null
-  kver_pkg=$(apt-cache depends linux-image-cloud-arm64:arm64 | awk '/Depends: linux-image-/{print $2; exit}')
+  kver_pkg=$(apt-cache depends "linux-image-cloud-$deb_arch:$deb_arch" | awk '/Depends: linux-image-/{print $2; exit}')
 fi
-kver_pkg=${kver_pkg%:arm64}
+kver_pkg=${kver_pkg%:"$deb_arch"}
 kver=${kver_pkg#linux-image-}
-if ! ls "$cache"/"$kver_pkg"_*_arm64.deb >/dev/null 2>&1; then
-  (cd "$cache" && apt-get download "$kver_pkg:arm64" 2>/dev/null)
+if ! ls "$cache"/"$kver_pkg"_*_"$deb_arch".deb >/dev/null 2>&1; then
+  (cd "$cache" && apt-get download "$kver_pkg:$deb_arch" 2>/dev/null)
 fi
-if ! ls "$cache"/busybox-static_*_arm64.deb >/dev/null 2>&1; then
-  (cd "$cache" && apt-get download busybox-static:arm64 2>/dev/null)
+if ! ls "$cache"/busybox-static_*_"$deb_arch".deb >/dev/null 2>&1; then
+  (cd "$cache" && apt-get download "busybox-static:$deb_arch" 2>/dev/null)
 fi
 kdir=$cache/kernel-$kver
 if [ ! -d "$kdir" ]; then
-  dpkg-deb -x "$cache"/"$kver_pkg"_*_arm64.deb "$kdir.tmp" && mv "$kdir.tmp" "$kdir"
+  dpkg-deb -x "$cache"/"$kver_pkg"_*_"$deb_arch".deb "$kdir.tmp" && mv "$kdir.tmp" "$kdir"
 fi
-bbdir=$cache/busybox-arm64
+bbdir=$cache/busybox-$deb_arch
 if [ ! -d "$bbdir" ]; then
-  dpkg-deb -x "$cache"/busybox-static_*_arm64.deb "$bbdir.tmp" && mv "$bbdir.tmp" "$bbdir"
+  dpkg-deb -x "$cache"/busybox-static_*_"$deb_arch".deb "$bbdir.tmp" && mv "$bbdir.tmp" "$bbdir"
 fi
 cp "$kdir/boot/vmlinuz-$kver" "$out/vmlinuz"
 
@@ -44,7 +52,7 @@ cp "$bbdir/bin/busybox" "$root/bin/busybox"
 for app in sh mount umount mkdir cat echo ip udhcpc insmod sleep poweroff ls grep sed timeout wget date sync hostname ln rm chmod cp; do
   ln -sf busybox "$root/bin/$app"
 done
-mods=(tpm_tis_core tpm_tis virtio virtio_ring virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio-rng)
+mods=(tpm_tis_core tpm_tis tpm_crb virtio virtio_ring virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio-rng)
 for m in "${mods[@]}"; do
   f=$(find "$kdir/lib/modules/$kver" -name "$m.ko*" | head -1)
   [ -n "$f" ] || continue   # built into this kernel

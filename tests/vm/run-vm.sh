@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Boots the aarch64 guest built by build-initramfs.sh under qemu-system-aarch64 (-M virt, TCG)
-# with a fresh swtpm attached as tpm-tis-device, and QEMU user networking restricted to explicit
-# forwards: each `GUESTPORT=HOSTPORT` becomes 10.0.2.100:GUESTPORT in the guest, relayed to
-# 127.0.0.1:HOSTPORT on the host and nowhere else.
+# Boots the guest built by build-initramfs.sh under QEMU (TCG) with a fresh swtpm attached as the
+# machine's TPM device (aarch64: -M virt with tpm-tis-device; x86_64: -M q35 with tpm-crb), and
+# QEMU user networking restricted to explicit forwards: each `GUESTPORT=HOSTPORT` becomes
+# 10.0.2.100:GUESTPORT in the guest, relayed to 127.0.0.1:HOSTPORT on the host and nowhere else.
 #
-#   tests/vm/run-vm.sh DIR TIMEOUT_SECONDS [GUESTPORT=HOSTPORT ...]
+#   [VM_ARCH=aarch64|x86_64] tests/vm/run-vm.sh DIR TIMEOUT_SECONDS [GUESTPORT=HOSTPORT ...]
 #
 # DIR holds vmlinuz and initramfs.gz; the console goes to DIR/console.log. Exit status is QEMU's.
 set -euo pipefail
@@ -24,15 +24,26 @@ for fwd in "$@"; do
 done
 start=$(date +%s.%N)
 set +e
-timeout "$timeout_s" qemu-system-aarch64 -M virt -cpu cortex-a57 -accel tcg -m 512 -smp 1 \
+case "${VM_ARCH:-aarch64}" in
+  aarch64)
+    machine=(qemu-system-aarch64 -M virt -cpu cortex-a57)
+    devices=(-device tpm-tis-device,tpmdev=tpm0 -device virtio-net-device,netdev=n0
+             -device virtio-rng-device)
+    console=ttyAMA0 ;;
+  x86_64)
+    machine=(qemu-system-x86_64 -M q35 -cpu max)
+    devices=(-device tpm-crb,tpmdev=tpm0 -device virtio-net-pci,netdev=n0
+             -device virtio-rng-pci)
+    console=ttyS0 ;;
+  *) echo "VM_ARCH=$VM_ARCH: aarch64 or x86_64" >&2; exit 2 ;;
+esac
+timeout "$timeout_s" "${machine[@]}" -accel tcg -m 512 -smp 1 \
   -nodefaults -nographic -no-reboot \
   -kernel "$dir/vmlinuz" -initrd "$dir/initramfs.gz" \
-  -append "console=ttyAMA0 panic=-1 quiet rdinit=/init" \
+  -append "console=$console panic=-1 quiet rdinit=/init" \
   -serial "file:$dir/console.log" -monitor none \
-  -chardev socket,id=chrtpm,path="$tpmdir/sock" \
-  -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis-device,tpmdev=tpm0 \
-  -netdev "$netdev" -device virtio-net-device,netdev=n0 \
-  -device virtio-rng-device
+  -chardev socket,id=chrtpm,path="$tpmdir/sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
+  -netdev "$netdev" "${devices[@]}"
 rc=$?
 set -e
 end=$(date +%s.%N)

@@ -1,0 +1,119 @@
+"""Shared pieces of the benchmark helpers: the peers scripts/bench.sh started, timing of
+processes, peak RSS through GNU time, and summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REGION = os.environ.get("BENCH_REGION", "us-east-1")
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------
+
+
+def summary(values: list[float]) -> dict:
+    """Median, min, max and count of a list of numbers (milliseconds, bytes, ...)."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+        "runs": [round(v, 3) for v in values],
+    }
+
+
+def run_timed(argv: list[str], env: dict | None = None, check: bool = True, stdin=None) -> tuple[float, subprocess.CompletedProcess]:
+    """Runs a process to completion; returns (wall milliseconds from spawn to exit, result)."""
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ms = (time.perf_counter() - t0) * 1e3
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])}... exited {r.returncode}: {r.stderr.strip()[-2000:]}")
+    return ms, r
+
+
+def gnu_time(argv: list[str], out: Path) -> list[str]:
+    """argv wrapped in GNU time writing its -v report to `out` (read with max_rss_kib)."""
+    return ["/usr/bin/time", "-v", "-o", str(out), *argv]
+
+
+def max_rss_kib(report: Path) -> int:
+    for line in report.read_text().splitlines():
+        if "Maximum resident set size" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise RuntimeError(f"no maximum RSS in {report}")
+
+
+# ---------------------------------------------------------------------------
+# Peers (started by scripts/bench.sh through scripts/lib.sh; found through its variables)
+# ---------------------------------------------------------------------------
+
+
+class Moto:
+    """moto (STS, IAM, EKS) with signature checking on: lib.sh start_moto."""
+
+    def __init__(self):
+        self.endpoint = os.environ["HB_MOTO"]
+        self.role_arn = os.environ["HB_ROLE_ARN"]
+        self.cluster = os.environ["BENCH_CLUSTER"]
+
+
+class RolesAnywhere:
+    """tests/peers/rolesanywhere.py over HTTPS, credentials minted through moto's STS, trust
+    anchor OpenBao's PKI root: lib.sh start_rolesanywhere. Control API on its HTTP port."""
+
+    def __init__(self):
+        self.endpoint = os.environ["HB_RA_ENDPOINT"]
+        self.host = self.endpoint.removeprefix("https://")
+        self.control_url = os.environ["HB_RA_CONTROL"]
+        self.tls_ca = Path(os.environ["HB_RA_CA"])
+        self.trust_anchor_arn = os.environ["BENCH_TA_ARN"]
+        self.profile_arn = os.environ["BENCH_PROFILE_ARN"]
+        self.role_arn = os.environ["HB_ROLE_ARN"]
+
+    def control(self, op: str, body: dict | None = None) -> dict:
+        get = op in ("stats", "last")
+        data = None if get else json.dumps(body or {}).encode()
+        req = urllib.request.Request(f"{self.control_url}/_control/{op}", data=data, method="GET" if get else "POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stats(self) -> dict:
+        return self.control("stats")
+
+    def flags(self) -> list[str]:
+        """The flags of `credential-process` / `serve` for this endpoint."""
+        return ["--trust-anchor-arn", self.trust_anchor_arn, "--profile-arn", self.profile_arn,
+                "--role-arn", self.role_arn, "--endpoint", self.endpoint, "--ca-bundle", str(self.tls_ca)]
+
+
+class Vault:
+    """OpenBao: lib.sh start_openbao (address, PKI role `node`, a token for it)."""
+
+    def __init__(self, work: Path):
+        self.addr = os.environ["HB_VAULT_ADDR"]
+        self.ca = Path(os.environ["HB_VAULT_CA"])
+        self.token_file = work / "vault-token"
+        work.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(os.environ["HB_VAULT_TOKEN"] + "\n")
+
+    def enroll_args(self, key: str, cn: str, cert: Path) -> list[str]:
+        return ["enroll", "--vault-addr", self.addr, "--pki-role", "node", "--key", key,
+                "--common-name", cn, "--certificate", str(cert), "--vault-token-file", str(self.token_file),
+                "--ttl", "24h"]

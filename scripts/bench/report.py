@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Renders the benchmark's results.json as Markdown: the machine, the figures (median, min, max
+of n runs) and one PASS/FAIL line per target (by how much a missed one misses). Never fails
+because of a result.
+
+    report.py results.json results.md [--readme README.md]
+
+With --readme the table replaces what stands between the README's `<!-- bench:begin -->` and
+`<!-- bench:end -->` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def ms(s: dict) -> str:
+    return f"{s['median']:.1f} | {s['min']:.1f} | {s['max']:.1f} | {s['n']}"
+
+
+def load(m: dict) -> str:
+    a, b = m.get("loadavg_start"), m.get("loadavg_end")
+    return f"{a[0]:.1f} at the start, {b[0]:.1f} at the end" if a and b else "not recorded"
+
+
+def mib_kib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+class Targets:
+    def __init__(self):
+        self.rows: list[str] = []
+
+    def at_most(self, name: str, value: float | None, limit: float, fmt) -> None:
+        self._row(name, value, limit, fmt, value is not None and value <= limit, f"<= {fmt(limit)}")
+
+    def at_least(self, name: str, value: float | None, limit: float, fmt) -> None:
+        self._row(name, value, limit, fmt, value is not None and value >= limit, f">= {fmt(limit)}")
+
+    def _row(self, name, value, limit, fmt, ok, rule) -> None:
+        if value is None:
+            self.rows.append(f"| {name} {rule} | not measured | n/a |")
+            return
+        by = f"off by {fmt(abs(value - limit))}" + (f", {abs(value / limit - 1) * 100:.0f} %" if limit else "")
+        verdict = "PASS" if ok else f"FAIL ({by})"
+        self.rows.append(f"| {name} {rule} | {fmt(value)} | {verdict} |")
+
+
+def step_floors(fl: dict, fb: dict) -> tuple[dict, float]:
+    """The floor of each firstboot step (medians of the pieces that step needs at least), and
+    their sum over the steps firstboot completed: a step it skipped adds nothing to its time,
+    so its pieces leave the floor too."""
+    tpm = {op: s["median"] for op, s in fl["tpm"].items()}
+    floor_of = {
+        "key": sum(tpm[op] for op in ("connect", "create_primary", "create", "load", "evict_control")),
+        "enroll": tpm["sign_csr"] + fl["vault_sign_curl"]["median"],
+        "roles-anywhere": tpm["sign_create_session"] + fl["create_session_reference"]["median"],
+        "init": fl["describe_cluster_boto3"]["median"],
+    }
+    done = set(fb["state"]["completed"])
+    return floor_of, sum(v for k, v in floor_of.items() if k in done)
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    out = [
+        f"Measured {m['date']} at commit {m['commit']} on {m['nproc']} CPU(s) `{m['cpu']}`, "
+        f"{m['ram_gib']} GiB RAM, Linux {m['kernel']}, load average {load(m)} (the machine is shared); "
+        f"release build; each figure the median of n runs (min, max); peers on loopback (swtpm, OpenBao dev "
+        f"server, moto, tests/peers/rolesanywhere.py).",
+    ]
+    fl, fb = r["floor"], r["firstboot"]
+    floor_of, floor_total = step_floors(fl, fb)
+    skipped = ", ".join(f"`{x['step']}`" for x in fb["state"]["skipped"]) or "none"
+    recorded = fb.get("recorded_ms", {})
+    out += ["", "| first boot | median ms | min | max | n | floor ms | firstboot.json ms |",
+            "|---|---|---|---|---|---|---|",
+            f"| **firstboot**, start to stamp | {ms(fb['total'])} | {floor_total:.1f} | |"]
+    for step, s in fb["steps"].items():
+        floor = f"{floor_of[step]:.1f}" if step in floor_of else ""
+        rec = f"{recorded[step]['median']:.0f}" if step in recorded else ""
+        out.append(f"| &nbsp;&nbsp;step `{step}` | {ms(s)} | {floor} | {rec} |")
+    if "fsync" in fb:
+        fs = fb["fsync"]
+        out.append(f"| &nbsp;&nbsp;time in {fs['calls']} fsync calls per first boot (separate runs under strace, "
+                   f"{fs['wall_ms']['median']:.0f} ms each) | {ms(fs['ms'])} | 0 | |")
+    out.append(f"| **floor**: the pieces below for the steps firstboot did (skipped: {skipped}) | | | | | {floor_total:.1f} | |")
+    piece = lambda name, s: out.append(f"| {name} | {ms(s)} | | |")
+    tpm = fl["tpm"]
+    piece("&nbsp;&nbsp;TPM via tss-esapi: connect, SRK, create, load, persist, 2 signatures", tpm["total_ms"])
+    for op in ("connect", "create_primary", "create", "load", "evict_control", "sign_csr", "sign_create_session"):
+        piece(f"&nbsp;&nbsp;&nbsp;&nbsp;{op}", tpm[op])
+    piece("&nbsp;&nbsp;Vault `pki/sign` by curl (process)", fl["vault_sign_curl"])
+    piece("&nbsp;&nbsp;CreateSession by iam-rolesanywhere-session (in-process)", fl["create_session_reference"])
+    piece("&nbsp;&nbsp;DescribeCluster by boto3 (in-process)", fl["describe_cluster_boto3"])
+
+    out += ["", "| latency | median ms | min | max | n |", "|---|---|---|---|---|"]
+    row = lambda name, s: out.append(f"| {name} | {ms(s)} |")
+    cp = r["credential_process"]
+    row("credential-process cold, TPM key (process)", cp["cold_tpm"])
+    row("credential-process cold, file key (process)", cp["cold_file"])
+    row("credential-process warm, cache hit (process)", cp["warm"])
+    row("reference client CreateSession (in-process)", cp["reference_create_session"])
+    row("token warm (process)", r["token"]["warm"])
+    st = r.get("static_host")
+    if st:
+        name = st["file"].rsplit("/", 1)[-1]
+        row(f"credential-process cold, TPM key, {name}", st["credential_process"]["cold_tpm"])
+        row(f"credential-process warm, {name}", st["credential_process"]["warm"])
+    row("spawning `/bin/true` from the harness (included above, not subtracted)", cp["spawn_overhead"])
+    out += ["", f"CreateSession calls for 100 sequential `credential-process` invocations: "
+                f"**{cp['create_sessions_for_100']}**.", ""]
+
+    out += ["| footprint | value |", "|---|---|"]
+    for name, s in r["size"].items():
+        b = s.get("stripped_bytes", s.get("bytes"))
+        what = "stripped" if "stripped_bytes" in s else "as built (dist profile, stripped)"
+        out.append(f"| {name} size, {what} | {b / MIB:.2f} MiB |")
+    out.append(f"| peak RSS firstboot (max of {fb['rss_kib']['n']}) | {mib_kib(fb['rss_kib']['max'])} |")
+    out.append(f"| peak RSS credential-process cold TPM (max of {cp['cold_tpm_rss_kib']['n']}) | {mib_kib(cp['cold_tpm_rss_kib']['max'])} |")
+    out.append(f"| peak RSS credential-process warm (max of {cp['warm_rss_kib']['n']}) | {mib_kib(cp['warm_rss_kib']['max'])} |")
+    sv = r["serve"]
+    out.append(f"| peak RSS serve (1 session, {sv['imds_requests']} IMDS requests) | {mib_kib(sv['rss_kib'])} |")
+    if "rssanon_kib" in sv:
+        out.append(f"| &nbsp;&nbsp;serve at the end: file-backed (code of binary and libraries) / anonymous | "
+                   f"{mib_kib(sv['rssfile_kib'])} / {mib_kib(sv['rssanon_kib'])} |")
+    st = r.get("static_host")
+    if st:
+        name = st["file"].rsplit("/", 1)[-1]
+        out.append(f"| peak RSS serve, {name} | {mib_kib(st['serve']['rss_kib'])} |")
+        if "rssanon_kib" in st["serve"]:
+            out.append(f"| &nbsp;&nbsp;file-backed / anonymous | {mib_kib(st['serve']['rssfile_kib'])} / {mib_kib(st['serve']['rssanon_kib'])} |")
+        scp = st["credential_process"]
+        out.append(f"| peak RSS credential-process cold TPM, {name} | {mib_kib(scp['cold_tpm_rss_kib']['max'])} |")
+
+    f = r["fleet"]
+    out += ["", f"Fleet: {f['enroll']['nodes']} simulated nodes (separate processes, own file key and certificate) at once.", "",
+            "| fleet phase | completion s | node median s | failures | retries (nodes' logs) | requests at endpoint | peak req/s (after 1st s) |",
+            "|---|---|---|---|---|---|---|"]
+    for name, label in (("enroll", "key create + enroll (OpenBao)"),
+                        ("credential_process", "credential-process"),
+                        ("credential_process_throttled", "credential-process, endpoint at 10 req/s")):
+        p = f[name]
+        ep = p.get("endpoint", {}).get("total", "")
+        peak = f"{p['peak_rps']} ({p['peak_rps_after_first_s']})" if "peak_rps" in p else ""
+        out.append(f"| {label} | {p['completion_s']:.1f} | {p['node_median_s']:.1f} | {p['failures']} | {p['retries_logged']} | {ep} | {peak} |")
+    th = f["credential_process_throttled"]
+    out += ["", "Requests per second at the throttled endpoint: " + " ".join(str(x) for x in th["requests_per_s"]),
+            "", "Of which accepted: " + " ".join(str(x) for x in th["ok_per_s"])]
+
+    if r.get("sign"):
+        out += ["", "Signing latency per key backend (benches/sign.rs, as every CSR, TLS handshake and CreateSession pays it):", "",
+                "| key | algorithm | sign median ms | min | max | n |", "|---|---|---|---|---|---|"]
+        for k in r["sign"]:
+            key = re.sub(r"file:.*/", "file:", k["key"])  # not the run's temporary directory
+            out.append(f"| `{key}` | {k['algorithm']} | {k['sign_median_ms']:.2f} | {k['sign_min_ms']:.2f} | {k['sign_max_ms']:.2f} | {k['n']} |")
+
+    t = Targets()
+    ratio = fb["total"]["median"] / floor_total
+    t.at_most("firstboot / floor", ratio, 1.5, lambda v: f"{v:.2f}")
+    t.at_most("warm credential-process (host release build)", cp["warm"]["median"], 5.0, lambda v: f"{v:.1f} ms")
+    t.at_least("reference CreateSession / warm credential-process (host release build)", cp["reference_create_session"]["median"] / cp["warm"]["median"], 20, lambda v: f"{v:.1f}x")
+    t.at_most("warm token (host release build)", r["token"]["warm"]["median"], 5.0, lambda v: f"{v:.1f} ms")
+    statics = {k: v for k, v in r["size"].items() if k.endswith("-static")}
+    for name, s in statics.items() or {"static binary": None}.items():
+        t.at_most(f"{name} size", s["bytes"] / MIB if s else None, 6.0, lambda v: f"{v:.2f} MiB")
+    t.at_most("peak RSS firstboot (host release build)", fb["rss_kib"]["max"] / 1024, 16.0, lambda v: f"{v:.1f} MiB")
+    t.at_most("peak RSS serve (host release build)", r["serve"]["rss_kib"] / 1024, 8.0, lambda v: f"{v:.1f} MiB")
+    if st:
+        swarm = st["credential_process"]["warm"]["median"]
+        t.at_most(f"warm credential-process ({name})", swarm, 5.0, lambda v: f"{v:.1f} ms")
+        t.at_least(f"reference CreateSession / warm credential-process ({name})",
+                   cp["reference_create_session"]["median"] / swarm, 20, lambda v: f"{v:.1f}x")
+        t.at_most(f"peak RSS serve ({name})", st["serve"]["rss_kib"] / 1024, 8.0, lambda v: f"{v:.1f} MiB")
+    for name, label in (("enroll", "fleet enrollment failures"), ("credential_process", "fleet credential-process failures"),
+                        ("credential_process_throttled", "fleet credential-process failures at 10 req/s")):
+        t.at_most(label, f[name]["failures"], 0, lambda v: f"{v:.0f}")
+    out += ["", "| target | measured | result |", "|---|---|---|", *t.rows]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("results", type=Path)
+    p.add_argument("markdown", type=Path)
+    p.add_argument("--readme", type=Path)
+    a = p.parse_args()
+    md = render(json.loads(a.results.read_text()))
+    a.markdown.write_text(md)
+    if a.readme:
+        text = a.readme.read_text()
+        pattern = re.compile(r"(<!-- bench:begin[^>]*-->\n).*?(<!-- bench:end -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{a.readme}: no <!-- bench:begin --> ... <!-- bench:end --> markers")
+        a.readme.write_text(pattern.sub(lambda m: m.group(1) + md + m.group(2), text))
+
+
+if __name__ == "__main__":
+    main()
