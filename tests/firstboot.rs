@@ -442,7 +442,8 @@ fn firstboot_enrolls_stamps_last_reports_status_and_renews_from_the_same_config(
     let aws_config = std::fs::read_to_string(root.join("etc/aws/hybrid/config")).unwrap();
     assert!(
         aws_config.contains(&format!("--endpoint {}", site.ra.endpoint()))
-            && aws_config.contains("--ca-bundle /etc/hybridboot/aws-ca.pem"),
+            && aws_config.contains("--ca-bundle /etc/hybridboot/aws-ca.pem")
+            && aws_config.contains(&format!("--tcti {}", site.tpm.tcti())),
         "{aws_config}"
     );
     // systemd was asked to start the node's services, kubelet last.

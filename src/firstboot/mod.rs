@@ -433,6 +433,8 @@ fn steps(
         roles_anywhere_endpoint: b.aws.roles_anywhere_endpoint.clone(),
         eks_endpoint: b.aws.eks_endpoint.clone(),
         aws_ca_bundle: b.aws.ca_bundle.clone(),
+        tcti: b.key.tcti.clone(),
+        pkcs11_lib: b.key.pkcs11_lib.clone(),
         retry: Some(policy),
         apply_unchanged: !st.completed.contains(&Step::Init),
     };
@@ -509,7 +511,9 @@ fn roles_anywhere_check(
     };
     let cache = CacheArgs {
         no_cache: false,
-        cache_dir: crate::aws::cache::dir_for_root(&plan.root, |k| std::env::var(k).ok()),
+        // Under --root unless the environment names the cache (as init's lookup does).
+        cache_dir: crate::aws::cache::dir_for_root(&plan.root, |k| std::env::var(k).ok())
+            .or_else(|| std::env::var_os("HYBRIDBOOT_CACHE_DIR").map(PathBuf::from)),
     };
     let creds = credentials_with(&args, &cache, policy).map_err(|e| {
         if exit::classify(&e) == Class::Operator {

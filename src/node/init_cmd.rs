@@ -63,6 +63,14 @@ pub struct InitArgs {
     /// then the built-in roots].
     #[arg(long, value_name = "FILE")]
     pub aws_ca_bundle: Option<PathBuf>,
+    /// TPM TCTI of the node key, used here and written into the credential_process line when
+    /// the TPM is not at the default (`device:/dev/tpmrm0`).
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: Option<String>,
+    /// PKCS#11 module of the node key when its URI names none, used here and written into the
+    /// credential_process line.
+    #[arg(long, value_name = "FILE")]
+    pub pkcs11_lib: Option<PathBuf>,
     /// Retry policy of the remote calls (first boot bounds it by its own deadline).
     #[arg(skip)]
     pub retry: Option<RetryPolicy>,
@@ -325,6 +333,8 @@ pub fn init(args: &InitArgs, services: &mut dyn ServiceManager) -> anyhow::Resul
     facts.aws = AwsOverrides {
         roles_anywhere_endpoint: args.roles_anywhere_endpoint.clone(),
         ca_bundle: args.aws_ca_bundle.clone(),
+        tcti: args.tcti.clone(),
+        pkcs11_lib: args.pkcs11_lib.clone(),
     };
     let policy = args.retry.unwrap_or_default();
 

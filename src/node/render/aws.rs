@@ -31,6 +31,12 @@ pub fn roles_anywhere_args(cfg: &NodeConfig, facts: &NodeFacts) -> Vec<(&'static
     if let Some(ca) = &facts.aws.ca_bundle {
         args.push(("--ca-bundle", ca.display().to_string()));
     }
+    if let Some(t) = &facts.aws.tcti {
+        args.push(("--tcti", t.clone()));
+    }
+    if let Some(lib) = &facts.aws.pkcs11_lib {
+        args.push(("--pkcs11-lib", lib.display().to_string()));
+    }
     args
 }
 

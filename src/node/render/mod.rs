@@ -100,9 +100,10 @@ pub struct NodeFacts {
     pub aws: AwsOverrides,
 }
 
-/// A private IAM Roles Anywhere endpoint and the CAs of the AWS endpoints' TLS certificates
-/// (BootstrapConfig `spec.aws`, `init --roles-anywhere-endpoint/--aws-ca-bundle`). Set, they
-/// are added to the `credential_process` line and the update unit; unset, the files are
+/// What the node's `credential_process` line and update unit need beyond nodeadm's arguments:
+/// a private IAM Roles Anywhere endpoint, the CAs of the AWS endpoints' TLS certificates
+/// (BootstrapConfig `spec.aws`), and where the key lives when not at the defaults (`spec.key`;
+/// `init --roles-anywhere-endpoint/--aws-ca-bundle/--tcti/--pkcs11-lib`). Unset, the files are
 /// nodeadm's.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AwsOverrides {
@@ -110,6 +111,10 @@ pub struct AwsOverrides {
     pub roles_anywhere_endpoint: Option<String>,
     /// `--ca-bundle` of credential-process and update.
     pub ca_bundle: Option<PathBuf>,
+    /// `--tcti` of credential-process and update: a TPM not at the default `/dev/tpmrm0`.
+    pub tcti: Option<String>,
+    /// `--pkcs11-lib`: the PKCS#11 module when the key URI names none.
+    pub pkcs11_lib: Option<PathBuf>,
 }
 
 /// nodeadm's ECR credential provider location.
