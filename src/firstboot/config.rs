@@ -52,7 +52,8 @@ use serde::Deserialize;
 
 use crate::key::{Algorithm, KeyRef};
 use crate::node::config::{
-    split_documents, yaml_error, ConfigError, RawDocument, BOOTSTRAP_KIND, HYBRIDBOOT_API_VERSION,
+    split_documents, yaml_error, ConfigError, RawDocument, TypeMeta, BOOTSTRAP_KIND,
+    HYBRIDBOOT_API_VERSION,
 };
 use crate::vault::parse_duration;
 
@@ -317,23 +318,18 @@ pub fn from_raw_document(path: &Path, doc: &RawDocument) -> Result<BootstrapConf
 /// Reads a file holding the BootstrapConfig (`--bootstrap-config`): alone, or among other
 /// documents (a NodeConfig, which is ignored here).
 pub fn load_file(path: &Path) -> Result<BootstrapConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text =
+        crate::fsutil::read_capped_string(path, crate::fsutil::MAX_TEXT_FILE).map_err(|e| {
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        })?;
     parse_file_text(path, &text)
 }
 
 /// Finds the one BootstrapConfig document in a YAML stream and parses it.
 pub fn parse_file_text(path: &Path, text: &str) -> Result<BootstrapConfig, ConfigError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct TypeMeta {
-        #[serde(default)]
-        api_version: Option<String>,
-        #[serde(default)]
-        kind: Option<String>,
-    }
     let mut found = None;
     for doc in split_documents(text) {
         let padded = doc.text_with_file_lines();

@@ -324,11 +324,11 @@ fn secret_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::E
 /// Only `apiVersion` and `kind`, to decide what a document is.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TypeMeta {
+pub(crate) struct TypeMeta {
     #[serde(default)]
-    api_version: Option<String>,
+    pub(crate) api_version: Option<String>,
     #[serde(default)]
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
 }
 
 /// `certificateAuthority` is base64 (Go's `[]byte` in JSON/YAML): decoded while the parser still
