@@ -31,7 +31,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use clap::Args;
 
-use crate::aws::commands::{credentials_with, CacheArgs, RolesAnywhereArgs};
 use crate::cli::KeyArgs;
 use crate::exit::{self, Class, Classified};
 use crate::fsutil;
@@ -385,8 +384,9 @@ fn steps(
     let t = Instant::now();
     let policy = deadline_policy(deadline, "the Roles Anywhere check")
         .map_err(|e| in_step("roles-anywhere", e))?;
-    let creds =
-        roles_anywhere_check(loaded, &plan, &policy).map_err(|e| in_step("roles-anywhere", e))?;
+    let mut init_args = init_args(loaded, root);
+    let creds = roles_anywhere_check(loaded, &init_args, &policy)
+        .map_err(|e| in_step("roles-anywhere", e))?;
     st.credentials_expiry = creds.expiration.map(crate::x509::chain::rfc3339);
     st.complete(Step::RolesAnywhere);
     st.record_duration(Step::RolesAnywhere, t.elapsed());
@@ -423,21 +423,8 @@ fn steps(
     notify::status("configuring the node (init)");
     let t = Instant::now();
     let policy = deadline_policy(deadline, "init").map_err(|e| in_step("init", e))?;
-    let init_args = InitArgs {
-        config_source: loaded.path.display().to_string(),
-        root: root.to_path_buf(),
-        skip: Vec::new(),
-        no_start: false,
-        kubelet_version: None,
-        hybridboot_path: None,
-        roles_anywhere_endpoint: b.aws.roles_anywhere_endpoint.clone(),
-        eks_endpoint: b.aws.eks_endpoint.clone(),
-        aws_ca_bundle: b.aws.ca_bundle.clone(),
-        tcti: b.key.tcti.clone(),
-        pkcs11_lib: b.key.pkcs11_lib.clone(),
-        retry: Some(policy),
-        apply_unchanged: !st.completed.contains(&Step::Init),
-    };
+    init_args.retry = Some(policy);
+    init_args.apply_unchanged = !st.completed.contains(&Step::Init);
     init_cmd::init(&init_args, &mut init_cmd::Systemctl::from_env())
         .map_err(|e| in_step("init", e))?;
     st.complete(Step::Init);
@@ -482,40 +469,41 @@ fn deadline_policy(deadline: Instant, what: &str) -> anyhow::Result<RetryPolicy>
     .with_deadline(remaining(deadline, what)?))
 }
 
+/// `hybridboot init` as first boot runs it: the BootstrapConfig's AWS endpoints and key
+/// location reach the node's credential_process line.
+fn init_args(loaded: &Loaded, root: &Path) -> InitArgs {
+    let b = &loaded.bootstrap;
+    InitArgs {
+        config_source: loaded.path.display().to_string(),
+        root: root.to_path_buf(),
+        skip: Vec::new(),
+        no_start: false,
+        kubelet_version: None,
+        hybridboot_path: None,
+        roles_anywhere_endpoint: b.aws.roles_anywhere_endpoint.clone(),
+        eks_endpoint: b.aws.eks_endpoint.clone(),
+        aws_ca_bundle: b.aws.ca_bundle.clone(),
+        tcti: b.key.tcti.clone(),
+        pkcs11_lib: b.key.pkcs11_lib.clone(),
+        retry: None,
+        apply_unchanged: false,
+    }
+}
+
 /// One CreateSession (or a cached session with time left) with the enrolled certificate and
-/// exactly the arguments the node's credential_process will use.
+/// exactly the arguments and cache the node's credential_process will use.
 fn roles_anywhere_check(
     loaded: &Loaded,
-    plan: &Plan,
+    init: &InitArgs,
     policy: &RetryPolicy,
 ) -> anyhow::Result<crate::aws::credentials::Credentials> {
-    let ira = &loaded.node.iam_roles_anywhere;
-    let aws = &loaded.bootstrap.aws;
-    let r = |p: &Path| fsutil::under_root(&plan.root, p);
-    let args = RolesAnywhereArgs {
-        certificate: r(&ira.certificate_path),
-        private_key: plan.key.key.clone(),
-        intermediates: None,
-        trust_anchor_arn: ira.trust_anchor_arn.clone(),
-        profile_arn: ira.profile_arn.clone(),
-        role_arn: ira.role_arn.clone(),
-        region: None,
-        endpoint: aws.roles_anywhere_endpoint.clone(),
-        session_duration: 3600,
-        role_session_name: Some(ira.node_name.clone()),
-        pkcs11_lib: plan.key.pkcs11_lib.clone(),
-        tcti: plan.key.tcti.clone(),
-        tpm_key_auth_file: None,
-        with_proxy: false,
-        ca_bundle: aws.ca_bundle.as_deref().map(r),
-    };
-    let cache = CacheArgs {
-        no_cache: false,
-        // Under --root unless the environment names the cache (as init's lookup does).
-        cache_dir: crate::aws::cache::dir_for_root(&plan.root, |k| std::env::var(k).ok())
-            .or_else(|| std::env::var_os("HYBRIDBOOT_CACHE_DIR").map(PathBuf::from)),
-    };
-    let creds = credentials_with(&args, &cache, policy).map_err(|e| {
+    let creds = init_cmd::roles_anywhere_credentials(
+        &loaded.node,
+        &init.aws_overrides(),
+        &init.root,
+        policy,
+    )
+    .map_err(|e| {
         if exit::classify(&e) == Class::Operator {
             e.context(
                 "IAM Roles Anywhere refused the node: check spec.hybrid.iamRolesAnywhere.trustAnchorArn, profileArn and roleArn in the NodeConfig, and that the trust anchor holds the CA that issues spec.vault.role's certificates",
@@ -524,14 +512,7 @@ fn roles_anywhere_check(
             e
         }
     })?;
-    log::info!(
-        "IAM Roles Anywhere session {} valid until {}",
-        creds.access_key_id,
-        creds
-            .expiration
-            .map(crate::x509::chain::rfc3339)
-            .unwrap_or_else(|| "-".into())
-    );
+    // (A new session is logged with its expiry where it is made; a cached one at debug.)
     Ok(creds)
 }
 

@@ -21,7 +21,7 @@ use super::checks;
 use super::config::{self, NodeConfig};
 use super::facts;
 use super::init::{files_phase, Skip, Step};
-use super::render::{aws, AwsOverrides, ClusterDetails, Effect, KubeletVersion, NodeFacts};
+use super::render::{aws, AwsOverrides, ClusterDetails, Effect, KubeletVersion};
 use crate::aws::credentials::Credentials;
 use crate::aws::eks;
 use crate::exit;
@@ -78,6 +78,18 @@ pub struct InitArgs {
     /// whether the interrupted run restarted the units after writing their files).
     #[arg(skip)]
     pub apply_unchanged: bool,
+}
+
+impl InitArgs {
+    /// What the credential_process line needs beyond nodeadm's arguments.
+    pub fn aws_overrides(&self) -> AwsOverrides {
+        AwsOverrides {
+            roles_anywhere_endpoint: self.roles_anywhere_endpoint.clone(),
+            ca_bundle: self.aws_ca_bundle.clone(),
+            tcti: self.tcti.clone(),
+            pkcs11_lib: self.pkcs11_lib.clone(),
+        }
+    }
 }
 
 /// One systemd operation.
@@ -181,11 +193,10 @@ fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
 }
 
 /// Credentials for DescribeCluster: the environment if it has keys (operators and tests), else
-/// IAM Roles Anywhere with exactly the arguments the aws phase writes into `credential_process`
-/// (files taken under `root`), through the session cache that credential_process shares.
+/// [`roles_anywhere_credentials`].
 fn node_credentials(
     cfg: &NodeConfig,
-    facts: &NodeFacts,
+    extra: &AwsOverrides,
     root: &Path,
     policy: &RetryPolicy,
 ) -> anyhow::Result<Credentials> {
@@ -194,7 +205,19 @@ fn node_credentials(
         log::info!("using AWS credentials from the environment");
         return Ok(c);
     }
-    let mut args: Vec<String> = aws::roles_anywhere_args(cfg, facts)
+    roles_anywhere_credentials(cfg, extra, root, policy)
+}
+
+/// IAM Roles Anywhere with exactly the arguments the aws phase writes into `credential_process`
+/// (files taken under `root`, the cache too unless the environment names one), through the
+/// session cache that credential_process shares. First boot's Roles Anywhere check is this call.
+pub fn roles_anywhere_credentials(
+    cfg: &NodeConfig,
+    extra: &AwsOverrides,
+    root: &Path,
+    policy: &RetryPolicy,
+) -> anyhow::Result<Credentials> {
+    let mut args: Vec<String> = aws::roles_anywhere_args(cfg, extra)
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_string(), value])
         .collect();
@@ -215,7 +238,7 @@ fn node_credentials(
             _ => {}
         }
     }
-    if let Some(dir) = crate::aws::cache::dir_for_root(root, env) {
+    if let Some(dir) = crate::aws::cache::dir_for_root(root, |k| std::env::var(k).ok()) {
         args.extend(["--cache-dir".to_string(), dir.display().to_string()]);
     }
     crate::aws::commands::credentials_from_process_args_with(&args, policy)
@@ -330,12 +353,7 @@ pub fn init(args: &InitArgs, services: &mut dyn ServiceManager) -> anyhow::Resul
     };
     let mut facts = facts::detect(&args.root, kubelet_version(args)?, hybridboot_path)
         .context("reading node facts")?;
-    facts.aws = AwsOverrides {
-        roles_anywhere_endpoint: args.roles_anywhere_endpoint.clone(),
-        ca_bundle: args.aws_ca_bundle.clone(),
-        tcti: args.tcti.clone(),
-        pkcs11_lib: args.pkcs11_lib.clone(),
-    };
+    facts.aws = args.aws_overrides();
     let policy = args.retry.unwrap_or_default();
 
     // cluster details
@@ -351,7 +369,7 @@ pub fn init(args: &InitArgs, services: &mut dyn ServiceManager) -> anyhow::Resul
                 }
             }
         } else {
-            let creds = node_credentials(&cfg, &facts, &args.root, &policy)
+            let creds = node_credentials(&cfg, &facts.aws, &args.root, &policy)
                 .context("getting AWS credentials")?;
             let target = EksTarget {
                 endpoint: args.eks_endpoint.clone(),

@@ -1,7 +1,7 @@
 //! The AWS side: the shared config whose `credential_process` runs hybridboot, and (with
 //! `enableCredentialsFile`) the unit that keeps a shared credentials file fresh.
 
-use super::{shell_quote, systemd_quote, Effect, NodeFacts, RenderedFile};
+use super::{shell_quote, systemd_quote, AwsOverrides, Effect, NodeFacts, RenderedFile};
 use crate::node::config::NodeConfig;
 
 /// The AWS profile hybridboot's consumers use (nodeadm's `ProfileName`).
@@ -15,7 +15,7 @@ pub const UPDATE_UNIT_PATH: &str = "/etc/systemd/system/hybridboot-update.servic
 
 /// The Roles Anywhere arguments shared by `credential-process` and `update`, in nodeadm's order,
 /// then the endpoint overrides (if any).
-pub fn roles_anywhere_args(cfg: &NodeConfig, facts: &NodeFacts) -> Vec<(&'static str, String)> {
+pub fn roles_anywhere_args(cfg: &NodeConfig, extra: &AwsOverrides) -> Vec<(&'static str, String)> {
     let ira = &cfg.iam_roles_anywhere;
     let mut args = vec![
         ("--certificate", ira.certificate_path.display().to_string()),
@@ -25,16 +25,16 @@ pub fn roles_anywhere_args(cfg: &NodeConfig, facts: &NodeFacts) -> Vec<(&'static
         ("--role-arn", ira.role_arn.clone()),
         ("--role-session-name", ira.node_name.clone()),
     ];
-    if let Some(e) = &facts.aws.roles_anywhere_endpoint {
+    if let Some(e) = &extra.roles_anywhere_endpoint {
         args.push(("--endpoint", e.clone()));
     }
-    if let Some(ca) = &facts.aws.ca_bundle {
+    if let Some(ca) = &extra.ca_bundle {
         args.push(("--ca-bundle", ca.display().to_string()));
     }
-    if let Some(t) = &facts.aws.tcti {
+    if let Some(t) = &extra.tcti {
         args.push(("--tcti", t.clone()));
     }
-    if let Some(lib) = &facts.aws.pkcs11_lib {
+    if let Some(lib) = &extra.pkcs11_lib {
         args.push(("--pkcs11-lib", lib.display().to_string()));
     }
     args
@@ -46,7 +46,7 @@ pub fn credential_process(cfg: &NodeConfig, facts: &NodeFacts) -> String {
         "{} credential-process",
         shell_quote(&facts.hybridboot_path.display().to_string())
     );
-    for (flag, value) in roles_anywhere_args(cfg, facts) {
+    for (flag, value) in roles_anywhere_args(cfg, &facts.aws) {
         line.push(' ');
         line.push_str(flag);
         line.push(' ');
@@ -80,7 +80,7 @@ pub fn update_unit(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
         "{} update",
         systemd_quote(&facts.hybridboot_path.display().to_string())
     );
-    for (flag, value) in roles_anywhere_args(cfg, facts) {
+    for (flag, value) in roles_anywhere_args(cfg, &facts.aws) {
         exec.push_str(&format!(" \\\n        {flag} {}", systemd_quote(&value)));
     }
     exec.push_str(&format!(
