@@ -1,16 +1,12 @@
 //! The `hybridboot` command line: parse, set up logging, call one function per subcommand, map
 //! errors to exit codes (see `hybridboot::exit`).
 
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use hybridboot::cli::KeyArgs;
-use hybridboot::key::{Algorithm, OpenMode};
-use hybridboot::{exit, fsutil, logging, vault, x509};
+use hybridboot::cli::{aws, awsauth, firstboot, irsa, key, node, token, vault};
+use hybridboot::{exit, logging};
 
 const AFTER_HELP: &str = "\
 KEY REFERENCES (--key):
@@ -47,98 +43,58 @@ struct Cli {
 enum Command {
     /// Create or show the node key.
     #[command(subcommand)]
-    Key(KeyCommand),
+    Key(key::KeyCommand),
     /// Print a PKCS#10 certificate signing request signed by the node key.
     ///
     /// Example: hybridboot csr --key handle:0x81000001 --common-name node-1 --dns-name node-1.example.com
-    Csr(CsrArgs),
+    Csr(key::CsrArgs),
     /// Get the node certificate from Vault PKI (CSR signed by the node key) and write it.
     Enroll(vault::EnrollArgs),
     /// Renew the node certificate once it is past its renewal point; print when the next is due.
-    Renew(hybridboot::firstboot::RenewArgs),
+    Renew(vault::RenewArgs),
     /// The whole first boot, resumable: key, certificate, Roles Anywhere, install, init, stamp.
-    Firstboot(hybridboot::firstboot::FirstbootArgs),
+    Firstboot(firstboot::FirstbootArgs),
     /// What first boot left: key, certificate, credentials, install, join stamp, last error.
-    Status(hybridboot::firstboot::status::StatusArgs),
+    Status(firstboot::StatusArgs),
     /// IAM Roles for Service Accounts on clusters outside EKS: keys.json and discovery document.
     #[command(subcommand)]
-    Irsa(hybridboot::irsa::IrsaCommand),
+    Irsa(irsa::IrsaCommand),
     /// The aws-auth ConfigMap that maps the node role (and admin roles) to Kubernetes.
     #[command(subcommand)]
-    AwsAuth(hybridboot::awsauth::AwsAuthCommand),
+    AwsAuth(awsauth::AwsAuthCommand),
     /// The EKS access entry (type HYBRID_LINUX) for the node role.
     #[command(subcommand)]
-    AccessEntry(hybridboot::awsauth::AccessEntryCommand),
+    AccessEntry(awsauth::AccessEntryCommand),
     /// Check a NodeConfig (node.eks.aws/v1alpha1) before joining.
     #[command(subcommand)]
-    Config(hybridboot::node::cmd::ConfigCommand),
+    Config(node::ConfigCommand),
     /// Print AWS credentials for an SDK's `credential_process` (IAM Roles Anywhere session signed
     /// by the node key; cached while more than 5 minutes remain).
-    CredentialProcess(hybridboot::aws::commands::CredentialProcessArgs),
+    CredentialProcess(aws::CredentialProcessArgs),
     /// Keep one profile of the AWS shared credentials file fresh (Roles Anywhere).
-    Update(hybridboot::aws::commands::UpdateArgs),
+    Update(aws::UpdateArgs),
     /// Serve Roles Anywhere credentials as IMDSv2 on 127.0.0.1.
-    Serve(hybridboot::aws::commands::ServeArgs),
+    Serve(aws::ServeArgs),
     /// Inspect what a certificate presents to IAM Roles Anywhere.
     #[command(subcommand)]
-    Credentials(hybridboot::aws::commands::CredentialsCommand),
+    Credentials(aws::CredentialsCommand),
     /// Install the Kubernetes node artifacts (like `nodeadm install`), each verified before it
     /// is placed.
     ///
     /// Example: hybridboot install 1.31 --credential-provider iam-ra --manifest https://mirror/manifest.yaml --manifest-public-key /etc/hybridboot/manifest.pub
-    Install(hybridboot::node::install::InstallArgs),
+    Install(node::InstallArgs),
     /// Remove what install placed and the files init wrote; keeps the node key and certificate.
-    Uninstall(hybridboot::node::install::UninstallArgs),
+    Uninstall(node::UninstallArgs),
     /// Print an EKS ExecCredential (kubectl/kubelet exec credential plugin).
     ///
     /// Example: hybridboot token --cluster-name prod --region us-west-2
-    Token(hybridboot::aws::token_cmd::TokenArgs),
+    Token(token::TokenArgs),
     /// Join the cluster like `nodeadm init`: config, credentials, cluster details, checks, files, units.
     ///
     /// Example: hybridboot init --config-source file:///etc/eks/nodeconfig.yaml
-    Init(hybridboot::node::init_cmd::InitArgs),
+    Init(node::InitArgs),
     /// Write a user kubeconfig whose exec plugin is `hybridboot token` with IAM Roles Anywhere.
-    Kubeconfig(hybridboot::node::kubeconfig_cmd::KubeconfigArgs),
-}
-
-#[derive(Subcommand, Debug)]
-enum KeyCommand {
-    /// Create the key if it does not exist (an existing key is reused) and print its public key.
-    ///
-    /// Idempotent: running it again prints the same public key. A TPM key is created under the
-    /// owner hierarchy's storage root key with fixedTPM, fixedParent and sensitiveDataOrigin, so
-    /// its private part can never leave the TPM. A PKCS#11 key is generated on the token as
-    /// sensitive and never extractable.
-    Create(KeyCreateArgs),
-    /// Print the public key (PEM SubjectPublicKeyInfo) and its algorithm.
-    Show(KeyArgs),
-}
-
-#[derive(Args, Debug)]
-struct KeyCreateArgs {
-    #[command(flatten)]
-    key: KeyArgs,
-    /// Algorithm of a new key. An existing key of another algorithm is an error.
-    #[arg(long, default_value = "ecdsa-p256", value_parser = ["ecdsa-p256", "rsa-2048"])]
-    algorithm: String,
-}
-
-#[derive(Args, Debug)]
-struct CsrArgs {
-    #[command(flatten)]
-    key: KeyArgs,
-    /// Subject common name; for EKS hybrid nodes, the node name.
-    #[arg(long, value_name = "CN")]
-    common_name: String,
-    /// DNS subject alternative name (repeatable).
-    #[arg(long = "dns-name", value_name = "NAME")]
-    dns_names: Vec<String>,
-    /// IP subject alternative name (repeatable).
-    #[arg(long = "ip-address", value_name = "IP")]
-    ip_addresses: Vec<IpAddr>,
-    /// Write the CSR to this file (atomically, mode 0644) instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
+    Kubeconfig(token::KubeconfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -178,69 +134,25 @@ fn chain(err: &anyhow::Error) -> String {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Key(KeyCommand::Create(a)) => key_create(a),
-        Command::Key(KeyCommand::Show(a)) => key_show(a),
-        Command::Csr(a) => csr(a),
+        Command::Key(key::KeyCommand::Create(a)) => key::key_create(a),
+        Command::Key(key::KeyCommand::Show(a)) => key::key_show(a),
+        Command::Csr(a) => key::csr(a),
         Command::Enroll(a) => vault::enroll(a),
-        Command::Renew(a) => hybridboot::firstboot::renew(a),
-        Command::Firstboot(a) => hybridboot::firstboot::run(a),
-        Command::Status(a) => hybridboot::firstboot::status::run(a),
-        Command::Irsa(c) => hybridboot::irsa::run(c),
-        Command::AwsAuth(c) => hybridboot::awsauth::run_aws_auth(c),
-        Command::AccessEntry(c) => hybridboot::awsauth::run_access_entry(c),
-        Command::Config(c) => hybridboot::node::cmd::run(c),
-        Command::CredentialProcess(a) => hybridboot::aws::commands::credential_process(a),
-        Command::Update(a) => hybridboot::aws::commands::update(a),
-        Command::Serve(a) => hybridboot::aws::commands::serve(a),
-        Command::Credentials(c) => hybridboot::aws::commands::run_credentials(c),
-        Command::Install(a) => hybridboot::node::install::run_install(a),
-        Command::Uninstall(a) => hybridboot::node::install::run_uninstall(a),
-        Command::Token(a) => hybridboot::aws::token_cmd::run(a),
-        Command::Init(a) => hybridboot::node::init_cmd::run(a),
-        Command::Kubeconfig(a) => hybridboot::node::kubeconfig_cmd::run(a),
+        Command::Renew(a) => vault::renew(a),
+        Command::Firstboot(a) => firstboot::run_firstboot(a),
+        Command::Status(a) => firstboot::run_status(a),
+        Command::Irsa(c) => irsa::run_irsa(c),
+        Command::AwsAuth(c) => awsauth::run_aws_auth(c),
+        Command::AccessEntry(c) => awsauth::run_access_entry(c),
+        Command::Config(c) => node::run_config(c),
+        Command::CredentialProcess(a) => aws::credential_process(a),
+        Command::Update(a) => aws::run_update(a),
+        Command::Serve(a) => aws::run_serve(a),
+        Command::Credentials(c) => aws::run_credentials(c),
+        Command::Install(a) => node::run_install(a),
+        Command::Uninstall(a) => node::run_uninstall(a),
+        Command::Token(a) => token::run(a),
+        Command::Init(a) => node::run_init(a),
+        Command::Kubeconfig(a) => token::run_kubeconfig(a),
     }
-}
-
-fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {
-    let alg: Algorithm = args.algorithm.parse().map_err(exit::operator)?;
-    let key = args.key.open(OpenMode::CreateIfAbsent(alg))?;
-    log::info!(
-        "{} ready: {} (sha256 {})",
-        key.describe(),
-        key.algorithm(),
-        key.fingerprint()
-    );
-    print!("{}", key.public_key_pem());
-    Ok(())
-}
-
-fn key_show(args: KeyArgs) -> anyhow::Result<()> {
-    let key = args.open(OpenMode::Existing)?;
-    println!("# algorithm: {}", key.algorithm());
-    println!("# sha256: {}", key.fingerprint());
-    print!("{}", key.public_key_pem());
-    Ok(())
-}
-
-fn csr(args: CsrArgs) -> anyhow::Result<()> {
-    let key = args.key.open(OpenMode::Existing)?;
-    let req = x509::CsrRequest {
-        common_name: args.common_name,
-        dns_names: args.dns_names,
-        ip_addresses: args.ip_addresses,
-    };
-    let pem = x509::build_csr(key.as_ref(), &req)?;
-    match args.out {
-        Some(path) => {
-            fsutil::atomic_write(&path, pem.as_bytes(), &fsutil::WriteOptions::public())
-                .with_context(|| format!("writing CSR to {}", path.display()))?;
-            log::info!(
-                "CSR for CN={} written to {}",
-                req.common_name,
-                path.display()
-            );
-        }
-        None => print!("{pem}"),
-    }
-    Ok(())
 }

@@ -2,8 +2,9 @@
 //! token, credentials and where they are kept (cache, shared credentials file, IMDSv2 emulation).
 //!
 //! Everything in this module is pure or local-file logic except [`rolesanywhere`] (the
-//! CreateSession exchange) and [`commands`] (the Roles Anywhere subcommands); the HTTP exchanges
-//! go through the project's one HTTP client:
+//! CreateSession exchange), [`session`] (a session from [`session::RolesAnywhereSettings`]:
+//! files, key, cache), and the loops of [`update`] and [`serve`]; the HTTP exchanges go through
+//! the project's one HTTP client:
 //!
 //! ```text
 //! credential-process / update / serve:
@@ -20,19 +21,21 @@
 //! ```
 
 pub mod cache;
-pub mod commands;
 pub mod credentials;
 pub mod credfile;
 pub mod eks;
 pub mod imds;
+pub mod inspect;
 pub mod refresh;
 pub mod rolesanywhere;
+pub mod serve;
+pub mod session;
 pub mod sigv4;
 pub mod sigv4x509;
 pub mod sources;
 pub mod sts_token;
+pub mod update;
 /// Time formats (moved to the crate root; re-exported for existing callers).
 pub use crate::time;
-pub mod token_cmd;
 
 pub use credentials::{CreateSessionError, Credentials};

@@ -6,7 +6,7 @@
 //! Also the command-line quoting used to write `credential_process = ...` lines that survive both
 //! botocore's `shlex.split` and the `sh -c` of the Go and Rust SDKs (pkcs11 URIs contain `;`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -356,6 +356,115 @@ pub fn run_credential_process(
     parse_credential_process(&out).map_err(err)
 }
 
+// ---------------------------------------------------------------------------------------------
+// The chain `token` walks.
+
+/// How long a `credential_process` may take (CreateSession with a TPM signature and retries).
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where credentials were found (for the debug log, never with values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    Environment,
+    /// A `[profile]` of the shared credentials file.
+    CredentialsFile(PathBuf),
+    /// Static keys in the config file profile.
+    ConfigFile(PathBuf),
+    /// The config profile's `credential_process`, spawned.
+    Process,
+    /// `hybridboot credential-process` arguments (config profile or `--certificate ...`).
+    RolesAnywhere,
+}
+
+/// The file an SDK reads: `var` if set, else `$HOME/<rel>`.
+fn sdk_file(env: &dyn Fn(&str) -> Option<String>, var: &str, rel: &str) -> Option<PathBuf> {
+    env(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(rel)))
+}
+
+/// Reads a file that may be absent (`Ok(None)`); other errors name the file.
+fn read_optional(path: &Path) -> Result<Option<String>, SourceError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SourceError::Environment(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Runs `hybridboot credential-process ARGS`. Today it runs as a child process of this
+/// executable; the cache keeps repeated calls from costing a CreateSession each.
+pub type RolesAnywhereFetch<'a> = &'a dyn Fn(&[String]) -> Result<Credentials, SourceError>;
+
+/// Finds credentials like an AWS SDK: environment, shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, `~/.aws/credentials`), then the config file
+/// (`AWS_CONFIG_FILE`, `~/.aws/config`) profile (`AWS_PROFILE`, else `default`): static keys, or
+/// `credential_process`. A `credential_process` that is `hybridboot credential-process` goes
+/// through `roles_anywhere` instead of a generic spawn.
+pub fn resolve(
+    env: &dyn Fn(&str) -> Option<String>,
+    self_exe: Option<&Path>,
+    roles_anywhere: RolesAnywhereFetch<'_>,
+    spawn_timeout: Duration,
+) -> Result<(Credentials, Origin), SourceError> {
+    if let Some(c) = from_environment(env)? {
+        return Ok((c, Origin::Environment));
+    }
+    let profile = env("AWS_PROFILE")
+        .or_else(|| env("AWS_DEFAULT_PROFILE"))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let cred_file = sdk_file(env, "AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
+    if let Some(path) = &cred_file {
+        if let Some(text) = read_optional(path)? {
+            if let Some(c) = from_credentials_file(&text, &profile) {
+                return Ok((c, Origin::CredentialsFile(path.clone())));
+            }
+        }
+    }
+    let config_file = sdk_file(env, "AWS_CONFIG_FILE", ".aws/config");
+    if let Some(path) = &config_file {
+        if let Some(text) = read_optional(path)? {
+            if let Some((p, creds)) = config_profile(&text, &profile) {
+                if let Some(command) = p.credential_process {
+                    if let Some(args) = hybridboot_process_args(&command, self_exe) {
+                        return Ok((roles_anywhere(&args)?, Origin::RolesAnywhere));
+                    }
+                    let c = run_credential_process(&profile, &command, spawn_timeout)?;
+                    return Ok((c, Origin::Process));
+                }
+                if let Some(c) = creds {
+                    return Ok((c, Origin::ConfigFile(path.clone())));
+                }
+            }
+        }
+    }
+    let show = |p: Option<PathBuf>| p.map_or("~/.aws/...".into(), |p| p.display().to_string());
+    Err(SourceError::NotFound {
+        profile,
+        credentials_file: show(cred_file),
+        config_file: show(config_file),
+    })
+}
+
+/// `credential-process` through this executable: spawned, with the same timeout as any
+/// `credential_process`.
+pub fn spawn_self_credential_process(
+    self_exe: &Path,
+    args: &[String],
+    timeout: Duration,
+) -> Result<Credentials, SourceError> {
+    let mut argv = vec![self_exe.display().to_string(), "credential-process".into()];
+    argv.extend(args.iter().cloned());
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    run_credential_process("hybridboot", &join_command(&refs), timeout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,5 +657,133 @@ mod tests {
         let e =
             run_credential_process("p", "/nonexistent/prog", Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("cannot start"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_map(m: HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> {
+        move |k| m.get(k).cloned()
+    }
+
+    fn no_ra(_: &[String]) -> Result<Credentials, SourceError> {
+        panic!("Roles Anywhere must not be used here")
+    }
+
+    #[test]
+    fn chain_order_and_profiles() {
+        let d = tempfile::tempdir().unwrap();
+        let creds = d.path().join("credentials");
+        let config = d.path().join("config");
+        std::fs::write(
+            &creds,
+            "[default]\naws_access_key_id = AKIDFILE\naws_secret_access_key = s1\n[other]\naws_access_key_id=AKIDOTHER\naws_secret_access_key=s2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &config,
+            "[profile cfg]\naws_access_key_id = AKIDCFG\naws_secret_access_key = s3\n",
+        )
+        .unwrap();
+        let base = |extra: &[(&'static str, String)]| {
+            let mut m: HashMap<&'static str, String> = HashMap::new();
+            m.insert("AWS_SHARED_CREDENTIALS_FILE", creds.display().to_string());
+            m.insert("AWS_CONFIG_FILE", config.display().to_string());
+            for (k, v) in extra {
+                m.insert(k, v.clone());
+            }
+            env_map(m)
+        };
+        let t = Duration::from_secs(5);
+        let (c, o) = resolve(&base(&[]), None, &no_ra, t).unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), o),
+            ("AKIDFILE", Origin::CredentialsFile(creds.clone()))
+        );
+        let (c, _) = resolve(&base(&[("AWS_PROFILE", "other".into())]), None, &no_ra, t).unwrap();
+        assert_eq!(c.access_key_id, "AKIDOTHER");
+        let (c, o) = resolve(&base(&[("AWS_PROFILE", "cfg".into())]), None, &no_ra, t).unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), o),
+            ("AKIDCFG", Origin::ConfigFile(config.clone()))
+        );
+        let (c, o) = resolve(
+            &base(&[
+                ("AWS_ACCESS_KEY_ID", "AKIDENV".into()),
+                ("AWS_SECRET_ACCESS_KEY", "s4".into()),
+            ]),
+            None,
+            &no_ra,
+            t,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), o),
+            ("AKIDENV", Origin::Environment)
+        );
+        let e = resolve(&base(&[("AWS_PROFILE", "nope".into())]), None, &no_ra, t).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("\"nope\"") && msg.contains(&config.display().to_string()),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn hybridboot_process_is_routed_in_process_and_others_are_spawned() {
+        let d = tempfile::tempdir().unwrap();
+        let config = d.path().join("config");
+        std::fs::write(
+            &config,
+            "[default]\ncredential_process = /usr/bin/hybridboot credential-process --certificate /c.pem --private-key 'pkcs11:token=a;object=b'\n",
+        )
+        .unwrap();
+        let mut m: HashMap<&'static str, String> = HashMap::new();
+        m.insert("AWS_CONFIG_FILE", config.display().to_string());
+        m.insert("HOME", d.path().display().to_string());
+        let seen = std::cell::RefCell::new(Vec::new());
+        let ra = |args: &[String]| -> Result<Credentials, SourceError> {
+            seen.borrow_mut().push(args.to_vec());
+            Ok(Credentials {
+                access_key_id: "ASIARA".into(),
+                secret_access_key: crate::secret::Secret::new("x"),
+                session_token: Some(crate::secret::Secret::new("t")),
+                expiration: None,
+            })
+        };
+        let (c, o) = resolve(&env_map(m.clone()), None, &ra, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), o),
+            ("ASIARA", Origin::RolesAnywhere)
+        );
+        assert_eq!(
+            seen.borrow()[0],
+            vec![
+                "--certificate",
+                "/c.pem",
+                "--private-key",
+                "pkcs11:token=a;object=b"
+            ]
+        );
+
+        // Any other program is spawned and its output parsed.
+        let script = d.path().join("proc.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho '{\"Version\":1,\"AccessKeyId\":\"AKIDPROC\",\"SecretAccessKey\":\"s\"}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::write(
+            &config,
+            format!("[default]\ncredential_process = {}\n", script.display()),
+        )
+        .unwrap();
+        let (c, o) = resolve(&env_map(m), None, &no_ra, Duration::from_secs(5)).unwrap();
+        assert_eq!((c.access_key_id.as_str(), o), ("AKIDPROC", Origin::Process));
     }
 }

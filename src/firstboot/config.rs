@@ -64,20 +64,20 @@ use crate::vault::parse_duration;
 #[derive(Debug, Clone, PartialEq)]
 pub struct BootstrapConfig {
     /// `spec.key`.
-    pub key: KeySettings,
+    pub key: KeySpec,
     /// `spec.vault`.
-    pub vault: VaultSettings,
+    pub vault: VaultSpec,
     /// `spec.aws`: endpoint and CA overrides for the AWS calls.
-    pub aws: AwsSettings,
+    pub aws: AwsSpec,
     /// `spec.install`; `None`: the binaries are baked into the image.
-    pub install: Option<InstallSettings>,
+    pub install: Option<InstallSpec>,
     /// `spec.timeouts`.
     pub timeouts: Timeouts,
 }
 
 /// `spec.key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySettings {
+pub struct KeySpec {
     /// `ref` as written.
     pub reference: String,
     /// `ref` parsed.
@@ -92,7 +92,7 @@ pub struct KeySettings {
 
 /// `spec.vault`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VaultSettings {
+pub struct VaultSpec {
     /// Vault's URL.
     pub address: String,
     /// CA bundle for Vault's TLS certificate.
@@ -134,7 +134,7 @@ pub enum VaultAuth {
 /// The same settings reach the `credential_process` line init writes, so the node's later
 /// refreshes go where first boot went.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AwsSettings {
+pub struct AwsSpec {
     /// IAM Roles Anywhere endpoint (`https://rolesanywhere.<region>.amazonaws.com` when unset).
     pub roles_anywhere_endpoint: Option<String>,
     /// EKS endpoint for DescribeCluster (`https://eks.<region>.amazonaws.com` when unset).
@@ -145,7 +145,7 @@ pub struct AwsSettings {
 
 /// `spec.install`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstallSettings {
+pub struct InstallSpec {
     /// Kubernetes minor version, e.g. `1.31`.
     pub kubernetes_version: String,
     /// Where the artifact manifest comes from (URL or path), if not the default.
@@ -399,7 +399,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
             .parse()
             .map_err(|e: String| invalid("spec.key.algorithm", e))?,
     };
-    let key = KeySettings {
+    let key = KeySpec {
         reference,
         parsed,
         algorithm,
@@ -455,7 +455,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
     };
     let renewal = v.renewal.unwrap_or_default();
     let renew_before = match renewal.renew_before {
-        None => 1.0 / 3.0,
+        None => crate::vault::DEFAULT_RENEW_BEFORE,
         Some(value) => {
             let text = match &value {
                 serde_yaml_ng::Value::Number(n) => n.to_string(),
@@ -465,11 +465,11 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
             parse_fraction(&text).map_err(|e| invalid("spec.vault.renewal.renewBefore", e))?
         }
     };
-    let vault = VaultSettings {
+    let vault = VaultSpec {
         address,
         ca_bundle: abs_path("spec.vault.caBundle", v.ca_bundle)?,
         namespace: non_empty(v.namespace),
-        pki_mount: non_empty(v.pki_mount).unwrap_or_else(|| "pki".into()),
+        pki_mount: non_empty(v.pki_mount).unwrap_or_else(|| crate::vault::DEFAULT_PKI_MOUNT.into()),
         role,
         ttl,
         auth,
@@ -488,7 +488,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
             }
         }
     };
-    let aws = AwsSettings {
+    let aws = AwsSpec {
         roles_anywhere_endpoint: endpoint(
             "spec.aws.rolesAnywhereEndpoint",
             a.roles_anywhere_endpoint,
@@ -533,7 +533,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
                     format!("{containerd_source:?}: use distro (the distribution's containerd, from the image or the manifest) or none"),
                 ));
             }
-            Some(InstallSettings {
+            Some(InstallSpec {
                 kubernetes_version: version,
                 manifest: non_empty(i.manifest),
                 manifest_public_key: abs_path(

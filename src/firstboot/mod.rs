@@ -1,11 +1,12 @@
 //! `hybridboot firstboot`: the whole first boot as one resumable, crash-safe run.
 //!
 //! ```text
-//! config -> clock (NTP wait, build-date floor) -> key -> clock vs Vault's Date -> enroll
-//!        -> roles-anywhere check -> install (if configured) -> init -> stamp (last)
+//! config -> Clock (NTP wait, build-date floor) -> Key -> ClockVault (vs Vault's Date) -> Enroll
+//!        -> RolesAnywhere check -> Install (if configured) -> Init -> Stamp (last)
 //! ```
 //!
-//! Every step first checks whether its result already exists (the key is found, not created
+//! The steps are [`state::Step`]; one runner (`Run::run_step`) does the bookkeeping of each
+//! (status line, deadline, timer, record, save). Every step first checks whether its result already exists (the key is found, not created
 //! twice; a valid, young certificate for the key and node name is kept, so a single-use AppRole
 //! secret id is never needed twice), does its work with atomic writes, then records itself in
 //! the state file ([`state`]). A run killed at any point (power cut, SIGKILL) therefore
@@ -22,6 +23,7 @@
 pub mod clock;
 pub mod config;
 pub mod notify;
+mod plan;
 pub mod state;
 pub mod status;
 
@@ -29,46 +31,34 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use clap::Args;
 
-use crate::cli::KeyArgs;
 use crate::exit::{self, Class, Classified};
 use crate::fsutil;
-use crate::http::{Client, Request, Url};
-use crate::key::{KeyRef, OpenMode};
+use crate::http::{Client, Request};
+use crate::key::OpenMode;
 use crate::node::config::{self as nodeconfig, NodeConfig};
-use crate::node::init_cmd::{self, InitArgs};
+use crate::node::init;
 use crate::node::install;
 use crate::retry::RetryPolicy;
-use crate::vault::{self, VaultArgs};
+use crate::vault;
 use config::{BootstrapConfig, VaultAuth};
+pub use plan::{renewal_settings, Plan};
 use state::{State, Step};
 
-/// `hybridboot firstboot`.
-#[derive(Args, Debug)]
-pub struct FirstbootArgs {
-    #[command(flatten)]
-    pub source: ConfigArgs,
-}
-
 /// Where the configuration comes from, and the root to work under.
-#[derive(Args, Debug, Clone)]
-pub struct ConfigArgs {
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
     /// The NodeConfig (and BootstrapConfig) file: file:///path (nodeadm's form) or a path.
-    #[arg(long, short = 'c', value_name = "SOURCE")]
     pub config_source: String,
     /// The BootstrapConfig in its own file [default: the document next to the NodeConfig].
-    #[arg(long, value_name = "FILE")]
     pub bootstrap_config: Option<PathBuf>,
-    /// Work under this directory instead of / (every file read or written by path, for tests and
-    /// image builds). TPM and PKCS#11 keys are not affected.
-    #[arg(long, value_name = "DIR", default_value = "/")]
+    /// Work under this directory instead of / (every file read or written by path).
     pub root: PathBuf,
 }
 
 /// Both documents, validated.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct Configs {
     /// Where the NodeConfig came from.
     pub path: PathBuf,
     /// The NodeConfig.
@@ -77,9 +67,9 @@ pub struct Loaded {
     pub bootstrap: BootstrapConfig,
 }
 
-impl ConfigArgs {
-    /// Reads and validates the NodeConfig and the BootstrapConfig (under `--root`).
-    pub fn load(&self) -> anyhow::Result<Loaded> {
+impl ConfigSource {
+    /// Reads and validates the NodeConfig and the BootstrapConfig (under `root`).
+    pub fn load(&self) -> anyhow::Result<Configs> {
         let path = nodeconfig::parse_config_source(&self.config_source).map_err(config_error)?;
         let path = fsutil::under_root(&self.root, &absolute(&path));
         let loaded = nodeconfig::load(&path.display().to_string()).map_err(config_error)?;
@@ -105,7 +95,7 @@ impl ConfigArgs {
                 ira.private_key
             );
         }
-        Ok(Loaded {
+        Ok(Configs {
             path: loaded.path,
             node: loaded.node,
             bootstrap,
@@ -127,108 +117,18 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// The files first boot uses, resolved under `--root`.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// `--root`.
-    pub root: PathBuf,
-    /// Node name: certificate CN and Kubernetes node name.
-    pub node_name: String,
-    /// How to open the key.
-    pub key: KeyArgs,
-    /// Algorithm of a key created here.
-    pub algorithm: crate::key::Algorithm,
-    /// Everything the Vault client needs (paths under root).
-    pub vault: VaultArgs,
-    /// `spec.vault.renewal.renewBefore`.
-    pub renew_before: f64,
-    /// Certificate path as configured (without root), for the record.
-    pub certificate: PathBuf,
-    /// The AppRole secret id file, if that is the auth method (removed once used).
-    pub secret_id_file: Option<PathBuf>,
-}
-
-impl Plan {
-    /// Resolves the configuration into concrete paths and client settings.
-    pub fn new(loaded: &Loaded, root: &Path, timeout: Duration) -> Plan {
-        let b = &loaded.bootstrap;
-        let ira = &loaded.node.iam_roles_anywhere;
-        let r = |p: &Path| fsutil::under_root(root, p);
-        let key_ref = match &b.key.parsed {
-            KeyRef::Path(p) => r(p).display().to_string(),
-            _ => b.key.reference.clone(),
-        };
-        let key = KeyArgs {
-            key: key_ref,
-            tcti: b.key.tcti.clone(),
-            pkcs11_lib: b.key.pkcs11_lib.clone(),
-            tpm_key_auth_file: None,
-        };
-        let (token_file, role_id_file, secret_id_file, wrapped) = match &b.vault.auth {
-            VaultAuth::TokenFile(t) => (Some(r(t)), None, None, false),
-            VaultAuth::AppRole {
-                role_id_file,
-                secret_id_file,
-                wrapped,
-            } => (
-                None,
-                Some(r(role_id_file)),
-                Some(r(secret_id_file)),
-                *wrapped,
-            ),
-        };
-        let vault = VaultArgs {
-            vault_addr: b.vault.address.clone(),
-            vault_ca: b.vault.ca_bundle.as_deref().map(r),
-            vault_namespace: b.vault.namespace.clone(),
-            pki_mount: b.vault.pki_mount.clone(),
-            pki_role: b.vault.role.clone(),
-            key: key.clone(),
-            common_name: ira.node_name.clone(),
-            dns_names: Vec::new(),
-            ip_addresses: Vec::new(),
-            ttl: b.vault.ttl,
-            certificate: r(&ira.certificate_path),
-            ca_certificate: None,
-            vault_token_file: token_file,
-            approle_role_id_file: role_id_file,
-            approle_secret_id_file: secret_id_file.clone(),
-            secret_id_wrapped: wrapped,
-            cert_auth_role: b.vault.cert_auth_role.clone(),
-            cert_auth_mount: "cert".into(),
-            approle_mount: "approle".into(),
-            timeout,
-        };
-        Plan {
-            root: root.to_path_buf(),
-            node_name: ira.node_name.clone(),
-            key,
-            algorithm: b.key.algorithm,
-            vault,
-            renew_before: b.vault.renew_before,
-            certificate: ira.certificate_path.clone(),
-            secret_id_file,
-        }
-    }
-}
-
-/// An error tagged with the step it happened in (for the state file's `last_error`).
-fn in_step(step: &str, e: anyhow::Error) -> (String, anyhow::Error) {
-    (step.to_string(), e)
-}
-
 /// `hybridboot firstboot`.
-pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
+pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
     let started = Instant::now();
-    let root = args.source.root.clone();
-    let loaded = args.source.load()?;
-    let deadline = started + loaded.bootstrap.timeouts.overall;
+    let root = source.root.clone();
+    let configs = source.load()?;
+    let deadline = started + configs.bootstrap.timeouts.overall;
     // Temporary files of writes a power cut interrupted: the directories first boot writes.
     // (init cleans the directories it writes itself.)
     for dir in [
         PathBuf::from(state::STATE_DIR),
         PathBuf::from(crate::aws::cache::DEFAULT_DIR),
-        loaded
+        configs
             .node
             .iam_roles_anywhere
             .certificate_path
@@ -252,18 +152,26 @@ pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
         notify::notify("READY=1");
         return Ok(());
     }
-    match steps(&loaded, &root, deadline, &mut st) {
+    let result = steps(
+        &configs,
+        &mut Run {
+            root: &root,
+            deadline,
+            st: &mut st,
+        },
+    );
+    match result {
         Ok(summary) => {
             notify::status(&summary);
             notify::notify("READY=1");
             log::info!("first boot done in {} ms", started.elapsed().as_millis());
             Ok(())
         }
-        Err((step, err)) => {
-            let class = exit::classify(&err);
-            let message = crate_chain(&err);
+        Err(StepFailed { step, error }) => {
+            let class = exit::classify(&error);
+            let message = crate_chain(&error);
             st.last_error = Some(state::LastError {
-                step,
+                step: step.name().to_string(),
                 message: message.clone(),
                 exit_code: class.code(),
                 at: crate::x509::chain::rfc3339(SystemTime::now()),
@@ -272,7 +180,7 @@ pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
                 log::warn!("could not record the failure: {e:#}");
             }
             notify::notify(&format!("STATUS=failed: {message}"));
-            Err(err)
+            Err(error)
         }
     }
 }
@@ -292,6 +200,95 @@ fn crate_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// A failure and the step it happened in (for the state file's `last_error`).
+struct StepFailed {
+    step: Step,
+    error: anyhow::Error,
+}
+
+/// How a step ended.
+enum Outcome<T> {
+    /// Its result exists (made now or found).
+    Done(T),
+    /// Left out, and why (`status` shows it).
+    Skipped(&'static str),
+}
+
+/// One run of first boot: where it works, until when, and its record.
+struct Run<'a> {
+    root: &'a Path,
+    deadline: Instant,
+    st: &'a mut State,
+}
+
+impl Step {
+    /// What systemd's status line says while the step runs.
+    fn status(self) -> Option<&'static str> {
+        Some(match self {
+            Step::Clock => "checking the system clock",
+            Step::Key => "opening the node key",
+            Step::ClockVault => "checking the clock against Vault",
+            Step::Enroll => "enrolling certificate with Vault",
+            Step::RolesAnywhere => "getting AWS credentials from IAM Roles Anywhere",
+            Step::Install => "installing Kubernetes binaries",
+            Step::Init => "configuring the node (init)",
+            Step::Stamp => return None,
+        })
+    }
+
+    /// What the deadline message says the run did not reach.
+    fn what(self) -> &'static str {
+        match self {
+            Step::Clock => "the clock check",
+            Step::Key => "the key step",
+            Step::ClockVault => "contacting Vault",
+            Step::Enroll => "enrolling",
+            Step::RolesAnywhere => "the Roles Anywhere check",
+            Step::Install => "installing",
+            Step::Init => "init",
+            Step::Stamp => "the stamp",
+        }
+    }
+}
+
+impl Run<'_> {
+    /// The one step runner: status line, deadline, timer, then the step's own work, then the
+    /// record (done with its duration, or skipped with the reason) and an atomic save. The
+    /// step gets the state and what is left of `spec.timeouts.overall`.
+    fn run_step<T>(
+        &mut self,
+        step: Step,
+        work: impl FnOnce(&mut State, Duration) -> anyhow::Result<Outcome<T>>,
+    ) -> Result<Option<T>, StepFailed> {
+        let failed = |error| StepFailed { step, error };
+        if let Some(status) = step.status() {
+            notify::status(status);
+        }
+        let left = remaining(self.deadline, step.what()).map_err(failed)?;
+        let started = Instant::now();
+        let outcome = work(self.st, left).map_err(failed)?;
+        if !step.recorded() {
+            return Ok(match outcome {
+                Outcome::Done(v) => Some(v),
+                Outcome::Skipped(_) => None,
+            });
+        }
+        let value = match outcome {
+            Outcome::Done(v) => {
+                self.st.complete(step);
+                self.st.record_duration(step, started.elapsed());
+                Some(v)
+            }
+            Outcome::Skipped(reason) => {
+                self.st.skip(step, reason);
+                None
+            }
+        };
+        self.st.save(self.root).map_err(failed)?;
+        Ok(value)
+    }
+}
+
 fn remaining(deadline: Instant, what: &str) -> anyhow::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
@@ -304,144 +301,137 @@ fn remaining(deadline: Instant, what: &str) -> anyhow::Result<Duration> {
     Ok(left)
 }
 
-/// The steps; returns the summary line.
-fn steps(
-    loaded: &Loaded,
-    root: &Path,
-    deadline: Instant,
-    st: &mut State,
-) -> Result<String, (String, anyhow::Error)> {
-    let b = &loaded.bootstrap;
-    st.version = state::VERSION;
-    st.node_name = Some(loaded.node.iam_roles_anywhere.node_name.clone());
+/// The retry policy of a remote step: the default schedule, bounded by what is left of
+/// `spec.timeouts.overall`.
+fn deadline_policy(left: Duration) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 30,
+        ..RetryPolicy::default()
+    }
+    .with_deadline(left)
+}
+
+/// The steps, in order ([`Step::ALL`]); returns the summary line.
+fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
+    let b = &configs.bootstrap;
+    let root = run.root;
+    run.st.version = state::VERSION;
+    run.st.node_name = Some(configs.node.iam_roles_anywhere.node_name.clone());
 
     // Clock, part 1: NTP and the build-date floor, before the key signs anything.
-    notify::status("checking the system clock");
-    let left = remaining(deadline, "the clock check").map_err(|e| in_step("clock", e))?;
-    match clock::wait_for_sync(&clock::SyncSources::default(), b.timeouts.time_sync.min(left)) {
-        clock::Sync::TimedOut => log::warn!(
-            "the clock is not NTP-synchronised after {} (spec.timeouts.timeSync): continuing, the checks against the build date and Vault's clock still apply",
-            vault::format_duration(b.timeouts.time_sync)
-        ),
-        clock::Sync::Synchronised => log::debug!("clock is NTP-synchronised"),
-        clock::Sync::Unknown => log::debug!("no NTP synchronisation status available"),
-    }
-    clock::check_floor(SystemTime::now(), clock::build_date())
-        .map_err(|e| in_step("clock", transient(e.to_string())))?;
+    run.run_step(Step::Clock, |_, left| {
+        match clock::wait_for_sync(&clock::SyncSources::default(), b.timeouts.time_sync.min(left)) {
+            clock::Sync::TimedOut => log::warn!(
+                "the clock is not NTP-synchronised after {} (spec.timeouts.timeSync): continuing, the checks against the build date and Vault's clock still apply",
+                vault::format_duration(b.timeouts.time_sync)
+            ),
+            clock::Sync::Synchronised => log::debug!("clock is NTP-synchronised"),
+            clock::Sync::Unknown => log::debug!("no NTP synchronisation status available"),
+        }
+        clock::check_floor(SystemTime::now(), clock::build_date())
+            .map_err(|e| transient(e.to_string()))?;
+        Ok(Outcome::Done(()))
+    })?;
 
-    let left = remaining(deadline, "the key step").map_err(|e| in_step("key", e))?;
-    let plan = Plan::new(loaded, root, left);
-
-    // Key.
-    notify::status("opening the node key");
-    let t = Instant::now();
-    let key = plan
-        .key
-        .open(OpenMode::CreateIfAbsent(plan.algorithm))
-        .with_context(|| format!("spec.key.ref {}", b.key.reference))
-        .map_err(|e| in_step("key", e))?;
-    st.key = Some(state::KeyRecord {
-        reference: b.key.reference.clone(),
-        algorithm: key.algorithm().to_string(),
-        fingerprint: key.fingerprint(),
-    });
-    drop(key); // the Vault client opens it again; swtpm serves one connection at a time
-    st.complete(Step::Key);
-    st.record_duration(Step::Key, t.elapsed());
-    st.save(root).map_err(|e| in_step("key", e))?;
+    // Key: found, or created under the owner hierarchy.
+    let plan = run
+        .run_step(Step::Key, |st, left| {
+            let plan = Plan::new(configs, root, left)?;
+            let key = plan
+                .key
+                .open(OpenMode::CreateIfAbsent(plan.algorithm))
+                .with_context(|| format!("spec.key.ref {}", b.key.reference))?;
+            st.key = Some(state::KeyRecord {
+                reference: b.key.reference.clone(),
+                algorithm: key.algorithm().to_string(),
+                fingerprint: key.fingerprint(),
+            });
+            drop(key); // the Vault client opens it again; swtpm serves one connection at a time
+            Ok(Outcome::Done(plan))
+        })?
+        .expect("the key step is never skipped");
 
     // Clock, part 2: against Vault's own clock, before any certificate is checked.
-    notify::status("checking the clock against Vault");
-    let left = remaining(deadline, "contacting Vault").map_err(|e| in_step("enroll", e))?;
-    check_clock_with_vault(&plan, left).map_err(|e| in_step("clock", e))?;
+    run.run_step(Step::ClockVault, |_, left| {
+        check_clock_with_vault(&plan, left)?;
+        Ok(Outcome::Done(()))
+    })?;
 
     // Enroll (or keep a valid, young certificate).
-    notify::status("enrolling certificate with Vault");
-    let t = Instant::now();
-    let mut vault_args = plan.vault.clone();
-    vault_args.timeout = remaining(deadline, "enrolling").map_err(|e| in_step("enroll", e))?;
-    let renewal = vault::renew_certificate(&vault_args, plan.renew_before)
-        .map_err(|e| in_step("enroll", explain_enroll_error(e, b, &plan)))?;
-    // A single-use secret id is spent once a certificate exists; a run killed between writing
-    // the certificate and removing the file removes it here.
-    if let Some(f) = &plan.secret_id_file {
-        if fsutil::remove_file(f).map_err(|e| in_step("enroll", e.into()))? {
-            log::info!("removed the used AppRole secret id file {}", f.display());
-        }
-    }
-    st.certificate = Some(state::CertificateRecord {
-        path: plan.certificate.clone(),
-        renew_before: plan.renew_before,
-    });
-    st.complete(Step::Enroll);
-    st.record_duration(Step::Enroll, t.elapsed());
-    st.save(root).map_err(|e| in_step("enroll", e))?;
+    let renewal = run
+        .run_step(Step::Enroll, |st, left| {
+            let mut settings = plan.vault.clone();
+            settings.timeout = left;
+            let renewal = vault::renew_certificate(&settings, plan.renew_before)
+                .map_err(|e| explain_enroll_error(e, b, &plan))?;
+            // A single-use secret id is spent once a certificate exists; a run killed between
+            // writing the certificate and removing the file removes it here.
+            if let Some(f) = &plan.secret_id_file {
+                if fsutil::remove_file(f)? {
+                    log::info!("removed the used AppRole secret id file {}", f.display());
+                }
+            }
+            st.certificate = Some(state::CertificateRecord {
+                path: plan.certificate.clone(),
+                renew_before: plan.renew_before,
+            });
+            Ok(Outcome::Done(renewal))
+        })?
+        .expect("the enroll step is never skipped");
 
     // Roles Anywhere: one CreateSession with the new certificate proves the trust anchor,
     // profile and role accept it before anything is installed; the session is cached where
     // init and the node's credential_process find it.
-    notify::status("getting AWS credentials from IAM Roles Anywhere");
-    let t = Instant::now();
-    let policy = deadline_policy(deadline, "the Roles Anywhere check")
-        .map_err(|e| in_step("roles-anywhere", e))?;
-    let mut init_args = init_args(loaded, root);
-    let creds = roles_anywhere_check(loaded, &init_args, &policy)
-        .map_err(|e| in_step("roles-anywhere", e))?;
-    st.credentials_expiry = creds.expiration.map(crate::x509::chain::rfc3339);
-    st.complete(Step::RolesAnywhere);
-    st.record_duration(Step::RolesAnywhere, t.elapsed());
-    st.save(root).map_err(|e| in_step("roles-anywhere", e))?;
+    let mut init_settings = plan.init(configs);
+    run.run_step(Step::RolesAnywhere, |st, left| {
+        let creds = roles_anywhere_check(configs, &init_settings, &deadline_policy(left))?;
+        st.credentials_expiry = creds.expiration.map(crate::x509::chain::rfc3339);
+        Ok(Outcome::Done(()))
+    })?;
 
     // Install (only when the image does not carry the binaries).
-    match &b.install {
-        None => st.skip(
-            Step::Install,
-            "spec.install not set: the Kubernetes binaries are part of the image",
-        ),
-        Some(settings) => {
-            notify::status("installing Kubernetes binaries");
-            let t = Instant::now();
-            // A finished install is verified against its record without the network.
-            let offline = st.completed.contains(&Step::Install)
-                && install::read_record(root).ok().flatten().is_some_and(|r| {
-                    r.kubernetes_version
-                        .starts_with(settings.kubernetes_version.trim_start_matches('v'))
-                });
-            remaining(deadline, "installing").map_err(|e| in_step("install", e))?;
-            install::run_install(install_args(settings, root, offline))
-                .map_err(|e| in_step("install", e.context("spec.install")))?;
-            st.install_tracker = Some(PathBuf::from(install::TRACKER_PATH));
-            st.complete(Step::Install);
-            st.record_duration(Step::Install, t.elapsed());
-        }
-    }
-    st.save(root).map_err(|e| in_step("install", e))?;
+    run.run_step(Step::Install, |st, _| {
+        let Some(spec) = &b.install else {
+            return Ok(Outcome::Skipped(
+                "spec.install not set: the Kubernetes binaries are part of the image",
+            ));
+        };
+        // A finished install is verified against its record without the network.
+        let offline = st.completed.contains(&Step::Install)
+            && install::read_record(root).ok().flatten().is_some_and(|r| {
+                r.kubernetes_version
+                    .starts_with(spec.kubernetes_version.trim_start_matches('v'))
+            });
+        install::install(&plan::install(spec, root, offline))
+            .map_err(|e| e.context("spec.install"))?;
+        st.install_tracker = Some(PathBuf::from(install::TRACKER_PATH));
+        Ok(Outcome::Done(()))
+    })?;
 
     // Init: nodeadm's phases, then the units. After a power cut the files may already be
     // written while the units were never restarted, so until init is recorded complete the
     // units are (re)started whether or not their files changed.
-    notify::status("configuring the node (init)");
-    let t = Instant::now();
-    let policy = deadline_policy(deadline, "init").map_err(|e| in_step("init", e))?;
-    init_args.retry = Some(policy);
-    init_args.apply_unchanged = !st.completed.contains(&Step::Init);
-    init_cmd::init(&init_args, &mut init_cmd::Systemctl::from_env())
-        .map_err(|e| in_step("init", e))?;
-    st.complete(Step::Init);
-    st.record_duration(Step::Init, t.elapsed());
+    run.run_step(Step::Init, |st, left| {
+        init_settings.retry = Some(deadline_policy(left));
+        init_settings.apply_unchanged = !st.completed.contains(&Step::Init);
+        init::init(&init_settings, &mut init::Systemctl::from_env())?;
+        Ok(Outcome::Done(()))
+    })?;
 
     // Stamp, last. The state is saved first so that a power cut between the two leaves a state
     // that says everything is done but no stamp: the next run re-checks and writes the stamp.
-    st.last_error = None;
-    st.save(root).map_err(|e| in_step("stamp", e))?;
-    let stamp = fsutil::under_root(root, Path::new(state::STAMP_FILE));
-    let text = format!(
-        "node {}\ncertificate serial {}\n",
-        plan.node_name, renewal.info.serial_hex
-    );
-    fsutil::atomic_write(&stamp, text.as_bytes(), &fsutil::WriteOptions::public())
-        .with_context(|| format!("writing {}", stamp.display()))
-        .map_err(|e| in_step("stamp", e))?;
+    run.run_step(Step::Stamp, |st, _| {
+        st.last_error = None;
+        st.save(root)?;
+        let stamp = fsutil::under_root(root, Path::new(state::STAMP_FILE));
+        let text = format!(
+            "node {}\ncertificate serial {}\n",
+            plan.node_name, renewal.info.serial_hex
+        );
+        fsutil::atomic_write(&stamp, text.as_bytes(), &fsutil::WriteOptions::public())
+            .with_context(|| format!("writing {}", stamp.display()))?;
+        Ok(Outcome::Done(()))
+    })?;
     Ok(format!(
         "joined: certificate serial {} for {} valid until {} (renewal due {})",
         renewal.info.serial_hex,
@@ -459,50 +449,14 @@ fn transient(message: String) -> anyhow::Error {
     .into()
 }
 
-/// The retry policy of a remote step: the default schedule, bounded by what is left of
-/// `spec.timeouts.overall`.
-fn deadline_policy(deadline: Instant, what: &str) -> anyhow::Result<RetryPolicy> {
-    Ok(RetryPolicy {
-        max_attempts: 30,
-        ..RetryPolicy::default()
-    }
-    .with_deadline(remaining(deadline, what)?))
-}
-
-/// `hybridboot init` as first boot runs it: the BootstrapConfig's AWS endpoints and key
-/// location reach the node's credential_process line.
-fn init_args(loaded: &Loaded, root: &Path) -> InitArgs {
-    let b = &loaded.bootstrap;
-    InitArgs {
-        config_source: loaded.path.display().to_string(),
-        root: root.to_path_buf(),
-        skip: Vec::new(),
-        no_start: false,
-        kubelet_version: None,
-        hybridboot_path: None,
-        roles_anywhere_endpoint: b.aws.roles_anywhere_endpoint.clone(),
-        eks_endpoint: b.aws.eks_endpoint.clone(),
-        aws_ca_bundle: b.aws.ca_bundle.clone(),
-        tcti: b.key.tcti.clone(),
-        pkcs11_lib: b.key.pkcs11_lib.clone(),
-        retry: None,
-        apply_unchanged: false,
-    }
-}
-
 /// One CreateSession (or a cached session with time left) with the enrolled certificate and
 /// exactly the arguments and cache the node's credential_process will use.
 fn roles_anywhere_check(
-    loaded: &Loaded,
-    init: &InitArgs,
+    configs: &Configs,
+    init: &init::InitSettings,
     policy: &RetryPolicy,
 ) -> anyhow::Result<crate::aws::credentials::Credentials> {
-    let creds = init_cmd::roles_anywhere_credentials(
-        &loaded.node,
-        &init.aws_overrides(),
-        &init.root,
-        policy,
-    )
+    let creds = init::roles_anywhere_credentials(&configs.node, &init.aws, &init.root, policy)
     .map_err(|e| {
         if exit::classify(&e) == Class::Operator {
             e.context(
@@ -516,36 +470,11 @@ fn roles_anywhere_check(
     Ok(creds)
 }
 
-/// `hybridboot install` as `spec.install` describes it.
-fn install_args(s: &config::InstallSettings, root: &Path, offline: bool) -> install::InstallArgs {
-    install::InstallArgs {
-        kubernetes_version: s.kubernetes_version.clone(),
-        credential_provider: "iam-ra".into(),
-        manifest: s
-            .manifest
-            .clone()
-            .unwrap_or_else(|| install::DEFAULT_MANIFEST.into()),
-        manifest_public_key: s
-            .manifest_public_key
-            .as_deref()
-            .map(|p| fsutil::under_root(root, p)),
-        root: root.to_path_buf(),
-        containerd_source: match s.containerd_source.as_str() {
-            "none" => install::ContainerdSource::None,
-            _ => install::ContainerdSource::Distro,
-        },
-        arch: None,
-        ca_bundle: s.ca_bundle.as_deref().map(|p| fsutil::under_root(root, p)),
-        offline,
-    }
-}
-
 /// Asks Vault's unauthenticated health endpoint for its `Date`, with retries, and compares.
 fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
-    let addr = Url::parse(&plan.vault.vault_addr)
-        .map_err(|e| exit::operator(format!("spec.vault.address: {e}")))?;
+    let addr = &plan.vault.address;
     let mut builder = Client::builder();
-    if let Some(ca) = &plan.vault.vault_ca {
+    if let Some(ca) = &plan.vault.ca_bundle {
         builder = builder
             .ca_bundle_file(ca)
             .with_context(|| "spec.vault.caBundle".to_string())?;
@@ -609,103 +538,4 @@ fn explain_enroll_error(e: anyhow::Error, b: &BootstrapConfig, plan: &Plan) -> a
         Some(f) => e.context(f),
         None => e,
     }
-}
-
-/// `hybridboot renew`: from the BootstrapConfig (`--config-source`, as the shipped timer unit
-/// runs it) or from explicit Vault flags (those of `enroll`).
-#[derive(Debug)]
-pub struct RenewArgs {
-    /// `--config-source` and friends.
-    pub own: RenewOwnArgs,
-    /// The Vault flags; `None` with `--config-source`.
-    pub vault: Option<VaultArgs>,
-}
-
-/// The flags of `renew` besides the Vault ones.
-#[derive(Args, Debug)]
-pub struct RenewOwnArgs {
-    /// The NodeConfig + BootstrapConfig file (file:///path or a path); replaces the Vault flags.
-    #[arg(long, short = 'c', value_name = "SOURCE")]
-    pub config_source: Option<String>,
-    /// The BootstrapConfig in its own file.
-    #[arg(long, value_name = "FILE", requires = "config_source")]
-    pub bootstrap_config: Option<PathBuf>,
-    /// Work under this directory instead of / (with --config-source).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// Renew once less than this fraction of the lifetime remains (0 < F <= 1; 1 renews now)
-    /// [default: spec.vault.renewal.renewBefore, else 1/3].
-    #[arg(long, value_name = "FRACTION", value_parser = vault::parse_fraction)]
-    pub renew_before: Option<f64>,
-}
-
-// By hand rather than derived: the Vault flags are required only without --config-source, which
-// derive cannot say for a flattened group (they stay required inside an `Option`).
-impl clap::FromArgMatches for RenewArgs {
-    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        let own = RenewOwnArgs::from_arg_matches(m)?;
-        let vault = if own.config_source.is_some() {
-            None
-        } else {
-            Some(VaultArgs::from_arg_matches(m).map_err(|_| {
-                clap::Error::raw(
-                    clap::error::ErrorKind::MissingRequiredArgument,
-                    "give --config-source FILE (the BootstrapConfig), or --vault-addr, --pki-role, --key, --common-name and --certificate\n",
-                )
-            })?)
-        };
-        Ok(RenewArgs { own, vault })
-    }
-    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(m)?;
-        Ok(())
-    }
-}
-
-impl clap::Args for RenewArgs {
-    fn augment_args(cmd: clap::Command) -> clap::Command {
-        VaultArgs::augment_args_for_update(RenewOwnArgs::augment_args(cmd))
-    }
-    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        Self::augment_args(cmd)
-    }
-}
-
-/// Runs `renew`; prints the RFC 3339 time of the next renewal on stdout.
-pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
-    let own = args.own;
-    let (vault_args, fraction) = match (&own.config_source, args.vault) {
-        (Some(source), None) => {
-            let cfg = ConfigArgs {
-                config_source: source.clone(),
-                bootstrap_config: own.bootstrap_config.clone(),
-                root: own.root.clone(),
-            };
-            let loaded = cfg.load()?;
-            let plan = Plan::new(&loaded, &own.root, Duration::from_secs(120));
-            let fraction = own.renew_before.unwrap_or(plan.renew_before);
-            let mut v = plan.vault;
-            // The secret id of the first enrollment is spent; renewal uses cert auth (or a
-            // token file, which stays valid as long as its TTL).
-            if v.cert_auth_role.is_some() {
-                v.approle_role_id_file = None;
-                v.approle_secret_id_file = None;
-            }
-            (v, fraction)
-        }
-        (None, Some(v)) => (v, own.renew_before.unwrap_or(1.0 / 3.0)),
-        (Some(_), Some(_)) => {
-            return Err(exit::operator(
-                "give either --config-source or the Vault flags (--vault-addr, --pki-role, ...), not both",
-            ))
-        }
-        (None, None) => {
-            return Err(exit::operator(
-                "give --config-source FILE (the BootstrapConfig) or the Vault flags (--vault-addr, --pki-role, --key, --common-name, --certificate)",
-            ))
-        }
-    };
-    let r = vault::renew_certificate(&vault_args, fraction)?;
-    println!("{}", crate::x509::chain::rfc3339(r.due));
-    Ok(())
 }

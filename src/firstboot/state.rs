@@ -23,12 +23,18 @@ pub const STAMP_FILE: &str = "/var/lib/hybridboot/joined";
 /// Version of the state file format.
 pub const VERSION: u32 = 1;
 
-/// A step of first boot, in order.
+/// A step of first boot, in order. The five that leave a result (key, certificate, session,
+/// install, init) are recorded in the state file when done; the clock checks and the stamp are
+/// checks and the end mark, re-done on every run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
+    /// The clock is NTP-synchronised (or waited for) and after the build date.
+    Clock,
     /// The node key exists (created if absent).
     Key,
+    /// The clock agrees with Vault's.
+    ClockVault,
     /// A valid certificate for the key and node name is on disk.
     Enroll,
     /// Roles Anywhere CreateSession works with the certificate.
@@ -37,18 +43,40 @@ pub enum Step {
     Install,
     /// Node configuration written and services started.
     Init,
+    /// The joined stamp, written last.
+    Stamp,
 }
 
 impl Step {
-    /// The name used in logs, the state file and `status`.
+    /// Every step, in the order first boot runs them.
+    pub const ALL: [Step; 8] = [
+        Step::Clock,
+        Step::Key,
+        Step::ClockVault,
+        Step::Enroll,
+        Step::RolesAnywhere,
+        Step::Install,
+        Step::Init,
+        Step::Stamp,
+    ];
+
+    /// The name used in logs, the state file and `status` (both clock checks are `clock`).
     pub fn name(self) -> &'static str {
         match self {
+            Step::Clock | Step::ClockVault => "clock",
             Step::Key => "key",
             Step::Enroll => "enroll",
             Step::RolesAnywhere => "roles-anywhere",
             Step::Install => "install",
             Step::Init => "init",
+            Step::Stamp => "stamp",
         }
+    }
+
+    /// Whether the step leaves a result that the state file records as done (with its
+    /// duration); the others are re-checked on every run.
+    pub fn recorded(self) -> bool {
+        !matches!(self, Step::Clock | Step::ClockVault | Step::Stamp)
     }
 }
 
@@ -84,7 +112,7 @@ pub struct Skipped {
 /// The last failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastError {
-    /// During which step (or `config`, `clock`).
+    /// During which step ([`Step::name`]).
     pub step: String,
     /// The one-line message.
     pub message: String,

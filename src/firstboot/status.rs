@@ -2,26 +2,14 @@
 //! Reads only files (state, certificate, stamp): it never opens the TPM or calls a peer, so it
 //! is safe to run at any time, also while first boot runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
-use clap::Args;
 use serde_json::{json, Value};
 
 use super::state::{self, State, Step};
 use crate::fsutil;
 use crate::x509::chain::{self, rfc3339};
-
-/// `hybridboot status`.
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Read under this directory instead of /.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-}
 
 /// Collects the status as JSON (the text form is rendered from it).
 pub fn collect(root: &Path, now: SystemTime) -> anyhow::Result<Value> {
@@ -193,17 +181,6 @@ pub fn render_text(v: &Value) -> String {
         );
     }
     out
-}
-
-/// Runs `status`.
-pub fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let v = collect(&args.root, SystemTime::now())?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-    } else {
-        print!("{}", render_text(&v));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod tpm;
 #[cfg(feature = "tpm")]
 #[doc(hidden)]
 pub use tpm::{signing_key_template as tpm_signing_key_template, srk_template as tpm_srk_template};
+mod settings;
 #[cfg(feature = "tpm-native")]
 pub mod tpm_native;
 pub mod tss2pem;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+pub use settings::KeySettings;
 pub use uri::{KeyRef, Pkcs11Uri};
 
 use crate::secret::Secret;

@@ -4,11 +4,10 @@
 //! idempotently under a `--root` prefix ([`init`]).
 
 pub mod checks;
-pub mod cmd;
 pub mod config;
 pub mod facts;
 pub mod init;
-pub mod init_cmd;
+
 pub mod install;
-pub mod kubeconfig_cmd;
+pub mod kubeconfig;
 pub mod render;

@@ -7,9 +7,9 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 
-use super::{renewal_due, verify_signed, EnrollArgs, SignRequest, Vault, VaultArgs};
-use crate::cli::KeyArgs;
-use crate::http::{Client, ClientIdentity, Url};
+use super::settings::DEFAULT_RENEW_BEFORE;
+use super::{renewal_due, verify_signed, SecretAuth, Settings, SignRequest, Vault};
+use crate::http::{Client, ClientIdentity};
 use crate::key::{NodeKey, OpenMode};
 use crate::secret::Secret;
 use crate::x509::chain::{self, Cert, CertInfo};
@@ -26,50 +26,49 @@ enum Auth {
     Cert(String),
 }
 
-impl VaultArgs {
+impl Settings {
     fn base_client(&self) -> anyhow::Result<Client> {
         let mut b = Client::builder();
-        if let Some(ca) = &self.vault_ca {
+        if let Some(ca) = &self.ca_bundle {
             b = b.ca_bundle_file(ca)?;
         }
         Ok(b.build()?)
     }
 
-    fn vault_url(&self) -> anyhow::Result<Url> {
-        Url::parse(&self.vault_addr)
-            .map_err(|e| crate::exit::operator(format!("--vault-addr / VAULT_ADDR: {e}")))
-    }
-
     /// The non-certificate auth method configured, if any.
     fn secret_auth(&self) -> anyhow::Result<Option<Auth>> {
-        if let Some(f) = &self.vault_token_file {
-            let t = Secret::from_file(f)
-                .with_context(|| format!("reading the Vault token file {}", f.display()))?;
-            if t.is_empty() {
-                return Err(crate::exit::operator(format!(
-                    "the Vault token file {} is empty",
-                    f.display()
-                )));
-            }
-            return Ok(Some(Auth::Token(t)));
-        }
-        if let (Some(rf), Some(sf)) = (&self.approle_role_id_file, &self.approle_secret_id_file) {
-            let role_id = Secret::from_file(rf)
-                .with_context(|| format!("reading the AppRole role id file {}", rf.display()))?;
-            return Ok(Some(Auth::AppRole {
-                role_id,
-                secret_id_file: sf.clone(),
-                wrapped: self.secret_id_wrapped,
-            }));
-        }
-        if self.cert_auth_role.is_none() {
-            if let Ok(t) = std::env::var("VAULT_TOKEN") {
-                if !t.is_empty() {
-                    return Ok(Some(Auth::Token(Secret::new(t))));
+        match &self.auth {
+            None => Ok(None),
+            Some(SecretAuth::Token(t)) => Ok(Some(Auth::Token(t.clone()))),
+            Some(SecretAuth::TokenFile(f)) => {
+                let t = Secret::from_file(f)
+                    .with_context(|| format!("reading the Vault token file {}", f.display()))?;
+                if t.is_empty() {
+                    return Err(crate::exit::operator(format!(
+                        "the Vault token file {} is empty",
+                        f.display()
+                    )));
                 }
+                Ok(Some(Auth::Token(t)))
+            }
+            Some(SecretAuth::AppRole {
+                role_id_file,
+                secret_id_file,
+                wrapped,
+            }) => {
+                let role_id = Secret::from_file(role_id_file).with_context(|| {
+                    format!(
+                        "reading the AppRole role id file {}",
+                        role_id_file.display()
+                    )
+                })?;
+                Ok(Some(Auth::AppRole {
+                    role_id,
+                    secret_id_file: secret_id_file.clone(),
+                    wrapped: *wrapped,
+                }))
             }
         }
-        Ok(None)
     }
 
     fn sign_request(&self) -> SignRequest<'_> {
@@ -86,7 +85,7 @@ impl VaultArgs {
 /// success.
 fn login(
     vault: &Vault,
-    args: &VaultArgs,
+    args: &Settings,
     auth: &Auth,
     key: &Arc<dyn NodeKey>,
 ) -> anyhow::Result<(Secret, Option<PathBuf>)> {
@@ -133,7 +132,7 @@ fn login(
                 chain: current.iter().map(|c| c.der().to_vec()).collect(),
                 key: key.clone(),
             });
-            if let Some(ca) = &args.vault_ca {
+            if let Some(ca) = &args.ca_bundle {
                 b = b.ca_bundle_file(ca)?;
             }
             let mtls = vault.with_http(b.build()?);
@@ -164,14 +163,14 @@ fn current_chain(path: &Path, key: &dyn NodeKey) -> anyhow::Result<Vec<Cert>> {
 }
 
 /// Signs a fresh CSR with `auth`, verifies, writes. Returns the new leaf's facts.
-fn issue(args: &VaultArgs, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Result<CertInfo> {
+fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Result<CertInfo> {
     let started = Instant::now();
     let deadline = started + args.timeout;
-    let addr = args.vault_url()?;
+    let addr = args.address.clone();
     let vault = Vault::new(
         args.base_client()?,
         addr.clone(),
-        args.vault_namespace.clone().filter(|n| !n.is_empty()),
+        args.namespace.clone().filter(|n| !n.is_empty()),
         deadline,
     );
     let req = args.sign_request();
@@ -255,34 +254,28 @@ fn crate_chain(e: &anyhow::Error) -> String {
         .join(": ")
 }
 
-fn open_key(args: &KeyArgs) -> anyhow::Result<Arc<dyn NodeKey>> {
-    Ok(Arc::from(args.open(OpenMode::Existing)?))
+fn open_key(settings: &Settings) -> anyhow::Result<Arc<dyn NodeKey>> {
+    Ok(Arc::from(settings.key.open(OpenMode::Existing)?))
 }
 
-/// Default `--renew-before` fraction used by `enroll` to say when renewal is due.
-const DEFAULT_RENEW_BEFORE: f64 = 1.0 / 3.0;
-
-/// `hybridboot enroll`: prints the RFC 3339 time the certificate is due for renewal.
-pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
-    let a = &args.vault;
-    let key = open_key(&a.key)?;
+/// Enrollment: a new certificate from Vault whatever is on disk (the configured secret auth
+/// first, then TLS certificate auth). The renewal point is at [`DEFAULT_RENEW_BEFORE`].
+pub fn enroll(settings: &Settings) -> anyhow::Result<Renewal> {
+    let key = open_key(settings)?;
     let mut auths = Vec::new();
-    if let Some(auth) = a.secret_auth()? {
+    if let Some(auth) = settings.secret_auth()? {
         auths.push(auth);
     }
-    if let Some(role) = &a.cert_auth_role {
+    if let Some(role) = &settings.cert_auth_role {
         auths.push(Auth::Cert(role.clone()));
     }
-    let info = issue(a, auths, key)?;
-    println!(
-        "{}",
-        chain::rfc3339(renewal_due(
-            info.not_before,
-            info.not_after,
-            DEFAULT_RENEW_BEFORE
-        ))
-    );
-    Ok(())
+    let info = issue(settings, auths, key)?;
+    let due = renewal_due(info.not_before, info.not_after, DEFAULT_RENEW_BEFORE);
+    Ok(Renewal {
+        info,
+        due,
+        issued: true,
+    })
 }
 
 /// What [`renew_certificate`] found or did.
@@ -299,8 +292,8 @@ pub struct Renewal {
 /// The library side of `renew` (also first boot's enroll step): nothing while a certificate for
 /// this key and CN is valid and young; otherwise a new one from the same key, TLS certificate
 /// auth preferred when the current one is usable.
-pub fn renew_certificate(a: &VaultArgs, renew_before: f64) -> anyhow::Result<Renewal> {
-    let key = open_key(&a.key)?;
+pub fn renew_certificate(a: &Settings, renew_before: f64) -> anyhow::Result<Renewal> {
+    let key = open_key(a)?;
     let now = SystemTime::now();
     let current = match fsutil::read_capped_string(&a.certificate, fsutil::MAX_TEXT_FILE) {
         Ok(t) => Some(t),

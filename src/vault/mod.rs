@@ -15,18 +15,17 @@
 //! - `check`: [`verify_signed`], the pure checks of a signed answer;
 //! - `enroll`: [`enroll`] and [`renew_certificate`], the orchestration;
 //! - `duration`: duration and fraction parsing, [`renewal_due`];
-//! - `args`: the command-line flags.
+//! - `settings`: [`Settings`], what enrollment needs, and the defaults.
 //!
 //! [`Secret`]: crate::secret::Secret
 
-mod args;
 mod check;
 mod client;
 mod duration;
 mod enroll;
 mod error;
+mod settings;
 
-pub use args::{EnrollArgs, VaultArgs};
 pub use check::{verify_signed, Issued, SignRequest};
 #[doc(hidden)]
 pub use client::fuzz_answers;
@@ -34,3 +33,7 @@ pub use client::{Signed, Vault};
 pub use duration::{format_duration, parse_duration, parse_fraction, renewal_due};
 pub use enroll::{enroll, renew_certificate, Renewal};
 pub use error::VaultError;
+pub use settings::{
+    SecretAuth, Settings, DEFAULT_APPROLE_MOUNT, DEFAULT_CERT_AUTH_MOUNT, DEFAULT_PKI_MOUNT,
+    DEFAULT_RENEW_BEFORE, DEFAULT_TIMEOUT,
+};

@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::exit;
@@ -125,7 +124,7 @@ const KEPT_FILES: &[(&str, &str)] = &[
 ];
 
 /// Where containerd comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerdSource {
     /// containerd is not managed by hybridboot.
     None,
@@ -134,48 +133,26 @@ pub enum ContainerdSource {
     Distro,
 }
 
-/// `hybridboot install`.
-#[derive(Args, Debug)]
-pub struct InstallArgs {
+/// What `install` installs, from where, and under which root. Built by the command line
+/// (`hybridboot install`) or by first boot from `spec.install`.
+#[derive(Debug, Clone)]
+pub struct InstallSettings {
     /// Kubernetes version: `1.31` (latest patch in the manifest) or `1.31.2` (exactly).
-    #[arg(value_name = "K8S_VERSION")]
     pub kubernetes_version: String,
-    /// Credential provider; hybridboot supports IAM Roles Anywhere only.
-    #[arg(long, value_parser = ["iam-ra"])]
-    pub credential_provider: String,
-    /// Release manifest (nodeadm's schema): https://... or file:///...
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = DEFAULT_MANIFEST
-    )]
+    /// Release manifest (nodeadm's schema): https://... or file:///... [`DEFAULT_MANIFEST`].
     pub manifest: String,
-    /// Ed25519 public key (PEM or base64) that must have signed the manifest (`<manifest>.sig`).
-    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_MANIFEST_PUBLIC_KEY")]
+    /// Ed25519 public key (PEM or base64) that must have signed the manifest.
     pub manifest_public_key: Option<PathBuf>,
-    /// Install under this directory instead of `/` (image builds, tests).
-    #[arg(long, value_name = "DIR", default_value = "/")]
+    /// Install under this directory instead of `/`.
     pub root: PathBuf,
     /// Where containerd comes from.
-    #[arg(long, value_enum, default_value = "distro")]
     pub containerd_source: ContainerdSource,
     /// Architecture of the artifacts [default: this machine's].
-    #[arg(long, value_parser = ["amd64", "arm64"])]
     pub arch: Option<String>,
     /// PEM bundle of CAs that sign the mirror's TLS certificate (replaces the built-in roots).
-    #[arg(long, value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
     /// Never download: verify the artifacts already in the image against the install record.
-    #[arg(long)]
     pub offline: bool,
-}
-
-/// `hybridboot uninstall`.
-#[derive(Args, Debug)]
-pub struct UninstallArgs {
-    /// Uninstall from under this directory instead of `/`.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
 }
 
 /// The install record: every placed file with its hash.
@@ -292,7 +269,7 @@ impl Fetch for Sources {
     }
 }
 
-fn sources(args: &InstallArgs) -> anyhow::Result<Sources> {
+fn sources(args: &InstallSettings) -> anyhow::Result<Sources> {
     if let Some(ca) = &args.ca_bundle {
         if !ca.is_file() {
             return Err(exit::operator(format!(
@@ -345,7 +322,7 @@ fn fetch_error(e: FetchError) -> anyhow::Error {
 }
 
 /// Fetches the manifest (and its signature when a key is configured) and checks it.
-fn load_manifest(src: &dyn Fetch, args: &InstallArgs) -> anyhow::Result<Manifest> {
+fn load_manifest(src: &dyn Fetch, args: &InstallSettings) -> anyhow::Result<Manifest> {
     let limit = manifest::MAX_MANIFEST_BYTES as u64;
     let (bytes, _) = with_retries("manifest", |_| {
         fetch::fetch_small(src, &args.manifest, limit)
@@ -382,15 +359,17 @@ struct Chosen<'a> {
     want: [u8; 32],
 }
 
-/// `hybridboot install`.
-pub fn run_install(args: InstallArgs) -> anyhow::Result<()> {
+/// `hybridboot install`: verify offline, or choose the artifacts, place each (verified), note
+/// the capabilities of the image, drop what the previous install had and this one has not,
+/// then write the record and the tracker.
+pub fn install(args: &InstallSettings) -> anyhow::Result<()> {
     let root = args.root.clone();
     let arch = args.arch.clone().unwrap_or_else(|| host_arch().to_string());
     if args.offline {
         return verify_offline(&root);
     }
-    let src = sources(&args)?;
-    let manifest = load_manifest(&src, &args)?;
+    let src = sources(args)?;
+    let manifest = load_manifest(&src, args)?;
     let release = manifest
         .select(&args.kubernetes_version)
         .map_err(|e| exit::operator(format!("{}: {e}", args.manifest)))?;
@@ -399,8 +378,39 @@ pub fn run_install(args: InstallArgs) -> anyhow::Result<()> {
         release.version,
         args.manifest
     );
+    let chosen = choose(&src, args, &release.version, &release.artifacts, &arch)?;
 
-    // Choose the artifacts and fetch every checksum before placing anything.
+    let previous = read_record(&root)?.unwrap_or_default();
+    let mut record = Record {
+        kubernetes_version: release.version.clone(),
+        tracker: default_tracker(),
+        ..Record::default()
+    };
+    // Files of artifacts this run does not touch stay recorded (e.g. containerd with `none`).
+    let mut downloaded = 0u32;
+    for c in &chosen {
+        downloaded += place(&src, &root, c, &previous, &mut record)?;
+    }
+    note_image_capabilities(&root, args.containerd_source, &mut record);
+    remove_dropped(&root, &chosen, &previous, &record)?;
+    write_state(&root, &record)?;
+    log::info!(
+        "Kubernetes {} installed: {} artifacts, {downloaded} downloaded; tracker {}",
+        record.kubernetes_version,
+        chosen.len(),
+        TRACKER_PATH
+    );
+    Ok(())
+}
+
+/// Chooses this node's artifacts and fetches every checksum before anything is placed.
+fn choose<'a>(
+    src: &dyn Fetch,
+    args: &InstallSettings,
+    version: &str,
+    artifacts: &[Artifact],
+    arch: &str,
+) -> anyhow::Result<Vec<Chosen<'a>>> {
     let mut chosen = Vec::new();
     for placement in PLACEMENTS {
         if matches!(placement.artifact, "containerd" | "runc")
@@ -408,15 +418,14 @@ pub fn run_install(args: InstallArgs) -> anyhow::Result<()> {
         {
             continue;
         }
-        let found = release
-            .artifacts
+        let found = artifacts
             .iter()
             .find(|a| a.name == placement.artifact && a.arch == arch && a.os == "linux");
         let Some(artifact) = found else {
             if placement.required {
                 return Err(exit::operator(format!(
-                    "{}: Kubernetes {} has no {} artifact for linux/{arch}",
-                    args.manifest, release.version, placement.artifact
+                    "{}: Kubernetes {version} has no {} artifact for linux/{arch}",
+                    args.manifest, placement.artifact
                 )));
             }
             log::debug!("manifest has no {} for linux/{arch}", placement.artifact);
@@ -441,7 +450,7 @@ pub fn run_install(args: InstallArgs) -> anyhow::Result<()> {
             .to_string();
         let (text, _) = with_retries(&artifact.checksum_uri, |_| {
             fetch::fetch_small(
-                &src,
+                src,
                 &artifact.checksum_uri,
                 manifest::MAX_CHECKSUM_BYTES as u64,
             )
@@ -456,116 +465,129 @@ pub fn run_install(args: InstallArgs) -> anyhow::Result<()> {
             want,
         });
     }
+    Ok(chosen)
+}
 
-    let previous = read_record(&root)?.unwrap_or_default();
-    let mut record = Record {
-        kubernetes_version: release.version.clone(),
-        tracker: default_tracker(),
-        ..Record::default()
+/// Places one chosen artifact (unless it already matches) and records it; returns 1 when it
+/// was downloaded.
+fn place(
+    src: &dyn Fetch,
+    root: &Path,
+    c: &Chosen,
+    previous: &Record,
+    record: &mut Record,
+) -> anyhow::Result<u32> {
+    let mut downloaded = 0;
+    let name = &c.artifact.name;
+    let gzip = c
+        .artifact
+        .gzip_uri
+        .as_deref()
+        .is_some_and(|u| !u.is_empty());
+    let url = if gzip {
+        c.artifact.gzip_uri.clone().unwrap()
+    } else {
+        c.artifact.uri.clone()
     };
-    // Files of artifacts this run does not touch stay recorded (e.g. containerd with `none`).
-    let mut downloaded = 0u32;
-    for c in &chosen {
-        let name = &c.artifact.name;
-        let gzip = c
-            .artifact
-            .gzip_uri
-            .as_deref()
-            .is_some_and(|u| !u.is_empty());
-        let url = if gzip {
-            c.artifact.gzip_uri.clone().unwrap()
+    if c.placement.path == CNI_BIN_DIR {
+        downloaded += install_cni(src, root, c, &url, gzip, previous, record)?;
+    } else {
+        let target = fsutil::under_root(root, Path::new(c.placement.path));
+        let current =
+            fetch::sha256_file(&target).with_context(|| format!("reading {}", target.display()))?;
+        if current == Some(c.want) {
+            log::info!(
+                "{name}: {} already matches sha256 {}; not downloaded",
+                c.placement.path,
+                hex::encode(c.want)
+            );
         } else {
-            c.artifact.uri.clone()
-        };
-        if c.placement.path == CNI_BIN_DIR {
-            downloaded += install_cni(&src, &root, c, &url, gzip, &previous, &mut record)?;
-        } else {
-            let target = fsutil::under_root(&root, Path::new(c.placement.path));
-            let current = fetch::sha256_file(&target)
-                .with_context(|| format!("reading {}", target.display()))?;
-            if current == Some(c.want) {
-                log::info!(
-                    "{name}: {} already matches sha256 {}; not downloaded",
-                    c.placement.path,
-                    hex::encode(c.want)
-                );
-            } else {
-                let started = std::time::Instant::now();
-                let (bytes, attempts) = with_retries(name, |_| {
-                    let mut progress = fetch::Progress::new(name);
-                    fetch::download_once(
-                        &src,
-                        &fetch::Spec {
-                            url: &url,
-                            gzip,
-                            want: &c.want,
-                            target: &target,
-                            opts: &WriteOptions::executable(),
-                            limit: MAX_ARTIFACT_BYTES,
-                        },
-                        &mut progress,
-                    )
-                })
-                .map_err(fetch_error)
-                .with_context(|| format!("installing {name}"))?;
-                downloaded += 1;
-                log::info!(
-                    "{name}: installed {} ({}, {}, sha256 {}{})",
-                    c.placement.path,
-                    fetch::human(bytes),
-                    fetch::rate(bytes, started),
-                    hex::encode(c.want),
-                    if attempts > 1 {
-                        format!(", {attempts} attempts")
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            record.files.insert(
-                c.placement.path.to_string(),
-                RecordedFile {
-                    artifact: name.clone(),
-                    sha256: hex::encode(c.want),
-                },
+            let started = std::time::Instant::now();
+            let (bytes, attempts) = with_retries(name, |_| {
+                let mut progress = fetch::Progress::new(name);
+                fetch::download_once(
+                    src,
+                    &fetch::Spec {
+                        url: &url,
+                        gzip,
+                        want: &c.want,
+                        target: &target,
+                        opts: &WriteOptions::executable(),
+                        limit: MAX_ARTIFACT_BYTES,
+                    },
+                    &mut progress,
+                )
+            })
+            .map_err(fetch_error)
+            .with_context(|| format!("installing {name}"))?;
+            downloaded += 1;
+            log::info!(
+                "{name}: installed {} ({}, {}, sha256 {}{})",
+                c.placement.path,
+                fetch::human(bytes),
+                fetch::rate(bytes, started),
+                hex::encode(c.want),
+                if attempts > 1 {
+                    format!(", {attempts} attempts")
+                } else {
+                    String::new()
+                }
             );
         }
-        record.artifacts.insert(name.clone(), hex::encode(c.want));
-        let field = c.placement.tracker;
-        let value = if field == "Containerd" {
-            "distro"
-        } else {
-            "true"
-        };
-        record.tracker.insert(field.to_string(), value.to_string());
+        record.files.insert(
+            c.placement.path.to_string(),
+            RecordedFile {
+                artifact: name.clone(),
+                sha256: hex::encode(c.want),
+            },
+        );
     }
+    record.artifacts.insert(name.clone(), hex::encode(c.want));
+    let field = c.placement.tracker;
+    let value = if field == "Containerd" {
+        "distro"
+    } else {
+        "true"
+    };
+    record.tracker.insert(field.to_string(), value.to_string());
+    Ok(downloaded)
+}
 
-    // Capabilities that come from the image or from hybridboot itself.
+/// Capabilities that come from the image or from hybridboot itself.
+fn note_image_capabilities(root: &Path, containerd: ContainerdSource, record: &mut Record) {
     record
         .tracker
         .insert("IamRolesAnywhere".into(), "true".into());
-    if args.containerd_source == ContainerdSource::Distro {
+    if containerd == ContainerdSource::Distro {
         record.tracker.insert("Containerd".into(), "distro".into());
         if !["/usr/bin/containerd", "/usr/local/bin/containerd"]
             .iter()
-            .any(|p| fsutil::under_root(&root, Path::new(p)).exists())
+            .any(|p| fsutil::under_root(root, Path::new(p)).exists())
         {
             log::warn!("--containerd-source distro: containerd is neither in the manifest nor in the image; install the distribution's package");
         }
     }
     let iptables = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"]
         .iter()
-        .any(|p| fsutil::under_root(&root, Path::new(p)).exists());
+        .any(|p| fsutil::under_root(root, Path::new(p)).exists());
     if iptables {
         record.tracker.insert("Iptables".into(), "true".into());
     } else {
         log::warn!("iptables is not in the image; kube-proxy needs it (install the distribution's package)");
     }
-    // Files the previous install placed that this one no longer has (an older CNI plugin...).
+}
+
+/// Files the previous install placed that this one no longer has (an older CNI plugin...).
+fn remove_dropped(
+    root: &Path,
+    chosen: &[Chosen],
+    previous: &Record,
+    record: &Record,
+) -> anyhow::Result<()> {
     for (path, f) in &previous.files {
         if !record.files.contains_key(path) && chosen.iter().any(|c| c.artifact.name == f.artifact)
         {
-            let p = fsutil::under_root(&root, Path::new(path));
+            let p = fsutil::under_root(root, Path::new(path));
             if fsutil::remove_file(&p).with_context(|| format!("removing {}", p.display()))? {
                 log::info!(
                     "removed {path} (not in Kubernetes {})",
@@ -574,13 +596,6 @@ pub fn run_install(args: InstallArgs) -> anyhow::Result<()> {
             }
         }
     }
-    write_state(&root, &record)?;
-    log::info!(
-        "Kubernetes {} installed: {} artifacts, {downloaded} downloaded; tracker {}",
-        record.kubernetes_version,
-        chosen.len(),
-        TRACKER_PATH
-    );
     Ok(())
 }
 
@@ -708,9 +723,9 @@ fn verify_offline(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `hybridboot uninstall`.
-pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
-    let root = &args.root;
+/// `hybridboot uninstall`: removes what install placed (unless changed since) and the files
+/// init writes; keeps the node's key and certificate.
+pub fn uninstall(root: &Path) -> anyhow::Result<()> {
     let record = read_record(root)?;
     let mut removed = Vec::new();
     let mut kept: Vec<(String, String)> = Vec::new();

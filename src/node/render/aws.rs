@@ -2,6 +2,7 @@
 //! `enableCredentialsFile`) the unit that keeps a shared credentials file fresh.
 
 use super::{shell_quote, systemd_quote, AwsOverrides, Effect, NodeFacts, RenderedFile};
+use crate::aws::session::RolesAnywhereSettings;
 use crate::node::config::NodeConfig;
 
 /// The AWS profile hybridboot's consumers use (nodeadm's `ProfileName`).
@@ -14,30 +15,10 @@ pub const UPDATE_UNIT_NAME: &str = "hybridboot-update.service";
 pub const UPDATE_UNIT_PATH: &str = "/etc/systemd/system/hybridboot-update.service";
 
 /// The Roles Anywhere arguments shared by `credential-process` and `update`, in nodeadm's order,
-/// then the endpoint overrides (if any).
+/// then the endpoint overrides (if any): the node's session settings
+/// ([`RolesAnywhereSettings::for_node`]) as flags.
 pub fn roles_anywhere_args(cfg: &NodeConfig, extra: &AwsOverrides) -> Vec<(&'static str, String)> {
-    let ira = &cfg.iam_roles_anywhere;
-    let mut args = vec![
-        ("--certificate", ira.certificate_path.display().to_string()),
-        ("--private-key", ira.private_key.clone()),
-        ("--trust-anchor-arn", ira.trust_anchor_arn.clone()),
-        ("--profile-arn", ira.profile_arn.clone()),
-        ("--role-arn", ira.role_arn.clone()),
-        ("--role-session-name", ira.node_name.clone()),
-    ];
-    if let Some(e) = &extra.roles_anywhere_endpoint {
-        args.push(("--endpoint", e.clone()));
-    }
-    if let Some(ca) = &extra.ca_bundle {
-        args.push(("--ca-bundle", ca.display().to_string()));
-    }
-    if let Some(t) = &extra.tcti {
-        args.push(("--tcti", t.clone()));
-    }
-    if let Some(lib) = &extra.pkcs11_lib {
-        args.push(("--pkcs11-lib", lib.display().to_string()));
-    }
-    args
+    RolesAnywhereSettings::for_node(cfg, extra).process_args()
 }
 
 /// The `credential_process` command line: hybridboot with every argument shell-quoted as needed.

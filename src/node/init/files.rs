@@ -6,15 +6,15 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::config::NodeConfig;
-use super::render::{
+use crate::fsutil::{self, WriteOptions};
+use crate::node::config::NodeConfig;
+use crate::node::render::{
     self, ClusterDetails, Effect, FilePhase, NodeFacts, ObsoleteFile, RenderError, RenderedFile,
 };
-use crate::fsutil::{self, WriteOptions};
 
-/// A step of `init` that `--skip NAME` can leave out.
+/// A phase of `init` that `--skip NAME` can leave out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Step {
+pub enum Phase {
     /// Writing one group of files (`aws`, `system`, `containerd`, `kubelet`).
     Files(FilePhase),
     /// DescribeCluster (`cluster-details`).
@@ -59,7 +59,7 @@ pub const NODEADM_ONLY_PHASES: &[&str] = &[
 /// The steps `--skip` named.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Skip {
-    steps: BTreeSet<Step>,
+    phases: BTreeSet<Phase>,
     /// nodeadm names that were accepted but mean nothing here.
     pub ignored: Vec<String>,
 }
@@ -76,26 +76,26 @@ impl Skip {
             .filter(|n| !n.is_empty())
         {
             match name {
-                "config" => skip.steps.extend(FILE_PHASES.map(Step::Files)),
+                "config" => skip.phases.extend(FILE_PHASES.map(Phase::Files)),
                 "cluster-details" => {
-                    skip.steps.insert(Step::ClusterDetails);
+                    skip.phases.insert(Phase::ClusterDetails);
                 }
                 "node-ip-validation" => {
-                    skip.steps.insert(Step::NodeIpValidation);
+                    skip.phases.insert(Phase::NodeIpValidation);
                 }
                 "certificate-validation" => {
-                    skip.steps.insert(Step::CertificateValidation);
+                    skip.phases.insert(Phase::CertificateValidation);
                 }
                 "clock-validation" => {
-                    skip.steps.insert(Step::ClockValidation);
+                    skip.phases.insert(Phase::ClockValidation);
                 }
                 "run" => {
-                    skip.steps.insert(Step::Run);
+                    skip.phases.insert(Phase::Run);
                 }
                 n if NODEADM_ONLY_PHASES.contains(&n) => skip.ignored.push(n.to_string()),
                 n => match FILE_PHASES.iter().find(|p| p.name() == n) {
                     Some(p) => {
-                        skip.steps.insert(Step::Files(*p));
+                        skip.phases.insert(Phase::Files(*p));
                     }
                     None => {
                         return Err(format!(
@@ -124,8 +124,8 @@ impl Skip {
     }
 
     /// True when `step` is skipped.
-    pub fn skips(&self, step: Step) -> bool {
-        self.steps.contains(&step)
+    pub fn skips(&self, step: Phase) -> bool {
+        self.phases.contains(&step)
     }
 }
 
@@ -149,7 +149,7 @@ pub fn files_phase(
     facts: &NodeFacts,
     skip: &Skip,
 ) -> Result<WriteReport, FilesError> {
-    let keep = |phase: FilePhase| !skip.skips(Step::Files(phase));
+    let keep = |phase: FilePhase| !skip.skips(Phase::Files(phase));
     let files: Vec<RenderedFile> = render::render_all(cfg, cluster, facts)?
         .into_iter()
         .filter(|f| keep(f.phase))
@@ -301,12 +301,12 @@ mod tests {
             "kubelet",
         ])
         .unwrap();
-        assert!(s.skips(Step::Run) && s.skips(Step::NodeIpValidation));
-        assert!(s.skips(Step::Files(FilePhase::Kubelet)));
-        assert!(!s.skips(Step::Files(FilePhase::Aws)));
+        assert!(s.skips(Phase::Run) && s.skips(Phase::NodeIpValidation));
+        assert!(s.skips(Phase::Files(FilePhase::Kubelet)));
+        assert!(!s.skips(Phase::Files(FilePhase::Aws)));
         assert_eq!(s.ignored, vec!["k8s-authentication-validation"]);
         let all = Skip::parse(&["config"]).unwrap();
-        assert!(FILE_PHASES.iter().all(|p| all.skips(Step::Files(*p))));
+        assert!(FILE_PHASES.iter().all(|p| all.skips(Phase::Files(*p))));
         let e = Skip::parse(&["kubelett"]).unwrap_err();
         assert!(
             e.contains("unknown phase") && e.contains("containerd"),

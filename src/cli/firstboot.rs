@@ -1,0 +1,68 @@
+//! `firstboot` and `status`.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use clap::Args;
+
+use crate::firstboot::{self, status, ConfigSource};
+
+/// `hybridboot firstboot`.
+#[derive(Args, Debug)]
+pub struct FirstbootArgs {
+    #[command(flatten)]
+    pub source: ConfigArgs,
+}
+
+/// Where the configuration comes from, and the root to work under.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// The NodeConfig (and BootstrapConfig) file: file:///path (nodeadm's form) or a path.
+    #[arg(long, short = 'c', value_name = "SOURCE")]
+    pub config_source: String,
+    /// The BootstrapConfig in its own file [default: the document next to the NodeConfig].
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_config: Option<PathBuf>,
+    /// Work under this directory instead of / (every file read or written by path, for tests and
+    /// image builds). TPM and PKCS#11 keys are not affected.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+impl ConfigArgs {
+    /// The source these flags say.
+    pub fn source(&self) -> ConfigSource {
+        ConfigSource {
+            config_source: self.config_source.clone(),
+            bootstrap_config: self.bootstrap_config.clone(),
+            root: self.root.clone(),
+        }
+    }
+}
+
+/// Runs `firstboot`.
+pub fn run_firstboot(args: FirstbootArgs) -> anyhow::Result<()> {
+    firstboot::run(&args.source.source())
+}
+
+/// `hybridboot status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Read under this directory instead of /.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// Runs `status`.
+pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
+    let v = status::collect(&args.root, SystemTime::now())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        print!("{}", status::render_text(&v));
+    }
+    Ok(())
+}

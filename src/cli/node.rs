@@ -1,0 +1,220 @@
+//! The node commands: `config check`, `install`, `uninstall` and `init`, their flags turned into
+//! the settings of [`crate::node`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::exit;
+use crate::node::config;
+use crate::node::init::{self, InitSettings, Systemctl};
+use crate::node::install::{self, ContainerdSource, InstallSettings, DEFAULT_MANIFEST};
+use crate::node::render::{AwsOverrides, KubeletVersion};
+
+/// `hybridboot config` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Parse and validate a NodeConfig without changing anything.
+    ///
+    /// Reads the same files as `nodeadm init --config-source` (a multi-document file may also
+    /// carry a hybridboot BootstrapConfig). Unknown fields, missing values and bad values are
+    /// errors naming the file, line and field; questionable ARNs are warnings.
+    ///
+    /// Example: hybridboot config check --config-source file:///etc/eks/nodeconfig.yaml
+    Check(CheckArgs),
+}
+
+/// Arguments of `config check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// file:///abs/path, file://relative/path (nodeadm's form) or a plain path.
+    #[arg(long, short = 'c', value_name = "SOURCE")]
+    pub config_source: String,
+}
+
+/// Runs a `config` subcommand.
+pub fn run_config(command: ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Check(args) => check(&args),
+    }
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let loaded = config::load(&args.config_source)?;
+    for w in &loaded.warnings {
+        log::warn!("{}: {w}", loaded.path.display());
+    }
+    let n = &loaded.node;
+    log::info!(
+        "{}: valid NodeConfig for node {} in cluster {} ({}){}",
+        loaded.path.display(),
+        n.iam_roles_anywhere.node_name,
+        n.cluster.name,
+        n.cluster.region,
+        if loaded.bootstrap.is_some() {
+            ", with a BootstrapConfig document"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `hybridboot install`.
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// Kubernetes version: `1.31` (latest patch in the manifest) or `1.31.2` (exactly).
+    #[arg(value_name = "K8S_VERSION")]
+    pub kubernetes_version: String,
+    /// Credential provider; hybridboot supports IAM Roles Anywhere only.
+    #[arg(long, value_parser = ["iam-ra"])]
+    pub credential_provider: String,
+    /// Release manifest (nodeadm's schema): https://... or file:///...
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = DEFAULT_MANIFEST
+    )]
+    pub manifest: String,
+    /// Ed25519 public key (PEM or base64) that must have signed the manifest (`<manifest>.sig`).
+    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_MANIFEST_PUBLIC_KEY")]
+    pub manifest_public_key: Option<PathBuf>,
+    /// Install under this directory instead of `/` (image builds, tests).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Where containerd comes from.
+    #[arg(long, value_enum, default_value = "distro")]
+    pub containerd_source: ContainerdSourceArg,
+    /// Architecture of the artifacts [default: this machine's].
+    #[arg(long, value_parser = ["amd64", "arm64"])]
+    pub arch: Option<String>,
+    /// PEM bundle of CAs that sign the mirror's TLS certificate (replaces the built-in roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Never download: verify the artifacts already in the image against the install record.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// Where containerd comes from (`--containerd-source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContainerdSourceArg {
+    /// containerd is not managed by hybridboot.
+    None,
+    /// The distribution's containerd: from the image, or from the mirror when the manifest
+    /// lists `containerd`/`runc` artifacts.
+    Distro,
+}
+
+impl InstallArgs {
+    /// The settings these flags say.
+    pub fn settings(&self) -> InstallSettings {
+        InstallSettings {
+            kubernetes_version: self.kubernetes_version.clone(),
+            manifest: self.manifest.clone(),
+            manifest_public_key: self.manifest_public_key.clone(),
+            root: self.root.clone(),
+            containerd_source: match self.containerd_source {
+                ContainerdSourceArg::None => ContainerdSource::None,
+                ContainerdSourceArg::Distro => ContainerdSource::Distro,
+            },
+            arch: self.arch.clone(),
+            ca_bundle: self.ca_bundle.clone(),
+            offline: self.offline,
+        }
+    }
+}
+
+/// Runs `install`.
+pub fn run_install(args: InstallArgs) -> anyhow::Result<()> {
+    install::install(&args.settings())
+}
+
+/// `hybridboot uninstall`.
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// Uninstall from under this directory instead of `/`.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// Runs `uninstall`.
+pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
+    install::uninstall(&args.root)
+}
+
+/// Arguments of `hybridboot init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// file:///abs/path, file://relative/path (nodeadm's form) or a plain path.
+    #[arg(long, short = 'c', value_name = "SOURCE")]
+    pub config_source: String,
+    /// Prefix for every file written (tests, image builds).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Phases to skip (comma separated, repeatable); nodeadm's names are accepted.
+    #[arg(long, short = 's', value_name = "NAME,...")]
+    pub skip: Vec<String>,
+    /// Write the files but do not reload, enable or restart any unit.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Kubelet version (`v1.31.2`) instead of running `<root>/usr/bin/kubelet --version`.
+    #[arg(long, value_name = "VERSION")]
+    pub kubelet_version: Option<String>,
+    /// The hybridboot path written into credential_process, the kubeconfig and units
+    /// (default: this executable).
+    #[arg(long, value_name = "PATH")]
+    pub hybridboot_path: Option<PathBuf>,
+    /// A private IAM Roles Anywhere endpoint (VPC endpoint): used here and written into the
+    /// credential_process line [default: env AWS_ENDPOINT_URL_ROLESANYWHERE, then the region's].
+    #[arg(long, value_name = "URL")]
+    pub roles_anywhere_endpoint: Option<String>,
+    /// EKS endpoint for DescribeCluster [default: env AWS_ENDPOINT_URL_EKS, then
+    /// AWS_ENDPOINT_URL, then the region's].
+    #[arg(long, value_name = "URL")]
+    pub eks_endpoint: Option<String>,
+    /// PEM bundle of the CAs of the AWS endpoints' TLS certificates, used here and written into
+    /// the credential_process line [default: AWS_CA_BUNDLE for this run only (not written),
+    /// then the built-in roots].
+    #[arg(long, value_name = "FILE")]
+    pub aws_ca_bundle: Option<PathBuf>,
+    /// TPM TCTI of the node key, used here and written into the credential_process line when
+    /// the TPM is not at the default (`device:/dev/tpmrm0`).
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: Option<String>,
+    /// PKCS#11 module of the node key when its URI names none, used here and written into the
+    /// credential_process line.
+    #[arg(long, value_name = "FILE")]
+    pub pkcs11_lib: Option<PathBuf>,
+}
+
+impl InitArgs {
+    /// The settings these flags say.
+    pub fn settings(&self) -> anyhow::Result<InitSettings> {
+        let kubelet_version = match &self.kubelet_version {
+            Some(v) => Some(KubeletVersion::parse(v).ok_or_else(|| {
+                exit::operator(format!("--kubelet-version {v:?}: expected vX.Y.Z"))
+            })?),
+            None => None,
+        };
+        Ok(InitSettings {
+            skip: self.skip.clone(),
+            no_start: self.no_start,
+            kubelet_version,
+            hybridboot_path: self.hybridboot_path.clone(),
+            aws: AwsOverrides {
+                roles_anywhere_endpoint: self.roles_anywhere_endpoint.clone(),
+                ca_bundle: self.aws_ca_bundle.clone(),
+                tcti: self.tcti.clone(),
+                pkcs11_lib: self.pkcs11_lib.clone(),
+            },
+            eks_endpoint: self.eks_endpoint.clone(),
+            ..InitSettings::new(self.config_source.clone(), self.root.clone())
+        })
+    }
+}
+
+/// Runs `init` with systemd as the service manager.
+pub fn run_init(args: InitArgs) -> anyhow::Result<()> {
+    init::init(&args.settings()?, &mut Systemctl::from_env())
+}

@@ -1,0 +1,57 @@
+//! Where the node key is and how to reach it: the settings every command that signs starts from.
+
+use std::path::PathBuf;
+
+use super::{KeyOptions, KeyRef, NodeKey, OpenMode};
+use crate::secret::Secret;
+
+/// How to reach the node key. Built by the command line (`--key`, `--tcti`, ...) or by first
+/// boot from the BootstrapConfig's `spec.key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySettings {
+    /// Key reference: `handle:0x81..`, `pkcs11:token=..;object=..`, a TSS2 PEM file, or
+    /// `file:/path` (see [`KeyRef`]).
+    pub reference: String,
+    /// TPM TCTI [default: env `HYBRIDBOOT_TCTI`, then `TPM2TOOLS_TCTI`, then the device].
+    pub tcti: Option<String>,
+    /// PKCS#11 module to load when the URI has no `module-path`.
+    pub pkcs11_lib: Option<PathBuf>,
+    /// File holding the TPM key's auth value, if the key has one.
+    pub tpm_key_auth_file: Option<PathBuf>,
+}
+
+impl KeySettings {
+    /// A key at `reference` with every other setting at its default.
+    pub fn new(reference: impl Into<String>) -> KeySettings {
+        KeySettings {
+            reference: reference.into(),
+            ..KeySettings::default()
+        }
+    }
+
+    /// Key options from these settings and the environment (`HYBRIDBOOT_TCTI`,
+    /// `TPM2TOOLS_TCTI`, `HYBRIDBOOT_PKCS11_PIN`).
+    pub fn options(&self) -> anyhow::Result<KeyOptions> {
+        let tcti = self
+            .tcti
+            .clone()
+            .or_else(|| std::env::var("HYBRIDBOOT_TCTI").ok())
+            .or_else(|| std::env::var("TPM2TOOLS_TCTI").ok())
+            .filter(|t| !t.is_empty());
+        let pin = std::env::var("HYBRIDBOOT_PKCS11_PIN").ok().map(Secret::new);
+        Ok(KeyOptions {
+            tcti,
+            pkcs11_lib: self.pkcs11_lib.clone(),
+            pkcs11_pin: pin,
+            tpm_auth_file: self.tpm_key_auth_file.clone(),
+        })
+    }
+
+    /// Opens the key.
+    pub fn open(&self, mode: OpenMode) -> anyhow::Result<Box<dyn NodeKey>> {
+        let reference = KeyRef::parse(&self.reference)?;
+        let opts = self.options()?;
+        log::debug!("opening key {reference}");
+        Ok(super::open(&reference, &opts, mode)?)
+    }
+}

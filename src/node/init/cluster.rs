@@ -1,0 +1,139 @@
+//! What `init` asks AWS: credentials (the environment, else the node's own Roles Anywhere
+//! session) and `eks:DescribeCluster`; and the node IP the kernel would use to reach the
+//! cluster.
+
+use std::net::{IpAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+
+use crate::aws::credentials::Credentials;
+use crate::aws::eks;
+use crate::aws::session::{self, CacheSettings, RolesAnywhereSettings};
+use crate::exit;
+use crate::http::{self, Client};
+use crate::node::config::NodeConfig;
+use crate::node::render::AwsOverrides;
+use crate::retry::RetryPolicy;
+
+/// The local address the kernel would use to reach `host` (no packet is sent: a UDP connect
+/// only picks a route). nodeadm takes the default route's address the same way.
+pub(super) fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
+    let url = http::Url::parse(endpoint).ok()?;
+    let sock = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    sock.connect((url.host().trim_matches(['[', ']']), url.port()))
+        .ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+/// Credentials for DescribeCluster: the environment if it has keys (operators and tests), else
+/// [`roles_anywhere_credentials`].
+pub(super) fn node_credentials(
+    cfg: &NodeConfig,
+    extra: &AwsOverrides,
+    root: &Path,
+    policy: &RetryPolicy,
+) -> anyhow::Result<Credentials> {
+    let env = |k: &str| std::env::var(k).ok();
+    if let Some(c) = crate::aws::sources::from_environment(&env)? {
+        log::info!("using AWS credentials from the environment");
+        return Ok(c);
+    }
+    roles_anywhere_credentials(cfg, extra, root, policy)
+}
+
+/// IAM Roles Anywhere with exactly the settings the aws phase renders into `credential_process`
+/// (files taken under `root`, the cache too unless the environment names one), through the
+/// session cache that credential_process shares. First boot's Roles Anywhere check is this call.
+pub fn roles_anywhere_credentials(
+    cfg: &NodeConfig,
+    extra: &AwsOverrides,
+    root: &Path,
+    policy: &RetryPolicy,
+) -> anyhow::Result<Credentials> {
+    let env = |k: &str| std::env::var(k).ok();
+    // The line is written for the node's own root; this run may work under another.
+    let settings = RolesAnywhereSettings::for_node(cfg, extra)
+        .under_root(root)
+        .with_env_defaults(&env);
+    session::credentials_with(&settings, &CacheSettings::for_root(root, &env), policy)
+}
+
+/// Where DescribeCluster goes and whom it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct EksTarget {
+    /// The endpoint [default: `AWS_ENDPOINT_URL_EKS`, `AWS_ENDPOINT_URL`, else the region's].
+    pub endpoint: Option<String>,
+    /// CAs of its TLS certificate [default: env `AWS_CA_BUNDLE`, else the built-in roots].
+    pub ca_bundle: Option<PathBuf>,
+    /// The retry policy [default: [`RetryPolicy::default`]].
+    pub retry: Option<RetryPolicy>,
+}
+
+/// `eks:DescribeCluster` through the HTTP client with the retry policy, at the endpoint an SDK
+/// would use (`AWS_ENDPOINT_URL_EKS`, `AWS_ENDPOINT_URL`, else the region's) unless `target`
+/// names one.
+pub fn describe_cluster_by_name(
+    name: &str,
+    region: &str,
+    creds: &Credentials,
+    target: &EksTarget,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<eks::ClusterDetails> {
+    let endpoint = target
+        .endpoint
+        .clone()
+        .or_else(|| eks::endpoint_from_env("EKS", env))
+        .unwrap_or_else(|| eks::default_endpoint(region));
+    let signed = eks::describe_cluster_request(&endpoint, region, name, creds, SystemTime::now())
+        .map_err(|e| exit::operator(e.to_string()))?;
+    let mut req = http::Request::get(http::Url::parse(&signed.url)?);
+    for (name, value) in &signed.request.headers {
+        if !name.eq_ignore_ascii_case("host") {
+            req = req.header(name, value.clone());
+        }
+    }
+    let mut builder = Client::builder();
+    let ca = target.ca_bundle.clone().or_else(|| {
+        env("AWS_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(ca) = &ca {
+        builder = builder.ca_bundle_file(ca)?;
+    }
+    let client = builder.build()?;
+    log::info!("DescribeCluster {name} at {endpoint}");
+    let policy = target.retry.unwrap_or_default();
+    let (status, error_type, body) = match client.send_retrying(&req, &policy) {
+        Ok(resp) => (
+            resp.status,
+            resp.header("x-amzn-errortype").map(str::to_string),
+            resp.body().to_vec(),
+        ),
+        Err(http::HttpError::Status { code, body, .. }) => (code, None, body),
+        Err(e) => return Err(e).context(format!("DescribeCluster at {endpoint}")),
+    };
+    eks::parse_describe_cluster(name, region, status, error_type.as_deref(), &body).map_err(|e| {
+        if e.is_transient() {
+            anyhow::Error::new(e)
+        } else {
+            exit::operator(e.to_string())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ip_detection_uses_the_route_without_traffic() {
+        assert_eq!(
+            detect_node_ip("https://127.0.0.1:6443"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(detect_node_ip("not a url"), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! The units `init` starts: what a write report's effects require, and the service manager
+//! that carries it out (systemd, or a recorder in tests).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::node::render::{aws, Effect};
+
+/// One systemd operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitAction {
+    /// `systemctl daemon-reload`.
+    DaemonReload,
+    /// `systemctl disable --now UNIT`.
+    Stop(String),
+    /// `systemctl enable UNIT`.
+    Enable(String),
+    /// `systemctl restart UNIT`.
+    Restart(String),
+}
+
+/// Starts and stops units; tests use a recorder instead of systemd.
+pub trait ServiceManager {
+    /// Carries out one action.
+    fn apply(&mut self, action: &UnitAction) -> anyhow::Result<()>;
+}
+
+/// The real one: `systemctl` (or `HYBRIDBOOT_SYSTEMCTL`, which tests point at a recorder).
+pub struct Systemctl {
+    program: PathBuf,
+}
+
+impl Systemctl {
+    /// `systemctl` from PATH, unless `HYBRIDBOOT_SYSTEMCTL` names another program.
+    pub fn from_env() -> Systemctl {
+        Systemctl {
+            program: std::env::var_os("HYBRIDBOOT_SYSTEMCTL")
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from("systemctl"), PathBuf::from),
+        }
+    }
+}
+
+impl ServiceManager for Systemctl {
+    fn apply(&mut self, action: &UnitAction) -> anyhow::Result<()> {
+        let args: Vec<&str> = match action {
+            UnitAction::DaemonReload => vec!["daemon-reload"],
+            UnitAction::Stop(u) => vec!["disable", "--now", u],
+            UnitAction::Enable(u) => vec!["enable", u],
+            UnitAction::Restart(u) => vec!["restart", u],
+        };
+        let out = Command::new(&self.program)
+            .args(&args)
+            .output()
+            .with_context(|| format!("running {} {}", self.program.display(), args.join(" ")))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            anyhow::bail!(
+                "{} {} failed ({}): {}",
+                self.program.display(),
+                args.join(" "),
+                out.status,
+                err.lines().next().unwrap_or("").trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What the effects of a write report require, in order. Containerd and kubelet are enabled
+/// too, so they come back after a reboot.
+pub fn plan(effects: impl IntoIterator<Item = Effect>) -> Vec<UnitAction> {
+    let mut out = Vec::new();
+    let restart = |unit: &str, enable: bool, out: &mut Vec<UnitAction>| {
+        if enable {
+            out.push(UnitAction::Enable(unit.into()));
+        }
+        out.push(UnitAction::Restart(unit.into()));
+    };
+    // BTreeSet order of Effect is already the execution order; sort in case a caller did not.
+    let mut effects: Vec<Effect> = effects.into_iter().collect();
+    effects.sort();
+    effects.dedup();
+    for e in effects {
+        match e {
+            Effect::Stop(u) => out.push(UnitAction::Stop(u.into())),
+            Effect::DaemonReload => out.push(UnitAction::DaemonReload),
+            Effect::CredentialsUpdate => restart(aws::UPDATE_UNIT_NAME, true, &mut out),
+            Effect::Sysctl => restart("systemd-sysctl.service", false, &mut out),
+            Effect::ModulesLoad => restart("systemd-modules-load.service", false, &mut out),
+            Effect::Containerd => restart("containerd.service", true, &mut out),
+            Effect::Kubelet => restart("kubelet.service", true, &mut out),
+            Effect::None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_follows_effects_only() {
+        assert!(plan([]).is_empty());
+        assert!(plan([Effect::None]).is_empty());
+        let p = plan([
+            Effect::Kubelet,
+            Effect::DaemonReload,
+            Effect::Containerd,
+            Effect::Stop("aws_signing_helper_update.service"),
+        ]);
+        assert_eq!(
+            p,
+            vec![
+                UnitAction::Stop("aws_signing_helper_update.service".into()),
+                UnitAction::DaemonReload,
+                UnitAction::Enable("containerd.service".into()),
+                UnitAction::Restart("containerd.service".into()),
+                UnitAction::Enable("kubelet.service".into()),
+                UnitAction::Restart("kubelet.service".into()),
+            ]
+        );
+        assert_eq!(
+            plan([Effect::Sysctl]),
+            vec![UnitAction::Restart("systemd-sysctl.service".into())]
+        );
+    }
+}
