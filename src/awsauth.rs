@@ -12,6 +12,7 @@
 //! aws-auth ARNs must not include a path; access entries may. Paths are therefore stripped (with
 //! a warning) for aws-auth and kept for access entries.
 
+use crate::error::{Class, Classify};
 use serde::Serialize;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -38,6 +39,13 @@ pub enum AwsAuthError {
     /// A bad cluster name, group or username.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl Classify for AwsAuthError {
+    /// Bad ARNs, ConfigMaps and conflicts need an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// A parsed IAM role ARN.

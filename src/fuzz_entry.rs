@@ -7,6 +7,7 @@
 //! Inputs that need more than one value use the first byte(s) as selectors; the rest is the
 //! document.
 
+use crate::error::Classify;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

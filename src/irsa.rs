@@ -10,6 +10,7 @@
 //! Everything here is pure (bytes in, bytes out); the CLI wrappers at the bottom read the key
 //! files and write the output through [`crate::fsutil`].
 
+use crate::error::{Class, Classify};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use der::{Decode, Encode};
@@ -44,6 +45,13 @@ pub enum IrsaError {
         api_server: String,
         detail: String,
     },
+}
+
+impl Classify for IrsaError {
+    /// Wrong keys and issuers need an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// One JSON Web Key, fields in the order the upstream `hack/self-hosted` generator writes them.

@@ -13,6 +13,7 @@
 pub mod aws;
 pub mod awsauth;
 pub mod cli;
+pub mod error;
 pub mod exit;
 pub mod firstboot;
 pub mod fsutil;

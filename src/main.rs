@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use hybridboot::cli::{aws, awsauth, firstboot, irsa, key, node, token, vault};
-use hybridboot::{exit, logging};
+use hybridboot::{error, exit, logging};
 
 const AFTER_HELP: &str = "\
 KEY REFERENCES (--key):
@@ -109,27 +109,12 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let class = exit::classify(&err);
-            log::error!("{}", chain(&err));
-            ExitCode::from(class.code() as u8)
+            // The one place a failure becomes an exit code.
+            let class = error::class_of(&err);
+            log::error!("{}", error::cause_chain(&err));
+            ExitCode::from(exit::code(class) as u8)
         }
     }
-}
-
-/// The whole cause chain on one line: `outer: inner: root cause`, without repeats.
-fn chain(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 fn run(command: Command) -> anyhow::Result<()> {

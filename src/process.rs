@@ -1,6 +1,7 @@
 //! Running a helper program (a `credential_process`, `kubelet --version`) with a deadline and a
 //! cap on what is read from it: a hung or chatty child must not hang or exhaust hybridboot.
 
+use crate::error::{Class, Classify};
 use std::io::{self, Read as _};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +27,18 @@ pub enum RunError {
     Timeout(Duration),
     #[error("waiting for it failed: {0}")]
     Wait(io::Error),
+}
+
+impl Classify for RunError {
+    /// A program that cannot start is classed by why (missing: operator); one that hangs may
+    /// finish another time; a failed wait is unexpected.
+    fn class(&self) -> Class {
+        match self {
+            RunError::Start { source, .. } => crate::error::io_class(source.kind()),
+            RunError::Timeout(_) => Class::Transient,
+            RunError::Wait(_) => Class::Bug,
+        }
+    }
 }
 
 /// Runs `cmd` (stdin closed, stdout and stderr piped and read on threads so a full pipe cannot

@@ -9,6 +9,8 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use crate::error::Classify;
+
 /// How often and how long to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -51,10 +53,9 @@ impl RetryPolicy {
     }
 }
 
-/// An error that knows whether retrying may help.
-pub trait Retryable {
-    /// Whether the same request may succeed later.
-    fn is_transient(&self) -> bool;
+/// An error the retry policy can act on. Whether retrying may help is its class
+/// ([`Classify::is_transient`]): one answer decides both the retry and the exit code.
+pub trait Retryable: Classify {
     /// The delay the peer asked for (`Retry-After`), if any.
     fn retry_after(&self) -> Option<Duration> {
         None
@@ -203,16 +204,23 @@ pub fn run_if<T, E: Retryable>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Class;
 
     #[derive(Debug)]
     struct E {
         transient: bool,
         after: Option<Duration>,
     }
-    impl Retryable for E {
-        fn is_transient(&self) -> bool {
-            self.transient
+    impl Classify for E {
+        fn class(&self) -> Class {
+            if self.transient {
+                Class::Transient
+            } else {
+                Class::Operator
+            }
         }
+    }
+    impl Retryable for E {
         fn retry_after(&self) -> Option<Duration> {
             self.after
         }
@@ -291,10 +299,12 @@ mod tests {
     fn throttled_answers_are_bounded_by_the_deadline_only() {
         #[derive(Debug)]
         struct Throttled;
-        impl Retryable for Throttled {
-            fn is_transient(&self) -> bool {
-                true
+        impl Classify for Throttled {
+            fn class(&self) -> Class {
+                Class::Transient
             }
+        }
+        impl Retryable for Throttled {
             fn is_throttled(&self) -> bool {
                 true
             }

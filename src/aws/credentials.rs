@@ -3,6 +3,7 @@
 //!
 //! Pure parsing and rendering only; the HTTP exchange lives with the HTTP client.
 
+use crate::error::{Class, Classify};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -85,12 +86,18 @@ pub enum CreateSessionError {
     BadResponse(String),
 }
 
-impl CreateSessionError {
-    /// Whether retrying without any change may succeed (exit code 4 rather than 3).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, CreateSessionError::Transient { .. })
+impl Classify for CreateSessionError {
+    /// Transient: throttling and 5xx. Every other answer (denied, untrusted, expired, invalid,
+    /// a skewed clock) needs an operator.
+    fn class(&self) -> Class {
+        match self {
+            CreateSessionError::Transient { .. } => Class::Transient,
+            _ => Class::Operator,
+        }
     }
+}
 
+impl CreateSessionError {
     /// Throttled rather than failing: HTTP 429, or a `ThrottlingException` (which the service
     /// sends with 400; every other transient answer is a 5xx).
     pub fn is_throttled(&self) -> bool {

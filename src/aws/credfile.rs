@@ -3,6 +3,7 @@
 //! of the same profile) as it was. Written atomically with mode 0600, unlike the reference
 //! helper, which rewrites it in place.
 
+use crate::error::{Class, Classify};
 use std::path::{Path, PathBuf};
 
 use super::credentials::Credentials;
@@ -23,6 +24,13 @@ pub enum CredFileError {
     BadProfile(String),
     #[error("{path}: {detail}")]
     Io { path: PathBuf, detail: String },
+}
+
+impl Classify for CredFileError {
+    /// A bad profile name or an unwritable credentials file needs an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// The file's path: `AWS_SHARED_CREDENTIALS_FILE` if set, else `$HOME/.aws/credentials`.

@@ -2,6 +2,7 @@
 //! turned into what `init` needs (endpoint, CA, service CIDR, remote node networks), with errors
 //! an operator can act on.
 
+use crate::error::{Class, Classify};
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -58,10 +59,14 @@ pub enum EksError {
     BadResponse { cluster: String, detail: String },
 }
 
-impl EksError {
-    /// Whether retrying without any change may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, EksError::Transient { .. })
+impl Classify for EksError {
+    /// Transient: throttling and 5xx. Everything else (names, access, a cluster not ACTIVE
+    /// or not found, an unusable answer) needs an operator.
+    fn class(&self) -> Class {
+        match self {
+            EksError::Transient { .. } => Class::Transient,
+            _ => Class::Operator,
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::session::{operator, read_certs};
+use super::session::read_certs;
 use super::{cache, sigv4x509};
+use crate::error::ResultExt;
 use crate::key::spki_algorithm;
 use crate::x509::chain::{self, Cert};
 
@@ -13,7 +14,7 @@ use crate::x509::chain::{self, Cert};
 pub fn inspect(certificate: &Path, intermediates: Option<&Path>) -> anyhow::Result<String> {
     use std::fmt::Write as _;
     let certs = read_certs(certificate, "certificate")?;
-    let leaf = Cert::from_der(&certs[0]).map_err(operator)?;
+    let leaf = Cert::from_der(&certs[0]).classed()?;
     let info = leaf.info();
     let algorithm = spki_algorithm(&leaf.spki_der(), &certificate.display().to_string())
         .map(|a| a.to_string())
@@ -30,7 +31,7 @@ pub fn inspect(certificate: &Path, intermediates: Option<&Path>) -> anyhow::Resu
     let _ = writeln!(out, "key type: {algorithm}");
     // The signer's view of the serial: decimal as in `Credential=`, hex without leading zeros
     // as the service's default session name.
-    let serial = sigv4x509::leaf_info(leaf.der()).map_err(operator)?;
+    let serial = sigv4x509::leaf_info(leaf.der()).classed()?;
     let _ = writeln!(out, "serial (decimal): {}", serial.serial_decimal);
     let _ = writeln!(out, "serial (hex): {}", serial.serial_hex);
     let _ = writeln!(out, "subject: {}", info.subject);
@@ -45,11 +46,11 @@ pub fn inspect(certificate: &Path, intermediates: Option<&Path>) -> anyhow::Resu
     );
     let mut chain_certs: Vec<Cert> = Vec::new();
     for der in certs.iter().skip(1) {
-        chain_certs.push(Cert::from_der(der).map_err(operator)?);
+        chain_certs.push(Cert::from_der(der).classed()?);
     }
     if let Some(p) = intermediates {
         for der in read_certs(p, "intermediates file")? {
-            chain_certs.push(Cert::from_der(&der).map_err(operator)?);
+            chain_certs.push(Cert::from_der(&der).classed()?);
         }
     }
     let mut child = leaf.clone();

@@ -5,6 +5,7 @@
 //! Every attempt is signed afresh: `X-Amz-Date` is part of the signature, and a retry after a
 //! backoff must not present a stale time (the service allows 5 minutes).
 
+use crate::error::{Class, Classify};
 use std::time::{Duration, SystemTime};
 
 use super::credentials::{handle_create_session_answer, CreateSessionError, Credentials};
@@ -51,22 +52,20 @@ pub enum RolesAnywhereError {
     Service(#[from] CreateSessionError),
 }
 
-impl RolesAnywhereError {
-    /// Whether the same call may succeed later (exit 4, and `update`/`serve` keep retrying).
-    pub fn is_transient(&self) -> bool {
+impl Classify for RolesAnywhereError {
+    /// The class of the cause: the key's (an unreachable TPM is transient), the connection's,
+    /// or the service's answer; a request that cannot be built needs an operator.
+    fn class(&self) -> Class {
         match self {
-            RolesAnywhereError::Sign(X509SignError::Key(k)) => k.is_transient(),
-            RolesAnywhereError::Sign(_) => false,
-            RolesAnywhereError::Http { source, .. } => source.is_transient(),
-            RolesAnywhereError::Service(s) => s.is_transient(),
+            RolesAnywhereError::Sign(X509SignError::Key(k)) => k.class(),
+            RolesAnywhereError::Sign(_) => Class::Operator,
+            RolesAnywhereError::Http { source, .. } => source.class(),
+            RolesAnywhereError::Service(s) => s.class(),
         }
     }
 }
 
 impl Retryable for RolesAnywhereError {
-    fn is_transient(&self) -> bool {
-        RolesAnywhereError::is_transient(self)
-    }
     fn is_throttled(&self) -> bool {
         match self {
             RolesAnywhereError::Http { source, .. } => source.is_throttled(),

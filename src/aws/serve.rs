@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::credentials::Credentials;
-use super::session::{one_line, operator, RolesAnywhereSettings, Session};
+use super::session::{RolesAnywhereSettings, Session};
 use super::{imds, refresh, rolesanywhere};
+use crate::error::{cause_chain, Class, WithClass};
 use crate::retry::RetryPolicy;
+use anyhow::Context;
 
 /// Longest time a client may take to send its request.
 const SERVE_IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +39,8 @@ pub fn serve(settings: &RolesAnywhereSettings, port: u16) -> anyhow::Result<()> 
         .unwrap_or("hybridboot")
         .to_string();
     let listener = TcpListener::bind(("127.0.0.1", port))
-        .map_err(|e| operator(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))
+        .with_class(Class::Operator)?;
     let port = listener.local_addr()?.port();
     log::info!("serving IMDSv2 on http://127.0.0.1:{port}/ (role {role_name})");
 
@@ -96,7 +99,7 @@ fn refresher(session: Session, current: Arc<Mutex<Current>>) {
                 let cur = current.lock().unwrap_or_else(|p| p.into_inner());
                 log::error!(
                     "{}; serving the previous credentials while they are valid",
-                    one_line(&e)
+                    cause_chain(&e)
                 );
                 cur.credentials.as_ref().and_then(|c| c.expiration)
             }

@@ -8,11 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
+
 use super::cache::{self, CacheKeyParts, CredentialCache, Source};
 use super::credentials::Credentials;
 use super::rolesanywhere::{self, RolesAnywhereError, SessionRequest};
 use super::sigv4x509;
-use crate::exit::{Class, Classified};
+use crate::error::{operator, Class, Classify, ResultExt, WithClass};
 use crate::http::{Client, ProxySettings};
 use crate::key::{KeyRef, KeySettings, NodeKey, OpenMode};
 use crate::node::config::NodeConfig;
@@ -171,7 +173,7 @@ impl RolesAnywhereSettings {
     pub fn prepare(&self) -> anyhow::Result<Session> {
         let certs = read_certs(&self.certificate, "certificate")?;
         let leaf_der = certs[0].clone();
-        let leaf = Cert::from_der(&leaf_der).map_err(operator)?;
+        let leaf = Cert::from_der(&leaf_der).classed()?;
         let now = SystemTime::now();
         if leaf.not_after() < now {
             return Err(operator(format!(
@@ -200,11 +202,11 @@ impl RolesAnywhereSettings {
             &self.trust_anchor_arn,
             &self.profile_arn,
         )
-        .map_err(operator)?;
+        .classed()?;
         let endpoint =
             resolve_endpoint(self.endpoint.as_deref(), &region, |k| std::env::var(k).ok());
-        sigv4x509::endpoint_host(&endpoint).map_err(operator)?;
-        sigv4x509::session_body(self.session_duration, None).map_err(operator)?;
+        sigv4x509::endpoint_host(&endpoint).classed()?;
+        sigv4x509::session_body(self.session_duration, None).classed()?;
         let fingerprint = cache::certificate_fingerprint(&leaf_der);
         let cache_key = cache::cache_key(&CacheKeyParts {
             certificate_fingerprint: &fingerprint,
@@ -216,14 +218,14 @@ impl RolesAnywhereSettings {
         });
         let mut b = Client::builder();
         if let Some(ca) = &self.ca_bundle {
-            b = b.ca_bundle_file(ca)?;
+            b = b.ca_bundle_file(ca).classed()?;
         }
         b = b.proxy(if self.with_proxy {
-            ProxySettings::from_env()?
+            ProxySettings::from_env().classed()?
         } else {
             ProxySettings::none()
         });
-        let client = b.build()?;
+        let client = b.build().classed()?;
         log::debug!(
             "Roles Anywhere: endpoint {endpoint}, region {region}, certificate {} ({} intermediates)",
             leaf.subject(),
@@ -258,56 +260,22 @@ pub struct Session {
     client: Client,
 }
 
-pub(crate) fn operator(e: impl std::fmt::Display) -> anyhow::Error {
-    crate::exit::operator(e.to_string())
-}
-
-/// The cause chain on one line (`outer: inner`), without repeats.
-pub(crate) fn one_line(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
-/// A Roles Anywhere failure as an error with the right exit code (4 when retrying may help).
-pub fn classified(e: RolesAnywhereError) -> anyhow::Error {
-    // The key's own errors keep their type so that `exit::classify` sees them.
-    if let RolesAnywhereError::Sign(sigv4x509::X509SignError::Key(k)) = e {
-        return anyhow::Error::new(k).context("signing CreateSession with the node key");
-    }
-    let class = if e.is_transient() {
-        Class::Transient
-    } else {
-        Class::Operator
-    };
-    Classified {
-        class,
-        message: e.to_string(),
-    }
-    .into()
-}
-
 pub(crate) fn read_certs(path: &Path, what: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     let bytes = std::fs::read(path)
-        .map_err(|e| operator(format!("reading {what} {}: {e}", path.display())))?;
+        .with_context(|| format!("reading {what} {}", path.display()))
+        .with_class(Class::Operator)?;
     if bytes.first() == Some(&0x30) {
         // DER: one certificate.
-        Cert::from_der(&bytes).map_err(|e| operator(format!("{what} {}: {e}", path.display())))?;
+        Cert::from_der(&bytes)
+            .classed()
+            .with_context(|| format!("{what} {}", path.display()))?;
         return Ok(vec![bytes]);
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| operator(format!("{what} {} is neither PEM nor DER", path.display())))?;
     let certs = chain::parse_pem_bundle(&text)
-        .map_err(|e| operator(format!("{what} {}: {e}", path.display())))?;
+        .classed()
+        .with_context(|| format!("{what} {}", path.display()))?;
     if certs.is_empty() {
         return Err(operator(format!(
             "{what} {} holds no CERTIFICATE block",
@@ -315,13 +283,9 @@ pub(crate) fn read_certs(path: &Path, what: &str) -> anyhow::Result<Vec<Vec<u8>>
         )));
     }
     for (i, der) in certs.iter().enumerate() {
-        Cert::from_der(der).map_err(|e| {
-            operator(format!(
-                "{what} {} (certificate #{}): {e}",
-                path.display(),
-                i + 1
-            ))
-        })?;
+        Cert::from_der(der)
+            .classed()
+            .with_context(|| format!("{what} {} (certificate #{})", path.display(), i + 1))?;
     }
     Ok(certs)
 }
@@ -364,10 +328,13 @@ impl Session {
     ) -> anyhow::Result<Credentials> {
         rolesanywhere::create_session(&self.client, &self.request, key, policy, &RealClock).map_err(
             |e| match e {
-                RolesAnywhereError::Sign(sigv4x509::X509SignError::KeyMismatch { .. }) => operator(
-                    format!("certificate {}: {e}", self.settings.certificate.display()),
-                ),
-                e => classified(e),
+                RolesAnywhereError::Sign(sigv4x509::X509SignError::KeyMismatch { .. }) => {
+                    e.classed().context(format!(
+                        "certificate {}",
+                        self.settings.certificate.display()
+                    ))
+                }
+                e => e.classed(),
             },
         )
     }

@@ -6,6 +6,7 @@
 //! [`NodeKey::sign`], which hashes it with SHA-256 and signs the
 //! digest (DER ECDSA or PKCS#1 v1.5). Everything else is a pure function of the inputs.
 
+use crate::error::{Class, Classify};
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -45,6 +46,17 @@ pub enum X509SignError {
     Region(String),
     #[error("signing CreateSession with the node key failed: {0}")]
     Key(#[from] KeyError),
+}
+
+impl Classify for X509SignError {
+    /// The key's class when the key failed (an unreachable TPM is transient); a certificate,
+    /// endpoint or duration that cannot be used needs an operator.
+    fn class(&self) -> Class {
+        match self {
+            X509SignError::Key(k) => k.class(),
+            _ => Class::Operator,
+        }
+    }
 }
 
 /// The SigV4 algorithm name for a key algorithm.

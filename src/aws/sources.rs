@@ -6,6 +6,7 @@
 //! Also the command-line quoting used to write `credential_process = ...` lines that survive both
 //! botocore's `shlex.split` and the `sh -c` of the Go and Rust SDKs (pkcs11 URIs contain `;`).
 
+use crate::error::{Class, Classify};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -34,6 +35,13 @@ pub enum SourceError {
         command: String,
         detail: String,
     },
+}
+
+impl Classify for SourceError {
+    /// Missing or unusable credentials need an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// One `[section]` of an INI file as botocore reads it: lowercase keys, trimmed values,

@@ -6,6 +6,7 @@
 //! `x-k8s-aws-id` (docs/protocols.md §3). The API server's authenticator replays the URL against
 //! STS.
 
+use crate::error::{Class, Classify};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -80,6 +81,13 @@ pub enum ExecInfoError {
     Malformed(String),
     #[error("KUBERNETES_EXEC_INFO asks for apiVersion {0:?}; hybridboot token speaks client.authentication.k8s.io/v1 and v1beta1: set one of them in the kubeconfig's exec section")]
     Unsupported(String),
+}
+
+impl Classify for ExecInfoError {
+    /// A kubeconfig asking for what we cannot give needs an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 #[derive(Deserialize)]

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::session::{one_line, operator, RolesAnywhereSettings};
+use super::session::RolesAnywhereSettings;
 use super::time::rfc3339;
 use super::{credfile, refresh, rolesanywhere};
+use crate::error::{cause_chain, operator, ResultExt};
 use crate::retry::RetryPolicy;
 
 /// Keeps one profile of the shared credentials file fresh: a new session 5 minutes before the
@@ -18,7 +19,7 @@ pub fn update(
     credentials_file: Option<&Path>,
     once: bool,
 ) -> anyhow::Result<()> {
-    credfile::validate_profile(profile).map_err(operator)?;
+    credfile::validate_profile(profile).classed()?;
     let path = match credentials_file {
         Some(p) => p.to_path_buf(),
         None => credfile::default_path(
@@ -45,7 +46,7 @@ pub fn update(
     let mut failures = 0u32;
     loop {
         match session.fetch(&policy).and_then(|c| {
-            credfile::write(&path, profile, &c).map_err(operator)?;
+            credfile::write(&path, profile, &c).classed()?;
             Ok(c)
         }) {
             Ok(c) => {
@@ -69,7 +70,7 @@ pub fn update(
                     ),
                     None => "the file keeps whatever credentials it had".into(),
                 };
-                log::error!("{}; {kept}", one_line(&e));
+                log::error!("{}; {kept}", cause_chain(&e));
             }
         }
         if once {

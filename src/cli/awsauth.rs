@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::emit;
 use crate::awsauth::{access_entry_json, mappings, merge, render, AdminSpec};
-use crate::exit;
+use crate::error::ResultExt;
 
 /// The flags of `aws-auth render` as clap sees them; [`AwsAuthRenderArgs`] pairs them up.
 #[derive(Args, Debug)]
@@ -147,19 +147,17 @@ pub enum AccessEntryCommand {
 /// Runs an `aws-auth` subcommand.
 pub fn run_aws_auth(command: AwsAuthCommand) -> anyhow::Result<()> {
     let AwsAuthCommand::Render(args) = command;
-    let (maps, warnings) =
-        mappings(&args.node_role_arn, &args.admins).map_err(|e| exit::operator(e.to_string()))?;
+    let (maps, warnings) = mappings(&args.node_role_arn, &args.admins).classed()?;
     for w in warnings {
         log::warn!("{w}");
     }
     let yaml = match &args.merge {
-        None => render(&maps).map_err(|e| exit::operator(e.to_string()))?,
+        None => render(&maps).classed()?,
         Some(path) => {
             let name = path.display().to_string();
             let existing = crate::fsutil::read_capped_string(path, crate::fsutil::MAX_TEXT_FILE)
                 .with_context(|| format!("reading {name}"))?;
-            let merged = merge(&existing, &name, &maps, args.replace)
-                .map_err(|e| exit::operator(e.to_string()))?;
+            let merged = merge(&existing, &name, &maps, args.replace).classed()?;
             for w in &merged.warnings {
                 log::warn!("{name}: {w}");
             }
@@ -178,7 +176,6 @@ pub fn run_aws_auth(command: AwsAuthCommand) -> anyhow::Result<()> {
 /// Runs an `access-entry` subcommand.
 pub fn run_access_entry(command: AccessEntryCommand) -> anyhow::Result<()> {
     let AccessEntryCommand::Render(args) = command;
-    let json = access_entry_json(&args.cluster_name, &args.node_role_arn)
-        .map_err(|e| exit::operator(e.to_string()))?;
+    let json = access_entry_json(&args.cluster_name, &args.node_role_arn).classed()?;
     emit(args.out.as_ref(), json.as_bytes(), "access entry request")
 }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::emit;
-use crate::exit;
+use crate::error::ResultExt;
 use crate::irsa::{build_jwks, discovery, key_id, rsa_keys_from_bytes};
 
 /// Pretty JSON with a final newline, as uploaded to the bucket.
@@ -75,20 +75,18 @@ fn keys_command(args: KeysArgs) -> anyhow::Result<()> {
         let name = path.display().to_string();
         let data = crate::fsutil::read_capped(path, crate::fsutil::MAX_TEXT_FILE)
             .with_context(|| format!("reading {name}"))?;
-        let found = rsa_keys_from_bytes(&data, &name).map_err(|e| exit::operator(e.to_string()))?;
+        let found = rsa_keys_from_bytes(&data, &name).classed()?;
         for spki in &found {
             log::info!("{name}: RSA key, kid {}", key_id(spki));
         }
         spkis.extend(found);
     }
-    let jwks =
-        build_jwks(&spkis, args.legacy_empty_kid).map_err(|e| exit::operator(e.to_string()))?;
+    let jwks = build_jwks(&spkis, args.legacy_empty_kid).classed()?;
     emit(args.out.as_ref(), &to_json(&jwks)?, "JWKS")
 }
 
 fn discovery_command(args: DiscoveryArgs) -> anyhow::Result<()> {
-    let doc = discovery(&args.issuer, args.service_account_issuer.as_deref())
-        .map_err(|e| exit::operator(e.to_string()))?;
+    let doc = discovery(&args.issuer, args.service_account_issuer.as_deref()).classed()?;
     if args.issuer.ends_with('/') {
         log::warn!(
             "issuer {:?} ends with '/': kube-apiserver --service-account-issuer and the IAM identity provider must use it with the slash too",

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::error::{self, ResultExt};
 use crate::key::{Algorithm, KeySettings, NodeKey, OpenMode};
-use crate::{exit, fsutil, x509};
+use crate::{fsutil, x509};
 
 /// How to reach the key: `--key` and the flags that say where its TPM or module is.
 #[derive(Args, Debug, Clone)]
@@ -106,7 +107,7 @@ pub struct CsrArgs {
 
 /// Runs `key create`.
 pub fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {
-    let alg: Algorithm = args.algorithm.parse().map_err(exit::operator)?;
+    let alg: Algorithm = args.algorithm.parse().map_err(error::operator)?;
     let key = args.key.open(OpenMode::CreateIfAbsent(alg))?;
     log::info!(
         "{} ready: {} (sha256 {})",
@@ -135,7 +136,7 @@ pub fn csr(args: CsrArgs) -> anyhow::Result<()> {
         dns_names: args.dns_names,
         ip_addresses: args.ip_addresses,
     };
-    let pem = x509::build_csr(key.as_ref(), &req)?;
+    let pem = x509::build_csr(key.as_ref(), &req).classed()?;
     match args.out {
         Some(path) => {
             fsutil::atomic_write(&path, pem.as_bytes(), &fsutil::WriteOptions::public())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::exit;
+use crate::error::{self, ResultExt};
 use crate::node::config;
 use crate::node::init::{self, InitSettings, Systemctl};
 use crate::node::install::{self, ContainerdSource, InstallSettings, DEFAULT_MANIFEST};
@@ -40,7 +40,7 @@ pub fn run_config(command: ConfigCommand) -> anyhow::Result<()> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
-    let loaded = config::load(&args.config_source)?;
+    let loaded = config::load(&args.config_source).classed()?;
     for w in &loaded.warnings {
         log::warn!("{}: {w}", loaded.path.display());
     }
@@ -193,7 +193,7 @@ impl InitArgs {
     pub fn settings(&self) -> anyhow::Result<InitSettings> {
         let kubelet_version = match &self.kubelet_version {
             Some(v) => Some(KubeletVersion::parse(v).ok_or_else(|| {
-                exit::operator(format!("--kubelet-version {v:?}: expected vX.Y.Z"))
+                error::operator(format!("--kubelet-version {v:?}: expected vX.Y.Z"))
             })?),
             None => None,
         };

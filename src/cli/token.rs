@@ -12,7 +12,7 @@ use crate::aws::credentials::Credentials;
 use crate::aws::session::{self, CacheSettings, RolesAnywhereSettings};
 use crate::aws::sources::{self, Origin, SourceError, PROCESS_TIMEOUT};
 use crate::aws::{rolesanywhere, sts_token};
-use crate::exit;
+use crate::error::{self, Class, Classify, ResultExt, WithClass};
 use crate::fsutil::{self, WriteOptions};
 use crate::key::KeySettings;
 use crate::node::init::{describe_cluster_by_name, EksTarget};
@@ -61,7 +61,7 @@ impl TokenRolesAnywhereArgs {
             &self.profile_arn,
             &self.role_arn,
         ) else {
-            return Err(exit::operator(
+            return Err(error::operator(
                 "--certificate, --private-key, --trust-anchor-arn, --profile-arn and --role-arn are required",
             ));
         };
@@ -107,7 +107,7 @@ fn credentials_from_process_args(args: &[String]) -> anyhow::Result<Credentials>
         inner: CredentialProcessArgs,
     }
     let operator =
-        |e: clap::Error| exit::operator(format!("credential_process arguments: {}", e.kind()));
+        |e: clap::Error| error::operator(format!("credential_process arguments: {}", e.kind()));
     let matches = Wrapper::command()
         .try_get_matches_from(
             std::iter::once("credential-process".to_string()).chain(args.iter().cloned()),
@@ -154,17 +154,16 @@ pub fn credentials_for(
     };
     match sources::resolve(env, self_exe.as_deref(), &fetch, PROCESS_TIMEOUT) {
         Ok(found) => Ok(found),
-        Err(e) => Err(failure.borrow_mut().take().unwrap_or_else(|| e.into())),
+        Err(e) => Err(failure.borrow_mut().take().unwrap_or_else(|| e.classed())),
     }
 }
 
 /// Runs `hybridboot token`: prints one ExecCredential line on stdout.
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).ok();
-    crate::aws::eks::validate_cluster_name(&args.cluster_name)
-        .map_err(|e| crate::exit::operator(e.to_string()))?;
-    let api_version = sts_token::exec_info_api_version(env("KUBERNETES_EXEC_INFO").as_deref())
-        .map_err(|e| crate::exit::operator(e.to_string()))?;
+    crate::aws::eks::validate_cluster_name(&args.cluster_name).classed()?;
+    let api_version =
+        sts_token::exec_info_api_version(env("KUBERNETES_EXEC_INFO").as_deref()).classed()?;
     let (creds, origin) = credentials_for(args.roles_anywhere.settings()?.as_ref(), &env)
         .context("getting AWS credentials")?;
     log::debug!("credentials from {origin:?}: {creds:?}");
@@ -209,10 +208,9 @@ pub struct KubeconfigArgs {
 
 /// Runs `hybridboot kubeconfig`.
 pub fn run_kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
-    crate::aws::eks::validate_cluster_name(&args.cluster_name)
-        .map_err(|e| exit::operator(e.to_string()))?;
+    crate::aws::eks::validate_cluster_name(&args.cluster_name).classed()?;
     let Some(mut ra) = args.roles_anywhere.settings()? else {
-        return Err(exit::operator(
+        return Err(error::operator(
             "--certificate, --private-key, --trust-anchor-arn, --profile-arn and --role-arn are required",
         ));
     };
@@ -240,18 +238,18 @@ pub fn run_kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
         crate::key::uri::KeyRef::parse(&ra.key.reference)
     {
         if matches!(u.pin, Some(crate::key::uri::PinSource::Value(_))) {
-            return Err(exit::operator(
+            return Err(error::operator(
                 "--private-key carries the PIN (pin-value=), which the kubeconfig would store in clear text: use ?pin-source=file:/path or the HYBRIDBOOT_PKCS11_PIN environment variable",
             ));
         }
     }
     let (server, ca) = match (&args.server, &args.certificate_authority) {
         (Some(s), Some(f)) => {
-            let ca = crate::fsutil::read_capped(f, crate::fsutil::MAX_TEXT_FILE).map_err(|e| {
-                exit::operator(format!("--certificate-authority {}: {e}", f.display()))
-            })?;
+            let ca = crate::fsutil::read_capped(f, crate::fsutil::MAX_TEXT_FILE)
+                .with_context(|| format!("--certificate-authority {}", f.display()))
+                .with_class(Class::Operator)?;
             if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(exit::operator(format!(
+                return Err(error::operator(format!(
                     "--certificate-authority {}: no PEM certificate in it",
                     f.display()
                 )));

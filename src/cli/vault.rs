@@ -7,9 +7,12 @@ use std::time::Duration;
 use clap::Args;
 
 use super::KeyArgs;
+use anyhow::Context;
+
+use crate::error::{self, ResultExt};
 use crate::firstboot::{self, ConfigSource};
 use crate::vault::{self, parse_duration, parse_fraction, SecretAuth};
-use crate::{exit, http, x509};
+use crate::{http, x509};
 
 /// Flags shared by `enroll` and `renew`.
 #[derive(Args, Debug, Clone)]
@@ -90,7 +93,8 @@ impl VaultArgs {
     /// no cert auth role is given).
     pub fn settings(&self) -> anyhow::Result<vault::Settings> {
         let address = http::Url::parse(&self.vault_addr)
-            .map_err(|e| exit::operator(format!("--vault-addr / VAULT_ADDR: {e}")))?;
+            .classed()
+            .context("--vault-addr / VAULT_ADDR")?;
         let auth = if let Some(f) = &self.vault_token_file {
             Some(SecretAuth::TokenFile(f.clone()))
         } else if let (Some(rf), Some(sf)) =
@@ -216,12 +220,12 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
             own.renew_before.unwrap_or(vault::DEFAULT_RENEW_BEFORE),
         ),
         (Some(_), Some(_)) => {
-            return Err(exit::operator(
+            return Err(error::operator(
                 "give either --config-source or the Vault flags (--vault-addr, --pki-role, ...), not both",
             ))
         }
         (None, None) => {
-            return Err(exit::operator(
+            return Err(error::operator(
                 "give --config-source FILE (the BootstrapConfig) or the Vault flags (--vault-addr, --pki-role, --key, --common-name, --certificate)",
             ))
         }

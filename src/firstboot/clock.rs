@@ -6,6 +6,7 @@
 //! the times involved ([`check_floor`], [`check_against_server`]); only [`wait_for_sync`] does
 //! I/O.
 
+use crate::error::{Class, Classify};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +38,14 @@ pub enum ClockError {
         skew: String,
         direction: &'static str,
     },
+}
+
+impl Classify for ClockError {
+    /// A wrong clock is transient for first boot: NTP (or the RTC) may set it, and the next run
+    /// checks again.
+    fn class(&self) -> Class {
+        Class::Transient
+    }
 }
 
 /// Refuses a clock before the build date.

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
-use crate::exit::{self, Class, Classified};
+use crate::error::{self, Class, ResultExt};
+use crate::exit;
 use crate::fsutil;
 use crate::http::{Client, Request};
 use crate::key::OpenMode;
@@ -70,9 +71,9 @@ pub struct Configs {
 impl ConfigSource {
     /// Reads and validates the NodeConfig and the BootstrapConfig (under `root`).
     pub fn load(&self) -> anyhow::Result<Configs> {
-        let path = nodeconfig::parse_config_source(&self.config_source).map_err(config_error)?;
+        let path = nodeconfig::parse_config_source(&self.config_source).classed()?;
         let path = fsutil::under_root(&self.root, &absolute(&path));
-        let loaded = nodeconfig::load(&path.display().to_string()).map_err(config_error)?;
+        let loaded = nodeconfig::load(&path.display().to_string()).classed()?;
         for w in &loaded.warnings {
             log::warn!("{}: {w}", loaded.path.display());
         }
@@ -83,7 +84,7 @@ impl ConfigSource {
                 path: loaded.path.clone(),
             }),
         }
-        .map_err(|e| exit::operator(e.to_string()))?;
+        .classed()?;
         // The credential helper written by init uses the NodeConfig's key; enrollment uses this
         // one. Different references would give a certificate the helper cannot use.
         let ira = &loaded.node.iam_roles_anywhere;
@@ -101,10 +102,6 @@ impl ConfigSource {
             bootstrap,
         })
     }
-}
-
-fn config_error(e: nodeconfig::ConfigError) -> anyhow::Error {
-    exit::operator(e.to_string())
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -168,12 +165,12 @@ pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
             Ok(())
         }
         Err(StepFailed { step, error }) => {
-            let class = exit::classify(&error);
-            let message = crate_chain(&error);
+            let class = error::class_of(&error);
+            let message = error::cause_chain(&error);
             st.last_error = Some(state::LastError {
                 step: step.name().to_string(),
                 message: message.clone(),
-                exit_code: class.code(),
+                exit_code: exit::code(class),
                 at: crate::x509::chain::rfc3339(SystemTime::now()),
             });
             if let Err(e) = st.save(&root) {
@@ -183,21 +180,6 @@ pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
             Err(error)
         }
     }
-}
-
-fn crate_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 /// A failure and the step it happened in (for the state file's `last_error`).
@@ -292,11 +274,7 @@ impl Run<'_> {
 fn remaining(deadline: Instant, what: &str) -> anyhow::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(Classified {
-            class: Class::Transient,
-            message: format!("the first-boot deadline (spec.timeouts.overall) passed before {what}; the next run resumes here"),
-        }
-        .into());
+        return Err(error::transient(format!("the first-boot deadline (spec.timeouts.overall) passed before {what}; the next run resumes here")));
     }
     Ok(left)
 }
@@ -328,8 +306,7 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
             clock::Sync::Synchronised => log::debug!("clock is NTP-synchronised"),
             clock::Sync::Unknown => log::debug!("no NTP synchronisation status available"),
         }
-        clock::check_floor(SystemTime::now(), clock::build_date())
-            .map_err(|e| transient(e.to_string()))?;
+        clock::check_floor(SystemTime::now(), clock::build_date()).classed()?;
         Ok(Outcome::Done(()))
     })?;
 
@@ -441,14 +418,6 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
     ))
 }
 
-fn transient(message: String) -> anyhow::Error {
-    Classified {
-        class: Class::Transient,
-        message,
-    }
-    .into()
-}
-
 /// One CreateSession (or a cached session with time left) with the enrolled certificate and
 /// exactly the arguments and cache the node's credential_process will use.
 fn roles_anywhere_check(
@@ -458,7 +427,7 @@ fn roles_anywhere_check(
 ) -> anyhow::Result<crate::aws::credentials::Credentials> {
     let creds = init::roles_anywhere_credentials(&configs.node, &init.aws, &init.root, policy)
     .map_err(|e| {
-        if exit::classify(&e) == Class::Operator {
+        if error::class_of(&e) == Class::Operator {
             e.context(
                 "IAM Roles Anywhere refused the node: check spec.hybrid.iamRolesAnywhere.trustAnchorArn, profileArn and roleArn in the NodeConfig, and that the trust anchor holds the CA that issues spec.vault.role's certificates",
             )
@@ -477,9 +446,10 @@ fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
     if let Some(ca) = &plan.vault.ca_bundle {
         builder = builder
             .ca_bundle_file(ca)
-            .with_context(|| "spec.vault.caBundle".to_string())?;
+            .classed()
+            .context("spec.vault.caBundle")?;
     }
-    let client = builder.build()?;
+    let client = builder.build().classed()?;
     // Every state (standby, sealed, uninitialised) answers 200 here: any other status comes from
     // something in between and is retried like a network fault.
     let url = addr.join(
@@ -492,6 +462,7 @@ fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
     .with_deadline(left);
     let response = client
         .send_retrying(&Request::get(url), &policy)
+        .classed()
         .with_context(|| format!("asking Vault at {} for its time", addr.origin()))?;
     let Some(server) = response.date() else {
         log::warn!(
@@ -505,7 +476,7 @@ fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
         server,
         &format!("Vault at {}", addr.origin()),
     )
-    .map_err(|e| transient(e.to_string()))
+    .classed()
 }
 
 /// Names the configuration field behind an enrollment failure the operator must fix.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::config::{InstallSpec, VaultAuth};
 use super::{ConfigSource, Configs};
-use crate::exit;
+use anyhow::Context;
+
+use crate::error::ResultExt;
 use crate::fsutil;
 use crate::http::Url;
 use crate::key::{Algorithm, KeyRef, KeySettings};
@@ -69,7 +71,8 @@ impl Plan {
             ),
         };
         let address = Url::parse(&b.vault.address)
-            .map_err(|e| exit::operator(format!("spec.vault.address: {e}")))?;
+            .classed()
+            .context("spec.vault.address")?;
         let vault = vault::Settings {
             ca_bundle: b.vault.ca_bundle.as_deref().map(r),
             namespace: b.vault.namespace.clone(),

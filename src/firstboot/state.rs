@@ -165,7 +165,7 @@ impl State {
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let s: State = serde_json::from_slice(&bytes).map_err(|e| {
-                    crate::exit::operator(format!(
+                    crate::error::operator(format!(
                         "{}: unreadable first-boot state ({e}); remove it to start over (every step re-checks what exists)",
                         path.display()
                     ))

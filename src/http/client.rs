@@ -318,6 +318,7 @@ type Exchanged = (u16, Vec<(String, String)>, String);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Classify;
     use crate::http::Url;
     use crate::secret::Secret;
     use std::io::Read;

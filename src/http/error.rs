@@ -3,6 +3,7 @@
 use std::io;
 use std::time::Duration;
 
+use crate::error::{Class, Classify};
 use crate::retry::Retryable;
 
 /// Errors of one HTTP exchange. Messages are one line and name the peer; they never contain
@@ -69,10 +70,11 @@ fn excerpt_suffix(excerpt: &str) -> String {
     }
 }
 
-impl HttpError {
-    /// Whether trying again later may succeed: connection problems, timeouts, 429 and 5xx.
-    pub fn is_transient(&self) -> bool {
-        match self {
+impl Classify for HttpError {
+    /// Transient: connection problems, timeouts, 429 and 5xx (the peer may recover).
+    /// Operator: bad URLs, TLS verification, other statuses, CA bundles, oversized answers.
+    fn class(&self) -> Class {
+        let transient = match self {
             HttpError::Resolve { .. }
             | HttpError::Connect { .. }
             | HttpError::Timeout { .. }
@@ -80,9 +82,16 @@ impl HttpError {
             HttpError::Proxy { transient, .. } => *transient,
             HttpError::Status { code, .. } => *code == 429 || (500..600).contains(code),
             _ => false,
+        };
+        if transient {
+            Class::Transient
+        } else {
+            Class::Operator
         }
     }
+}
 
+impl HttpError {
     /// Whether the request certainly never reached the server's application (so even a
     /// non-idempotent request, such as unwrapping a single-use token, may be sent again).
     pub fn before_request_sent(&self) -> bool {
@@ -108,9 +117,6 @@ impl HttpError {
 }
 
 impl Retryable for HttpError {
-    fn is_transient(&self) -> bool {
-        HttpError::is_transient(self)
-    }
     fn is_throttled(&self) -> bool {
         matches!(self, HttpError::Status { code: 429, .. })
     }

@@ -19,6 +19,7 @@ pub mod tpm_native;
 pub mod tss2pem;
 pub mod uri;
 
+use crate::error::{Class, Classify};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -183,12 +184,18 @@ pub enum KeyError {
     },
 }
 
-impl KeyError {
-    /// Whether waiting and retrying could help (an unreachable TPM may still be starting).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, KeyError::TpmUnreachable { .. })
+impl Classify for KeyError {
+    /// Transient: an unreachable TPM (it may still be starting). Everything else (a missing or
+    /// mismatched key, a bad reference, a backend's refusal) needs an operator.
+    fn class(&self) -> Class {
+        match self {
+            KeyError::TpmUnreachable { .. } => Class::Transient,
+            _ => Class::Operator,
+        }
     }
+}
 
+impl KeyError {
     pub(crate) fn backend(context: impl Into<String>, detail: impl fmt::Display) -> Self {
         KeyError::Backend {
             context: context.into(),

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::{KeyOptions, KeyRef, NodeKey, OpenMode};
+use crate::error::ResultExt;
 use crate::secret::Secret;
 
 /// How to reach the node key. Built by the command line (`--key`, `--tcti`, ...) or by first
@@ -49,9 +50,9 @@ impl KeySettings {
 
     /// Opens the key.
     pub fn open(&self, mode: OpenMode) -> anyhow::Result<Box<dyn NodeKey>> {
-        let reference = KeyRef::parse(&self.reference)?;
+        let reference = KeyRef::parse(&self.reference).classed()?;
         let opts = self.options()?;
         log::debug!("opening key {reference}");
-        Ok(super::open(&reference, &opts, mode)?)
+        super::open(&reference, &opts, mode).classed()
     }
 }

@@ -14,6 +14,7 @@
 //! }
 //! ```
 
+use crate::error::{Class, Classify};
 use der::asn1::{AnyRef, ObjectIdentifier, OctetStringRef};
 use der::{Decode, Reader, SliceReader, TagNumber};
 
@@ -53,6 +54,13 @@ pub enum Tss2Error {
     Asn1(String),
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl Classify for Tss2Error {
+    /// An unusable key file needs an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 impl From<der::Error> for Tss2Error {

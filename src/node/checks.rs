@@ -3,6 +3,7 @@
 //! node name, and the clock is sane. Inputs are values (the clock included), so each rule is
 //! tested without a network or a wall clock.
 
+use crate::error::{Class, Classify};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,6 +52,13 @@ pub enum CheckError {
     /// The clock is before anything hybridboot could have been built.
     #[error("system clock reads {now}, before {floor}: set the time (NTP/RTC) before joining; TLS and AWS signatures fail with a wrong clock")]
     ClockNotSet { now: String, floor: String },
+}
+
+impl Classify for CheckError {
+    /// Every check failure needs an operator: the configuration, the cluster or the clock.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// The node IP from the kubelet flags: the last `--node-ip=` wins (as kubelet's flag parsing).

@@ -8,6 +8,7 @@
 //! accepts but that are probably wrong (ARN syntax). A `hybridboot/v1alpha1` `BootstrapConfig`
 //! document next to the NodeConfig is returned untouched as a [`RawDocument`].
 
+use crate::error::{Class, Classify};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,13 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+}
+
+impl Classify for ConfigError {
+    /// A missing, unreadable or invalid configuration needs an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// A non-fatal finding: accepted (nodeadm accepts it too) but worth an operator's look.

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::check::{verify_signed, SignRequest};
 use super::{format_duration, parse_duration, VaultError};
+use crate::error::Classify;
 use crate::http::{Client, HttpError, Request, Url};
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;

@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use super::settings::DEFAULT_RENEW_BEFORE;
 use super::{renewal_due, verify_signed, SecretAuth, Settings, SignRequest, Vault};
+use crate::error::{self, ResultExt};
 use crate::http::{Client, ClientIdentity};
 use crate::key::{NodeKey, OpenMode};
 use crate::secret::Secret;
@@ -30,9 +31,9 @@ impl Settings {
     fn base_client(&self) -> anyhow::Result<Client> {
         let mut b = Client::builder();
         if let Some(ca) = &self.ca_bundle {
-            b = b.ca_bundle_file(ca)?;
+            b = b.ca_bundle_file(ca).classed()?;
         }
-        Ok(b.build()?)
+        b.build().classed()
     }
 
     /// The non-certificate auth method configured, if any.
@@ -44,7 +45,7 @@ impl Settings {
                 let t = Secret::from_file(f)
                     .with_context(|| format!("reading the Vault token file {}", f.display()))?;
                 if t.is_empty() {
-                    return Err(crate::exit::operator(format!(
+                    return Err(crate::error::operator(format!(
                         "the Vault token file {} is empty",
                         f.display()
                     )));
@@ -103,7 +104,7 @@ fn login(
                 )
             })?;
             if raw.is_empty() {
-                return Err(crate::exit::operator(format!(
+                return Err(crate::error::operator(format!(
                     "the AppRole secret id file {} is empty",
                     secret_id_file.display()
                 )));
@@ -113,7 +114,7 @@ fn login(
                     "unwrapping the AppRole secret id from {}",
                     secret_id_file.display()
                 );
-                let s = vault.unwrap_secret_id(&raw, secret_id_file)?;
+                let s = vault.unwrap_secret_id(&raw, secret_id_file).classed()?;
                 log::warn!(
                     "the wrapping token in {} is now used up; if this enrollment fails, issue a new one",
                     secret_id_file.display()
@@ -122,7 +123,9 @@ fn login(
             } else {
                 raw
             };
-            let token = vault.approle_login(&args.approle_mount, role_id, &secret_id)?;
+            let token = vault
+                .approle_login(&args.approle_mount, role_id, &secret_id)
+                .classed()?;
             log::info!("logged in to Vault with AppRole");
             Ok((token, Some(secret_id_file.clone())))
         }
@@ -133,10 +136,10 @@ fn login(
                 key: key.clone(),
             });
             if let Some(ca) = &args.ca_bundle {
-                b = b.ca_bundle_file(ca)?;
+                b = b.ca_bundle_file(ca).classed()?;
             }
-            let mtls = vault.with_http(b.build()?);
-            let token = mtls.cert_login(&args.cert_auth_mount, role)?;
+            let mtls = vault.with_http(b.build().classed()?);
+            let token = mtls.cert_login(&args.cert_auth_mount, role).classed()?;
             log::info!("logged in to Vault with TLS certificate auth (role {role})");
             Ok((token, None))
         }
@@ -148,16 +151,18 @@ fn current_chain(path: &Path, key: &dyn NodeKey) -> anyhow::Result<Vec<Cert>> {
     let text = fsutil::read_capped_string(path, fsutil::MAX_TEXT_FILE)
         .with_context(|| format!("reading the current certificate {}", path.display()))?;
     let certs = chain::parse_pem_certs(&text)
+        .classed()
         .with_context(|| format!("parsing the current certificate {}", path.display()))?;
     let leaf = &certs[0];
     if leaf.spki_der() != key.public_key_der() {
-        return Err(crate::exit::operator(format!(
+        return Err(crate::error::operator(format!(
             "the certificate {} does not belong to the key {}",
             path.display(),
             key.describe()
         )));
     }
     leaf.check_valid_at(SystemTime::now())
+        .classed()
         .with_context(|| format!("the current certificate {}", path.display()))?;
     Ok(certs)
 }
@@ -181,7 +186,8 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
             dns_names: args.dns_names.clone(),
             ip_addresses: args.ip_addresses.clone(),
         },
-    )?;
+    )
+    .classed()?;
 
     // Try the methods in order of preference; a later one only if an earlier one fails.
     let mut logged_in = None;
@@ -195,26 +201,29 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
             Err(e) if i + 1 < count => {
                 log::warn!(
                     "{}; trying the next configured auth method",
-                    crate_chain(&e)
+                    error::cause_chain(&e)
                 );
             }
             Err(e) => return Err(e),
         }
     }
     let Some((token, consumed_secret)) = logged_in else {
-        return Err(crate::exit::operator(
+        return Err(crate::error::operator(
             "no Vault auth method: give --vault-token-file, --approle-role-id-file with --approle-secret-id-file, --cert-auth-role, or set VAULT_TOKEN",
         ));
     };
 
-    let signed = vault.sign(&token, &args.pki_mount, &args.pki_role, &csr, &req)?;
+    let signed = vault
+        .sign(&token, &args.pki_mount, &args.pki_role, &csr, &req)
+        .classed()?;
     let issued = verify_signed(
         &addr.origin(),
         &signed,
         key.public_key_der(),
         &req,
         SystemTime::now(),
-    )?;
+    )
+    .classed()?;
 
     fsutil::atomic_write(
         &args.certificate,
@@ -245,13 +254,6 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
         started.elapsed().as_millis()
     );
     Ok(issued.info)
-}
-
-fn crate_chain(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 fn open_key(settings: &Settings) -> anyhow::Result<Arc<dyn NodeKey>> {
@@ -346,7 +348,7 @@ pub fn renew_certificate(a: &Settings, renew_before: f64) -> anyhow::Result<Rene
         auths.push(auth);
     }
     if auths.is_empty() && a.cert_auth_role.is_some() {
-        return Err(crate::exit::operator(format!(
+        return Err(crate::error::operator(format!(
             "TLS certificate auth needs a current, valid certificate for this key and CN at {}: enroll first (token or AppRole)",
             a.certificate.display()
         )));

@@ -1,5 +1,6 @@
 //! What can go wrong talking to Vault.
 
+use crate::error::{Class, Classify};
 use crate::http::HttpError;
 use crate::x509::chain;
 
@@ -57,14 +58,15 @@ pub enum VaultError {
     },
 }
 
-impl VaultError {
-    /// Whether running again later may succeed without any change.
-    pub fn is_transient(&self) -> bool {
+impl Classify for VaultError {
+    /// Transient: sealed, 429/5xx, and the HTTP failures that are (unreachable, timeouts).
+    /// Everything else (permissions, roles, bad wrapping tokens, bad answers) needs an operator.
+    fn class(&self) -> Class {
         match self {
-            VaultError::Sealed { .. } => true,
-            VaultError::Api { code, .. } => *code == 429 || *code >= 500,
-            VaultError::Http { source, .. } => source.is_transient(),
-            _ => false,
+            VaultError::Sealed { .. } => Class::Transient,
+            VaultError::Api { code, .. } if *code == 429 || *code >= 500 => Class::Transient,
+            VaultError::Http { source, .. } => source.class(),
+            _ => Class::Operator,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Signatures are verified with `ring` (already linked for TLS): ECDSA P-256/P-384 with
 //! SHA-256/384 and RSA PKCS#1 v1.5 with SHA-256/384/512.
 
+use crate::error::{Class, Classify};
 use std::time::{Duration, SystemTime};
 
 use der::{Decode, Encode};
@@ -40,6 +41,13 @@ pub enum ChainError {
     },
     #[error("the chain is not linked: nothing issued {0}")]
     Unlinked(String),
+}
+
+impl Classify for ChainError {
+    /// A certificate that does not parse, verify or match needs an operator (or its issuer fixed).
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// One parsed certificate with its DER encoding.

@@ -1,6 +1,7 @@
 //! PKCS#10 certificate signing requests, signed through a [`NodeKey`] so the private key never
 //! leaves its backend.
 
+use crate::error::{Class, Classify};
 use std::net::IpAddr;
 
 use der::asn1::{BitString, Ia5String, OctetString, SetOfVec, Utf8StringRef};
@@ -40,6 +41,18 @@ pub enum CsrError {
         #[source]
         source: crate::key::KeyError,
     },
+}
+
+impl Classify for CsrError {
+    /// Names are the operator's; the key's failure has the key's class; a CSR we cannot encode
+    /// is our bug.
+    fn class(&self) -> Class {
+        match self {
+            CsrError::CommonName(_) | CsrError::DnsName(_) => Class::Operator,
+            CsrError::Encoding(_) => Class::Bug,
+            CsrError::Sign { source, .. } => source.class(),
+        }
+    }
 }
 
 /// Builds a PEM `CERTIFICATE REQUEST` signed by `key`.

@@ -6,12 +6,10 @@ use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::Context as _;
-
 use crate::aws::credentials::Credentials;
 use crate::aws::eks;
 use crate::aws::session::{self, CacheSettings, RolesAnywhereSettings};
-use crate::exit;
+use crate::error::{Classify, ResultExt};
 use crate::http::{self, Client};
 use crate::node::config::NodeConfig;
 use crate::node::render::AwsOverrides;
@@ -36,7 +34,7 @@ pub(super) fn node_credentials(
     policy: &RetryPolicy,
 ) -> anyhow::Result<Credentials> {
     let env = |k: &str| std::env::var(k).ok();
-    if let Some(c) = crate::aws::sources::from_environment(&env)? {
+    if let Some(c) = crate::aws::sources::from_environment(&env).classed()? {
         log::info!("using AWS credentials from the environment");
         return Ok(c);
     }
@@ -87,8 +85,8 @@ pub fn describe_cluster_by_name(
         .or_else(|| eks::endpoint_from_env("EKS", env))
         .unwrap_or_else(|| eks::default_endpoint(region));
     let signed = eks::describe_cluster_request(&endpoint, region, name, creds, SystemTime::now())
-        .map_err(|e| exit::operator(e.to_string()))?;
-    let mut req = http::Request::get(http::Url::parse(&signed.url)?);
+        .classed()?;
+    let mut req = http::Request::get(http::Url::parse(&signed.url).classed()?);
     for (name, value) in &signed.request.headers {
         if !name.eq_ignore_ascii_case("host") {
             req = req.header(name, value.clone());
@@ -101,9 +99,9 @@ pub fn describe_cluster_by_name(
             .map(PathBuf::from)
     });
     if let Some(ca) = &ca {
-        builder = builder.ca_bundle_file(ca)?;
+        builder = builder.ca_bundle_file(ca).classed()?;
     }
-    let client = builder.build()?;
+    let client = builder.build().classed()?;
     log::info!("DescribeCluster {name} at {endpoint}");
     let policy = target.retry.unwrap_or_default();
     let (status, error_type, body) = match client.send_retrying(&req, &policy) {
@@ -113,15 +111,15 @@ pub fn describe_cluster_by_name(
             resp.body().to_vec(),
         ),
         Err(http::HttpError::Status { code, body, .. }) => (code, None, body),
-        Err(e) => return Err(e).context(format!("DescribeCluster at {endpoint}")),
-    };
-    eks::parse_describe_cluster(name, region, status, error_type.as_deref(), &body).map_err(|e| {
-        if e.is_transient() {
-            anyhow::Error::new(e)
-        } else {
-            exit::operator(e.to_string())
+        Err(e) => {
+            return Err(e
+                .classed()
+                .context(format!("DescribeCluster at {endpoint}")))
         }
-    })
+    };
+    // Its class travels with it: a DescribeCluster that keeps answering 5xx is an outage (exit
+    // 4), a refusal needs an operator (exit 3).
+    eks::parse_describe_cluster(name, region, status, error_type.as_deref(), &body).classed()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! only when its content or mode differs, and the caller learns which changed so that it
 //! restarts only what needs it (a second run with the same inputs changes nothing).
 
+use crate::error::{Class, Classify};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -140,6 +141,16 @@ pub enum FilesError {
     Write(#[from] WriteError),
 }
 
+impl Classify for FilesError {
+    /// Rendering fails on the configuration; a write is classed by its I/O error's kind.
+    fn class(&self) -> Class {
+        match self {
+            FilesError::Render(r) => r.class(),
+            FilesError::Write(w) => w.class(),
+        }
+    }
+}
+
 /// The file phases of `init`: renders everything first (so bad input writes nothing), then
 /// writes the files and removes the obsolete ones of every phase not skipped.
 pub fn files_phase(
@@ -170,6 +181,13 @@ pub struct WriteError {
     /// Why.
     #[source]
     pub source: std::io::Error,
+}
+
+impl Classify for WriteError {
+    /// By the I/O error's kind (a read-only or missing directory is the operator's).
+    fn class(&self) -> Class {
+        crate::error::io_class(self.source.kind())
+    }
 }
 
 /// What `write_files` did.

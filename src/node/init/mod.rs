@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 
-use crate::exit;
+use crate::error::{self, Class, ResultExt, WithClass};
 use crate::node::render::{AwsOverrides, ClusterDetails, KubeletVersion};
 use crate::node::{checks, config, facts};
 use crate::retry::RetryPolicy;
@@ -81,11 +81,11 @@ impl InitSettings {
 fn kubelet_version(args: &InitSettings) -> anyhow::Result<KubeletVersion> {
     match &args.kubelet_version {
         Some(v) => Ok(*v),
-        None => Ok(facts::kubelet_version(&crate::fsutil::under_root(
+        None => facts::kubelet_version(&crate::fsutil::under_root(
             &args.root,
             Path::new("/usr/bin/kubelet"),
         ))
-        .map_err(|e| exit::operator(e.to_string()))?),
+        .with_class(Class::Operator),
     }
 }
 
@@ -93,23 +93,23 @@ fn kubelet_version(args: &InitSettings) -> anyhow::Result<KubeletVersion> {
 pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).ok();
     // config
-    let loaded = config::load(&args.config_source).map_err(|e| exit::operator(e.to_string()))?;
+    let loaded = config::load(&args.config_source).classed()?;
     for w in &loaded.warnings {
         log::warn!("{}: {w}", loaded.path.display());
     }
     let cfg = loaded.node;
-    let skip = Skip::parse(&args.skip).map_err(|e| exit::operator(e.to_string()))?;
+    let skip = Skip::parse(&args.skip).map_err(error::operator)?;
     for name in &skip.ignored {
         log::info!("--skip {name}: nodeadm phase that hybridboot does not have; ignored");
     }
     let now = SystemTime::now();
     if !skip.skips(Phase::ClockValidation) {
-        checks::check_clock(now).map_err(|e| exit::operator(e.to_string()))?;
+        checks::check_clock(now).classed()?;
     }
     if !skip.skips(Phase::CertificateValidation) {
         checks::read_certificate(&args.root, &cfg.iam_roles_anywhere.certificate_path)
             .and_then(|c| checks::check_certificate(&c, &cfg.iam_roles_anywhere.node_name, now))
-            .map_err(|e| exit::operator(e.to_string()))?;
+            .classed()?;
     }
     let hybridboot_path = match &args.hybridboot_path {
         Some(p) => p.clone(),
@@ -127,7 +127,7 @@ pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::R
             match ClusterDetails::from_config(&cfg) {
                 Some(c) => c,
                 None => {
-                    return Err(exit::operator(
+                    return Err(error::operator(
                         "--skip cluster-details needs spec.cluster.apiServerEndpoint, certificateAuthority and cidr in the NodeConfig",
                     ))
                 }
@@ -153,7 +153,7 @@ pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::R
             )?;
             remote_node_cidrs = Some(d.remote_node_cidrs.clone());
             let service_cidr = cfg.cluster.cidr.clone().or(d.service_cidr).ok_or_else(|| {
-                exit::operator(format!(
+                error::operator(format!(
                     "EKS cluster {} has no service CIDR: set spec.cluster.cidr",
                     cfg.cluster.name
                 ))
@@ -185,14 +185,14 @@ pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::R
                 detect_node_ip(&cluster.endpoint),
                 cidrs,
             )
-            .map_err(|e| exit::operator(e.to_string()))?;
+            .classed()?;
             log::info!("node IP {ip} is inside the cluster's remote node networks");
         }
     }
 
     // files
     let report = files_phase(&args.root, &cfg, &cluster, &facts, &skip).map_err(|e| match e {
-        FilesError::Render(r) => exit::operator(r.to_string()),
+        FilesError::Render(r) => error::operator(r.to_string()),
         w => anyhow::Error::new(w),
     })?;
     log::info!(

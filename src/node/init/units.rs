@@ -57,13 +57,13 @@ impl ServiceManager for Systemctl {
             .with_context(|| format!("running {} {}", self.program.display(), args.join(" ")))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            anyhow::bail!(
+            return Err(crate::error::operator(format!(
                 "{} {} failed ({}): {}",
                 self.program.display(),
                 args.join(" "),
                 out.status,
                 err.lines().next().unwrap_or("").trim()
-            );
+            )));
         }
         Ok(())
     }

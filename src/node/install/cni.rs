@@ -8,6 +8,7 @@
 //! point outside the target), no devices or FIFOs, no setuid bits, and size caps. The whole
 //! archive is checked before the first file is written, so a bad tarball changes nothing.
 
+use crate::error::{Class, Classify};
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
@@ -57,6 +58,13 @@ pub enum CniError {
     Corrupt(io::Error),
     #[error("writing {0}: {1}")]
     Write(PathBuf, io::Error),
+}
+
+impl Classify for CniError {
+    /// A refused or unreadable tarball, or a target that cannot be written, needs an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// One file extracted (or to extract).

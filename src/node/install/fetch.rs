@@ -2,6 +2,7 @@
 //! HTTP client), and the verified download: temp file beside the target, SHA-256 while
 //! streaming, rename only after the digest matches.
 
+use crate::error::{Class, Classify};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,18 +35,18 @@ pub enum FetchError {
     },
 }
 
-impl FetchError {
-    /// Whether a new attempt may succeed (network trouble, 5xx, 429).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, FetchError::Transient { .. })
+impl Classify for FetchError {
+    /// Transient: network trouble, 5xx, 429. A missing file, a size or digest mismatch, or a
+    /// local write that fails needs an operator.
+    fn class(&self) -> Class {
+        match self {
+            FetchError::Transient { .. } => Class::Transient,
+            _ => Class::Operator,
+        }
     }
 }
 
-impl crate::retry::Retryable for FetchError {
-    fn is_transient(&self) -> bool {
-        FetchError::is_transient(self)
-    }
-}
+impl crate::retry::Retryable for FetchError {}
 
 /// A source of bytes. One call is one attempt; retries are the caller's.
 pub trait Fetch {

@@ -1,6 +1,7 @@
 //! nodeadm's release manifest (docs/protocols.md §4): parsing, version selection and checksum
 //! files. Pure: bytes in, values out.
 
+use crate::error::{Class, Classify};
 use serde::Deserialize;
 
 /// Largest manifest accepted (the real one is a few hundred KiB).
@@ -23,6 +24,13 @@ pub enum ManifestError {
     BadChecksum { name: String },
     #[error("checksum file for {name} names {found:?}, not {name}")]
     ChecksumName { name: String, found: String },
+}
+
+impl Classify for ManifestError {
+    /// An unusable manifest or checksum file, or a version it lacks, needs an operator.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// The parts of the manifest hybridboot uses; other fields (region_config, ssm_releases...) are

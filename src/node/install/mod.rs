@@ -21,10 +21,10 @@ pub mod signature;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::exit;
+use crate::error::{self, Class, Classify, ResultExt, WithClass};
 use crate::fsutil::{self, WriteOptions};
 use fetch::{Fetch, FetchError};
 use manifest::{Artifact, Manifest};
@@ -272,14 +272,15 @@ impl Fetch for Sources {
 fn sources(args: &InstallSettings) -> anyhow::Result<Sources> {
     if let Some(ca) = &args.ca_bundle {
         if !ca.is_file() {
-            return Err(exit::operator(format!(
+            return Err(error::operator(format!(
                 "--ca-bundle {}: no such file",
                 ca.display()
             )));
         }
     }
     let https = fetch::HttpFetch::new(args.ca_bundle.as_deref())
-        .map_err(|e| exit::operator(format!("HTTP client: {e}")))?;
+        .classed()
+        .context("HTTP client")?;
     Ok(Sources {
         https: Some(Box::new(https)),
     })
@@ -308,48 +309,33 @@ fn with_retries<T>(
     Ok((value, attempts))
 }
 
-fn fetch_error(e: FetchError) -> anyhow::Error {
-    let class = if e.is_transient() {
-        exit::Class::Transient
-    } else {
-        exit::Class::Operator
-    };
-    exit::Classified {
-        class,
-        message: e.to_string(),
-    }
-    .into()
-}
-
 /// Fetches the manifest (and its signature when a key is configured) and checks it.
 fn load_manifest(src: &dyn Fetch, args: &InstallSettings) -> anyhow::Result<Manifest> {
     let limit = manifest::MAX_MANIFEST_BYTES as u64;
     let (bytes, _) = with_retries("manifest", |_| {
         fetch::fetch_small(src, &args.manifest, limit)
     })
-    .map_err(fetch_error)
+    .classed()
     .context("fetching the manifest")?;
     if let Some(key_path) = &args.manifest_public_key {
         let key_text = std::fs::read(key_path)
             .with_context(|| format!("reading --manifest-public-key {}", key_path.display()))
-            .map_err(|e| exit::operator(format!("{e:#}")))?;
-        let key = signature::PublicKey::parse(&key_text, &key_path.display().to_string())
-            .map_err(|e| exit::operator(e.to_string()))?;
+            .with_class(Class::Operator)?;
+        let key =
+            signature::PublicKey::parse(&key_text, &key_path.display().to_string()).classed()?;
         let sig_url = format!("{}.sig", args.manifest);
         let sig = with_retries("manifest signature", |_| {
             fetch::fetch_small(src, &sig_url, 4096)
         })
-        .map_err(|e| {
-            exit::operator(format!(
-                "manifest signature required by --manifest-public-key but not available: {e}"
-            ))
-        })?
+        .classed()
+        .context("manifest signature required by --manifest-public-key but not available")?
         .0;
-        key.verify(&bytes, &sig, &sig_url)
-            .map_err(|e| exit::operator(e.to_string()))?;
+        key.verify(&bytes, &sig, &sig_url).classed()?;
         log::info!("manifest signature {sig_url} verified");
     }
-    Manifest::parse(&bytes).map_err(|e| exit::operator(format!("{}: {e}", args.manifest)))
+    Manifest::parse(&bytes)
+        .classed()
+        .with_context(|| args.manifest.clone())
 }
 
 /// One artifact chosen for this node.
@@ -372,7 +358,8 @@ pub fn install(args: &InstallSettings) -> anyhow::Result<()> {
     let manifest = load_manifest(&src, args)?;
     let release = manifest
         .select(&args.kubernetes_version)
-        .map_err(|e| exit::operator(format!("{}: {e}", args.manifest)))?;
+        .classed()
+        .with_context(|| args.manifest.clone())?;
     log::info!(
         "installing Kubernetes {} ({arch}) from {}",
         release.version,
@@ -423,7 +410,7 @@ fn choose<'a>(
             .find(|a| a.name == placement.artifact && a.arch == arch && a.os == "linux");
         let Some(artifact) = found else {
             if placement.required {
-                return Err(exit::operator(format!(
+                return Err(error::operator(format!(
                     "{}: Kubernetes {version} has no {} artifact for linux/{arch}",
                     args.manifest, placement.artifact
                 )));
@@ -437,7 +424,7 @@ fn choose<'a>(
             .filter(|u| !u.is_empty())
             .unwrap_or(artifact.uri.clone());
         if url.is_empty() || artifact.checksum_uri.is_empty() {
-            return Err(exit::operator(format!(
+            return Err(error::operator(format!(
                 "{}: artifact {} has no uri or checksum_uri",
                 args.manifest, artifact.name
             )));
@@ -455,10 +442,11 @@ fn choose<'a>(
                 manifest::MAX_CHECKSUM_BYTES as u64,
             )
         })
-        .map_err(fetch_error)
+        .classed()
         .with_context(|| format!("fetching the checksum of {}", artifact.name))?;
         let want = manifest::parse_checksum(&text, &artifact.name, &file_name)
-            .map_err(|e| exit::operator(format!("{}: {e}", artifact.checksum_uri)))?;
+            .classed()
+            .with_context(|| artifact.checksum_uri.clone())?;
         chosen.push(Chosen {
             placement,
             artifact: artifact.clone(),
@@ -518,7 +506,7 @@ fn place(
                     &mut progress,
                 )
             })
-            .map_err(fetch_error)
+            .classed()
             .with_context(|| format!("installing {name}"))?;
             downloaded += 1;
             log::info!(
@@ -651,7 +639,7 @@ fn install_cni(
             &mut progress,
         )
     })
-    .map_err(fetch_error)
+    .classed()
     .with_context(|| format!("installing {name}"))?;
     let limits = cni::Limits::default();
     let open =
@@ -664,7 +652,7 @@ fn install_cni(
         )
     });
     fsutil::remove_file(&staging).ok();
-    let placed = result.map_err(|e| exit::operator(format!("{url}: {e}")))?;
+    let placed = result.classed().with_context(|| url.to_string())?;
     let bin = fsutil::under_root(root, Path::new(CNI_BIN_DIR));
     for (path, digest) in &placed {
         let rel = Path::new(CNI_BIN_DIR).join(path.strip_prefix(&bin).unwrap_or(path));
@@ -688,7 +676,7 @@ fn install_cni(
 /// `--offline`: the artifacts are already in the image; check them against the record.
 fn verify_offline(root: &Path) -> anyhow::Result<()> {
     let record = read_record(root)?.ok_or_else(|| {
-        exit::operator(format!(
+        error::operator(format!(
             "--offline: no install record at {RECORD_PATH}; run `hybridboot install` while building the image"
         ))
     })?;
@@ -709,7 +697,7 @@ fn verify_offline(root: &Path) -> anyhow::Result<()> {
         for b in &bad {
             log::error!("{b}");
         }
-        return Err(exit::operator(format!(
+        return Err(error::operator(format!(
             "--offline: {} of {} installed files do not match the install record; rebuild the image or install online",
             bad.len(),
             record.files.len()
@@ -783,7 +771,10 @@ pub fn uninstall(root: &Path) -> anyhow::Result<()> {
         kept.len()
     );
     if record.is_none() && removed.is_empty() {
-        bail!("nothing to uninstall under {}", root.display());
+        return Err(error::operator(format!(
+            "nothing to uninstall under {}",
+            root.display()
+        )));
     }
     Ok(())
 }

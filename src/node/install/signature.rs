@@ -1,6 +1,7 @@
 //! Manifest authenticity beyond TLS: a detached Ed25519 signature (`<manifest>.sig`) over the
 //! manifest's exact bytes, checked against a public key baked into the image. Pure.
 
+use crate::error::{Class, Classify};
 use base64::Engine;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID
@@ -18,6 +19,13 @@ pub enum SignatureError {
     BadSignature(String),
     #[error("manifest signature {0} does not verify with the configured public key (manifest altered or signed with another key)")]
     Mismatch(String),
+}
+
+impl Classify for SignatureError {
+    /// A bad key, a bad signature or a mismatch needs an operator (or a mirror fixed).
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// An Ed25519 public key.

@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod kubelet;
 pub mod system;
 
+use crate::error::{Class, Classify};
 use std::path::PathBuf;
 
 use super::config::{parse_cidr, NodeConfig};
@@ -257,6 +258,13 @@ pub enum RenderError {
     /// Kubelet config could not be serialised (cannot happen with JSON values).
     #[error("kubelet config: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl Classify for RenderError {
+    /// What cannot be rendered comes from the configuration.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
 }
 
 /// Everything `init` writes, in nodeadm's order: AWS config (and update unit), containerd,
