@@ -927,6 +927,108 @@ fn network_faults_in_front_of_vault_roles_anywhere_and_eks_are_ridden_out_within
     );
 }
 
+/// Each peer's outage ends in exit 4 (retry later; the unit's `RestartPreventExitStatus=3` lets
+/// systemd try again), recorded as such in the state, and the run after the outage joins:
+/// Vault, IAM Roles Anywhere, STS behind Roles Anywhere, and EKS DescribeCluster each answering
+/// 503 for as long as `spec.timeouts.overall` lets first boot retry. (Refusals, exit 3, are
+/// the tests around this one; Vault sealed or unreachable is in tests/vault.rs.)
+#[test]
+fn each_peers_outage_ends_in_exit_4_and_the_run_after_it_joins() {
+    let site = Site::start();
+    let dir = tempfile::tempdir().unwrap();
+    let outage = || vec![Fault::Status(503); 100_000];
+    let moto_port: u16 = site
+        .moto
+        .endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let vault_down = FaultProxy::start(site.bao.http_port, outage());
+    let eks_down = FaultProxy::start(moto_port, outage());
+    // A second Roles Anywhere endpoint whose STS (moto, behind a proxy) is down.
+    let sts_down = FaultProxy::start(moto_port, outage());
+    let mut sts_setup: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&site.moto.setup_file).unwrap()).unwrap();
+    sts_setup["endpoint"] = format!("http://127.0.0.1:{}", sts_down.port).into();
+    let sts_file = dir.path().join("sts-down.json");
+    std::fs::write(&sts_file, sts_setup.to_string()).unwrap();
+    std::fs::set_permissions(&sts_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut opts = RaOptions::new(&[&site.bao.pki_root]).sts(&site.moto);
+    opts.sts_credentials_file = Some(sts_file);
+    let ra_sts_down = RolesAnywhere::start(&opts);
+
+    let root_dir = tempfile::tempdir().unwrap();
+    let root = root_dir.path();
+    let configure = |vault: &str, ra: &RolesAnywhere, eks: &str| {
+        site.configure_full(
+            root,
+            CN,
+            vault,
+            "      tokenFile: /etc/hybridboot/vault-token\n",
+            &ra.endpoint(),
+            eks,
+        );
+        std::fs::copy(&ra.tls_ca, root.join("etc/hybridboot/aws-ca.pem")).unwrap();
+        let config = root.join("etc/hybridboot/config.yaml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, text.replace("overall: 2m", "overall: 12s")).unwrap();
+    };
+    let outage_run = |peer: &str, step: &str, says: &str| {
+        let r = firstboot(root, &[]);
+        println!(
+            "{peer}: exit {}: {}",
+            r.code,
+            r.stderr.lines().last().unwrap_or_default()
+        );
+        assert_eq!(r.code, 4, "{peer}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{peer}: {}", r.stderr);
+        let s = status_json(root);
+        assert_eq!(s["lastError"]["exitCode"], 4, "{peer}: {s}");
+        assert_eq!(s["lastError"]["step"], step, "{peer}: {s}");
+        assert!(!stamp(root).exists());
+    };
+    let vault = site.bao.http_addr();
+    let eks = site.moto.endpoint.clone();
+
+    configure(
+        &format!("http://127.0.0.1:{}", vault_down.port),
+        &site.ra,
+        &eks,
+    );
+    outage_run("Vault", "clock", "HTTP 503");
+
+    configure(&vault, &site.ra, &eks);
+    site.ra.control(
+        "fault",
+        Some(serde_json::json!({"mode": "503", "forever": true})),
+    );
+    outage_run(
+        "Roles Anywhere",
+        "roles-anywhere",
+        "IAM Roles Anywhere is throttling or failing (HTTP 503)",
+    );
+    site.ra.control("recover", Some(serde_json::json!({})));
+    assert!(cert_path(root).exists(), "enrolled before Roles Anywhere");
+
+    configure(&vault, &ra_sts_down, &eks);
+    outage_run("STS", "roles-anywhere", "STS AssumeRole failed");
+
+    configure(
+        &vault,
+        &site.ra,
+        &format!("http://127.0.0.1:{}", eks_down.port),
+    );
+    outage_run("EKS", "init", "EKS is throttling or failing (HTTP 503)");
+    assert!(eks_down.connections.load(Ordering::SeqCst) > 1, "retried");
+
+    configure(&vault, &site.ra, &eks);
+    firstboot(root, &[]).ok();
+    assert!(stamp(root).exists());
+    assert!(status_json(root)["lastError"].is_null());
+}
+
 #[test]
 fn roles_anywhere_access_denied_needs_an_operator_and_names_the_fields() {
     let site = Site::start();

@@ -369,3 +369,47 @@ fn installs_from_a_file_mirror() {
     assert_eq!(m.counts().len(), 0);
     let _ = std::io::stderr().flush();
 }
+
+/// The mirror's outage (503, or nothing listening) is transient: exit 4, the unit retries later.
+/// A release the manifest does not have is the operator's to fix: exit 3.
+#[test]
+fn a_mirror_outage_ends_in_exit_4_and_a_missing_release_in_exit_3() {
+    let m = Mirror::start();
+    let root = image_root();
+    m.control("/__fault?path=/manifest.yaml&mode=503");
+    let r = install(&m, root.path(), "1.31", &[]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("503"), "{}", r.stderr);
+    assert!(
+        m.counts()["/manifest.yaml"] > 1,
+        "retried before giving up: {:?}",
+        m.counts()
+    );
+    assert!(!root.path().join("usr/bin/kubelet").exists());
+
+    // Unreachable: nothing listens at the manifest's address.
+    let port = common::free_port();
+    let s = store();
+    let r = run(
+        &[
+            "install",
+            "1.31",
+            "--credential-provider",
+            "iam-ra",
+            "--manifest",
+            &format!("https://127.0.0.1:{port}/manifest.yaml"),
+            "--ca-bundle",
+            s.join("ca.pem").to_str().unwrap(),
+            "--root",
+            root.path().to_str().unwrap(),
+            "--arch",
+            "amd64",
+        ],
+        &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")],
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+
+    m.control("/__clear");
+    let r = install(&m, root.path(), "1.29.0", &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+}

@@ -55,7 +55,7 @@ use crate::node::config::{
     split_documents, yaml_error, ConfigError, RawDocument, TypeMeta, BOOTSTRAP_KIND,
     HYBRIDBOOT_API_VERSION,
 };
-use crate::vault::parse_duration;
+use crate::time::{parse_duration, parse_fraction};
 
 // ---------------------------------------------------------------------------------------------
 // Typed settings.
@@ -569,23 +569,6 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
         install,
         timeouts,
     })
-}
-
-/// `0.3333`, `1/3`: in (0, 1].
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    let parse = |x: &str| {
-        x.trim()
-            .parse::<f64>()
-            .map_err(|_| format!("{s:?} is not a fraction such as 1/3 or 0.33"))
-    };
-    let v = match s.split_once('/') {
-        Some((a, b)) => parse(a)? / parse(b)?,
-        None => parse(s)?,
-    };
-    if !(v > 0.0 && v <= 1.0) {
-        return Err(format!("{s}: must be in (0, 1]"));
-    }
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -205,7 +205,7 @@ mod tests {
         });
         st.certificate = Some(state::CertificateRecord {
             path: "/etc/iam/pki/server.pem".into(),
-            renew_before: 1.0 / 3.0,
+            renew_before: crate::time::DEFAULT_RENEW_BEFORE,
         });
         st.last_error = Some(state::LastError {
             step: "enroll".into(),

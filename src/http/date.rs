@@ -1,40 +1,9 @@
-//! HTTP dates and `Retry-After`.
+//! `Retry-After` (and the HTTP-date parser it shares with the clock checks).
 
 use std::time::{Duration, SystemTime};
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form servers may send.
-pub fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let mut parts = s.split_whitespace();
-    let _weekday = parts.next()?.strip_suffix(',')?;
-    let day: u8 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: u16 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':');
-    let (h, m, sec): (u8, u8, u8) = (
-        hms.next()?.parse().ok()?,
-        hms.next()?.parse().ok()?,
-        hms.next()?.parse().ok()?,
-    );
-    if parts.next()? != "GMT" || parts.next().is_some() {
-        return None;
-    }
-    let dt = der::DateTime::new(year, month, day, h, m, sec).ok()?;
-    Some(dt.to_system_time())
-}
+/// The one HTTP-date parser is [`crate::time::parse_http_date`].
+pub use crate::time::parse_http_date;
 
 /// Parses `Retry-After`: delay seconds or an HTTP date (relative to `now`).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {

@@ -14,23 +14,22 @@
 //! - `client`: [`Vault`], the HTTP API (one call with retries, logins, unwrap, `pki/sign`);
 //! - `check`: [`verify_signed`], the pure checks of a signed answer;
 //! - `enroll`: [`enroll`] and [`renew_certificate`], the orchestration;
-//! - `duration`: duration and fraction parsing, [`renewal_due`];
 //! - `settings`: [`Settings`], what enrollment needs, and the defaults.
 //!
 //! [`Secret`]: crate::secret::Secret
 
 mod check;
 mod client;
-mod duration;
 mod enroll;
 mod error;
 mod settings;
 
+/// Durations, fractions and the renewal point live in [`crate::time`]; re-exported for callers.
+pub use crate::time::{format_duration, parse_duration, parse_fraction, renewal_due};
 pub use check::{verify_signed, Issued, SignRequest};
 #[doc(hidden)]
 pub use client::fuzz_answers;
 pub use client::{Signed, Vault};
-pub use duration::{format_duration, parse_duration, parse_fraction, renewal_due};
 pub use enroll::{enroll, renew_certificate, Renewal};
 pub use error::VaultError;
 pub use settings::{

@@ -17,9 +17,8 @@ pub const DEFAULT_CERT_AUTH_MOUNT: &str = "cert";
 pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
 /// How long to keep retrying an unreachable, sealed or failing Vault unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Renew once less than this fraction of a certificate's lifetime remains, unless told
-/// otherwise (`--renew-before`, `spec.vault.renewal.renewBefore`).
-pub const DEFAULT_RENEW_BEFORE: f64 = 1.0 / 3.0;
+/// The default renewal point (see [`crate::time::DEFAULT_RENEW_BEFORE`]).
+pub use crate::time::DEFAULT_RENEW_BEFORE;
 
 /// The auth method that needs no current certificate.
 #[derive(Debug, Clone)]

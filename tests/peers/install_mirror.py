@@ -10,6 +10,7 @@ Control endpoints (not counted):
   POST /__fault?path=/p&mode=cut&times=1  -> the next `times` GETs of /p send half the body
                                              (with the full Content-Length) and close
   POST /__fault?path=/p&mode=wrong        -> /p is served with one byte flipped (until cleared)
+  POST /__fault?path=/p&mode=503          -> GETs of /p answer 503 Service Unavailable (an outage)
   POST /__clear                           -> removes all faults
 """
 
@@ -78,6 +79,8 @@ class Handler(BaseHTTPRequestHandler):
                     fault["times"] -= 1
                     if fault["times"] <= 0:
                         del FAULTS[url.path]
+        if mode == "503":
+            return self.reply(503, b"mirror is down for maintenance\n", "text/plain")
         for d in self.server.dirs:
             path = os.path.join(d, rel)
             if os.path.isfile(path):
