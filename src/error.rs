@@ -59,7 +59,7 @@ pub trait Classify {
         Self: StdError + Send + Sync + Sized + 'static,
     {
         let class = self.class();
-        Classified::new(class, self).into()
+        Classified::new(class, anyhow::Error::new(self)).into()
     }
 }
 
@@ -68,12 +68,14 @@ pub trait Classify {
 #[derive(Debug)]
 pub struct Classified {
     class: Class,
-    inner: Box<dyn StdError + Send + Sync + 'static>,
+    /// Held as an `anyhow::Error` so that its outermost error keeps its type in the chain
+    /// (`anyhow::Error::as_ref` is the error itself, with its own `source`).
+    inner: anyhow::Error,
 }
 
 impl Classified {
     /// `inner` with class `class`.
-    pub fn new(class: Class, inner: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+    pub fn new(class: Class, inner: impl Into<anyhow::Error>) -> Self {
         Classified {
             class,
             inner: inner.into(),
@@ -94,7 +96,7 @@ impl fmt::Display for Classified {
 
 impl StdError for Classified {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.inner)
+        Some(self.inner.as_ref())
     }
 }
 
@@ -112,7 +114,7 @@ impl StdError for Message {}
 
 /// A message error of class `class`.
 pub fn message(class: Class, text: impl Into<String>) -> anyhow::Error {
-    Classified::new(class, Message(text.into())).into()
+    Classified::new(class, anyhow::Error::new(Message(text.into()))).into()
 }
 
 /// An operator-class message: the operator must change what the message names.

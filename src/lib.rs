@@ -8,7 +8,8 @@
 //!     -> eks (describe cluster, token) -> node (install, init: render files, start units)
 //! ```
 //!
-//! Exit codes are documented in [`exit`].
+//! Every error states its class ([`error`]: operator, transient, bug); [`exit`] documents the
+//! exit codes the classes map to.
 
 pub mod aws;
 pub mod awsauth;

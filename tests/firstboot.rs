@@ -155,6 +155,17 @@ spec:
         std::fs::write(etc.join("config.yaml"), config).unwrap();
     }
 
+    /// moto's port (a fault proxy goes in front of it).
+    fn moto_port(&self) -> u16 {
+        self.moto
+            .endpoint
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// What a power cut does to the TPM: a reset (transient objects and sessions are gone;
     /// persistent keys stay), then TPM2_Startup(CLEAR) as firmware would issue.
     fn power_cycle_tpm(&self) {
@@ -876,14 +887,7 @@ fn network_faults_in_front_of_vault_roles_anywhere_and_eks_are_ridden_out_within
     let vault_faults = vault_script.len();
     let vault = FaultProxy::start(site.bao.http_port, vault_script);
     // DescribeCluster (plain HTTP to moto): a drop, 500, 429, then through.
-    let moto_port: u16 = site
-        .moto
-        .endpoint
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let moto_port = site.moto_port();
     let eks_script = vec![Fault::Drop, Fault::Status(500), Fault::Status(429)];
     let eks_faults = eks_script.len();
     let eks = FaultProxy::start(moto_port, eks_script);
@@ -937,14 +941,7 @@ fn each_peers_outage_ends_in_exit_4_and_the_run_after_it_joins() {
     let site = Site::start();
     let dir = tempfile::tempdir().unwrap();
     let outage = || vec![Fault::Status(503); 100_000];
-    let moto_port: u16 = site
-        .moto
-        .endpoint
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let moto_port = site.moto_port();
     let vault_down = FaultProxy::start(site.bao.http_port, outage());
     let eks_down = FaultProxy::start(moto_port, outage());
     // A second Roles Anywhere endpoint whose STS (moto, behind a proxy) is down.
@@ -1013,7 +1010,15 @@ fn each_peers_outage_ends_in_exit_4_and_the_run_after_it_joins() {
     assert!(cert_path(root).exists(), "enrolled before Roles Anywhere");
 
     configure(&vault, &ra_sts_down, &eks);
-    outage_run("STS", "roles-anywhere", "STS AssumeRole failed");
+    outage_run(
+        "STS",
+        "roles-anywhere",
+        "IAM Roles Anywhere is throttling or failing (HTTP 500)",
+    );
+    assert!(
+        sts_down.connections.load(Ordering::SeqCst) > 0,
+        "STS was asked"
+    );
 
     configure(
         &vault,

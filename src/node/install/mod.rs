@@ -205,12 +205,16 @@ fn default_tracker() -> BTreeMap<String, String> {
 pub fn read_record(root: &Path) -> anyhow::Result<Option<Record>> {
     let path = fsutil::under_root(root, Path::new(RECORD_PATH));
     match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is not a hybridboot install record; remove it and install again",
-                path.display()
-            )
-        })?)),
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| {
+                    format!(
+                        "{} is not a hybridboot install record; remove it and install again",
+                        path.display()
+                    )
+                })
+                .with_class(Class::Operator)?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
