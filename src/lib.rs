@@ -10,22 +10,33 @@
 //!
 //! Exit codes are documented in [`exit`].
 
+#![warn(missing_docs)]
+#![deny(unused_must_use)]
+
 pub mod aws;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod awsauth;
 pub mod cli;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod exit;
 pub mod firstboot;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzz_entry;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod http;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod irsa;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod key;
 pub mod logging;
 pub mod node;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod process;
 pub mod retry;
 pub mod secret;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod time;
 pub mod vault;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod x509;

