@@ -8,7 +8,23 @@
 //!     -> eks (describe cluster, token) -> node (install, init: render files, start units)
 //! ```
 //!
-//! Exit codes are documented in [`exit`].
+//! Where each step lives, and what it takes (every domain module takes a plain settings struct;
+//! only [`cli`] knows the command line):
+//!
+//! | step | module | settings |
+//! |---|---|---|
+//! | the node key | [`key`] | [`key::KeySettings`] |
+//! | CSR, chain checks | [`x509`] | |
+//! | Vault enroll / renew | [`vault`] | [`vault::Settings`] |
+//! | Roles Anywhere session | [`aws::session`] | [`aws::session::RolesAnywhereSettings`] |
+//! | EKS DescribeCluster, token | [`aws::eks`], [`aws::sts_token`], [`node::init`] | |
+//! | install | [`node::install`] | [`node::install::InstallSettings`] |
+//! | init | [`node::init`] | [`node::init::InitSettings`] |
+//! | first boot, all of the above | [`firstboot`] (steps: [`firstboot::state::Step`]) | [`firstboot::ConfigSource`] |
+//!
+//! First boot builds each step's settings from the NodeConfig and BootstrapConfig
+//! (`firstboot::plan`) and runs the steps through one runner that records each in the state
+//! file. Exit codes are documented in [`exit`].
 
 #![warn(missing_docs)]
 #![deny(unused_must_use)]
