@@ -6,8 +6,8 @@
 //! chain, validity, TTL), and only then replaces the certificate file atomically: leaf first,
 //! then the CA chain without duplicates. On any failure the old file stays byte-for-byte intact.
 //!
-//! Wire format: PROTOCOLS.md §5. Tokens, secret ids and wrapping tokens are [`Secret`]s and never
-//! appear in logs or errors.
+//! Wire format: docs/protocols.md §5. Tokens, secret ids and wrapping tokens are [`Secret`]s and
+//! never appear in logs or errors.
 //!
 //! One file per concern:
 //! - `error`: [`VaultError`], what can go wrong and whether it is worth retrying;
