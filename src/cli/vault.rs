@@ -226,3 +226,50 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
     println!("{}", x509::chain::rfc3339(r.due));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        vault: VaultArgs,
+    }
+
+    /// The flags' defaults are the domain's (`--timeout` is spelled for the help text).
+    #[test]
+    fn flag_defaults_are_the_settings_defaults() {
+        let cli = Cli::try_parse_from([
+            "enroll",
+            "--vault-addr",
+            "https://vault.test:8200",
+            "--pki-role",
+            "node",
+            "--key",
+            "file:/k.pem",
+            "--common-name",
+            "node-1",
+            "--certificate",
+            "/c.pem",
+            "--vault-token-file",
+            "/t",
+        ])
+        .unwrap();
+        let s = cli.vault.settings().unwrap();
+        let d = vault::Settings::new(
+            s.address.clone(),
+            "node",
+            s.key.clone(),
+            "node-1",
+            "/c.pem".into(),
+        );
+        assert_eq!(s.timeout, d.timeout);
+        assert_eq!(
+            (&s.pki_mount, &s.cert_auth_mount, &s.approle_mount),
+            (&d.pki_mount, &d.cert_auth_mount, &d.approle_mount)
+        );
+        assert!(matches!(s.auth, Some(SecretAuth::TokenFile(_))));
+    }
+}
