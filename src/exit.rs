@@ -13,10 +13,15 @@
 
 use crate::error::Class;
 
+/// Success.
 pub const SUCCESS: i32 = 0;
+/// An internal error: a bug ([`Class::Bug`]).
 pub const INTERNAL: i32 = 1;
+/// A usage error: unknown flag, missing argument (the command line's parser says which).
 pub const USAGE: i32 = 2;
+/// Needs an operator ([`Class::Operator`]).
 pub const OPERATOR: i32 = 3;
+/// Retry later ([`Class::Transient`]).
 pub const RETRY_LATER: i32 = 4;
 
 /// The exit code of a failure of class `class`.

@@ -2,8 +2,9 @@
 //! endpoint resolved, the node key opened only when a session must be made, and the session
 //! cache shared by every process of the node (`credential-process`, `token`, `init`, first
 //! boot). [`RolesAnywhereSettings`] is the one description of a session, whoever asks: the
-//! command line, `init` (from the NodeConfig; the node's `credential_process` line is rendered
-//! from the same settings) or first boot.
+//! command line, or `init` and first boot (from the NodeConfig, see
+//! `node::render::aws::roles_anywhere_settings`; the node's `credential_process` line is
+//! rendered from the same settings).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -17,8 +18,6 @@ use super::sigv4x509;
 use crate::error::{operator, Class, Classify, ResultExt, WithClass};
 use crate::http::{Client, ProxySettings};
 use crate::key::{KeyRef, KeySettings, NodeKey, OpenMode};
-use crate::node::config::NodeConfig;
-use crate::node::render::AwsOverrides;
 use crate::retry::{RealClock, RetryPolicy};
 use crate::x509::chain::{self, Cert};
 
@@ -79,32 +78,6 @@ impl RolesAnywhereSettings {
             role_session_name: None,
             with_proxy: false,
             ca_bundle: None,
-        }
-    }
-
-    /// The node's own session: the NodeConfig's `spec.hybrid.iamRolesAnywhere` (nodeadm's
-    /// arguments) and hybridboot's additions (endpoint, CA bundle, TCTI, PKCS#11 module). Pure:
-    /// `init` renders the node's `credential_process` line from it and makes its own session
-    /// with it.
-    pub fn for_node(cfg: &NodeConfig, extra: &AwsOverrides) -> RolesAnywhereSettings {
-        let ira = &cfg.iam_roles_anywhere;
-        let key = KeySettings {
-            reference: ira.private_key.clone(),
-            tcti: extra.tcti.clone(),
-            pkcs11_lib: extra.pkcs11_lib.clone(),
-            tpm_key_auth_file: None,
-        };
-        RolesAnywhereSettings {
-            role_session_name: Some(ira.node_name.clone()),
-            endpoint: extra.roles_anywhere_endpoint.clone(),
-            ca_bundle: extra.ca_bundle.clone(),
-            ..RolesAnywhereSettings::new(
-                ira.certificate_path.clone(),
-                key,
-                ira.trust_anchor_arn.clone(),
-                ira.profile_arn.clone(),
-                ira.role_arn.clone(),
-            )
         }
     }
 

@@ -50,6 +50,7 @@ pub struct RolesAnywhereArgs {
     /// Role session name (usually the node name; often required to equal the certificate CN).
     #[arg(long, value_name = "NAME")]
     pub role_session_name: Option<String>,
+    /// Where the key is.
     #[command(flatten)]
     pub key_access: KeyAccessArgs,
     /// Use HTTPS_PROXY / NO_PROXY from the environment (off by default, like the reference).
@@ -97,8 +98,10 @@ pub struct CacheArgs {
 /// `hybridboot credential-process`.
 #[derive(Args, Debug)]
 pub struct CredentialProcessArgs {
+    /// The session.
     #[command(flatten)]
     pub ra: RolesAnywhereArgs,
+    /// The session cache.
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -129,6 +132,7 @@ pub fn credential_process(args: CredentialProcessArgs) -> anyhow::Result<()> {
 /// `hybridboot update`.
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
+    /// The session.
     #[command(flatten)]
     pub ra: RolesAnywhereArgs,
     /// Profile of the shared credentials file to keep fresh.
@@ -155,6 +159,7 @@ pub fn run_update(args: UpdateArgs) -> anyhow::Result<()> {
 /// `hybridboot serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// The session.
     #[command(flatten)]
     pub ra: RolesAnywhereArgs,
     /// Port on 127.0.0.1 (SDKs: `AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:<port>/`).

@@ -42,10 +42,15 @@ struct RenderFlags {
 /// attached to the `--admin-role-arn` before it on the command line.
 #[derive(Debug)]
 pub struct AwsAuthRenderArgs {
+    /// `--node-role-arn`.
     pub node_role_arn: String,
+    /// Each `--admin-role-arn` with its groups and username.
     pub admins: Vec<AdminSpec>,
+    /// `--merge`.
     pub merge: Option<PathBuf>,
+    /// `--replace`.
     pub replace: bool,
+    /// `--out`.
     pub out: Option<PathBuf>,
 }
 

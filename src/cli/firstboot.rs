@@ -10,6 +10,7 @@ use crate::firstboot::{self, status, ConfigSource};
 /// `hybridboot firstboot`.
 #[derive(Args, Debug)]
 pub struct FirstbootArgs {
+    /// Where the configuration is.
     #[command(flatten)]
     pub source: ConfigArgs,
 }

@@ -18,6 +18,7 @@ pub struct KeyArgs {
     /// Key reference: handle:0x81.., pkcs11:token=..;object=.., a TSS2 PEM file, or file:/path.
     #[arg(long, value_name = "REF", env = "HYBRIDBOOT_KEY")]
     pub key: String,
+    /// Where its TPM or module is.
     #[command(flatten)]
     pub access: KeyAccessArgs,
 }
@@ -79,6 +80,7 @@ pub enum KeyCommand {
 /// `hybridboot key create`.
 #[derive(Args, Debug)]
 pub struct KeyCreateArgs {
+    /// The key.
     #[command(flatten)]
     pub key: KeyArgs,
     /// Algorithm of a new key. An existing key of another algorithm is an error.
@@ -86,11 +88,9 @@ pub struct KeyCreateArgs {
     pub algorithm: String,
 }
 
-/// `hybridboot csr`.
-#[derive(Args, Debug)]
-pub struct CsrArgs {
-    #[command(flatten)]
-    pub key: KeyArgs,
+/// The subject of the node certificate: `csr` and the Vault commands.
+#[derive(Args, Debug, Clone)]
+pub struct SubjectArgs {
     /// Subject common name; for EKS hybrid nodes, the node name.
     #[arg(long, value_name = "CN")]
     pub common_name: String,
@@ -100,6 +100,17 @@ pub struct CsrArgs {
     /// IP subject alternative name (repeatable).
     #[arg(long = "ip-address", value_name = "IP")]
     pub ip_addresses: Vec<IpAddr>,
+}
+
+/// `hybridboot csr`.
+#[derive(Args, Debug)]
+pub struct CsrArgs {
+    /// The signing key.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The subject.
+    #[command(flatten)]
+    pub subject: SubjectArgs,
     /// Write the CSR to this file (atomically, mode 0644) instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -132,9 +143,9 @@ pub fn key_show(args: KeyArgs) -> anyhow::Result<()> {
 pub fn csr(args: CsrArgs) -> anyhow::Result<()> {
     let key = args.key.open(OpenMode::Existing)?;
     let req = x509::CsrRequest {
-        common_name: args.common_name,
-        dns_names: args.dns_names,
-        ip_addresses: args.ip_addresses,
+        common_name: args.subject.common_name,
+        dns_names: args.subject.dns_names,
+        ip_addresses: args.subject.ip_addresses,
     };
     let pem = x509::build_csr(key.as_ref(), &req).classed()?;
     match args.out {

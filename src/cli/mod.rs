@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-pub use key::{KeyAccessArgs, KeyArgs};
+pub use key::{KeyAccessArgs, KeyArgs, SubjectArgs};
 
 /// Writes `bytes` to `out` (atomically, mode 0644) or to stdout.
 fn emit(out: Option<&PathBuf>, bytes: &[u8], what: &str) -> anyhow::Result<()> {

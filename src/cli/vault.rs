@@ -1,11 +1,11 @@
 //! `enroll` and `renew`: the Vault flags, turned into [`vault::Settings`].
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::key::SubjectArgs;
 use super::KeyArgs;
 use anyhow::Context;
 
@@ -32,17 +32,12 @@ pub struct VaultArgs {
     /// PKI role that signs the node certificate.
     #[arg(long, value_name = "ROLE")]
     pub pki_role: String,
+    /// The node key.
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Subject common name: the node name.
-    #[arg(long, value_name = "CN")]
-    pub common_name: String,
-    /// DNS subject alternative name (repeatable).
-    #[arg(long = "dns-name", value_name = "NAME")]
-    pub dns_names: Vec<String>,
-    /// IP subject alternative name (repeatable).
-    #[arg(long = "ip-address", value_name = "IP")]
-    pub ip_addresses: Vec<IpAddr>,
+    /// The subject.
+    #[command(flatten)]
+    pub subject: SubjectArgs,
     /// Requested lifetime (e.g. 72h, 30m, 3600s); a certificate shorter than asked for is
     /// refused (the role's max_ttl is lower). Default: the role's ttl.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -84,6 +79,7 @@ pub struct VaultArgs {
 /// `hybridboot enroll`.
 #[derive(Args, Debug)]
 pub struct EnrollArgs {
+    /// The Vault flags.
     #[command(flatten)]
     pub vault: VaultArgs,
 }
@@ -120,9 +116,9 @@ impl VaultArgs {
             pki_mount: self.pki_mount.clone(),
             pki_role: self.pki_role.clone(),
             key: self.key.settings(),
-            common_name: self.common_name.clone(),
-            dns_names: self.dns_names.clone(),
-            ip_addresses: self.ip_addresses.clone(),
+            common_name: self.subject.common_name.clone(),
+            dns_names: self.subject.dns_names.clone(),
+            ip_addresses: self.subject.ip_addresses.clone(),
             ttl: self.ttl,
             certificate: self.certificate.clone(),
             ca_certificate: self.ca_certificate.clone(),
@@ -233,4 +229,51 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
     let r = vault::renew_certificate(&settings, fraction)?;
     println!("{}", x509::chain::rfc3339(r.due));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        vault: VaultArgs,
+    }
+
+    /// The flags' defaults are the domain's (`--timeout` is spelled for the help text).
+    #[test]
+    fn flag_defaults_are_the_settings_defaults() {
+        let cli = Cli::try_parse_from([
+            "enroll",
+            "--vault-addr",
+            "https://vault.test:8200",
+            "--pki-role",
+            "node",
+            "--key",
+            "file:/k.pem",
+            "--common-name",
+            "node-1",
+            "--certificate",
+            "/c.pem",
+            "--vault-token-file",
+            "/t",
+        ])
+        .unwrap();
+        let s = cli.vault.settings().unwrap();
+        let d = vault::Settings::new(
+            s.address.clone(),
+            "node",
+            s.key.clone(),
+            "node-1",
+            "/c.pem".into(),
+        );
+        assert_eq!(s.timeout, d.timeout);
+        assert_eq!(
+            (&s.pki_mount, &s.cert_auth_mount, &s.approle_mount),
+            (&d.pki_mount, &d.cert_auth_mount, &d.approle_mount)
+        );
+        assert!(matches!(s.auth, Some(SecretAuth::TokenFile(_))));
+    }
 }

@@ -197,13 +197,13 @@ impl State {
         }
     }
 
-    /// Records `step` as left out.
     /// Records how long `step` took this time.
     pub fn record_duration(&mut self, step: Step, took: std::time::Duration) {
         self.durations_ms
             .insert(step, u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
     }
 
+    /// Records `step` as left out.
     pub fn skip(&mut self, step: Step, reason: &str) {
         self.completed.retain(|s| *s != step);
         self.skipped.retain(|s| s.step != step);

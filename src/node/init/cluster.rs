@@ -8,10 +8,11 @@ use std::time::SystemTime;
 
 use crate::aws::credentials::Credentials;
 use crate::aws::eks;
-use crate::aws::session::{self, CacheSettings, RolesAnywhereSettings};
+use crate::aws::session::{self, CacheSettings};
 use crate::error::{Classify, ResultExt};
 use crate::http::{self, Client};
 use crate::node::config::NodeConfig;
+use crate::node::render::aws::roles_anywhere_settings;
 use crate::node::render::AwsOverrides;
 use crate::retry::RetryPolicy;
 
@@ -52,7 +53,7 @@ pub fn roles_anywhere_credentials(
 ) -> anyhow::Result<Credentials> {
     let env = |k: &str| std::env::var(k).ok();
     // The line is written for the node's own root; this run may work under another.
-    let settings = RolesAnywhereSettings::for_node(cfg, extra)
+    let settings = roles_anywhere_settings(cfg, extra)
         .under_root(root)
         .with_env_defaults(&env);
     session::credentials_with(&settings, &CacheSettings::for_root(root, &env), policy)

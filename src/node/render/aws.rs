@@ -3,6 +3,7 @@
 
 use super::{shell_quote, systemd_quote, AwsOverrides, Effect, NodeFacts, RenderedFile};
 use crate::aws::session::RolesAnywhereSettings;
+use crate::key::KeySettings;
 use crate::node::config::NodeConfig;
 
 /// The AWS profile hybridboot's consumers use (nodeadm's `ProfileName`).
@@ -14,11 +15,35 @@ pub const UPDATE_UNIT_NAME: &str = "hybridboot-update.service";
 /// Where the update unit is written.
 pub const UPDATE_UNIT_PATH: &str = "/etc/systemd/system/hybridboot-update.service";
 
+/// The node's own Roles Anywhere session: the NodeConfig's `spec.hybrid.iamRolesAnywhere`
+/// (nodeadm's arguments) and hybridboot's additions (endpoint, CA bundle, TCTI, PKCS#11 module).
+/// `init` renders the node's `credential_process` line from it and makes its own session with it.
+pub fn roles_anywhere_settings(cfg: &NodeConfig, extra: &AwsOverrides) -> RolesAnywhereSettings {
+    let ira = &cfg.iam_roles_anywhere;
+    let key = KeySettings {
+        reference: ira.private_key.clone(),
+        tcti: extra.tcti.clone(),
+        pkcs11_lib: extra.pkcs11_lib.clone(),
+        tpm_key_auth_file: None,
+    };
+    RolesAnywhereSettings {
+        role_session_name: Some(ira.node_name.clone()),
+        endpoint: extra.roles_anywhere_endpoint.clone(),
+        ca_bundle: extra.ca_bundle.clone(),
+        ..RolesAnywhereSettings::new(
+            ira.certificate_path.clone(),
+            key,
+            ira.trust_anchor_arn.clone(),
+            ira.profile_arn.clone(),
+            ira.role_arn.clone(),
+        )
+    }
+}
+
 /// The Roles Anywhere arguments shared by `credential-process` and `update`, in nodeadm's order,
-/// then the endpoint overrides (if any): the node's session settings
-/// ([`RolesAnywhereSettings::for_node`]) as flags.
+/// then the endpoint overrides (if any): [`roles_anywhere_settings`] as flags.
 pub fn roles_anywhere_args(cfg: &NodeConfig, extra: &AwsOverrides) -> Vec<(&'static str, String)> {
-    RolesAnywhereSettings::for_node(cfg, extra).process_args()
+    roles_anywhere_settings(cfg, extra).process_args()
 }
 
 /// The `credential_process` command line: hybridboot with every argument shell-quoted as needed.

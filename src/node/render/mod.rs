@@ -42,8 +42,11 @@ impl ClusterDetails {
 /// A kubelet version, `vMAJOR.MINOR.PATCH` (from `kubelet --version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KubeletVersion {
+    /// Major.
     pub major: u32,
+    /// Minor.
     pub minor: u32,
+    /// Patch.
     pub patch: u32,
 }
 
