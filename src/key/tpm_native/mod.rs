@@ -589,6 +589,7 @@ fn tpm2b(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Classify;
 
     #[test]
     fn out_of_range_handles_and_bad_tctis_fail_before_any_io() {
