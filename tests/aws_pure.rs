@@ -4,7 +4,7 @@
 //!   from the test venv), byte for byte for RSA and by verification for ECDSA, with certificates
 //!   made by openssl.
 
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -412,7 +412,7 @@ fn python_sign(
         "verify_signature_hex": verify_signature_hex,
     });
     let py = venv_python();
-    let run = common::tool(
+    let run = util::tool(
         py.to_str().unwrap(),
         &[script.to_str().unwrap(), &args.to_string()],
         &[],
@@ -610,7 +610,7 @@ fn botocore_read(config: &Path, credentials: &Path, profile: &str) -> serde_json
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aws_vectors/botocore_read.py");
     let py = venv_python();
-    let run = common::tool(
+    let run = util::tool(
         py.to_str().unwrap(),
         &[
             script.to_str().unwrap(),
@@ -689,7 +689,7 @@ fn moto_describe_cluster_answer_parses() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers/aws_vectors/moto_describe_cluster.py");
     let py = venv_python();
-    let run = common::tool(
+    let run = util::tool(
         py.to_str().unwrap(),
         &[script.to_str().unwrap(), "hybrid-1", "us-west-2"],
         &[],
@@ -745,7 +745,7 @@ fn credential_process_lines_survive_botocore_and_sh() {
     let v = botocore_read(&config, &dir.path().join("none"), "node");
     assert_eq!(v["access_key"], "ASIAQUOTED");
     // The Go and Rust SDKs: sh -c.
-    let run = common::tool("sh", &["-c", &line], &[]);
+    let run = util::tool("sh", &["-c", &line], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("ASIAQUOTED"));
 }
@@ -785,17 +785,10 @@ fn cache_child_process() {
 #[test]
 fn twenty_processes_with_a_cold_cache_fetch_once() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..20)
         .map(|_| {
-            std::process::Command::new(&exe)
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "cache_child_process",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            util::helper_test("aws_pure::cache_child_process")
+                .arg("--nocapture")
                 .env(CACHE_CHILD_ENV, dir.path())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -868,18 +861,11 @@ fn imds_child_process() {
 fn botocore_imds(mode: &str) -> serde_json::Value {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aws_vectors/botocore_imds.py");
-    let exe = std::env::current_exe().unwrap();
-    let helper = serde_json::json!([
-        exe,
-        "--ignored",
-        "--exact",
-        "imds_child_process",
-        "--nocapture",
-        "--quiet",
-        "--test-threads=1"
-    ]);
+    let mut helper = util::helper_test_argv("aws_pure::imds_child_process");
+    helper.extend(["--nocapture".to_string(), "--quiet".to_string()]);
+    let helper = serde_json::json!(helper);
     let py = venv_python();
-    let run = common::tool(
+    let run = util::tool(
         py.to_str().unwrap(),
         &[script.to_str().unwrap(), &helper.to_string()],
         &[(IMDS_CHILD_ENV, mode)],

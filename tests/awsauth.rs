@@ -1,10 +1,10 @@
 //! `aws-auth render` (fresh and `--merge`) read back by the real kubectl and PyYAML, and
 //! `access-entry render` validated against botocore's EKS service model.
-mod common;
+use crate::util;
 
 use std::path::Path;
 
-use common::{dir_entries, run, tool, Run};
+use util::{dir_entries, run, tool, Run};
 
 const NODE: &str = "arn:aws:iam::111122223333:role/HybridNodes";
 const ADMIN: &str = "arn:aws:iam::111122223333:role/KubernetesAdmin";

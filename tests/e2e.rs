@@ -16,20 +16,18 @@
 //! session. No AWS credentials are in any environment: every process starts from an empty one.
 #![cfg(all(feature = "tpm", feature = "pkcs11"))]
 
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::peers::{ApiServer, MiniCa, Moto, RaOptions, RolesAnywhere};
-use common::softhsm::{self, SoftHsm};
-use common::swtpm::Swtpm;
-use common::Run;
-use openbao::OpenBao;
 use serde_json::Value;
+use util::openbao::OpenBao;
+use util::peers::{ApiServer, MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::softhsm::{self, SoftHsm};
+use util::swtpm::Swtpm;
+use util::Run;
 
 /// A process with an empty environment except `PATH`, `HOME` and `env`: no AWS or hybridboot
 /// setting of the machine or the test runner leaks in.
@@ -45,7 +43,7 @@ fn clean(program: &Path, home: &Path, env: &[(&str, String)]) -> Command {
 }
 
 fn hb(home: &Path, env: &[(&str, String)], args: &[&str]) -> Run {
-    clean(&common::bin(), home, env)
+    clean(&util::bin(), home, env)
         .args(args)
         .output()
         .expect("running hybridboot")
@@ -133,7 +131,7 @@ impl Cluster {
     /// refused as such, so its 200s above were correctly signed ones.
     fn assert_moto_checks_signatures(&self) {
         let akid = self.moto.setup["access_key_id"].as_str().unwrap();
-        let r = common::tool(
+        let r = util::tool(
             "curl",
             &[
                 "-sS",

@@ -2,9 +2,7 @@
 //! Roles Anywhere test endpoint, moto (STS and EKS DescribeCluster with signature checking), a
 //! fault-injecting TCP proxy, libfaketime (a wrong clock), SIGKILL (power cuts). The kubelet is
 //! "baked into the image" as a stand-in that answers `--version`, and systemctl is a recorder.
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -16,10 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
-use common::swtpm::Swtpm;
-use common::{run, tool, Run};
-use openbao::OpenBao;
+use util::openbao::OpenBao;
+use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::swtpm::Swtpm;
+use util::{run, tool, Run};
 
 const CN: &str = "node-1.example.com";
 const HANDLE: &str = "0x81000001";
@@ -223,7 +221,7 @@ fn firstboot(root: &Path, extra: &[(&str, &str)]) -> Run {
 }
 
 fn spawn_firstboot(root: &Path) -> Child {
-    Command::new(common::bin())
+    Command::new(util::bin())
         .args(firstboot_args(root))
         .envs(env())
         .env_remove("HYBRIDBOOT_TCTI")
@@ -614,10 +612,8 @@ fn power_cuts_at_28_points_converge_to_the_uninterrupted_result() {
                 label.to_string()
             }
         };
-        // SAFETY: SIGKILL to the child this test spawned.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
+        // SIGKILL: a power cut gives the process no chance to clean up.
+        let _ = child.kill();
         let status = child.wait().unwrap();
         if status.code().is_none() {
             killed_mid_run += 1;
@@ -656,7 +652,7 @@ fn power_cuts_at_28_points_converge_to_the_uninterrupted_result() {
 
 #[test]
 fn firstboot_with_spec_install_installs_verified_binaries_then_joins() {
-    use common::mirror::{sha256_hex, store, Mirror};
+    use util::mirror::{sha256_hex, store, Mirror};
     let site = Site::start();
     let mirror = Mirror::start();
     let dir = tempfile::tempdir().unwrap();
@@ -664,7 +660,7 @@ fn firstboot_with_spec_install_installs_verified_binaries_then_joins() {
     site.configure(root, CN, &site.bao.http_addr());
     // The image has no kubelet: install brings it (iptables comes with the distribution).
     std::fs::remove_file(root.join("usr/bin/kubelet")).unwrap();
-    common::mirror::write(&root.join("usr/sbin/iptables"), b"#!/bin/sh\n", 0o755);
+    util::mirror::write(&root.join("usr/sbin/iptables"), b"#!/bin/sh\n", 0o755);
     let etc = root.join("etc/hybridboot");
     std::fs::copy(store().join("sign.pub"), etc.join("manifest.pub")).unwrap();
     std::fs::copy(store().join("ca.pem"), etc.join("mirror-ca.pem")).unwrap();
@@ -984,10 +980,8 @@ fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_ag
     while !cert_path(root).exists() && Instant::now() < until {
         std::thread::sleep(Duration::from_micros(300));
     }
-    // SAFETY: SIGKILL to the child this test spawned.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
+    // SIGKILL: the process gets no chance to clean up.
+    let _ = child.kill();
     child.wait().unwrap();
     let cert = std::fs::read(cert_path(root)).unwrap();
     let r = firstboot(root, &[]);

@@ -2,7 +2,7 @@
 //! signature checking on, IAM, STS), a test API server that verifies EKS tokens with botocore
 //! (tests/peers/apiserver.py), and the real `kubectl`.
 
-mod common;
+use crate::util;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -66,7 +66,7 @@ impl Drop for Peer {
 }
 
 fn sh(program: &str, args: &[&str]) -> String {
-    let r = common::tool(program, args, &[]);
+    let r = util::tool(program, args, &[]);
     assert_eq!(r.code, 0, "{program} {args:?}: {}", r.stderr);
     r.stdout
 }
@@ -261,7 +261,7 @@ impl Env {
     }
 
     fn api_stats(&self) -> Value {
-        let out = common::tool(
+        let out = util::tool(
             "curl",
             &[
                 "-sS",
@@ -311,8 +311,8 @@ spec:
 }
 
 /// Runs hybridboot with no AWS settings inherited, HOME in the tempdir, and `env` on top.
-fn hb(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> common::Run {
-    let mut cmd = Command::new(common::bin());
+fn hb(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> util::Run {
+    let mut cmd = Command::new(util::bin());
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_") || k.starts_with("HYBRIDBOOT_") || k == "KUBERNETES_EXEC_INFO" {
@@ -345,7 +345,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn kubectl(kubeconfig: &Path, env: &Env, extra: &[(&str, &str)]) -> common::Run {
+fn kubectl(kubeconfig: &Path, env: &Env, extra: &[(&str, &str)]) -> util::Run {
     let mut cmd = Command::new("kubectl");
     cmd.args([
         "--kubeconfig",
@@ -598,7 +598,7 @@ fn token_credentials_from_shared_file_and_credential_process() {
     // With them: a kubeconfig kubectl reads, whose plugin is `hybridboot token` with the Roles
     // Anywhere parameters (the certificate path made absolute, the pkcs11 URI intact).
     let key_ref = "pkcs11:token=user;object=me?pin-source=file:/run/pin";
-    let made = Command::new(common::bin())
+    let made = Command::new(util::bin())
         .current_dir(env.dir.path())
         .args([
             "kubeconfig",
@@ -635,7 +635,7 @@ fn token_credentials_from_shared_file_and_credential_process() {
             & 0o777,
         0o600
     );
-    let view = common::tool(
+    let view = util::tool(
         "kubectl",
         &[
             "config",
@@ -651,7 +651,7 @@ fn token_credentials_from_shared_file_and_credential_process() {
     assert_eq!(view.code, 0, "{}", view.stderr);
     let v: Value = serde_json::from_str(&view.stdout).unwrap();
     let exec = &v["users"][0]["user"]["exec"];
-    assert_eq!(exec["command"], common::bin().display().to_string());
+    assert_eq!(exec["command"], util::bin().display().to_string());
     let args: Vec<&str> = exec["args"]
         .as_array()
         .unwrap()
@@ -691,7 +691,7 @@ fn token_credentials_from_shared_file_and_credential_process() {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      args: [token, --cluster-name, hybrid-test, --region, us-east-1]\n      interactiveMode: Never\n",
             env.path("ca.pem").display(),
-            common::bin().display()
+            util::bin().display()
         ),
     )
     .unwrap();
@@ -724,7 +724,7 @@ fn bad_inputs_fail_with_one_clear_error_and_write_nothing() {
         r#"{"cluster":{"name":"hybrid-test","status":"CREATING"}}"#,
     )
     .unwrap();
-    let port = common::free_port().to_string();
+    let port = util::free_port().to_string();
     let mut http = Command::new(venv_python())
         .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
         .arg(env.path("inactive"))

@@ -2,11 +2,11 @@
 //! with Python `cryptography`, and tokens signed with PyJWT (as kube-apiserver signs them, RS256
 //! with the kid header) must verify against the published keys.json fetched by PyJWKClient
 //! from a loopback HTTP server.
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 
-use common::{dir_entries, run, tool};
+use util::{dir_entries, run, tool};
 
 fn venv_python() -> String {
     let venv = std::env::var("HYBRIDBOOT_VENV").unwrap_or_else(|_| {
@@ -341,7 +341,7 @@ fn non_rsa_and_private_keys_are_refused_naming_the_file() {
     assert!(r.stdout.is_empty());
 }
 
-fn discovery(issuer: &str, extra: &[&str]) -> common::Run {
+fn discovery(issuer: &str, extra: &[&str]) -> util::Run {
     let mut args = vec!["irsa", "discovery", "--issuer", issuer];
     args.extend_from_slice(extra);
     run(&args, &[])

@@ -1,10 +1,10 @@
 //! `hybridboot config check`: parse and validate only, one clear line per problem.
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{run, Run};
+use util::{run, Run};
 
 const VALID: &str = "\
 ---
@@ -73,7 +73,7 @@ fn valid_config_in_every_source_form() {
         assert!(!r.stderr.contains("warn"), "{}", r.stderr);
     }
     // nodeadm's relative form: file://node.yaml is host+path, relative to the working directory.
-    let out = Command::new(common::bin())
+    let out = Command::new(util::bin())
         .args(["config", "check", "--config-source", "file://node.yaml"])
         .current_dir(dir.path())
         .output()

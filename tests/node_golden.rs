@@ -25,7 +25,7 @@
 //!
 //! Not compared: `expected-nodeadm-tracker` (written by `install`, not `init`).
 
-mod common;
+use crate::util;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -507,7 +507,7 @@ fn node_ip_validation_like_nodeadm() {
 fn openssl_cert(dir: &Path, cn: &str, days: &str) -> (PathBuf, PathBuf) {
     let cert = dir.join(format!("{cn}.crt"));
     let key = dir.join(format!("{cn}.key"));
-    common::tool(
+    util::tool(
         "openssl",
         &[
             "req",
@@ -618,7 +618,7 @@ fn pkcs11_key_reference_is_quoted() {
         .unwrap();
     assert!(line.contains(&format!("--private-key '{uri}' ")), "{line}");
     // The shell gives back the URI as one argument, `;` and `%` intact.
-    let out = common::tool(
+    let out = util::tool(
         "sh",
         &[
             "-c",
@@ -746,7 +746,7 @@ fn every_expected_file_of_the_iam_ra_cases_is_covered() {
         ("kubeconfig", vec!["expected-kubeconfig.yaml"]),
     ]);
     for (name, files) in covered {
-        let mut found: Vec<String> = common::dir_entries(&case(name))
+        let mut found: Vec<String> = util::dir_entries(&case(name))
             .into_iter()
             .filter(|f| f.starts_with("expected-"))
             .collect();
@@ -765,7 +765,7 @@ fn pkcs11_node_with_real_binary() -> Node {
         "      nodeName: mock-hybrid-node\n      privateKeyPath: \"pkcs11:token=edge%20hsm;object=node?pin-source=file:/run/pin\"\n",
     );
     let mut f = facts("v1.31.0");
-    f.hybridboot_path = common::bin();
+    f.hybridboot_path = util::bin();
     Node::init(load_text(&cfg_path, &text), &f)
 }
 
@@ -773,7 +773,7 @@ fn pkcs11_node_with_real_binary() -> Node {
 fn update_unit_passes_systemd_analyze_verify() {
     let node = pkcs11_node_with_real_binary();
     let unit = node.path("/etc/systemd/system/hybridboot-update.service");
-    let r = common::tool(
+    let r = util::tool(
         "systemd-analyze",
         &["verify", unit.to_str().unwrap()],
         &[("SYSTEMD_LOG_LEVEL", "warning")],
@@ -783,7 +783,7 @@ fn update_unit_passes_systemd_analyze_verify() {
     // The control: the same unit without `%` doubled is rejected (unknown specifier %2).
     let broken = node.path("/etc/systemd/system/broken-update.service");
     std::fs::write(&broken, read(&unit).replace("%%20", "%20")).unwrap();
-    let r = common::tool(
+    let r = util::tool(
         "systemd-analyze",
         &["verify", broken.to_str().unwrap()],
         &[("SYSTEMD_LOG_LEVEL", "warning")],
@@ -796,7 +796,7 @@ fn update_unit_passes_systemd_analyze_verify() {
 fn kubectl_reads_the_kubeconfig() {
     let node = pkcs11_node_with_real_binary();
     let kubeconfig = node.path("/var/lib/kubelet/kubeconfig");
-    let r = common::tool(
+    let r = util::tool(
         "kubectl",
         &[
             "config",
@@ -817,7 +817,7 @@ fn kubectl_reads_the_kubeconfig() {
         "/etc/kubernetes/pki/ca.crt"
     );
     let exec = &v["users"][0]["user"]["exec"];
-    assert_eq!(exec["command"], common::bin().to_str().unwrap());
+    assert_eq!(exec["command"], util::bin().to_str().unwrap());
     assert_eq!(
         exec["args"],
         serde_json::json!([
@@ -867,5 +867,5 @@ fn skipped_phases_and_bad_details_write_nothing_of_theirs() {
     let e = files_phase(root.path(), &loaded.node, &bad, &f, &Skip::default()).unwrap_err();
     assert!(matches!(e, FilesError::Render(_)), "{e}");
     assert!(e.to_string().contains("cluster service CIDR"), "{e}");
-    assert!(common::dir_entries(root.path()).is_empty());
+    assert!(util::dir_entries(root.path()).is_empty());
 }

@@ -33,9 +33,7 @@
 //!
 //! The Debug output of the secret-holding public types is checked at the end of this file.
 #![cfg(all(feature = "tpm", feature = "pkcs11"))]
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -44,11 +42,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use common::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
-use common::softhsm::{self, SoftHsm};
-use common::swtpm::Swtpm;
-use common::{imds, Background, Run};
-use openbao::OpenBao;
+use util::openbao::OpenBao;
+use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::softhsm::{self, SoftHsm};
+use util::swtpm::Swtpm;
+use util::{imds, Background, Run};
 
 const CN: &str = "node-1.example.com";
 const PIN: &str = "audit-pin-Mv52LqZ8";
@@ -327,7 +325,7 @@ fn hb(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 fn hb_command(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = Command::new(util::bin());
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_")
@@ -741,7 +739,7 @@ spec:
     assert!(root.join("var/lib/hybridboot/joined").exists());
     // The session firstboot got (cached: a documented credential file) joins the secrets.
     let mut sessions = 0;
-    for name in common::dir_entries(&cache) {
+    for name in util::dir_entries(&cache) {
         if name.ends_with(".json") {
             audit.learn_credential_process(&std::fs::read_to_string(cache.join(name)).unwrap());
             sessions += 1;
@@ -827,7 +825,7 @@ fn aws_commands_at_vvv_never_show_secret_keys_session_tokens_or_pins() {
         r.ok();
         audit.learn_credential_process(&r.stdout);
     }
-    let cache_entries = common::dir_entries(&w.join("cache"));
+    let cache_entries = util::dir_entries(&w.join("cache"));
     assert!(!cache_entries.is_empty(), "the session cache was used");
     for e in &cache_entries {
         let p = w.join("cache").join(e);
@@ -850,7 +848,7 @@ fn aws_commands_at_vvv_never_show_secret_keys_session_tokens_or_pins() {
     audit.learn_credentials_file(&credfile);
 
     // serve, queried like an SDK; its stderr goes to a file in the work dir (walked).
-    let port = common::free_port();
+    let port = util::free_port();
     let args = with("serve", &["--port", &port.to_string()]);
     let serve_log = w.join("serve.stderr");
     let mut cmd = hb_command(

@@ -1,10 +1,8 @@
-//! `hybridboot enroll` / `renew` against a real OpenBao server (see tests/common/openbao.rs).
+//! `hybridboot enroll` / `renew` against a real OpenBao server (see tests/util/openbao.rs).
 //!
 //! Scenarios take a [`Backend`] so that TPM (swtpm) and PKCS#11 (SoftHSM2) keys can run the same
 //! scenarios as file keys once those backends land.
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,10 +10,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::softhsm::{self, SoftHsm};
-use common::swtpm::Swtpm;
-use common::{run, tool, Run};
-use openbao::OpenBao;
+use util::openbao::OpenBao;
+use util::softhsm::{self, SoftHsm};
+use util::swtpm::Swtpm;
+use util::{run, tool, Run};
 
 const CN: &str = "node-1.example.com";
 
@@ -586,7 +584,7 @@ fn refusals_leave_the_certificate_intact(backend: Backend) {
     bao.unseal();
 
     // Unreachable: nothing listens there.
-    let port = common::free_port();
+    let port = util::free_port();
     let r = node.key.hb(&[
         "enroll",
         "--vault-addr",

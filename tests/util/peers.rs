@@ -4,14 +4,13 @@
 //!
 //! Each server gets fresh state in its own tempdir, binds 127.0.0.1 on a port it picks itself
 //! (reported on its first stdout line), runs with `--exit-on-stdin-eof` while this guard holds its
-//! stdin, and is killed by PID on drop. Use from any test file:
+//! stdin, and is killed by PID on drop. Use from any topic module:
 //!
 //! ```ignore
-//! mod common;               // tests/common/mod.rs declares `pub mod peers;`
-//! let moto = common::peers::Moto::start();
-//! let ra = common::peers::RolesAnywhere::start(&RaOptions::new(&[root_ca]).sts(&moto));
+//! use crate::util::peers::{Moto, RaOptions, RolesAnywhere};
+//! let moto = Moto::start();
+//! let ra = RolesAnywhere::start(&RaOptions::new(&[root_ca]).sts(&moto));
 //! ```
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -110,11 +109,6 @@ impl PeerProcess {
         guard
     }
 
-    /// The PID.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The peer's log so far (log file and stderr).
     pub fn log_text(&self) -> String {
         let a = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -125,10 +119,7 @@ impl PeerProcess {
 
 impl Drop for PeerProcess {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the PID of a child this guard started and has not reaped yet.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        super::terminate(self.child.id());
         let _ = self.child.wait();
     }
 }
@@ -136,7 +127,8 @@ impl Drop for PeerProcess {
 /// moto with the signed-GET fix, populated by moto_setup.py (IAM user, role `hybrid-node`,
 /// ACTIVE cluster `hybrid-test` in us-east-1) and with signature checking on.
 pub struct Moto {
-    pub dir: tempfile::TempDir,
+    /// Holds the peer's state until drop.
+    _dir: tempfile::TempDir,
     pub process: PeerProcess,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
@@ -181,7 +173,7 @@ impl Moto {
         let out = run_script("moto_setup.py", &setup_args);
         let setup: serde_json::Value = serde_json::from_str(out.trim()).expect("moto_setup JSON");
         Moto {
-            dir,
+            _dir: dir,
             process,
             endpoint,
             setup,
@@ -329,7 +321,8 @@ impl RaOptions {
 
 /// The Roles Anywhere test endpoint (HTTPS for clients, plain HTTP for the control API).
 pub struct RolesAnywhere {
-    pub dir: tempfile::TempDir,
+    /// Holds the peer's state until drop.
+    _dir: tempfile::TempDir,
     pub process: PeerProcess,
     pub https_port: u16,
     pub http_port: u16,
@@ -383,7 +376,7 @@ impl RolesAnywhere {
         let http_port = process.ready["http_port"].as_u64().unwrap() as u16;
         RolesAnywhere {
             tls_ca: tls_ca.cert,
-            dir,
+            _dir: dir,
             process,
             https_port,
             http_port,
@@ -451,8 +444,9 @@ impl RolesAnywhere {
 /// `GET /version` answers 200 only for an EKS token whose signature botocore recomputes with
 /// a secret from `credentials_file` (re-read on every request).
 pub struct ApiServer {
-    pub dir: tempfile::TempDir,
-    pub process: PeerProcess,
+    /// Holds the peer's state until drop.
+    _dir: tempfile::TempDir,
+    _process: PeerProcess,
     pub port: u16,
     /// The CA of its TLS certificate (the cluster CA).
     pub ca: PathBuf,
@@ -484,8 +478,8 @@ impl ApiServer {
         let process = PeerProcess::spawn("apiserver.py", &args, &log);
         let port = process.ready["port"].as_u64().unwrap() as u16;
         ApiServer {
-            dir,
-            process,
+            _dir: dir,
+            _process: process,
             port,
             ca: ca.cert.clone(),
         }
