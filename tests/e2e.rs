@@ -23,6 +23,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde_json::Value;
+use util::config::NodeConfig;
 use util::openbao::OpenBao;
 use util::peers::{ApiServer, MiniCa, Moto, RaOptions, RolesAnywhere};
 use util::softhsm::{self, SoftHsm};
@@ -227,32 +228,13 @@ fn node_tpm_openbao_roles_anywhere_describe_cluster_init_kubectl() {
     let config = d.join("nodeconfig.yaml");
     std::fs::write(
         &config,
-        format!(
-            "apiVersion: node.eks.aws/v1alpha1
-kind: NodeConfig
-spec:
-  cluster:
-    name: hybrid-test
-    region: us-east-1
-  kubelet:
-    flags:
-      - --node-ip=10.80.0.5
-  hybrid:
-    iamRolesAnywhere:
-      nodeName: {NODE}
-      trustAnchorArn: {ta}
-      profileArn: {profile}
-      roleArn: {role}
-      certificatePath: {cert}
-      privateKeyPath: {key}
-      awsConfigPath: {aws_config}
-",
-            ta = ra.trust_anchor_arn,
-            profile = ra.profile_arn,
-            role = ra.role_arn,
-            cert = s(&cert),
-            aws_config = s(&x.join("aws/config")),
-        ),
+        NodeConfig {
+            node_ip: Some("10.80.0.5".into()),
+            certificate_path: Some(s(&cert)),
+            aws_config_path: Some(s(&x.join("aws/config"))),
+            ..NodeConfig::moto_site(NODE, key).with_endpoint(ra)
+        }
+        .yaml(),
     )
     .unwrap();
     let ra_http = format!("http://127.0.0.1:{}", ra.http_port);

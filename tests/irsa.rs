@@ -8,16 +8,6 @@ use std::path::{Path, PathBuf};
 
 use util::{dir_entries, run, tool};
 
-fn venv_python() -> String {
-    let venv = std::env::var("HYBRIDBOOT_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/hybridboot/venv",
-            std::env::var("HOME").expect("HOME")
-        )
-    });
-    format!("{venv}/bin/python")
-}
-
 /// Recomputes the expected JWKS from the private keys, compares it with keys.json, then signs
 /// a token with each key and verifies it through PyJWKClient against keys.json served on
 /// 127.0.0.1. A token from a foreign key carrying a published kid must fail.
@@ -89,7 +79,7 @@ print("verified", len(privs))
 "#;
 
 fn openssl(args: &[&str]) {
-    tool("openssl", args, &[]).ok();
+    util::x509::openssl(Path::new("."), args);
 }
 
 fn s(p: &Path) -> &str {
@@ -153,7 +143,7 @@ fn check_with_python(keys_json: &Path, legacy: bool, private_keys: &[&Path]) {
         if legacy { "1" } else { "0" },
     ];
     args.extend(private_keys.iter().map(|p| s(p)));
-    let r = tool(&venv_python(), &args, &[]);
+    let r = tool(util::python().to_str().unwrap(), &args, &[]);
     assert_eq!(
         r.code, 0,
         "python check failed\nstdout:\n{}\nstderr:\n{}",

@@ -504,31 +504,10 @@ fn node_ip_validation_like_nodeadm() {
     assert!(msg.contains("--skip node-ip-validation"), "{msg}");
 }
 
-fn openssl_cert(dir: &Path, cn: &str, days: &str) -> (PathBuf, PathBuf) {
+fn openssl_cert(dir: &Path, cn: &str, days: u32) -> (PathBuf, PathBuf) {
     let cert = dir.join(format!("{cn}.crt"));
     let key = dir.join(format!("{cn}.key"));
-    util::tool(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-            "-subj",
-            &format!("/CN={cn}"),
-            "-days",
-            days,
-        ],
-        &[],
-    )
-    .ok();
+    util::x509::self_signed_ec(&cert, &key, cn, days);
     (cert, key)
 }
 
@@ -563,7 +542,7 @@ fn certificate_validation_like_nodeadm() {
     assert!(matches!(check(), Err(CheckError::CertificateInvalid(..))));
     // 4. A real certificate with its second line damaged (nodeadm: sed '2s/$/A/').
     let tmp = tempfile::tempdir().unwrap();
-    let (good, _) = openssl_cert(tmp.path(), "mock-hybrid-node", "1");
+    let (good, _) = openssl_cert(tmp.path(), "mock-hybrid-node", 1);
     let pem = read(&good);
     let damaged: Vec<String> = pem
         .lines()
@@ -583,7 +562,7 @@ fn certificate_validation_like_nodeadm() {
     std::fs::write(&on_node, &pem).unwrap();
     check().unwrap();
     // 6. Better than nodeadm: a certificate for another name is refused before AWS is asked.
-    let (other, _) = openssl_cert(tmp.path(), "someone-else", "1");
+    let (other, _) = openssl_cert(tmp.path(), "someone-else", 1);
     std::fs::copy(&other, &on_node).unwrap();
     let e = check().unwrap_err();
     assert!(

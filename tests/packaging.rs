@@ -8,15 +8,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn venv_bin(name: &str) -> PathBuf {
-    let venv = std::env::var_os("HYBRIDBOOT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/hybridboot/venv")
-        });
-    venv.join("bin").join(name)
-}
-
 /// Copies the shipped units into `dir` with ExecStart pointing at the built binary
 /// (systemd-analyze verify requires the executable to exist).
 fn units_pointing_at_build(dir: &Path) -> Vec<String> {
@@ -111,7 +102,7 @@ fn yocto_layer_lints_clean() {
         "oelint.vars.homepageping",
     ];
     args.extend(files.iter().map(String::as_str));
-    let lint = venv_bin("oelint-adv");
+    let lint = util::venv_bin("oelint-adv");
     let r = util::tool(lint.to_str().unwrap(), &args, &[]);
     let findings: Vec<&str> = r
         .stdout

@@ -29,8 +29,7 @@ impl Fixture {
     fn new(pin: &str, object: &str) -> Fixture {
         let hsm = SoftHsm::new();
         hsm.init_token("node", SO_PIN, pin);
-        let pin_file = hsm.dir().join("pin");
-        write_private(&pin_file, &format!("{pin}\n"));
+        let pin_file = hsm.write_pin_file(pin);
         let reference = format!(
             "pkcs11:token=node;object={object}?pin-source=file:{}",
             pin_file.display()

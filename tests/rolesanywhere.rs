@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use util::openbao::OpenBao;
-use util::peers::{self, MiniCa, Moto, RaOptions, RolesAnywhere};
-use util::softhsm::{self, SoftHsm};
+use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::softhsm::SoftHsm;
 use util::swtpm::Swtpm;
 use util::{imds, run, Background, Run};
 
@@ -54,13 +54,8 @@ impl Keys {
             Backend::Pkcs11 => {
                 let hsm = SoftHsm::new();
                 hsm.init_token("node", "so-pin-1234", "user-pin-5678");
-                let pin = hsm.dir().join("pin");
-                std::fs::write(&pin, "user-pin-5678\n").unwrap();
-                std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
-                for (a, b) in hsm.env() {
-                    env.push((a.into(), b.into()));
-                }
-                env.push(("HYBRIDBOOT_PKCS11_LIB".into(), softhsm::MODULE.into()));
+                let pin = hsm.write_pin_file("user-pin-5678");
+                env.extend(hsm.hybridboot_env());
                 (None, Some(hsm), Some(pin))
             }
         };
@@ -236,7 +231,7 @@ fn boto3_via_config(keys: &Keys, moto: &Moto, dir: &Path, process_args: &[String
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(peers::python());
+    let mut cmd = Command::new(util::python());
     cmd.args(["-c", BOTO3_SCRIPT, &moto.endpoint, &moto.cluster_name()]);
     for v in [
         "AWS_ACCESS_KEY_ID",
@@ -832,7 +827,7 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
         assert!(served[f].as_str().is_some_and(|v| !v.is_empty()), "{f}");
     }
     // An SDK (botocore's IMDSv2 provider) takes them from serve.
-    let out = Command::new(peers::python())
+    let out = Command::new(util::python())
         .args([
             "-c",
             "import boto3; c = boto3.Session().get_credentials(); print(c.method, c.access_key)",

@@ -6,12 +6,12 @@ use crate::util;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use util::openbao::OpenBao;
-use util::softhsm::{self, SoftHsm};
+use util::softhsm::SoftHsm;
 use util::swtpm::Swtpm;
 use util::{run, tool, Run};
 
@@ -66,13 +66,8 @@ impl NodeKey {
             Backend::Pkcs11 => {
                 let hsm = SoftHsm::new();
                 hsm.init_token("node", "so-pin-1234", "user-pin-5678");
-                let pin = hsm.dir().join("pin");
-                std::fs::write(&pin, "user-pin-5678\n").unwrap();
-                std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
-                for (a, b) in hsm.env() {
-                    env.push((a.into(), b.into()));
-                }
-                env.push(("HYBRIDBOOT_PKCS11_LIB".into(), softhsm::MODULE.into()));
+                let pin = hsm.write_pin_file("user-pin-5678");
+                env.extend(hsm.hybridboot_env());
                 NodeKey {
                     reference: format!(
                         "pkcs11:token=node;object=node?pin-source=file:{}",

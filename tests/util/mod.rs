@@ -3,6 +3,37 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The project's Python venv, which .ci/run (scripts/setup.sh) creates with the test peers and
+/// tools (env `HYBRIDBOOT_VENV`, default `$HOME/.cache/hybridboot/venv`).
+pub fn venv() -> PathBuf {
+    std::env::var_os("HYBRIDBOOT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/hybridboot/venv")
+        })
+}
+
+/// A program of the venv (`python`, `oelint-adv`, ...), which must exist.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = venv().join("bin").join(name);
+    assert!(
+        p.exists(),
+        "{} missing: create the venv (tests/peers/requirements.txt) as .ci/run does, or set HYBRIDBOOT_VENV",
+        p.display()
+    );
+    p
+}
+
+/// The venv's Python.
+pub fn python() -> PathBuf {
+    venv_bin("python")
+}
+
+/// `tests/peers`: the Python peers and their pytest cases.
+pub fn peers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
 /// Path of the `hybridboot` binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hybridboot"))
@@ -201,8 +232,10 @@ pub fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u
     (status, body.to_string())
 }
 
+pub mod config;
 pub mod mirror;
 pub mod openbao;
 pub mod peers;
 pub mod softhsm;
 pub mod swtpm;
+pub mod x509;

@@ -19,30 +19,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The project venv (env `HYBRIDBOOT_VENV`, default `$HOME/.cache/hybridboot/venv`).
-pub fn venv() -> PathBuf {
-    std::env::var("HYBRIDBOOT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/hybridboot/venv")
-        })
-}
-
-/// The venv's Python.
-pub fn python() -> PathBuf {
-    let p = venv().join("bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: create the venv (tests/peers/requirements.txt) or set HYBRIDBOOT_VENV",
-        p.display()
-    );
-    p
-}
-
-/// `tests/peers`.
-pub fn peers_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
+use super::{peers_dir, python};
 
 /// Runs a script of tests/peers with the venv's Python to completion; panics on failure.
 pub fn run_script(script: &str, args: &[&str]) -> String {
@@ -184,6 +161,31 @@ impl Moto {
     /// The node role's ARN.
     pub fn role_arn(&self) -> String {
         self.setup["role_arn"].as_str().unwrap().to_string()
+    }
+
+    /// Credentials of the node role (`access key id, secret, session token`), assumed through
+    /// moto's STS with the setup user's key by boto3 (not by hybridboot).
+    pub fn assume_role(&self, session_name: &str) -> (String, String, String) {
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(
+                "import boto3,json,sys\n\
+                 s=json.load(open(sys.argv[1]))\n\
+                 c=boto3.client('sts',endpoint_url=s['endpoint'],region_name='us-east-1',\
+                 aws_access_key_id=s['access_key_id'],aws_secret_access_key=s['secret_access_key'])\n\
+                 r=c.assume_role(RoleArn=s['role_arn'],RoleSessionName=sys.argv[2])['Credentials']\n\
+                 print(json.dumps([r['AccessKeyId'],r['SecretAccessKey'],r['SessionToken']]))",
+            )
+            .arg(&self.setup_file)
+            .arg(session_name)
+            .output()
+            .expect("running the venv's python");
+        assert!(
+            out.status.success(),
+            "assume_role: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("assume_role JSON")
     }
 
     /// The cluster's name.
