@@ -220,6 +220,8 @@ impl MiniCa {
     }
 
     /// An intermediate CA signed by this one.
+    // Only e2e, which needs both key backends, uses it.
+    #[cfg_attr(not(all(feature = "tpm", feature = "pkcs11")), allow(dead_code))]
     pub fn intermediate(&self, dir: &Path, name: &str) -> MiniCa {
         let ca = MiniCa {
             cert: dir.join(format!("{name}.pem")),
