@@ -772,13 +772,7 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
     wait_until("serve listening", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    let (st, token) = imds(
-        port,
-        "PUT",
-        "/latest/api/token",
-        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
-    );
-    assert_eq!(st, 200);
+    let token = util::imds_token(port);
     let auth = [("X-aws-ec2-metadata-token", token.as_str())];
     let (st, role) = imds(
         port,

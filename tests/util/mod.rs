@@ -212,6 +212,19 @@ impl Drop for Background {
     }
 }
 
+/// IMDSv2's first step against `hybridboot serve` on `port`: `PUT /latest/api/token` must
+/// answer 200 with the session token, which is returned.
+pub fn imds_token(port: u16) -> String {
+    let (status, token) = imds(
+        port,
+        "PUT",
+        "/latest/api/token",
+        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
+    );
+    assert_eq!(status, 200, "PUT /latest/api/token: {token}");
+    token
+}
+
 /// One HTTP/1.1 exchange with `hybridboot serve` (the IMDS emulator) on 127.0.0.1: the status
 /// and the body.
 pub fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
