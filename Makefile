@@ -16,7 +16,8 @@ build: ## debug build of the binary (all backends)
 
 test: setup ## every test: unit, CLI, and against real peers (swtpm, SoftHSM2, ...)
 	$(CARGO) test --locked --all-targets
-	$(CARGO) test --locked --features tpm-native --lib --test tpm_native
+	$(CARGO) test --locked --features tpm-native --lib
+	$(CARGO) test --locked --features tpm-native --test tests tpm_native::
 	$(CARGO) build --locked --no-default-features
 	@if ls tests/peers/test_*.py >/dev/null 2>&1; then $(HYBRIDBOOT_VENV)/bin/python -m pytest -q tests/peers; fi
 	$(MAKE) dist-test
@@ -54,10 +55,10 @@ dynamic: ## glibc-2.17 binaries with every backend into target/dist/
 dist-test: ## builds the dynamic binaries, checks glibc 2.17 and every backend on both arches
 	bash cross/setup.sh
 	bash cross/build.sh dynamic
-	$(CARGO) test --locked --test dist -- --ignored --nocapture
+	$(CARGO) test --locked --test tests dist:: -- --ignored --nocapture
 
 vm-test: ## aarch64 and x86_64 QEMU guests with swtpm run first boot to the joined stamp (builds the static binaries)
 	bash cross/setup.sh
 	bash cross/build.sh static
 	bash tests/vm/setup.sh
-	$(CARGO) test --locked --test vm -- --ignored --nocapture
+	$(CARGO) test --locked --test tests vm:: -- --ignored --nocapture

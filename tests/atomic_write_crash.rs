@@ -42,13 +42,9 @@ fn record(dir: &Path) -> Vec<Op> {
             "-o",
         ])
         .arg(&log)
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_atomic_write",
-            "--ignored",
-            "--test-threads=1",
-        ])
+        .args(crate::util::helper_test_argv(
+            "atomic_write_crash::helper_atomic_write",
+        ))
         .env("HB_ATOMIC_TARGET", &target)
         .status()
         .expect("strace runs");

@@ -4,7 +4,7 @@
 //!   from the test venv), byte for byte for RSA and by verification for ECDSA, with certificates
 //!   made by openssl.
 
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +15,7 @@ use hybridboot::aws::sigv4x509::{self, CreateSessionInput};
 use hybridboot::aws::sts_token;
 use hybridboot::key::{self, KeyOptions, KeyRef, OpenMode};
 use hybridboot::secret::Secret;
+use util::x509::openssl;
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
@@ -200,33 +201,6 @@ fn presigned_sts_url_matches_aws_sigv4() {
 // ---------------------------------------------------------------------------------------------
 // X.509 signer against iam-rolesanywhere-session.
 
-fn venv_python() -> PathBuf {
-    let venv = std::env::var("HYBRIDBOOT_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/hybridboot/venv",
-            std::env::var("HOME").expect("HOME")
-        )
-    });
-    let py = PathBuf::from(venv).join("bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: create the test venv (HYBRIDBOOT_VENV) as .ci/run does",
-        py.display()
-    );
-    py
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let mut cmd = std::process::Command::new("openssl");
-    cmd.current_dir(dir).args(args);
-    let out = cmd.output().expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A root CA, an intermediate, and a leaf (key type `leaf_alg`: "RSA" or "EC") issued by the
 /// intermediate with a 20-byte serial, all signed with SHA-256.
 struct Pki {
@@ -411,8 +385,8 @@ fn python_sign(
         "unix_time": unix_time,
         "verify_signature_hex": verify_signature_hex,
     });
-    let py = venv_python();
-    let run = common::tool(
+    let py = util::python();
+    let run = util::tool(
         py.to_str().unwrap(),
         &[script.to_str().unwrap(), &args.to_string()],
         &[],
@@ -609,8 +583,8 @@ fn wrong_key_for_the_certificate_is_refused_before_signing() {
 fn botocore_read(config: &Path, credentials: &Path, profile: &str) -> serde_json::Value {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aws_vectors/botocore_read.py");
-    let py = venv_python();
-    let run = common::tool(
+    let py = util::python();
+    let run = util::tool(
         py.to_str().unwrap(),
         &[
             script.to_str().unwrap(),
@@ -688,8 +662,8 @@ fn moto_describe_cluster_answer_parses() {
     use hybridboot::aws::eks;
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers/aws_vectors/moto_describe_cluster.py");
-    let py = venv_python();
-    let run = common::tool(
+    let py = util::python();
+    let run = util::tool(
         py.to_str().unwrap(),
         &[script.to_str().unwrap(), "hybrid-1", "us-west-2"],
         &[],
@@ -745,7 +719,7 @@ fn credential_process_lines_survive_botocore_and_sh() {
     let v = botocore_read(&config, &dir.path().join("none"), "node");
     assert_eq!(v["access_key"], "ASIAQUOTED");
     // The Go and Rust SDKs: sh -c.
-    let run = common::tool("sh", &["-c", &line], &[]);
+    let run = util::tool("sh", &["-c", &line], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("ASIAQUOTED"));
 }
@@ -785,17 +759,10 @@ fn cache_child_process() {
 #[test]
 fn twenty_processes_with_a_cold_cache_fetch_once() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..20)
         .map(|_| {
-            std::process::Command::new(&exe)
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "cache_child_process",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            util::helper_test("aws_pure::cache_child_process")
+                .arg("--nocapture")
                 .env(CACHE_CHILD_ENV, dir.path())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -868,18 +835,11 @@ fn imds_child_process() {
 fn botocore_imds(mode: &str) -> serde_json::Value {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aws_vectors/botocore_imds.py");
-    let exe = std::env::current_exe().unwrap();
-    let helper = serde_json::json!([
-        exe,
-        "--ignored",
-        "--exact",
-        "imds_child_process",
-        "--nocapture",
-        "--quiet",
-        "--test-threads=1"
-    ]);
-    let py = venv_python();
-    let run = common::tool(
+    let mut helper = util::helper_test_argv("aws_pure::imds_child_process");
+    helper.extend(["--nocapture".to_string(), "--quiet".to_string()]);
+    let helper = serde_json::json!(helper);
+    let py = util::python();
+    let run = util::tool(
         py.to_str().unwrap(),
         &[script.to_str().unwrap(), &helper.to_string()],
         &[(IMDS_CHILD_ENV, mode)],

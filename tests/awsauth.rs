@@ -1,23 +1,13 @@
 //! `aws-auth render` (fresh and `--merge`) read back by the real kubectl and PyYAML, and
 //! `access-entry render` validated against botocore's EKS service model.
-mod common;
+use crate::util;
 
 use std::path::Path;
 
-use common::{dir_entries, run, tool, Run};
+use util::{dir_entries, run, tool, Run};
 
 const NODE: &str = "arn:aws:iam::111122223333:role/HybridNodes";
 const ADMIN: &str = "arn:aws:iam::111122223333:role/KubernetesAdmin";
-
-fn venv_python() -> String {
-    let venv = std::env::var("HYBRIDBOOT_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/hybridboot/venv",
-            std::env::var("HOME").expect("HOME")
-        )
-    });
-    format!("{venv}/bin/python")
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -63,7 +53,7 @@ print(json.dumps(out))
 
 fn data_parsed(cm: &serde_json::Value) -> serde_json::Value {
     use std::io::Write;
-    let mut child = std::process::Command::new(venv_python())
+    let mut child = std::process::Command::new(util::python())
         .args(["-c", PARSE_DATA])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -482,7 +472,11 @@ fn access_entry_is_a_valid_create_access_entry_request() {
         v,
         serde_json::json!({"clusterName": "hybrid-prod_1", "principalArn": NODE, "type": "HYBRID_LINUX"})
     );
-    let r = tool(&venv_python(), &["-c", VALIDATE_ACCESS_ENTRY, s(&out)], &[]);
+    let r = tool(
+        util::python().to_str().unwrap(),
+        &["-c", VALIDATE_ACCESS_ENTRY, s(&out)],
+        &[],
+    );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("valid"), "{}", r.stdout);
 

@@ -1,8 +1,8 @@
 //! CLI behaviour that needs no peer: file keys, unknown schemes, handle ranges, help.
-mod common;
+use crate::util;
 
-use common::{dir_entries, run};
 use std::os::unix::fs::PermissionsExt;
+use util::{dir_entries, run};
 
 #[test]
 fn file_key_create_is_idempotent_and_csr_verifies() {
@@ -30,7 +30,7 @@ fn file_key_create_is_idempotent_and_csr_verifies() {
         &[],
     )
     .ok();
-    let v = common::tool(
+    let v = util::tool(
         "openssl",
         &[
             "req",

@@ -6,13 +6,13 @@
 //!
 //! Ignored by plain `cargo test` because it needs the cross build; `make dist-test` (part of
 //! `make test`) builds both binaries and runs it with --ignored.
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 
-use common::softhsm::{SoftHsm, MODULE};
-use common::swtpm::Swtpm;
-use common::{public_key_block, verify_csr, Run};
+use util::softhsm::{SoftHsm, MODULE};
+use util::swtpm::Swtpm;
+use util::{public_key_block, verify_csr, Run};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,20 +44,20 @@ fn arm64_libdir() -> PathBuf {
 fn run_dist(arch: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let bin = dynamic_binary(arch);
     match arch {
-        "x86_64" => common::tool(bin.to_str().unwrap(), args, env),
+        "x86_64" => util::tool(bin.to_str().unwrap(), args, env),
         _ => {
             let libdir = arm64_libdir();
             let mut env = env.to_vec();
             env.push(("LD_LIBRARY_PATH", libdir.to_str().unwrap()));
             let all = [&[bin.to_str().unwrap()], args].concat();
-            common::tool("qemu-aarch64-static", &all, &env)
+            util::tool("qemu-aarch64-static", &all, &env)
         }
     }
 }
 
 /// GLIBC_x.y versions the binary requires (`readelf -V` reads either architecture).
 fn glibc_versions(bin: &Path) -> Vec<(u32, u32, u32)> {
-    let r = common::tool("readelf", &["-V", "-W", bin.to_str().unwrap()], &[]);
+    let r = util::tool("readelf", &["-V", "-W", bin.to_str().unwrap()], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut v: Vec<(u32, u32, u32)> = r
         .stdout
@@ -75,7 +75,7 @@ fn glibc_versions(bin: &Path) -> Vec<(u32, u32, u32)> {
 
 fn check_linkage(arch: &str, file_arch: &str) {
     let bin = dynamic_binary(arch);
-    let file = common::tool("file", &[bin.to_str().unwrap()], &[]);
+    let file = util::tool("file", &[bin.to_str().unwrap()], &[]);
     assert!(
         file.stdout.contains("dynamically linked") && file.stdout.contains(file_arch),
         "{}",
@@ -93,7 +93,7 @@ fn check_linkage(arch: &str, file_arch: &str) {
         newest <= (2, 17, 0),
         "{arch} needs glibc {newest:?} > 2.17: {versions:?}"
     );
-    let dynamic = common::tool("readelf", &["-d", "-W", bin.to_str().unwrap()], &[]);
+    let dynamic = util::tool("readelf", &["-d", "-W", bin.to_str().unwrap()], &[]);
     for lib in ["libtss2-esys.so.0", "libtss2-tctildr.so.0"] {
         assert!(
             dynamic.stdout.contains(&format!("[{lib}]")),

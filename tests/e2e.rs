@@ -16,20 +16,19 @@
 //! session. No AWS credentials are in any environment: every process starts from an empty one.
 #![cfg(all(feature = "tpm", feature = "pkcs11"))]
 
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::peers::{ApiServer, MiniCa, Moto, RaOptions, RolesAnywhere};
-use common::softhsm::{self, SoftHsm};
-use common::swtpm::Swtpm;
-use common::Run;
-use openbao::OpenBao;
 use serde_json::Value;
+use util::config::NodeConfig;
+use util::openbao::OpenBao;
+use util::peers::{ApiServer, MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::softhsm::{self, SoftHsm};
+use util::swtpm::Swtpm;
+use util::Run;
 
 /// A process with an empty environment except `PATH`, `HOME` and `env`: no AWS or hybridboot
 /// setting of the machine or the test runner leaks in.
@@ -45,7 +44,7 @@ fn clean(program: &Path, home: &Path, env: &[(&str, String)]) -> Command {
 }
 
 fn hb(home: &Path, env: &[(&str, String)], args: &[&str]) -> Run {
-    clean(&common::bin(), home, env)
+    clean(&util::bin(), home, env)
         .args(args)
         .output()
         .expect("running hybridboot")
@@ -133,7 +132,7 @@ impl Cluster {
     /// refused as such, so its 200s above were correctly signed ones.
     fn assert_moto_checks_signatures(&self) {
         let akid = self.moto.setup["access_key_id"].as_str().unwrap();
-        let r = common::tool(
+        let r = util::tool(
             "curl",
             &[
                 "-sS",
@@ -229,32 +228,13 @@ fn node_tpm_openbao_roles_anywhere_describe_cluster_init_kubectl() {
     let config = d.join("nodeconfig.yaml");
     std::fs::write(
         &config,
-        format!(
-            "apiVersion: node.eks.aws/v1alpha1
-kind: NodeConfig
-spec:
-  cluster:
-    name: hybrid-test
-    region: us-east-1
-  kubelet:
-    flags:
-      - --node-ip=10.80.0.5
-  hybrid:
-    iamRolesAnywhere:
-      nodeName: {NODE}
-      trustAnchorArn: {ta}
-      profileArn: {profile}
-      roleArn: {role}
-      certificatePath: {cert}
-      privateKeyPath: {key}
-      awsConfigPath: {aws_config}
-",
-            ta = ra.trust_anchor_arn,
-            profile = ra.profile_arn,
-            role = ra.role_arn,
-            cert = s(&cert),
-            aws_config = s(&x.join("aws/config")),
-        ),
+        NodeConfig {
+            node_ip: Some("10.80.0.5".into()),
+            certificate_path: Some(s(&cert)),
+            aws_config_path: Some(s(&x.join("aws/config"))),
+            ..NodeConfig::moto_site(NODE, key).with_endpoint(ra)
+        }
+        .yaml(),
     )
     .unwrap();
     let ra_http = format!("http://127.0.0.1:{}", ra.http_port);

@@ -2,9 +2,7 @@
 //! Roles Anywhere test endpoint, moto (STS and EKS DescribeCluster with signature checking), a
 //! fault-injecting TCP proxy, libfaketime (a wrong clock), SIGKILL (power cuts). The kubelet is
 //! "baked into the image" as a stand-in that answers `--version`, and systemctl is a recorder.
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -16,10 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
-use common::swtpm::Swtpm;
-use common::{run, tool, Run};
-use openbao::OpenBao;
+use util::config::{
+    firstboot_yaml, BootstrapConfig, NodeConfig, TOKEN_FILE_AUTH, WRAPPED_APPROLE_AUTH,
+};
+use util::openbao::OpenBao;
+use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::swtpm::Swtpm;
+use util::{run, tool, Run};
 
 const CN: &str = "node-1.example.com";
 const HANDLE: &str = "0x81000001";
@@ -66,12 +67,7 @@ impl Site {
 
     /// Writes the configuration (NodeConfig + BootstrapConfig) and the token file into `root`.
     fn configure(&self, root: &Path, node_name: &str, vault_addr: &str) {
-        self.configure_auth(
-            root,
-            node_name,
-            vault_addr,
-            "      tokenFile: /etc/hybridboot/vault-token\n",
-        );
+        self.configure_auth(root, node_name, vault_addr, TOKEN_FILE_AUTH);
     }
 
     fn configure_auth(&self, root: &Path, node_name: &str, vault_addr: &str, auth: &str) {
@@ -110,49 +106,22 @@ impl Site {
         std::fs::write(bin.join("kubelet"), "#!/bin/sh\necho Kubernetes v1.31.2\n").unwrap();
         std::fs::set_permissions(bin.join("kubelet"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
-        let config = format!(
-            "\
-apiVersion: node.eks.aws/v1alpha1
-kind: NodeConfig
-spec:
-  cluster:
-    name: {cluster}
-    region: us-east-1
-  hybrid:
-    iamRolesAnywhere:
-      nodeName: {node_name}
-      roleArn: {role}
-      profileArn: {profile}
-      trustAnchorArn: {ta}
-      privateKeyPath: handle:{HANDLE}
----
-apiVersion: hybridboot/v1alpha1
-kind: BootstrapConfig
-spec:
-  key:
-    ref: handle:{HANDLE}
-    tcti: {tcti}
-  vault:
-    address: {vault_addr}
-    pkiMount: pki_int
-    role: node
-    ttl: 24h
-    auth:
-{auth}  aws:
-    rolesAnywhereEndpoint: {ra_endpoint}
-    eksEndpoint: {eks_endpoint}
-    caBundle: /etc/hybridboot/aws-ca.pem
-  timeouts:
-    overall: 2m
-    timeSync: 5s
-",
-            cluster = self.moto.cluster_name(),
-            role = self.ra.role_arn,
-            profile = self.ra.profile_arn,
-            ta = self.ra.trust_anchor_arn,
-            tcti = self.tpm.tcti()
-        );
-        std::fs::write(etc.join("config.yaml"), config).unwrap();
+        let key = format!("handle:{HANDLE}");
+        let node = NodeConfig {
+            cluster: self.moto.cluster_name(),
+            ..NodeConfig::moto_site(node_name, &key).with_endpoint(&self.ra)
+        };
+        let boot = BootstrapConfig {
+            auth: auth.into(),
+            ..BootstrapConfig::site(
+                &key,
+                &self.tpm.tcti(),
+                vault_addr,
+                ra_endpoint,
+                eks_endpoint,
+            )
+        };
+        std::fs::write(etc.join("config.yaml"), firstboot_yaml(&node, &boot)).unwrap();
     }
 
     /// moto's port (a fault proxy goes in front of it).
@@ -234,7 +203,7 @@ fn firstboot(root: &Path, extra: &[(&str, &str)]) -> Run {
 }
 
 fn spawn_firstboot(root: &Path) -> Child {
-    Command::new(common::bin())
+    Command::new(util::bin())
         .args(firstboot_args(root))
         .envs(env())
         .env_remove("HYBRIDBOOT_TCTI")
@@ -625,10 +594,8 @@ fn power_cuts_at_28_points_converge_to_the_uninterrupted_result() {
                 label.to_string()
             }
         };
-        // SAFETY: SIGKILL to the child this test spawned.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
+        // SIGKILL: a power cut gives the process no chance to clean up.
+        let _ = child.kill();
         let status = child.wait().unwrap();
         if status.code().is_none() {
             killed_mid_run += 1;
@@ -667,7 +634,7 @@ fn power_cuts_at_28_points_converge_to_the_uninterrupted_result() {
 
 #[test]
 fn firstboot_with_spec_install_installs_verified_binaries_then_joins() {
-    use common::mirror::{sha256_hex, store, Mirror};
+    use util::mirror::{sha256_hex, store, Mirror};
     let site = Site::start();
     let mirror = Mirror::start();
     let dir = tempfile::tempdir().unwrap();
@@ -675,7 +642,7 @@ fn firstboot_with_spec_install_installs_verified_binaries_then_joins() {
     site.configure(root, CN, &site.bao.http_addr());
     // The image has no kubelet: install brings it (iptables comes with the distribution).
     std::fs::remove_file(root.join("usr/bin/kubelet")).unwrap();
-    common::mirror::write(&root.join("usr/sbin/iptables"), b"#!/bin/sh\n", 0o755);
+    util::mirror::write(&root.join("usr/sbin/iptables"), b"#!/bin/sh\n", 0o755);
     let etc = root.join("etc/hybridboot");
     std::fs::copy(store().join("sign.pub"), etc.join("manifest.pub")).unwrap();
     std::fs::copy(store().join("ca.pem"), etc.join("mirror-ca.pem")).unwrap();
@@ -902,7 +869,7 @@ fn network_faults_in_front_of_vault_roles_anywhere_and_eks_are_ridden_out_within
         root,
         CN,
         &format!("http://127.0.0.1:{}", vault.port),
-        "      tokenFile: /etc/hybridboot/vault-token\n",
+        TOKEN_FILE_AUTH,
         &site.ra.endpoint(),
         &format!("http://127.0.0.1:{}", eks.port),
     );
@@ -1072,12 +1039,7 @@ fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_ag
     let site = Site::start();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    site.configure_auth(
-        root,
-        CN,
-        &site.bao.http_addr(),
-        "      appRole:\n        roleIdFile: /etc/hybridboot/role-id\n        secretIdFile: /etc/hybridboot/secret-id\n        wrapped: true\n",
-    );
+    site.configure_auth(root, CN, &site.bao.http_addr(), WRAPPED_APPROLE_AUTH);
     let etc = root.join("etc/hybridboot");
     std::fs::write(etc.join("role-id"), &site.bao.role_id).unwrap();
     let wrapping = site.bao.wrapped_secret_id();
@@ -1091,10 +1053,8 @@ fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_ag
     while !cert_path(root).exists() && Instant::now() < until {
         std::thread::sleep(Duration::from_micros(300));
     }
-    // SAFETY: SIGKILL to the child this test spawned.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
+    // SIGKILL: the process gets no chance to clean up.
+    let _ = child.kill();
     child.wait().unwrap();
     let cert = std::fs::read(cert_path(root)).unwrap();
     let r = firstboot(root, &[]);
@@ -1114,33 +1074,11 @@ fn configuration_errors_stop_before_any_work_and_name_the_line_or_field() {
     let root = dir.path();
     let etc = root.join("etc/hybridboot");
     std::fs::create_dir_all(&etc).unwrap();
-    let base = "\
-apiVersion: node.eks.aws/v1alpha1
-kind: NodeConfig
-spec:
-  cluster:
-    name: my-cluster
-    region: us-west-2
-  hybrid:
-    iamRolesAnywhere:
-      nodeName: node-1.example.com
-      roleArn: arn:aws:iam::123456789010:role/HybridNodes
-      profileArn: arn:aws:rolesanywhere:us-west-2:123456789010:profile/p
-      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t
-      privateKeyPath: handle:0x81000001
----
-apiVersion: hybridboot/v1alpha1
-kind: BootstrapConfig
-spec:
-  key:
-    ref: handle:0x81000001
-    tcti: swtpm:host=127.0.0.1,port=1
-  vault:
-    address: http://127.0.0.1:1
-    role: node
-    auth:
-      tokenFile: /etc/hybridboot/vault-token
-";
+    let key = "handle:0x81000001";
+    let base = firstboot_yaml(
+        &NodeConfig::example("node-1.example.com", key),
+        &BootstrapConfig::new(key, "swtpm:host=127.0.0.1,port=1", "http://127.0.0.1:1"),
+    );
     let cases = [
         (
             base.replace("    role: node\n", "    role: node\n    rolee: x\n"),
@@ -1157,7 +1095,7 @@ spec:
             "spec.aws.eksEndpoint",
         ),
         (
-            base.replace("      tokenFile: /etc/hybridboot/vault-token\n", ""),
+            base.replace(TOKEN_FILE_AUTH, ""),
             "spec.vault.auth: missing",
         ),
     ];

@@ -2,160 +2,23 @@
 //! signature checking on, IAM, STS), a test API server that verifies EKS tokens with botocore
 //! (tests/peers/apiserver.py), and the real `kubectl`.
 
-mod common;
+use crate::util;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use util::config::NodeConfig;
+use util::peers::{ApiServer, MiniCa, Moto};
 
 use serde_json::Value;
 
-fn venv_python() -> PathBuf {
-    let venv = std::env::var("HYBRIDBOOT_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/hybridboot/venv", std::env::var("HOME").unwrap()));
-    PathBuf::from(venv).join("bin/python")
-}
-
-fn peers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-/// A Python peer: killed by PID on drop; its stdin is held open (`--exit-on-stdin-eof`).
-struct Peer {
-    child: Child,
-    _stdin: ChildStdin,
-    ready: Value,
-}
-
-impl Peer {
-    fn start(script: &str, args: &[&str], log: &Path) -> Peer {
-        let mut child = Command::new(venv_python())
-            .arg(peers_dir().join(script))
-            .args(args)
-            .arg("--exit-on-stdin-eof")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!(
-                "{script} did not start ({e}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        });
-        Peer {
-            child,
-            _stdin: stdin,
-            ready,
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sh(program: &str, args: &[&str]) -> String {
-    let r = common::tool(program, args, &[]);
-    assert_eq!(r.code, 0, "{program} {args:?}: {}", r.stderr);
-    r.stdout
-}
-
-/// A fresh CA, an API server certificate for 127.0.0.1 signed by it, and a node certificate.
-fn make_pki(dir: &Path, node_cn: &str) {
-    let p = |n: &str| dir.join(n).display().to_string();
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.pem"),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cluster-ca",
-        ],
-    );
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &p("tls.key"),
-            "-out",
-            &p("tls.csr"),
-            "-subj",
-            "/CN=kube-apiserver",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    sh(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &p("tls.csr"),
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &p("tls.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &p("ext.cnf"),
-        ],
-    );
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &p("node.key"),
-            "-out",
-            &p("node.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={node_cn}"),
-        ],
-    );
+/// The cluster CA (`ca.pem`, which also signs the API server's TLS certificate) and a
+/// self-signed node certificate `node.pem` with CN `node_cn`.
+fn make_pki(dir: &Path, node_cn: &str) -> MiniCa {
+    let ca = MiniCa::root(dir, "ca");
+    util::x509::self_signed_ec(&dir.join("node.pem"), &dir.join("node.key"), node_cn, 2);
+    ca
 }
 
 /// moto + apiserver + role credentials, in one tempdir.
@@ -165,81 +28,28 @@ struct Env {
     api_port: u16,
     /// Credentials of the node role (allowed eks:DescribeCluster).
     role: (String, String, String),
-    _moto: Peer,
-    _api: Peer,
+    _moto: Moto,
+    api: ApiServer,
 }
 
 impl Env {
     fn start() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        make_pki(d, "node-1");
-        std::fs::write(d.join("apicreds.json"), r#"{"credentials":[]}"#).unwrap();
-        let p = |n: &str| d.join(n).display().to_string();
-        let api = Peer::start(
-            "apiserver.py",
-            &[
-                "--port",
-                "0",
-                "--tls-cert",
-                &p("tls.pem"),
-                "--tls-key",
-                &p("tls.key"),
-                "--cluster-name",
-                "hybrid-test",
-                "--region",
-                "us-east-1",
-                "--credentials-file",
-                &p("apicreds.json"),
-            ],
-            &d.join("apiserver.log"),
-        );
-        let api_port = api.ready["port"].as_u64().unwrap() as u16;
-        let moto = Peer::start(
-            "moto_server.py",
-            &[
-                "--port",
-                "0",
-                "--eks-ca-file",
-                &p("ca.pem"),
-                "--eks-endpoint",
-                &format!("https://127.0.0.1:{api_port}"),
-            ],
-            &d.join("moto.log"),
-        );
-        let moto_endpoint = moto.ready["endpoint"].as_str().unwrap().to_string();
-        let setup = Command::new(venv_python())
-            .arg(peers_dir().join("moto_setup.py"))
-            .args(["--endpoint", &moto_endpoint, "--out", &p("setup.json")])
-            .output()
-            .unwrap();
-        assert!(
-            setup.status.success(),
-            "{}",
-            String::from_utf8_lossy(&setup.stderr)
-        );
+        let ca = make_pki(d, "node-1");
+        let apicreds = d.join("apicreds.json");
+        std::fs::write(&apicreds, r#"{"credentials":[]}"#).unwrap();
+        let api = ApiServer::start(&ca, &apicreds);
+        let moto = Moto::start_with(&[
+            "--eks-ca-file",
+            ca.cert.to_str().unwrap(),
+            "--eks-endpoint",
+            &api.endpoint(),
+        ]);
         // The node role's credentials, from moto's STS with the minter's key (boto3, not us).
-        let assume = Command::new(venv_python())
-            .arg("-c")
-            .arg(
-                "import boto3,json,sys\n\
-                 s=json.load(open(sys.argv[1]))\n\
-                 c=boto3.client('sts',endpoint_url=s['endpoint'],region_name='us-east-1',\
-                 aws_access_key_id=s['access_key_id'],aws_secret_access_key=s['secret_access_key'])\n\
-                 r=c.assume_role(RoleArn=s['role_arn'],RoleSessionName='node-1')['Credentials']\n\
-                 print(json.dumps([r['AccessKeyId'],r['SecretAccessKey'],r['SessionToken']]))",
-            )
-            .arg(p("setup.json"))
-            .output()
-            .unwrap();
-        assert!(
-            assume.status.success(),
-            "{}",
-            String::from_utf8_lossy(&assume.stderr)
-        );
-        let role: (String, String, String) = serde_json::from_slice(&assume.stdout).unwrap();
+        let role = moto.assume_role("node-1");
         std::fs::write(
-            d.join("apicreds.json"),
+            &apicreds,
             serde_json::json!({"credentials": [
                 {"access_key_id": role.0, "secret_access_key": role.1}
             ]})
@@ -248,11 +58,11 @@ impl Env {
         .unwrap();
         Env {
             dir,
-            moto_endpoint,
-            api_port,
+            moto_endpoint: moto.endpoint.clone(),
+            api_port: api.port,
             role,
             _moto: moto,
-            _api: api,
+            api,
         }
     }
 
@@ -261,41 +71,17 @@ impl Env {
     }
 
     fn api_stats(&self) -> Value {
-        let out = common::tool(
-            "curl",
-            &[
-                "-sS",
-                "--cacert",
-                &self.path("ca.pem").display().to_string(),
-                &format!("https://127.0.0.1:{}/_control/stats", self.api_port),
-            ],
-            &[],
-        );
-        serde_json::from_str(&out.stdout).unwrap()
+        self.api.stats()
     }
 
     /// A NodeConfig under the tempdir; `edit` changes its text.
     fn node_config(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
-        let text = "---
-apiVersion: node.eks.aws/v1alpha1
-kind: NodeConfig
-spec:
-  cluster:
-    name: hybrid-test
-    region: us-east-1
-  kubelet:
-    flags:
-      - --node-ip=10.80.0.5
-  hybrid:
-    iamRolesAnywhere:
-      nodeName: node-1
-      trustAnchorArn: arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta
-      profileArn: arn:aws:rolesanywhere:us-east-1:123456789012:profile/p
-      roleArn: arn:aws:iam::123456789012:role/hybrid-node
-      certificatePath: /etc/iam/pki/server.pem
-      privateKeyPath: /etc/iam/pki/server.key
-"
-        .to_string();
+        let text = NodeConfig {
+            node_ip: Some("10.80.0.5".into()),
+            certificate_path: Some("/etc/iam/pki/server.pem".into()),
+            ..NodeConfig::moto_site("node-1", "/etc/iam/pki/server.key")
+        }
+        .yaml();
         let path = self.path(name);
         std::fs::write(&path, edit(text)).unwrap();
         path
@@ -311,8 +97,8 @@ spec:
 }
 
 /// Runs hybridboot with no AWS settings inherited, HOME in the tempdir, and `env` on top.
-fn hb(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> common::Run {
-    let mut cmd = Command::new(common::bin());
+fn hb(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> util::Run {
+    let mut cmd = Command::new(util::bin());
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_") || k.starts_with("HYBRIDBOOT_") || k == "KUBERNETES_EXEC_INFO" {
@@ -345,7 +131,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn kubectl(kubeconfig: &Path, env: &Env, extra: &[(&str, &str)]) -> common::Run {
+fn kubectl(kubeconfig: &Path, env: &Env, extra: &[(&str, &str)]) -> util::Run {
     let mut cmd = Command::new("kubectl");
     cmd.args([
         "--kubeconfig",
@@ -598,7 +384,7 @@ fn token_credentials_from_shared_file_and_credential_process() {
     // With them: a kubeconfig kubectl reads, whose plugin is `hybridboot token` with the Roles
     // Anywhere parameters (the certificate path made absolute, the pkcs11 URI intact).
     let key_ref = "pkcs11:token=user;object=me?pin-source=file:/run/pin";
-    let made = Command::new(common::bin())
+    let made = Command::new(util::bin())
         .current_dir(env.dir.path())
         .args([
             "kubeconfig",
@@ -635,7 +421,7 @@ fn token_credentials_from_shared_file_and_credential_process() {
             & 0o777,
         0o600
     );
-    let view = common::tool(
+    let view = util::tool(
         "kubectl",
         &[
             "config",
@@ -651,7 +437,7 @@ fn token_credentials_from_shared_file_and_credential_process() {
     assert_eq!(view.code, 0, "{}", view.stderr);
     let v: Value = serde_json::from_str(&view.stdout).unwrap();
     let exec = &v["users"][0]["user"]["exec"];
-    assert_eq!(exec["command"], common::bin().display().to_string());
+    assert_eq!(exec["command"], util::bin().display().to_string());
     let args: Vec<&str> = exec["args"]
         .as_array()
         .unwrap()
@@ -691,7 +477,7 @@ fn token_credentials_from_shared_file_and_credential_process() {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      args: [token, --cluster-name, hybrid-test, --region, us-east-1]\n      interactiveMode: Never\n",
             env.path("ca.pem").display(),
-            common::bin().display()
+            util::bin().display()
         ),
     )
     .unwrap();
@@ -724,8 +510,8 @@ fn bad_inputs_fail_with_one_clear_error_and_write_nothing() {
         r#"{"cluster":{"name":"hybrid-test","status":"CREATING"}}"#,
     )
     .unwrap();
-    let port = common::free_port().to_string();
-    let mut http = Command::new(venv_python())
+    let port = util::free_port().to_string();
+    let http = Command::new(util::python())
         .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
         .arg(env.path("inactive"))
         .arg(&port)
@@ -733,13 +519,7 @@ fn bad_inputs_fail_with_one_clear_error_and_write_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    let _guard = util::Background(http);
     let inactive_url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_ok() {
@@ -747,7 +527,6 @@ fn bad_inputs_fail_with_one_clear_error_and_write_nothing() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let _guard = Kill(&mut http);
 
     let long_name = "n".repeat(65);
     type Case<'a> = (&'a str, Box<dyn Fn(String) -> String>, &'a str, &'a str);

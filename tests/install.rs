@@ -4,14 +4,14 @@
 //! real binary exists (kubelet, aws-iam-authenticator, ecr-credential-provider). The mirror
 //! counts requests and can cut a body short or serve wrong bytes.
 
-mod common;
+use crate::util;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::mirror::{sha256_hex, store, write, Cni, Mirror};
-use common::{run, Run};
+use util::mirror::{sha256_hex, store, write, Cni, Mirror};
+use util::{run, Run};
 
 /// A node image root: iptables from the distribution, the node's key and certificate.
 fn image_root() -> tempfile::TempDir {

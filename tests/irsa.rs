@@ -2,21 +2,11 @@
 //! with Python `cryptography`, and tokens signed with PyJWT (as kube-apiserver signs them, RS256
 //! with the kid header) must verify against the published keys.json fetched by PyJWKClient
 //! from a loopback HTTP server.
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 
-use common::{dir_entries, run, tool};
-
-fn venv_python() -> String {
-    let venv = std::env::var("HYBRIDBOOT_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/hybridboot/venv",
-            std::env::var("HOME").expect("HOME")
-        )
-    });
-    format!("{venv}/bin/python")
-}
+use util::{dir_entries, run, tool};
 
 /// Recomputes the expected JWKS from the private keys, compares it with keys.json, then signs
 /// a token with each key and verifies it through PyJWKClient against keys.json served on
@@ -89,7 +79,7 @@ print("verified", len(privs))
 "#;
 
 fn openssl(args: &[&str]) {
-    tool("openssl", args, &[]).ok();
+    util::x509::openssl(Path::new("."), args);
 }
 
 fn s(p: &Path) -> &str {
@@ -153,7 +143,7 @@ fn check_with_python(keys_json: &Path, legacy: bool, private_keys: &[&Path]) {
         if legacy { "1" } else { "0" },
     ];
     args.extend(private_keys.iter().map(|p| s(p)));
-    let r = tool(&venv_python(), &args, &[]);
+    let r = tool(util::python().to_str().unwrap(), &args, &[]);
     assert_eq!(
         r.code, 0,
         "python check failed\nstdout:\n{}\nstderr:\n{}",
@@ -341,7 +331,7 @@ fn non_rsa_and_private_keys_are_refused_naming_the_file() {
     assert!(r.stdout.is_empty());
 }
 
-fn discovery(issuer: &str, extra: &[&str]) -> common::Run {
+fn discovery(issuer: &str, extra: &[&str]) -> util::Run {
     let mut args = vec!["irsa", "discovery", "--issuer", issuer];
     args.extend_from_slice(extra);
     run(&args, &[])

@@ -1,17 +1,17 @@
 //! The README's main command (`make run` -> scripts/run-main.sh) works on the embedded default:
 //! a whole first boot into a temporary root with swtpm, a local OpenBao, the Roles Anywhere test
 //! endpoint and moto.
-mod common;
+use crate::util;
 
 #[test]
 fn main_job_runs_a_first_boot_into_a_temporary_root_and_shows_status() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/run-main.sh");
     let tmp = tempfile::tempdir().unwrap();
-    let r = common::tool(
+    let r = util::tool(
         "bash",
         &[script.to_str().unwrap()],
         &[
-            ("HYBRIDBOOT_BIN", common::bin().to_str().unwrap()),
+            ("HYBRIDBOOT_BIN", util::bin().to_str().unwrap()),
             ("TMPDIR", tmp.path().to_str().unwrap()),
         ],
     );

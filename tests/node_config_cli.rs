@@ -1,27 +1,19 @@
 //! `hybridboot config check`: parse and validate only, one clear line per problem.
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{run, Run};
+use util::config::NodeConfig;
+use util::{run, Run};
 
-const VALID: &str = "\
----
-apiVersion: node.eks.aws/v1alpha1
-kind: NodeConfig
-spec:
-  cluster:
-    name: my-cluster
-    region: us-west-2
-  hybrid:
-    iamRolesAnywhere:
-      nodeName: node-1
-      roleArn: arn:aws:iam::123456789010:role/HybridNodes
-      profileArn: arn:aws:rolesanywhere:us-west-2:123456789010:profile/p
-      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t
-      privateKeyPath: handle:0x81000001
-";
+/// A valid NodeConfig; its first line is `---`.
+fn valid() -> String {
+    format!(
+        "---\n{}",
+        NodeConfig::example("node-1", "handle:0x81000001").yaml()
+    )
+}
 
 fn fixture_dir() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -60,7 +52,7 @@ fn one_clear_error(r: &Run, needles: &[&str]) {
 #[test]
 fn valid_config_in_every_source_form() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "node.yaml", VALID);
+    let path = write(dir.path(), "node.yaml", &valid());
     for source in [path.clone(), format!("file://{path}")] {
         let r = check(&source);
         r.ok();
@@ -73,7 +65,7 @@ fn valid_config_in_every_source_form() {
         assert!(!r.stderr.contains("warn"), "{}", r.stderr);
     }
     // nodeadm's relative form: file://node.yaml is host+path, relative to the working directory.
-    let out = Command::new(common::bin())
+    let out = Command::new(util::bin())
         .args(["config", "check", "--config-source", "file://node.yaml"])
         .current_dir(dir.path())
         .output()
@@ -105,7 +97,8 @@ fn nodeadm_fixture_passes_with_arn_warnings() {
 fn multi_document_with_bootstrap_config() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "{VALID}---\napiVersion: hybridboot/v1alpha1\nkind: BootstrapConfig\nanything: goes\n"
+        "{}---\napiVersion: hybridboot/v1alpha1\nkind: BootstrapConfig\nanything: goes\n",
+        valid()
     );
     let r = check(&write(dir.path(), "node.yaml", &text));
     r.ok();
@@ -122,7 +115,7 @@ fn malformed_yaml() {
     let path = write(
         dir.path(),
         "bad.yaml",
-        &VALID.replace("    name: my-cluster\n", "    name: [my-cluster\n"),
+        &valid().replace("    name: my-cluster\n", "    name: [my-cluster\n"),
     );
     one_clear_error(&check(&path), &[&format!("{path}:")]);
 }
@@ -133,7 +126,7 @@ fn unknown_field_names_position_and_allowed_keys() {
     let path = write(
         dir.path(),
         "typo.yaml",
-        &VALID.replace(
+        &valid().replace(
             "      nodeName: node-1\n",
             "      nodeName: node-1\n      nodename: node-2\n",
         ),
@@ -155,7 +148,7 @@ fn missing_region() {
     let path = write(
         dir.path(),
         "r.yaml",
-        &VALID.replace("    region: us-west-2\n", ""),
+        &valid().replace("    region: us-west-2\n", ""),
     );
     one_clear_error(&check(&path), &[&path, "spec.cluster.region: missing"]);
 }
@@ -167,7 +160,7 @@ fn node_name_of_65_characters() {
     let path = write(
         dir.path(),
         "n.yaml",
-        &VALID.replace("nodeName: node-1", &format!("nodeName: {long}")),
+        &valid().replace("nodeName: node-1", &format!("nodeName: {long}")),
     );
     one_clear_error(
         &check(&path),
@@ -176,7 +169,7 @@ fn node_name_of_65_characters() {
     let ok = write(
         dir.path(),
         "ok.yaml",
-        &VALID.replace("nodeName: node-1", &format!("nodeName: {}", "n".repeat(64))),
+        &valid().replace("nodeName: node-1", &format!("nodeName: {}", "n".repeat(64))),
     );
     check(&ok).ok();
 }

@@ -25,7 +25,7 @@
 //!
 //! Not compared: `expected-nodeadm-tracker` (written by `install`, not `init`).
 
-mod common;
+use crate::util;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -504,31 +504,10 @@ fn node_ip_validation_like_nodeadm() {
     assert!(msg.contains("--skip node-ip-validation"), "{msg}");
 }
 
-fn openssl_cert(dir: &Path, cn: &str, days: &str) -> (PathBuf, PathBuf) {
+fn openssl_cert(dir: &Path, cn: &str, days: u32) -> (PathBuf, PathBuf) {
     let cert = dir.join(format!("{cn}.crt"));
     let key = dir.join(format!("{cn}.key"));
-    common::tool(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-            "-subj",
-            &format!("/CN={cn}"),
-            "-days",
-            days,
-        ],
-        &[],
-    )
-    .ok();
+    util::x509::self_signed_ec(&cert, &key, cn, days);
     (cert, key)
 }
 
@@ -563,7 +542,7 @@ fn certificate_validation_like_nodeadm() {
     assert!(matches!(check(), Err(CheckError::CertificateInvalid(..))));
     // 4. A real certificate with its second line damaged (nodeadm: sed '2s/$/A/').
     let tmp = tempfile::tempdir().unwrap();
-    let (good, _) = openssl_cert(tmp.path(), "mock-hybrid-node", "1");
+    let (good, _) = openssl_cert(tmp.path(), "mock-hybrid-node", 1);
     let pem = read(&good);
     let damaged: Vec<String> = pem
         .lines()
@@ -583,7 +562,7 @@ fn certificate_validation_like_nodeadm() {
     std::fs::write(&on_node, &pem).unwrap();
     check().unwrap();
     // 6. Better than nodeadm: a certificate for another name is refused before AWS is asked.
-    let (other, _) = openssl_cert(tmp.path(), "someone-else", "1");
+    let (other, _) = openssl_cert(tmp.path(), "someone-else", 1);
     std::fs::copy(&other, &on_node).unwrap();
     let e = check().unwrap_err();
     assert!(
@@ -618,7 +597,7 @@ fn pkcs11_key_reference_is_quoted() {
         .unwrap();
     assert!(line.contains(&format!("--private-key '{uri}' ")), "{line}");
     // The shell gives back the URI as one argument, `;` and `%` intact.
-    let out = common::tool(
+    let out = util::tool(
         "sh",
         &[
             "-c",
@@ -746,7 +725,7 @@ fn every_expected_file_of_the_iam_ra_cases_is_covered() {
         ("kubeconfig", vec!["expected-kubeconfig.yaml"]),
     ]);
     for (name, files) in covered {
-        let mut found: Vec<String> = common::dir_entries(&case(name))
+        let mut found: Vec<String> = util::dir_entries(&case(name))
             .into_iter()
             .filter(|f| f.starts_with("expected-"))
             .collect();
@@ -765,7 +744,7 @@ fn pkcs11_node_with_real_binary() -> Node {
         "      nodeName: mock-hybrid-node\n      privateKeyPath: \"pkcs11:token=edge%20hsm;object=node?pin-source=file:/run/pin\"\n",
     );
     let mut f = facts("v1.31.0");
-    f.hybridboot_path = common::bin();
+    f.hybridboot_path = util::bin();
     Node::init(load_text(&cfg_path, &text), &f)
 }
 
@@ -773,7 +752,7 @@ fn pkcs11_node_with_real_binary() -> Node {
 fn update_unit_passes_systemd_analyze_verify() {
     let node = pkcs11_node_with_real_binary();
     let unit = node.path("/etc/systemd/system/hybridboot-update.service");
-    let r = common::tool(
+    let r = util::tool(
         "systemd-analyze",
         &["verify", unit.to_str().unwrap()],
         &[("SYSTEMD_LOG_LEVEL", "warning")],
@@ -783,7 +762,7 @@ fn update_unit_passes_systemd_analyze_verify() {
     // The control: the same unit without `%` doubled is rejected (unknown specifier %2).
     let broken = node.path("/etc/systemd/system/broken-update.service");
     std::fs::write(&broken, read(&unit).replace("%%20", "%20")).unwrap();
-    let r = common::tool(
+    let r = util::tool(
         "systemd-analyze",
         &["verify", broken.to_str().unwrap()],
         &[("SYSTEMD_LOG_LEVEL", "warning")],
@@ -796,7 +775,7 @@ fn update_unit_passes_systemd_analyze_verify() {
 fn kubectl_reads_the_kubeconfig() {
     let node = pkcs11_node_with_real_binary();
     let kubeconfig = node.path("/var/lib/kubelet/kubeconfig");
-    let r = common::tool(
+    let r = util::tool(
         "kubectl",
         &[
             "config",
@@ -817,7 +796,7 @@ fn kubectl_reads_the_kubeconfig() {
         "/etc/kubernetes/pki/ca.crt"
     );
     let exec = &v["users"][0]["user"]["exec"];
-    assert_eq!(exec["command"], common::bin().to_str().unwrap());
+    assert_eq!(exec["command"], util::bin().to_str().unwrap());
     assert_eq!(
         exec["args"],
         serde_json::json!([
@@ -867,5 +846,5 @@ fn skipped_phases_and_bad_details_write_nothing_of_theirs() {
     let e = files_phase(root.path(), &loaded.node, &bad, &f, &Skip::default()).unwrap_err();
     assert!(matches!(e, FilesError::Render(_)), "{e}");
     assert!(e.to_string().contains("cluster service CIDR"), "{e}");
-    assert!(common::dir_entries(root.path()).is_empty());
+    assert!(util::dir_entries(root.path()).is_empty());
 }

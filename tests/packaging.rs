@@ -1,20 +1,11 @@
 //! Packaging checks: the shipped systemd units verify and are hardened, the Yocto layer lints
 //! clean and its crates include matches Cargo.lock.
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    let venv = std::env::var_os("HYBRIDBOOT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/hybridboot/venv")
-        });
-    venv.join("bin").join(name)
 }
 
 /// Copies the shipped units into `dir` with ExecStart pointing at the built binary
@@ -28,7 +19,7 @@ fn units_pointing_at_build(dir: &Path) -> Vec<String> {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let text = text.replace("/usr/bin/hybridboot", common::bin().to_str().unwrap());
+        let text = text.replace("/usr/bin/hybridboot", util::bin().to_str().unwrap());
         std::fs::write(dir.join(&name), text).unwrap();
         names.push(name);
     }
@@ -48,7 +39,7 @@ fn shipped_units_verify() {
             .map(|n| dir.path().join(n).to_string_lossy().into_owned()),
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = common::tool("systemd-analyze", &args, &[]);
+    let r = util::tool("systemd-analyze", &args, &[]);
     assert_eq!(
         r.code, 0,
         "systemd-analyze verify failed:\n{}{}",
@@ -67,7 +58,7 @@ fn firstboot_unit_exposure_is_at_most_4() {
     units_pointing_at_build(dir.path());
     for unit in ["hybridboot-firstboot.service", "hybridboot-renew.service"] {
         let path = dir.path().join(unit);
-        let r = common::tool(
+        let r = util::tool(
             "systemd-analyze",
             &["security", "--offline=true", path.to_str().unwrap()],
             &[],
@@ -111,8 +102,8 @@ fn yocto_layer_lints_clean() {
         "oelint.vars.homepageping",
     ];
     args.extend(files.iter().map(String::as_str));
-    let lint = venv_bin("oelint-adv");
-    let r = common::tool(lint.to_str().unwrap(), &args, &[]);
+    let lint = util::venv_bin("oelint-adv");
+    let r = util::tool(lint.to_str().unwrap(), &args, &[]);
     let findings: Vec<&str> = r
         .stdout
         .lines()
@@ -129,6 +120,6 @@ fn yocto_layer_lints_clean() {
 #[test]
 fn yocto_crates_include_matches_cargo_lock() {
     let script = repo().join("yocto/meta-hybridboot/scripts/update-crates.py");
-    let r = common::tool("python3", &[script.to_str().unwrap(), "--check"], &[]);
+    let r = util::tool("python3", &[script.to_str().unwrap(), "--check"], &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }

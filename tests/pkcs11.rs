@@ -6,12 +6,12 @@
 //! because SoftHSM reads `SOFTHSM2_CONF` once per process and tests run in parallel threads.
 #![cfg(feature = "pkcs11")]
 
-mod common;
+use crate::util;
 
 use std::time::Instant;
 
-use common::softhsm::{SoftHsm, MODULE};
-use common::{dir_entries, run, tool, Run};
+use util::softhsm::{SoftHsm, MODULE};
+use util::{dir_entries, run, tool, Run};
 
 const SO_PIN: &str = "87654321";
 
@@ -29,8 +29,7 @@ impl Fixture {
     fn new(pin: &str, object: &str) -> Fixture {
         let hsm = SoftHsm::new();
         hsm.init_token("node", SO_PIN, pin);
-        let pin_file = hsm.dir().join("pin");
-        write_private(&pin_file, &format!("{pin}\n"));
+        let pin_file = hsm.write_pin_file(pin);
         let reference = format!(
             "pkcs11:token=node;object={object}?pin-source=file:{}",
             pin_file.display()
@@ -706,18 +705,9 @@ fn open_and_sign_latency_and_concurrent_signatures() {
 
 /// Runs one `probe_*` helper of this test binary in a child process with `env`.
 fn child(name: &str, env: &[(&str, &str)]) -> Run {
-    let exe = std::env::current_exe().unwrap();
-    tool(
-        exe.to_str().unwrap(),
-        &[
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ],
-        env,
-    )
+    let mut cmd = util::helper_test(&format!("pkcs11::{name}"));
+    cmd.arg("--nocapture").envs(env.iter().copied());
+    cmd.output().expect("running the test binary").into()
 }
 
 /// Child-process helper of `generated_keys_are_sensitive_and_never_extractable`: reads the

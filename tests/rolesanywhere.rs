@@ -3,9 +3,7 @@
 //! from OpenBao (or a test CA where OpenBao is not the point), the project's CreateSession
 //! endpoint (tests/peers/rolesanywhere.py) and moto verifying the minted credentials' signatures.
 #![cfg_attr(not(all(feature = "tpm", feature = "pkcs11")), allow(dead_code))]
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -14,11 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::peers::{self, MiniCa, Moto, RaOptions, RolesAnywhere};
-use common::softhsm::{self, SoftHsm};
-use common::swtpm::Swtpm;
-use common::{imds, run, Background, Run};
-use openbao::OpenBao;
+use util::openbao::OpenBao;
+use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::softhsm::SoftHsm;
+use util::swtpm::Swtpm;
+use util::{imds, run, Background, Run};
 
 const CN: &str = "node-1.example.com";
 
@@ -56,13 +54,8 @@ impl Keys {
             Backend::Pkcs11 => {
                 let hsm = SoftHsm::new();
                 hsm.init_token("node", "so-pin-1234", "user-pin-5678");
-                let pin = hsm.dir().join("pin");
-                std::fs::write(&pin, "user-pin-5678\n").unwrap();
-                std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
-                for (a, b) in hsm.env() {
-                    env.push((a.into(), b.into()));
-                }
-                env.push(("HYBRIDBOOT_PKCS11_LIB".into(), softhsm::MODULE.into()));
+                let pin = hsm.write_pin_file("user-pin-5678");
+                env.extend(hsm.hybridboot_env());
                 (None, Some(hsm), Some(pin))
             }
         };
@@ -226,7 +219,7 @@ print(eks.describe_cluster(name=sys.argv[2])["cluster"]["status"])
 /// boto3, through an AWS config file whose `credential_process` runs hybridboot, calls STS
 /// GetCallerIdentity and EKS DescribeCluster on moto (signatures checked).
 fn boto3_via_config(keys: &Keys, moto: &Moto, dir: &Path, process_args: &[String]) -> Run {
-    let line: Vec<String> = std::iter::once(common::bin().display().to_string())
+    let line: Vec<String> = std::iter::once(util::bin().display().to_string())
         .chain(process_args.iter().cloned())
         .collect();
     let config = dir.join("aws-config");
@@ -238,7 +231,7 @@ fn boto3_via_config(keys: &Keys, moto: &Moto, dir: &Path, process_args: &[String
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(peers::python());
+    let mut cmd = Command::new(util::python());
     cmd.args(["-c", BOTO3_SCRIPT, &moto.endpoint, &moto.cluster_name()]);
     for v in [
         "AWS_ACCESS_KEY_ID",
@@ -302,7 +295,7 @@ fn hardware_scenario(backend: Backend) {
             &[],
         );
         inspect.ok();
-        let openssl_serial = common::tool(
+        let openssl_serial = util::tool(
             "openssl",
             &["x509", "-noout", "-serial", "-in", cert.to_str().unwrap()],
             &[],
@@ -466,7 +459,7 @@ fn twenty_concurrent_calls_with_a_cold_cache_make_one_create_session() {
     let t = Instant::now();
     let children: Vec<Child> = (0..20)
         .map(|_| {
-            let mut c = Command::new(common::bin());
+            let mut c = Command::new(util::bin());
             c.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped());
             for (k, v) in s.keys.env_with(&[]) {
                 c.env(k, v);
@@ -492,7 +485,7 @@ fn twenty_concurrent_calls_with_a_cold_cache_make_one_create_session() {
     assert_eq!(stats["ok"], 1);
     eprintln!("20 concurrent cold-cache credential-process calls: {elapsed:?}, 1 CreateSession");
     // The cache entry is private.
-    for name in common::dir_entries(&cache) {
+    for name in util::dir_entries(&cache) {
         let mode = std::fs::metadata(cache.join(&name))
             .unwrap()
             .permissions()
@@ -660,7 +653,7 @@ fn negatives_fail_with_one_clear_line_each() {
 }
 
 fn spawn_bg(keys: &Keys, args: &[String], stderr: &Path) -> Background {
-    let mut c = Command::new(common::bin());
+    let mut c = Command::new(util::bin());
     c.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -770,7 +763,7 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
         "fault",
         Some(serde_json::json!({"mode": "503", "forever": true})),
     );
-    let port = common::free_port();
+    let port = util::free_port();
     let mut serve_args = s.args();
     serve_args[0] = "serve".into();
     serve_args.extend(["--port".to_string(), port.to_string()]);
@@ -779,13 +772,7 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
     wait_until("serve listening", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    let (st, token) = imds(
-        port,
-        "PUT",
-        "/latest/api/token",
-        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
-    );
-    assert_eq!(st, 200);
+    let token = util::imds_token(port);
     let auth = [("X-aws-ec2-metadata-token", token.as_str())];
     let (st, role) = imds(
         port,
@@ -834,7 +821,7 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
         assert!(served[f].as_str().is_some_and(|v| !v.is_empty()), "{f}");
     }
     // An SDK (botocore's IMDSv2 provider) takes them from serve.
-    let out = Command::new(peers::python())
+    let out = Command::new(util::python())
         .args([
             "-c",
             "import boto3; c = boto3.Session().get_credentials(); print(c.method, c.access_key)",

@@ -33,9 +33,7 @@
 //!
 //! The Debug output of the secret-holding public types is checked at the end of this file.
 #![cfg(all(feature = "tpm", feature = "pkcs11"))]
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -44,11 +42,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use common::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
-use common::softhsm::{self, SoftHsm};
-use common::swtpm::Swtpm;
-use common::{imds, Background, Run};
-use openbao::OpenBao;
+use util::config::{firstboot_yaml, BootstrapConfig, NodeConfig, WRAPPED_APPROLE_AUTH};
+use util::openbao::OpenBao;
+use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::softhsm::SoftHsm;
+use util::swtpm::Swtpm;
+use util::{imds, Background, Run};
 
 const CN: &str = "node-1.example.com";
 const PIN: &str = "audit-pin-Mv52LqZ8";
@@ -327,7 +326,7 @@ fn hb(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 fn hb_command(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = Command::new(util::bin());
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_")
@@ -360,12 +359,7 @@ fn hsm_with_token(audit: &mut Audit, dir: &Path) -> (SoftHsm, String, Vec<(Strin
     hsm.init_token("node", "audit-so-pin-Xe31", PIN);
     audit.secret("PKCS#11 PIN", PIN);
     let pin_file = audit.secret_file(&dir.join("pin"), &format!("{PIN}\n"));
-    let mut env: Vec<(String, String)> = hsm
-        .env()
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    env.push(("HYBRIDBOOT_PKCS11_LIB".into(), softhsm::MODULE.into()));
+    let env = hsm.hybridboot_env();
     (hsm, pin_file, env)
 }
 
@@ -668,59 +662,22 @@ fn firstboot_at_vvv_never_shows_secret_ids_wrapping_tokens_or_aws_secrets() {
     let systemctl = w.join("systemctl.sh");
     std::fs::write(&systemctl, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        etc.join("config.yaml"),
-        format!(
-            "\
-apiVersion: node.eks.aws/v1alpha1
-kind: NodeConfig
-spec:
-  cluster:
-    name: {cluster}
-    region: us-east-1
-  hybrid:
-    iamRolesAnywhere:
-      nodeName: {CN}
-      roleArn: {role}
-      profileArn: {profile}
-      trustAnchorArn: {ta}
-      privateKeyPath: handle:0x81000021
----
-apiVersion: hybridboot/v1alpha1
-kind: BootstrapConfig
-spec:
-  key:
-    ref: handle:0x81000021
-    tcti: {tcti}
-  vault:
-    address: {addr}
-    pkiMount: pki_int
-    role: node
-    ttl: 24h
-    auth:
-      appRole:
-        roleIdFile: /etc/hybridboot/role-id
-        secretIdFile: /etc/hybridboot/secret-id
-        wrapped: true
-  aws:
-    rolesAnywhereEndpoint: {ra_endpoint}
-    eksEndpoint: {eks}
-    caBundle: /etc/hybridboot/aws-ca.pem
-  timeouts:
-    overall: 2m
-    timeSync: 5s
-",
-            cluster = moto.cluster_name(),
-            role = ra.role_arn,
-            profile = ra.profile_arn,
-            ta = ra.trust_anchor_arn,
-            tcti = tpm.tcti(),
-            addr = bao.http_addr(),
-            ra_endpoint = ra.endpoint(),
-            eks = moto.endpoint,
-        ),
-    )
-    .unwrap();
+    let key = "handle:0x81000021";
+    let node = NodeConfig {
+        cluster: moto.cluster_name(),
+        ..NodeConfig::moto_site(CN, key).with_endpoint(&ra)
+    };
+    let boot = BootstrapConfig {
+        auth: WRAPPED_APPROLE_AUTH.into(),
+        ..BootstrapConfig::site(
+            key,
+            &tpm.tcti(),
+            &bao.http_addr(),
+            &ra.endpoint(),
+            &moto.endpoint,
+        )
+    };
+    std::fs::write(etc.join("config.yaml"), firstboot_yaml(&node, &boot)).unwrap();
     let root_s = root.display().to_string();
     let fb = hb(
         w,
@@ -741,7 +698,7 @@ spec:
     assert!(root.join("var/lib/hybridboot/joined").exists());
     // The session firstboot got (cached: a documented credential file) joins the secrets.
     let mut sessions = 0;
-    for name in common::dir_entries(&cache) {
+    for name in util::dir_entries(&cache) {
         if name.ends_with(".json") {
             audit.learn_credential_process(&std::fs::read_to_string(cache.join(name)).unwrap());
             sessions += 1;
@@ -827,7 +784,7 @@ fn aws_commands_at_vvv_never_show_secret_keys_session_tokens_or_pins() {
         r.ok();
         audit.learn_credential_process(&r.stdout);
     }
-    let cache_entries = common::dir_entries(&w.join("cache"));
+    let cache_entries = util::dir_entries(&w.join("cache"));
     assert!(!cache_entries.is_empty(), "the session cache was used");
     for e in &cache_entries {
         let p = w.join("cache").join(e);
@@ -850,7 +807,7 @@ fn aws_commands_at_vvv_never_show_secret_keys_session_tokens_or_pins() {
     audit.learn_credentials_file(&credfile);
 
     // serve, queried like an SDK; its stderr goes to a file in the work dir (walked).
-    let port = common::free_port();
+    let port = util::free_port();
     let args = with("serve", &["--port", &port.to_string()]);
     let serve_log = w.join("serve.stderr");
     let mut cmd = hb_command(
@@ -870,13 +827,7 @@ fn aws_commands_at_vvv_never_show_secret_keys_session_tokens_or_pins() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (st, imds_token) = imds(
-        port,
-        "PUT",
-        "/latest/api/token",
-        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
-    );
-    assert_eq!(st, 200);
+    let imds_token = util::imds_token(port);
     let auth = [("X-aws-ec2-metadata-token", imds_token.as_str())];
     let (st, role) = imds(
         port,
@@ -1014,30 +965,13 @@ fn aws_commands_at_vvv_never_show_secret_keys_session_tokens_or_pins() {
     let cfg = w.join("node.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "---
-apiVersion: node.eks.aws/v1alpha1
-kind: NodeConfig
-spec:
-  cluster:
-    name: {cluster}
-    region: us-east-1
-  kubelet:
-    flags:
-      - --node-ip=10.80.0.5
-  hybrid:
-    iamRolesAnywhere:
-      nodeName: {CN}
-      trustAnchorArn: {ta}
-      profileArn: {pa}
-      roleArn: {role}
-      certificatePath: /etc/iam/pki/server.pem
-      privateKeyPath: {key}
-",
-            ta = ra.trust_anchor_arn,
-            pa = ra.profile_arn,
-            role = ra.role_arn,
-        ),
+        NodeConfig {
+            cluster: cluster.clone(),
+            node_ip: Some("10.80.0.5".into()),
+            certificate_path: Some("/etc/iam/pki/server.pem".into()),
+            ..NodeConfig::moto_site(CN, &key).with_endpoint(&ra)
+        }
+        .yaml(),
     )
     .unwrap();
     let source = format!("file://{}", cfg.display());

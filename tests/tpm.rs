@@ -1,13 +1,13 @@
 //! The TPM 2.0 backend against a real (software) TPM: swtpm, checked independently with
 //! tpm2-tools, tpm2-openssl and openssl.
 #![cfg(feature = "tpm")]
-mod common;
+use crate::util;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::swtpm::Swtpm;
-use common::{dir_entries, run, tool, Run};
+use util::swtpm::Swtpm;
+use util::{dir_entries, run, tool, Run};
 
 const HANDLE: &str = "handle:0x81000010";
 
@@ -251,7 +251,7 @@ fn assert_clean_failure(r: &Run, code: i32, needle: &str, dir: &Path) {
 fn unreachable_tpm_is_one_line_and_exit_4() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on (bound, then released).
-    let tcti = format!("swtpm:host=127.0.0.1,port={}", common::free_port());
+    let tcti = format!("swtpm:host=127.0.0.1,port={}", util::free_port());
     let out = dir.path().join("req.pem");
     let r = run(&csr_args(HANDLE, &tcti, out.to_str().unwrap()), &[]);
     assert_clean_failure(&r, 4, "cannot reach the TPM through TCTI", dir.path());

@@ -1,16 +1,16 @@
 //! The native Rust TPM backend against a real swtpm, cross-checked with tpm2-tools,
 //! tpm2-openssl and openssl. Each test starts its own swtpm on free loopback ports.
 //!
-//! Run: `cargo test --features tpm-native --test tpm_native`
+//! Run: `cargo test --features tpm-native --test tests tpm_native::`
 #![cfg(feature = "tpm-native")]
 
-mod common;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::swtpm::Swtpm;
-use common::{free_port, run, tool, Run};
+use util::swtpm::Swtpm;
+use util::{free_port, run, tool, Run};
 
 /// A private swtpm (the shared harness) plus a scratch directory for one test.
 struct Tpm {

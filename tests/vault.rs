@@ -1,21 +1,19 @@
-//! `hybridboot enroll` / `renew` against a real OpenBao server (see tests/common/openbao.rs).
+//! `hybridboot enroll` / `renew` against a real OpenBao server (see tests/util/openbao.rs).
 //!
 //! Scenarios take a [`Backend`] so that TPM (swtpm) and PKCS#11 (SoftHSM2) keys can run the same
 //! scenarios as file keys once those backends land.
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::softhsm::{self, SoftHsm};
-use common::swtpm::Swtpm;
-use common::{run, tool, Run};
-use openbao::OpenBao;
+use util::openbao::OpenBao;
+use util::softhsm::SoftHsm;
+use util::swtpm::Swtpm;
+use util::{run, tool, Run};
 
 const CN: &str = "node-1.example.com";
 
@@ -68,13 +66,8 @@ impl NodeKey {
             Backend::Pkcs11 => {
                 let hsm = SoftHsm::new();
                 hsm.init_token("node", "so-pin-1234", "user-pin-5678");
-                let pin = hsm.dir().join("pin");
-                std::fs::write(&pin, "user-pin-5678\n").unwrap();
-                std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
-                for (a, b) in hsm.env() {
-                    env.push((a.into(), b.into()));
-                }
-                env.push(("HYBRIDBOOT_PKCS11_LIB".into(), softhsm::MODULE.into()));
+                let pin = hsm.write_pin_file("user-pin-5678");
+                env.extend(hsm.hybridboot_env());
                 NodeKey {
                     reference: format!(
                         "pkcs11:token=node;object=node?pin-source=file:{}",
@@ -586,7 +579,7 @@ fn refusals_leave_the_certificate_intact(backend: Backend) {
     bao.unseal();
 
     // Unreachable: nothing listens there.
-    let port = common::free_port();
+    let port = util::free_port();
     let r = node.key.hb(&[
         "enroll",
         "--vault-addr",

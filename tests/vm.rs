@@ -6,9 +6,8 @@
 //!
 //! Ignored by plain `cargo test` because it needs the static aarch64 build (`make static`) and
 //! qemu-system-arm; `make vm-test` (part of `make test`) builds both and runs it with --ignored.
-mod common;
-#[path = "common/openbao.rs"]
-mod openbao;
+use crate::util as common;
+use crate::util::openbao;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

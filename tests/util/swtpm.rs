@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 pub struct Swtpm {
     /// Keeps the state directory alive as long as the TPM.
     _state: tempfile::TempDir,
-    pid: i32,
+    pid: u32,
     /// The data port; the control port is `port + 1`.
     pub port: u16,
 }
@@ -51,7 +51,7 @@ impl Swtpm {
                 last_error = String::from_utf8_lossy(&out.stderr).into_owned();
                 continue;
             }
-            let pid: i32 = match std::fs::read_to_string(&pid_file) {
+            let pid: u32 = match std::fs::read_to_string(&pid_file) {
                 Ok(s) => s.trim().parse().unwrap(),
                 Err(e) => {
                     last_error = format!("no pid file: {e}");
@@ -91,9 +91,7 @@ impl Swtpm {
 
 impl Drop for Swtpm {
     fn drop(&mut self) {
-        // SAFETY: plain kill(2) on the PID swtpm wrote for the daemon this guard started.
-        unsafe {
-            libc::kill(self.pid, libc::SIGTERM);
-        }
+        // The PID swtpm wrote for the daemon this guard started.
+        super::terminate(self.pid);
     }
 }

@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+use super::x509::OpensslCa;
+
 pub const CNI_TGZ: &str = "cni-plugins-linux-amd64-v1.6.0.tgz";
 
 pub fn sha256_hex(path: &Path) -> String {
@@ -139,71 +141,12 @@ pub fn store() -> &'static Path {
             sha256_hex(&e.join(CNI_TGZ)),
         )
         .unwrap();
-        // Test CA and the mirror's certificate (127.0.0.1).
-        sh(
+        // Test CA (`ca.pem`) and the mirror's certificate (127.0.0.1, `server.pem`).
+        OpensslCa::new(&d, "ca", "install mirror test CA").server_cert(
             &d,
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=install mirror test CA",
-            ],
-        );
-        sh(
-            &d,
-            "openssl",
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        );
-        std::fs::write(
-            d.join("server.ext"),
+            "server",
+            "127.0.0.1",
             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        sh(
-            &d,
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
         );
         // Manifest signing keys: the trusted one and another.
         for k in ["sign", "other"] {

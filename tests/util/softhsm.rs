@@ -58,6 +58,28 @@ impl SoftHsm {
         vec![("SOFTHSM2_CONF", self.conf.to_str().unwrap())]
     }
 
+    /// Writes `pin` and a newline to `pin` in [`SoftHsm::dir`] with mode 0600 (as an operator
+    /// should: hybridboot warns about a PIN file others can read); returns its path.
+    pub fn write_pin_file(&self, pin: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir().join("pin");
+        std::fs::write(&path, format!("{pin}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// [`SoftHsm::env`] plus `HYBRIDBOOT_PKCS11_LIB`: what hybridboot needs to use this store
+    /// without `--pkcs11-lib`.
+    pub fn hybridboot_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .env()
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        env.push(("HYBRIDBOOT_PKCS11_LIB".into(), MODULE.into()));
+        env
+    }
+
     /// A scratch directory for PIN files and outputs, removed with the store.
     pub fn dir(&self) -> &Path {
         self.dir.path()

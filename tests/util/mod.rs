@@ -1,8 +1,38 @@
 //! Shared test harness: run the built binary, start real peers on free loopback ports.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The project's Python venv, which .ci/run (scripts/setup.sh) creates with the test peers and
+/// tools (env `HYBRIDBOOT_VENV`, default `$HOME/.cache/hybridboot/venv`).
+pub fn venv() -> PathBuf {
+    std::env::var_os("HYBRIDBOOT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/hybridboot/venv")
+        })
+}
+
+/// A program of the venv (`python`, `oelint-adv`, ...), which must exist.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = venv().join("bin").join(name);
+    assert!(
+        p.exists(),
+        "{} missing: create the venv (tests/peers/requirements.txt) as .ci/run does, or set HYBRIDBOOT_VENV",
+        p.display()
+    );
+    p
+}
+
+/// The venv's Python.
+pub fn python() -> PathBuf {
+    venv_bin("python")
+}
+
+/// `tests/peers`: the Python peers and their pytest cases.
+pub fn peers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
 
 /// Path of the `hybridboot` binary under test.
 pub fn bin() -> PathBuf {
@@ -114,6 +144,30 @@ pub fn verify_csr(csr: &Path) -> String {
     public_key_block(&r.stdout)
 }
 
+/// The command line that runs one `#[ignore]`d helper test of this test binary alone in a child
+/// process, for a test that needs a process of its own (to be traced, crashed, counted or
+/// measured). `name` is the helper's path in the crate, e.g. `aws_pure::cache_child_process`.
+pub fn helper_test_argv(name: &str) -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary's own path");
+    [
+        exe.to_str().expect("a UTF-8 path to the test binary"),
+        name,
+        "--exact",
+        "--ignored",
+        "--test-threads=1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// [`helper_test_argv`] as a [`Command`], to add arguments, environment or pipes to.
+pub fn helper_test(name: &str) -> Command {
+    let argv = helper_test_argv(name);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a race).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -135,18 +189,40 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+/// Sends SIGTERM to `pid`, a process this test started and has not reaped (so the PID is still
+/// its own): the one place the tests signal a process by PID.
+pub fn terminate(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) touches no memory of ours; the PID belongs to our unreaped child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
 /// A background process (`hybridboot serve`, `update`), stopped by PID (SIGTERM) and reaped on
 /// drop.
 pub struct Background(pub std::process::Child);
 
 impl Drop for Background {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
+        terminate(self.0.id());
         let _ = self.0.wait();
     }
+}
+
+/// IMDSv2's first step against `hybridboot serve` on `port`: `PUT /latest/api/token` must
+/// answer 200 with the session token, which is returned.
+pub fn imds_token(port: u16) -> String {
+    let (status, token) = imds(
+        port,
+        "PUT",
+        "/latest/api/token",
+        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
+    );
+    assert_eq!(status, 200, "PUT /latest/api/token: {token}");
+    token
 }
 
 /// One HTTP/1.1 exchange with `hybridboot serve` (the IMDS emulator) on 127.0.0.1: the status
@@ -169,7 +245,10 @@ pub fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u
     (status, body.to_string())
 }
 
+pub mod config;
 pub mod mirror;
+pub mod openbao;
 pub mod peers;
 pub mod softhsm;
 pub mod swtpm;
+pub mod x509;

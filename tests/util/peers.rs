@@ -4,14 +4,13 @@
 //!
 //! Each server gets fresh state in its own tempdir, binds 127.0.0.1 on a port it picks itself
 //! (reported on its first stdout line), runs with `--exit-on-stdin-eof` while this guard holds its
-//! stdin, and is killed by PID on drop. Use from any test file:
+//! stdin, and is killed by PID on drop. Use from any topic module:
 //!
 //! ```ignore
-//! mod common;               // tests/common/mod.rs declares `pub mod peers;`
-//! let moto = common::peers::Moto::start();
-//! let ra = common::peers::RolesAnywhere::start(&RaOptions::new(&[root_ca]).sts(&moto));
+//! use crate::util::peers::{Moto, RaOptions, RolesAnywhere};
+//! let moto = Moto::start();
+//! let ra = RolesAnywhere::start(&RaOptions::new(&[root_ca]).sts(&moto));
 //! ```
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -20,30 +19,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The project venv (env `HYBRIDBOOT_VENV`, default `$HOME/.cache/hybridboot/venv`).
-pub fn venv() -> PathBuf {
-    std::env::var("HYBRIDBOOT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/hybridboot/venv")
-        })
-}
-
-/// The venv's Python.
-pub fn python() -> PathBuf {
-    let p = venv().join("bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: create the venv (tests/peers/requirements.txt) or set HYBRIDBOOT_VENV",
-        p.display()
-    );
-    p
-}
-
-/// `tests/peers`.
-pub fn peers_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
+use super::{peers_dir, python};
 
 /// Runs a script of tests/peers with the venv's Python to completion; panics on failure.
 pub fn run_script(script: &str, args: &[&str]) -> String {
@@ -110,11 +86,6 @@ impl PeerProcess {
         guard
     }
 
-    /// The PID.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The peer's log so far (log file and stderr).
     pub fn log_text(&self) -> String {
         let a = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -125,10 +96,7 @@ impl PeerProcess {
 
 impl Drop for PeerProcess {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the PID of a child this guard started and has not reaped yet.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        super::terminate(self.child.id());
         let _ = self.child.wait();
     }
 }
@@ -136,7 +104,8 @@ impl Drop for PeerProcess {
 /// moto with the signed-GET fix, populated by moto_setup.py (IAM user, role `hybrid-node`,
 /// ACTIVE cluster `hybrid-test` in us-east-1) and with signature checking on.
 pub struct Moto {
-    pub dir: tempfile::TempDir,
+    /// Holds the peer's state until drop.
+    _dir: tempfile::TempDir,
     pub process: PeerProcess,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
@@ -181,7 +150,7 @@ impl Moto {
         let out = run_script("moto_setup.py", &setup_args);
         let setup: serde_json::Value = serde_json::from_str(out.trim()).expect("moto_setup JSON");
         Moto {
-            dir,
+            _dir: dir,
             process,
             endpoint,
             setup,
@@ -192,6 +161,31 @@ impl Moto {
     /// The node role's ARN.
     pub fn role_arn(&self) -> String {
         self.setup["role_arn"].as_str().unwrap().to_string()
+    }
+
+    /// Credentials of the node role (`access key id, secret, session token`), assumed through
+    /// moto's STS with the setup user's key by boto3 (not by hybridboot).
+    pub fn assume_role(&self, session_name: &str) -> (String, String, String) {
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(
+                "import boto3,json,sys\n\
+                 s=json.load(open(sys.argv[1]))\n\
+                 c=boto3.client('sts',endpoint_url=s['endpoint'],region_name='us-east-1',\
+                 aws_access_key_id=s['access_key_id'],aws_secret_access_key=s['secret_access_key'])\n\
+                 r=c.assume_role(RoleArn=s['role_arn'],RoleSessionName=sys.argv[2])['Credentials']\n\
+                 print(json.dumps([r['AccessKeyId'],r['SecretAccessKey'],r['SessionToken']]))",
+            )
+            .arg(&self.setup_file)
+            .arg(session_name)
+            .output()
+            .expect("running the venv's python");
+        assert!(
+            out.status.success(),
+            "assume_role: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("assume_role JSON")
     }
 
     /// The cluster's name.
@@ -226,6 +220,8 @@ impl MiniCa {
     }
 
     /// An intermediate CA signed by this one.
+    // Only e2e, which needs both key backends, uses it.
+    #[cfg_attr(not(all(feature = "tpm", feature = "pkcs11")), allow(dead_code))]
     pub fn intermediate(&self, dir: &Path, name: &str) -> MiniCa {
         let ca = MiniCa {
             cert: dir.join(format!("{name}.pem")),
@@ -329,7 +325,8 @@ impl RaOptions {
 
 /// The Roles Anywhere test endpoint (HTTPS for clients, plain HTTP for the control API).
 pub struct RolesAnywhere {
-    pub dir: tempfile::TempDir,
+    /// Holds the peer's state until drop.
+    _dir: tempfile::TempDir,
     pub process: PeerProcess,
     pub https_port: u16,
     pub http_port: u16,
@@ -383,7 +380,7 @@ impl RolesAnywhere {
         let http_port = process.ready["http_port"].as_u64().unwrap() as u16;
         RolesAnywhere {
             tls_ca: tls_ca.cert,
-            dir,
+            _dir: dir,
             process,
             https_port,
             http_port,
@@ -451,8 +448,9 @@ impl RolesAnywhere {
 /// `GET /version` answers 200 only for an EKS token whose signature botocore recomputes with
 /// a secret from `credentials_file` (re-read on every request).
 pub struct ApiServer {
-    pub dir: tempfile::TempDir,
-    pub process: PeerProcess,
+    /// Holds the peer's state until drop.
+    _dir: tempfile::TempDir,
+    _process: PeerProcess,
     pub port: u16,
     /// The CA of its TLS certificate (the cluster CA).
     pub ca: PathBuf,
@@ -484,8 +482,8 @@ impl ApiServer {
         let process = PeerProcess::spawn("apiserver.py", &args, &log);
         let port = process.ready["port"].as_u64().unwrap() as u16;
         ApiServer {
-            dir,
-            process,
+            _dir: dir,
+            _process: process,
             port,
             ca: ca.cert.clone(),
         }

