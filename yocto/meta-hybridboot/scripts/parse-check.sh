@@ -1,0 +1,226 @@
+#!/bin/bash
+# Parses meta-hybridboot with real bitbake and OpenEmbedded-Core, offline, and checks what the
+# recipes resolve to. Not part of `make test` (it needs checkouts of the Yocto layers).
+#
+# Usage: parse-check.sh [options] SRCDIR BUILDDIR
+#   SRCDIR holds checkouts of one Yocto series (the branch named after it, e.g. wrynose):
+#     bitbake/ (the matching bitbake branch, e.g. 2.18 for wrynose, 2.16 for whinlatter),
+#     openembedded-core/, meta-openembedded/, meta-security/, meta-yocto/
+#   BUILDDIR is created (conf/, tmp/, downloads/) and may be reused by later runs.
+# Options:
+#   --machine M         MACHINE (default qemux86-64)
+#   --crates DIR        a directory of <name>-<version>.crate files (e.g. cargo's registry
+#                       cache, ~/.cargo/registry/cache/index.crates.io-*/): copied into the
+#                       build's DL_DIR, so that `bitbake -c unpack hybridboot` runs offline too
+#   --allow-series S    also accept series S for this run (LAYERSERIES_COMPAT): to see what a
+#                       series the layer does not list says about the recipe
+#   --full              parse every recipe of meta-openembedded too; by default its recipes
+#                       are masked (BBMASK; its layers and classes stay), which leaves OE-Core,
+#                       meta-poky, meta-tpm and this layer: all that the agent and
+#                       core-image-minimal need, in a fraction of the parse time
+# Run it as an ordinary user: bitbake refuses root (`runuser -u USER -- parse-check.sh ...`).
+# Steps (each must pass): bitbake -p; bitbake -e hybridboot (cargo features, S, DEPENDS,
+# units) with the default PACKAGECONFIG and with "tpm-native pkcs11"; bitbake -e
+# core-image-minimal (the image installs both packages, systemd is init); bitbake -n
+# hybridboot and core-image-minimal (dry runs); with --crates: bitbake -c unpack hybridboot
+# (the local source and every locked crate unpack, do_unpack's QA passes).
+set -euo pipefail
+
+machine=qemux86-64
+crates=""
+allow=""
+full=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --machine) machine="$2"; shift 2 ;;
+        --crates) crates="$2"; shift 2 ;;
+        --allow-series) allow="$2"; shift 2 ;;
+        --full) full=1; shift ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -*) echo "parse-check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
+if [ $# -ne 2 ]; then
+    echo "usage: parse-check.sh [--machine M] [--crates DIR] [--allow-series S] SRCDIR BUILDDIR" >&2
+    exit 2
+fi
+if [ "$(id -u)" = 0 ]; then
+    echo "parse-check.sh: bitbake refuses to run as root; run as an ordinary user (runuser -u USER -- $0 ...)" >&2
+    exit 2
+fi
+src=$(cd "$1" && pwd)
+layer=${HYBRIDBOOT_LAYER:-$(cd "$(dirname "$0")/.." && pwd)}
+for d in bitbake openembedded-core meta-openembedded meta-security meta-yocto; do
+    if [ ! -d "$src/$d" ]; then
+        echo "parse-check.sh: $src/$d is missing (a checkout of $d at the series' branch)" >&2
+        exit 2
+    fi
+done
+mkdir -p "$2/conf"
+build=$(cd "$2" && pwd)
+log="$build/parse-check.log"
+: > "$log"
+
+cat > "$build/conf/bblayers.conf" <<EOF
+BBPATH = "\${TOPDIR}"
+BBFILES ?= ""
+BBLAYERS = " \\
+  $src/openembedded-core/meta \\
+  $src/meta-yocto/meta-poky \\
+  $src/meta-openembedded/meta-oe \\
+  $src/meta-openembedded/meta-python \\
+  $src/meta-security/meta-tpm \\
+  $layer \\
+"
+EOF
+cat > "$build/conf/local.conf" <<EOF
+MACHINE = "$machine"
+DISTRO = "hybridnode"
+BB_NO_NETWORK = "1"
+DL_DIR = "$build/downloads"
+SSTATE_DIR = "$build/sstate-cache"
+TMPDIR = "$build/tmp"
+PACKAGE_CLASSES = "package_ipk"
+CONF_VERSION = "2"
+EOF
+if [ -z "$full" ]; then
+    echo "BBMASK += \"$src/meta-openembedded/meta-oe/recipes-.*/ $src/meta-openembedded/meta-python/recipes-.*/\"" >> "$build/conf/local.conf"
+fi
+if [ -n "$allow" ]; then
+    echo "LAYERSERIES_COMPAT_hybridboot:append = \" $allow\"" >> "$build/conf/local.conf"
+fi
+: > "$build/conf/auto.conf"
+
+export PATH="$src/bitbake/bin:$src/openembedded-core/scripts:$PATH"
+export BBPATH="$build"
+unset BBSERVER || true
+cd "$build"
+
+fail=0
+step() { echo "== $*" | tee -a "$log"; }
+ok() { echo "   ok: $*" | tee -a "$log"; }
+bad() { echo "   FAIL: $*" | tee -a "$log"; fail=1; }
+# value VAR FILE: the value bitbake -e printed for VAR (export lines included)
+value() { sed -n "s/^\(export \)\{0,1\}$1=\"\(.*\)\"\$/\2/p" "$2" | tail -1; }
+expect() { # expect FILE VAR SUBSTRING WHAT
+    local v; v=$(value "$2" "$1")
+    case " $v " in *"$3"*) ok "$4: $2 has \"$3\"" ;; *) bad "$4: $2 lacks \"$3\" (it is \"$v\")" ;; esac
+}
+reject() { # reject FILE VAR SUBSTRING WHAT
+    local v; v=$(value "$2" "$1")
+    case " $v " in *"$3"*) bad "$4: $2 has \"$3\" (\"$v\")" ;; *) ok "$4: $2 has no \"$3\"" ;; esac
+}
+run() { # run NAME bitbake-args...: output to $build/NAME.out
+    local name=$1; shift
+    if bitbake "$@" > "$build/$name.out" 2>&1; then
+        ok "bitbake $* (output: $build/$name.out)"
+        return 0
+    fi
+    bad "bitbake $* failed; last lines of $build/$name.out:"
+    tail -25 "$build/$name.out" | sed 's/^/      /' | tee -a "$log"
+    return 1
+}
+
+step "series: ${full:+(--full) }$(sed -n 's/^LAYERSERIES_CORENAMES = "\(.*\)"/\1/p' "$src/openembedded-core/meta/conf/layer.conf"), bitbake $(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$src/bitbake/lib/bb/__init__.py"), python $(python3 -c 'import platform; print(platform.python_version())'), MACHINE $machine"
+step "bitbake -p"
+run parse -p || { echo "parse failed: see $log" >&2; exit 1; }
+if grep -q 'hybridboot.*[Ss]kip' "$build/parse.out"; then
+    bad "the recipe was skipped:"; grep -i 'skip' "$build/parse.out" | sed 's/^/      /' | tee -a "$log"
+fi
+
+step "bitbake -e hybridboot (default PACKAGECONFIG)"
+if run env-default -e hybridboot; then
+    e="$build/env-default.out"
+    expect "$e" PACKAGECONFIG tpm "default backend"
+    expect "$e" CARGO_BUILD_FLAGS "--no-default-features --features=tpm" "cargo features"
+    reject "$e" CARGO_BUILD_FLAGS "pkcs11" "cargo features"
+    expect "$e" DEPENDS tpm2-tss "tpm needs tpm2-tss"
+    expect "$e" DEPENDS pkgconfig-native "tss-esapi's build script runs pkg-config"
+    expect "$e" RDEPENDS:hybridboot libtss2-tcti-device "device TCTI at run time"
+    unpackdir=$(value UNPACKDIR "$e")
+    s=$(value S "$e")
+    if [ -n "$unpackdir" ] && [ "$s" = "$unpackdir/hybridboot" ]; then ok "S = $s (in UNPACKDIR)"; else bad "S = $s, UNPACKDIR = $unpackdir"; fi
+    expect "$e" SRC_URI "file://Cargo.lock;subdir=hybridboot" "source is the tree the layer is part of"
+    expect "$e" SRC_URI "crate://crates.io/" "locked crates"
+    reject "$e" SRC_URI "git://" "no git source by default"
+    reject "$e" SRCREV "AUTOINC" "no floating revision"
+    expect "$e" SYSTEMD_SERVICE:hybridboot "hybridboot-firstboot.service hybridboot-renew.timer" "units"
+    expect "$e" SYSTEMD_AUTO_ENABLE:hybridboot "enable" "units enabled"
+    expect "$e" DISTRO_FEATURES systemd "init"
+    reject "$e" DISTRO_FEATURES sysvinit "init"
+    rust=$(value RUSTVERSION "$e")
+    ok "RUSTVERSION $rust, HYBRIDBOOT_RUST_MIN $(value HYBRIDBOOT_RUST_MIN "$e")"
+fi
+
+step "bitbake -e hybridboot (PACKAGECONFIG pkcs11)"
+echo 'PACKAGECONFIG:pn-hybridboot = "pkcs11"' > "$build/conf/auto.conf"
+if run env-pkcs11 -e hybridboot; then
+    e="$build/env-pkcs11.out"
+    expect "$e" CARGO_BUILD_FLAGS "--no-default-features --features=pkcs11" "cargo features"
+    reject "$e" CARGO_BUILD_FLAGS "--features=tpm" "cargo features"
+    reject "$e" DEPENDS tpm2-tss "pkcs11 needs no tpm2-tss"
+fi
+
+step "bitbake -e hybridboot (PACKAGECONFIG tpm-native pkcs11)"
+echo 'PACKAGECONFIG:pn-hybridboot = "tpm-native pkcs11"' > "$build/conf/auto.conf"
+if [ -n "${rust:-}" ] && [ "$(printf '%s\n' "${rust%\%}" 1.95 | sort -V | head -1)" != 1.95 ]; then
+    # Older than tpm2-protocol's Rust: the recipe must be skipped, saying why.
+    if bitbake -e hybridboot > "$build/env-native.out" 2>&1; then
+        bad "PACKAGECONFIG tpm-native parsed with RUSTVERSION $rust (< 1.95)"
+    elif grep -q 'tpm-native needs Rust >= 1.95' "$build/env-native.out"; then
+        ok "RUSTVERSION $rust: skipped with \"$(grep -o 'PACKAGECONFIG tpm-native needs[^:]*' "$build/env-native.out" | head -1)\""
+    else
+        bad "tpm-native with RUSTVERSION $rust failed without the Rust reason: see $build/env-native.out"
+    fi
+elif run env-native -e hybridboot; then
+    e="$build/env-native.out"
+    expect "$e" CARGO_BUILD_FLAGS "--no-default-features --features=pkcs11,tpm-native" "cargo features"
+    reject "$e" DEPENDS tpm2-tss "tpm-native needs no tpm2-tss"
+    reject "$e" RDEPENDS:hybridboot libtss2 "tpm-native needs no tpm2-tss"
+fi
+: > "$build/conf/auto.conf"
+
+step "bitbake -e core-image-minimal"
+if run env-image -e core-image-minimal; then
+    e="$build/env-image.out"
+    expect "$e" IMAGE_INSTALL "hybridboot hybridboot-config" "image installs the agent"
+    expect "$e" VIRTUAL-RUNTIME_init_manager systemd "systemd is PID 1"
+fi
+
+step "bitbake -e hybridboot-config"
+if run env-config -e hybridboot-config; then
+    e="$build/env-config.out"
+    unpackdir=$(value UNPACKDIR "$e")
+    s=$(value S "$e")
+    if [ "$s" = "$unpackdir" ]; then ok "S = UNPACKDIR ($s)"; else bad "S = $s, UNPACKDIR = $unpackdir"; fi
+fi
+
+step "dry runs"
+run dry-hybridboot -n hybridboot || true
+run dry-image -n core-image-minimal || true
+
+if [ -n "$crates" ]; then
+    step "bitbake -c unpack hybridboot (crates from $crates)"
+    mkdir -p "$build/downloads"
+    n=0
+    for c in "$crates"/*.crate; do
+        [ -e "$c" ] || continue
+        cp -n "$c" "$build/downloads/" && n=$((n + 1))
+    done
+    ok "$n crate files in DL_DIR"
+    if run unpack -c unpack hybridboot; then
+        e="$build/env-default.out"
+        s=$(value S "$e")
+        for f in Cargo.toml Cargo.lock build.rs src/main.rs systemd/hybridboot-firstboot.service; do
+            if [ -e "$s/$f" ]; then ok "unpacked $f"; else bad "$s/$f missing after do_unpack"; fi
+        done
+        vendor=$(value CARGO_VENDORING_DIRECTORY "$e")
+        want=$(grep -c '^SRC_URI\[' "$layer/recipes-core/hybridboot/hybridboot-crates.inc")
+        have=$(find "$vendor" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)
+        if [ "$have" = "$want" ]; then ok "$have crates vendored for cargo in $vendor"; else bad "$have of $want crates vendored in $vendor"; fi
+    fi
+fi
+
+if [ "$fail" = 0 ]; then echo "parse-check: all passed (log: $log)"; else echo "parse-check: FAILED (log: $log)"; fi
+exit "$fail"
