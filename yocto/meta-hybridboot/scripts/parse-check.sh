@@ -20,7 +20,8 @@
 #                       core-image-minimal need, in a fraction of the parse time
 # Run it as an ordinary user: bitbake refuses root (`runuser -u USER -- parse-check.sh ...`).
 # Steps (each must pass): bitbake -p; bitbake -e hybridboot (cargo features, S, DEPENDS,
-# units) with the default PACKAGECONFIG and with "tpm-native pkcs11"; bitbake -e
+# units); the recipe parsed (tinfoil) with other PACKAGECONFIGs, a git mirror with and without
+# SRCREV, and an older RUSTVERSION (the recipe must skip itself, saying why); bitbake -e
 # core-image-minimal (the image installs both packages, systemd is init); bitbake -n
 # hybridboot and core-image-minimal (dry runs); with --crates: bitbake -c unpack hybridboot
 # (the local source and every locked crate unpack, do_unpack's QA passes).
@@ -153,33 +154,86 @@ if run env-default -e hybridboot; then
     ok "RUSTVERSION $rust, HYBRIDBOOT_RUST_MIN $(value HYBRIDBOOT_RUST_MIN "$e")"
 fi
 
-step "bitbake -e hybridboot (PACKAGECONFIG pkcs11)"
-echo 'PACKAGECONFIG:pn-hybridboot = "pkcs11"' > "$build/conf/auto.conf"
-if run env-pkcs11 -e hybridboot; then
-    e="$build/env-pkcs11.out"
-    expect "$e" CARGO_BUILD_FLAGS "--no-default-features --features=pkcs11" "cargo features"
-    reject "$e" CARGO_BUILD_FLAGS "--features=tpm" "cargo features"
-    reject "$e" DEPENDS tpm2-tss "pkcs11 needs no tpm2-tss"
-fi
+# The other configurations of the recipe, parsed through tinfoil with the same base
+# configuration plus one setting each: a change to local.conf would make bitbake reparse every
+# recipe of every layer for each of them.
+step "other configurations of the recipe (tinfoil: the recipe parsed with one more setting)"
+if BITBAKEDIR="$src/bitbake" RECIPE="$layer/recipes-core/hybridboot/hybridboot_0.1.0.bb" \
+    RUSTVER="${rust:-}" python3 - >> "$log" 2>&1 <<'PYEOF2'
+import os
+import sys
+sys.path.insert(0, os.path.join(os.environ["BITBAKEDIR"], "lib"))
+import bb.data
+import bb.tinfoil
 
-step "bitbake -e hybridboot (PACKAGECONFIG tpm-native pkcs11)"
-echo 'PACKAGECONFIG:pn-hybridboot = "tpm-native pkcs11"' > "$build/conf/auto.conf"
-if [ -n "${rust:-}" ] && [ "$(printf '%s\n' "${rust%\%}" 1.95 | sort -V | head -1)" != 1.95 ]; then
-    # Older than tpm2-protocol's Rust: the recipe must be skipped, saying why.
-    if bitbake -e hybridboot > "$build/env-native.out" 2>&1; then
-        bad "PACKAGECONFIG tpm-native parsed with RUSTVERSION $rust (< 1.95)"
-    elif grep -q 'tpm-native needs Rust >= 1.95' "$build/env-native.out"; then
-        ok "RUSTVERSION $rust: skipped with \"$(grep -o 'PACKAGECONFIG tpm-native needs[^:]*' "$build/env-native.out" | head -1)\""
-    else
-        bad "tpm-native with RUSTVERSION $rust failed without the Rust reason: see $build/env-native.out"
-    fi
-elif run env-native -e hybridboot; then
-    e="$build/env-native.out"
-    expect "$e" CARGO_BUILD_FLAGS "--no-default-features --features=pkcs11,tpm-native" "cargo features"
-    reject "$e" DEPENDS tpm2-tss "tpm-native needs no tpm2-tss"
-    reject "$e" RDEPENDS:hybridboot libtss2 "tpm-native needs no tpm2-tss"
+rust = os.environ["RUSTVER"].rstrip("%")
+native_ok = bool(rust) and bb.utils.vercmp_string_op(rust, "1.95", ">=")
+git = "git://git.example.com/hybridboot.git;protocol=https;branch=main"
+# (name, settings, {var: substring expected}, {var: substring refused}, skip reason expected)
+cases = [
+    ("PACKAGECONFIG pkcs11", {"PACKAGECONFIG:pn-hybridboot": "pkcs11"},
+     {"CARGO_BUILD_FLAGS": "--no-default-features --features=pkcs11"},
+     {"DEPENDS": "tpm2-tss", "CARGO_BUILD_FLAGS": "--features=tpm"}, None),
+    ("PACKAGECONFIG tpm pkcs11", {"PACKAGECONFIG:pn-hybridboot": "tpm pkcs11"},
+     {"CARGO_BUILD_FLAGS": "--no-default-features --features=pkcs11,tpm", "DEPENDS": "tpm2-tss"},
+     {}, None),
+    ("PACKAGECONFIG tpm-native pkcs11", {"PACKAGECONFIG:pn-hybridboot": "tpm-native pkcs11"},
+     {"CARGO_BUILD_FLAGS": "--no-default-features --features=pkcs11,tpm-native"},
+     {"DEPENDS": "tpm2-tss"},
+     None if native_ok else "PACKAGECONFIG tpm-native needs Rust >= 1.95"),
+    ("git mirror without SRCREV", {"HYBRIDBOOT_GIT_URI": git}, {}, {},
+     "HYBRIDBOOT_GIT_URI is set but SRCREV is not"),
+    ("git mirror with SRCREV", {"HYBRIDBOOT_GIT_URI": git,
+                                "SRCREV:pn-hybridboot": "0123456789abcdef0123456789abcdef01234567"},
+     {"SRC_URI": git + ";destsuffix=hybridboot", "PV": "0.1.0+git"}, {"SRC_URI": "file://"}, None),
+    ("RUSTVERSION 1.84.1 (walnascar's)", {"RUSTVERSION": "1.84.1%"}, {}, {},
+     "hybridboot needs Rust >= 1.85"),
+]
+failed = 0
+with bb.tinfoil.Tinfoil() as tf:
+    tf.prepare(config_only=True)
+    for name, settings, want, refuse, skip in cases:
+        d = bb.data.createCopy(tf.config_data)
+        for k, v in settings.items():
+            d.setVar(k, v)
+        try:
+            rd = tf.parse_recipe_file(os.environ["RECIPE"], appends=False, config_data=d)
+            err = None
+        except Exception as e:
+            rd, err = None, str(e)
+        problems = []
+        if skip:
+            if err is None or skip not in err:
+                problems.append("expected the recipe to be skipped with %r, got %r" % (skip, err))
+        elif err is not None:
+            problems.append("parse failed: %s" % err)
+        else:
+            for var, sub in want.items():
+                if sub not in (rd.getVar(var) or ""):
+                    problems.append("%s lacks %r (%r)" % (var, sub, rd.getVar(var)))
+            for var, sub in refuse.items():
+                if sub in (rd.getVar(var) or ""):
+                    problems.append("%s has %r (%r)" % (var, sub, rd.getVar(var)))
+            s, unpackdir = rd.getVar("S"), rd.getVar("UNPACKDIR")
+            if s != unpackdir + "/hybridboot":
+                problems.append("S = %s, UNPACKDIR = %s" % (s, unpackdir))
+        if problems:
+            failed = 1
+            print("   FAIL: %s: %s" % (name, "; ".join(problems)))
+        elif skip:
+            print("   ok: %s: skipped: %s" % (name, err.strip().splitlines()[-1][:200]))
+        else:
+            print("   ok: %s: CARGO_BUILD_FLAGS ...%s, SRC_URI %s..." % (
+                name, rd.getVar("CARGO_BUILD_FLAGS").split("--no-default-features")[-1],
+                rd.getVar("SRC_URI").split()[0]))
+sys.exit(failed)
+PYEOF2
+then
+    ok "all configurations as expected"
+else
+    bad "a configuration differs (see the lines above in $log)"
 fi
-: > "$build/conf/auto.conf"
+grep -E '^   (ok|FAIL): ' "$log" | tail -n 6 | grep -v "all configurations" || true
 
 step "bitbake -e core-image-minimal"
 if run env-image -e core-image-minimal; then
