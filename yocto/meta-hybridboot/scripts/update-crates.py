@@ -6,8 +6,8 @@ sha256 from Cargo.lock, so bitbake fetches exactly the locked dependencies (no n
 build time beyond its own fetcher). This script is the one way to write the include: OE-core's
 cargo-update-recipe-crates class (`bitbake -c update_crates`) reads every Cargo.lock in the
 source (from a git checkout, fuzz/Cargo.lock too) and writes another format, so the recipe does
-not inherit it. CI checks with --check that the
-include matches Cargo.lock without a Yocto build.
+not inherit it. CI checks with --check that the include matches Cargo.lock without a Yocto
+build.
 
 Usage: update-crates.py [--check] [CARGO_LOCK] [OUT]
 """
