@@ -94,7 +94,9 @@ if [ -z "$full" ]; then
     echo "BBMASK += \"$src/meta-openembedded/meta-oe/(recipes-.*|dynamic-layers)/ $src/meta-openembedded/meta-python/(recipes-.*|dynamic-layers)/\"" >> "$build/conf/local.conf"
 fi
 if [ -n "$allow" ]; then
-    echo "LAYERSERIES_COMPAT_hybridboot:append = \" $allow\"" >> "$build/conf/local.conf"
+    # bitbake checks the series right after the layer.conf files, before local.conf; an
+    # :append set earlier survives layer.conf's plain assignment.
+    echo "LAYERSERIES_COMPAT_hybridboot:append = \" $allow\"" >> "$build/conf/bblayers.conf"
 fi
 : > "$build/conf/auto.conf"
 
@@ -198,6 +200,8 @@ cases = [
                                 "SRCREV:pn-hybridboot": "0123456789abcdef0123456789abcdef01234567"},
      {"SRC_URI": GIT + ";destsuffix=hybridboot", "PV": "0.1.0+git"}, {"SRC_URI": "file://"}),
     ("RUSTVERSION 1.84.1 (walnascar's)", {"RUSTVERSION": "1.84.1%"}, {}, {}),
+    ("RUSTVERSION 1.90 (as a newer Rust layer would set it)", {"RUSTVERSION": "1.90%"},
+     {"CARGO_BUILD_FLAGS": "--no-default-features --features=tpm"}, {}),
 ]
 
 
@@ -244,9 +248,10 @@ for name, settings, want, refuse in cases:
             for var, sub in refuse.items():
                 if sub in (rd.getVar(var) or ""):
                     problems.append("%s has %r (%r)" % (var, sub, rd.getVar(var)))
-            s, unpackdir = rd.getVar("S"), rd.getVar("UNPACKDIR")
+            # scarthgap has no UNPACKDIR and unpacks into WORKDIR
+            s, unpackdir = rd.getVar("S"), rd.getVar("UNPACKDIR") or rd.getVar("WORKDIR")
             if s != unpackdir + "/hybridboot":
-                problems.append("S = %s, UNPACKDIR = %s" % (s, unpackdir))
+                problems.append("S = %s, UNPACKDIR/WORKDIR = %s" % (s, unpackdir))
         label = "%s [RUSTVERSION %s]" % (name, rust)
         if problems:
             failed = 1

@@ -10,8 +10,9 @@ LICENSE = "CLOSED"
 
 SRC_URI = "file://config.yaml"
 
-# The fetcher puts local files into UNPACKDIR (whinlatter and later refuse S = "${WORKDIR}").
-S = "${UNPACKDIR}"
+# The fetcher puts local files into UNPACKDIR (styhead and later; whinlatter and later refuse
+# S = "${WORKDIR}"); scarthgap has no UNPACKDIR and unpacks into WORKDIR.
+S = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
 
 inherit allarch
 

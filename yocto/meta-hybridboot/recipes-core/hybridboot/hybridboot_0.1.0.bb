@@ -29,7 +29,9 @@ PV .= "${@'+git' if d.getVar('HYBRIDBOOT_GIT_URI') else ''}"
 FILESEXTRAPATHS:prepend := "${HYBRIDBOOT_SRCDIR}:"
 SRC_URI = "${@d.getVar('HYBRIDBOOT_GIT_URI') + ';destsuffix=hybridboot' if d.getVar('HYBRIDBOOT_GIT_URI') else ' '.join('file://%s;subdir=hybridboot' % f for f in '${HYBRIDBOOT_BUILD_INPUTS}'.split())}"
 
-S = "${UNPACKDIR}/hybridboot"
+# The fetcher unpacks into UNPACKDIR (styhead and later; scarthgap has none and unpacks into
+# WORKDIR, for a build with a newer Rust layer).
+S = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}/hybridboot"
 
 inherit cargo pkgconfig systemd
 
