@@ -372,3 +372,84 @@ fn rust_version_is_the_locked_dependencies_minimum() {
         );
     }
 }
+
+/// The Yocto recipe builds from the files HYBRIDBOOT_BUILD_INPUTS names (not the whole tree,
+/// which holds target/): each exists, and every file the sources embed with include_str! /
+/// include_bytes! is among them, or under tests/ (fixtures that only unit tests embed).
+#[test]
+fn yocto_build_inputs_cover_the_build() {
+    let recipe = repo().join("yocto/meta-hybridboot/recipes-core/hybridboot/hybridboot_0.1.0.bb");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let inputs: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("HYBRIDBOOT_BUILD_INPUTS ??= \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("recipe has no HYBRIDBOOT_BUILD_INPUTS ??= \"...\" line")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "src",
+        "LICENSE",
+        "systemd",
+    ] {
+        assert!(
+            inputs.iter().any(|i| i == needed),
+            "HYBRIDBOOT_BUILD_INPUTS lacks {needed}"
+        );
+    }
+    for input in &inputs {
+        assert!(
+            repo().join(input).exists(),
+            "HYBRIDBOOT_BUILD_INPUTS names {input}, which does not exist"
+        );
+    }
+    let mut stack = vec![repo().join("src")];
+    let mut embedded = 0;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            for mac in ["include_str!(\"", "include_bytes!(\""] {
+                for (i, _) in source.match_indices(mac) {
+                    let rest = &source[i + mac.len()..];
+                    let Some(end) = rest.find('"') else { continue };
+                    let target = path.parent().unwrap().join(&rest[..end]);
+                    let target = target
+                        .canonicalize()
+                        .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), &rest[..end]));
+                    let rel = target.strip_prefix(repo().canonicalize().unwrap()).unwrap();
+                    let top = rel
+                        .components()
+                        .next()
+                        .unwrap()
+                        .as_os_str()
+                        .to_string_lossy();
+                    embedded += 1;
+                    assert!(
+                        inputs.iter().any(|i| *i == top) || top == "tests",
+                        "{} embeds {}, which the Yocto build does not unpack: add {top} to \
+                         HYBRIDBOOT_BUILD_INPUTS in {}",
+                        path.display(),
+                        rel.display(),
+                        recipe.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        embedded > 0,
+        "found no include_str!/include_bytes! in src/ (scan broken?)"
+    );
+}
