@@ -146,7 +146,8 @@ if run env-default -e hybridboot; then
     expect "$e" CARGO_BUILD_FLAGS "--no-default-features --features=tpm" "cargo features"
     reject "$e" CARGO_BUILD_FLAGS "pkcs11" "cargo features"
     expect "$e" DEPENDS tpm2-tss "tpm needs tpm2-tss"
-    expect "$e" DEPENDS pkgconfig-native "tss-esapi's build script runs pkg-config"
+    # pkgconfig.bbclass: pkgconfig-native up to whinlatter, pkgconf-native since wrynose
+    expect "$e" DEPENDS pkgconf "tss-esapi's build script runs pkg-config"
     expect "$e" RDEPENDS:hybridboot libtss2-tcti-device "device TCTI at run time"
     unpackdir=$(value UNPACKDIR "$e")
     s=$(value S "$e")
