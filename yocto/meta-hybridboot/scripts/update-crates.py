@@ -3,9 +3,11 @@
 
 Every registry crate becomes a `crate://crates.io/<name>/<version>` SRC_URI entry with its
 sha256 from Cargo.lock, so bitbake fetches exactly the locked dependencies (no network at
-build time beyond its own fetcher). Same output format as OE-core's
-cargo-update-recipe-crates class (`bitbake -c update_crates hybridboot` does the same inside a
-build); this script lets CI check that the include matches Cargo.lock without a Yocto build.
+build time beyond its own fetcher). This script is the one way to write the include: OE-core's
+cargo-update-recipe-crates class (`bitbake -c update_crates`) reads every Cargo.lock in the
+source (from a git checkout, fuzz/Cargo.lock too) and writes another format, so the recipe does
+not inherit it. CI checks with --check that the include matches Cargo.lock without a Yocto
+build.
 
 Usage: update-crates.py [--check] [CARGO_LOCK] [OUT]
 """

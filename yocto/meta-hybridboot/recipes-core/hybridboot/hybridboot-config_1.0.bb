@@ -10,13 +10,15 @@ LICENSE = "CLOSED"
 
 SRC_URI = "file://config.yaml"
 
-S = "${WORKDIR}"
+# The fetcher puts local files into UNPACKDIR (styhead and later; whinlatter and later refuse
+# S = "${WORKDIR}"); scarthgap has no UNPACKDIR and unpacks into WORKDIR.
+S = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
 
 inherit allarch
 
 do_install() {
     install -d ${D}${sysconfdir}/hybridboot
-    install -m 0600 ${WORKDIR}/config.yaml ${D}${sysconfdir}/hybridboot/config.yaml
+    install -m 0600 ${S}/config.yaml ${D}${sysconfdir}/hybridboot/config.yaml
 }
 
 FILES:${PN} += "${sysconfdir}/hybridboot"
