@@ -388,7 +388,7 @@ fn a_mirror_outage_ends_in_exit_4_and_a_missing_release_in_exit_3() {
     assert!(!root.path().join("usr/bin/kubelet").exists());
 
     // Unreachable: nothing listens at the manifest's address.
-    let port = common::free_port();
+    let port = util::free_port();
     let s = store();
     let r = run(
         &[
