@@ -73,6 +73,18 @@ pub struct RolesAnywhereArgs {
     /// Use HTTPS_PROXY / NO_PROXY from the environment (off by default, like the reference).
     #[arg(long)]
     pub with_proxy: bool,
+    /// Proxy for https endpoints (`http://host:port`), whatever the environment says: init
+    /// writes it into the credential_process line so every later refresh goes through the
+    /// site's proxy.
+    #[arg(long, value_name = "URL")]
+    pub https_proxy: Option<String>,
+    /// Proxy for plain-http endpoints.
+    #[arg(long, value_name = "URL")]
+    pub http_proxy: Option<String>,
+    /// Hosts, domain suffixes, IP addresses and CIDR blocks reached without the proxy (comma
+    /// separated; with --https-proxy/--http-proxy).
+    #[arg(long, value_name = "LIST")]
+    pub no_proxy: Option<String>,
     /// Trust only the CAs in this PEM bundle for the endpoint's TLS certificate (the AWS SDKs'
     /// `AWS_CA_BUNDLE`).
     #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
@@ -225,11 +237,7 @@ impl RolesAnywhereArgs {
         if let Some(ca) = &self.ca_bundle {
             b = b.ca_bundle_file(ca)?;
         }
-        b = b.proxy(if self.with_proxy {
-            ProxySettings::from_env()?
-        } else {
-            ProxySettings::none()
-        });
+        b = b.proxy(self.proxy_settings()?);
         let client = b.build()?;
         log::debug!(
             "Roles Anywhere: endpoint {endpoint}, region {region}, certificate {} ({} intermediates)",
@@ -251,6 +259,27 @@ impl RolesAnywhereArgs {
             cache_key,
             args: self.clone(),
             client,
+        })
+    }
+
+    /// The proxy: the explicit flags, else the environment with `--with-proxy`, else none.
+    pub fn proxy_settings(&self) -> anyhow::Result<ProxySettings> {
+        if self.https_proxy.is_some() || self.http_proxy.is_some() {
+            let pick = |k: &str| match k {
+                "https_proxy" => self.https_proxy.clone(),
+                "http_proxy" => self.http_proxy.clone(),
+                "no_proxy" => self.no_proxy.clone(),
+                _ => None,
+            };
+            return ProxySettings::from_lookup(pick).map_err(|e| operator(format!("--https-proxy/--http-proxy: {e}")));
+        }
+        if self.no_proxy.is_some() {
+            return Err(operator("--no-proxy needs --https-proxy or --http-proxy"));
+        }
+        Ok(if self.with_proxy {
+            ProxySettings::from_env()?
+        } else {
+            ProxySettings::none()
         })
     }
 

@@ -88,6 +88,7 @@ impl InitArgs {
             ca_bundle: self.aws_ca_bundle.clone(),
             tcti: self.tcti.clone(),
             pkcs11_lib: self.pkcs11_lib.clone(),
+            proxy: super::render::proxy::ProxyEnv::from_env(),
         }
     }
 }
@@ -217,10 +218,7 @@ pub fn roles_anywhere_credentials(
     root: &Path,
     policy: &RetryPolicy,
 ) -> anyhow::Result<Credentials> {
-    let mut args: Vec<String> = aws::roles_anywhere_args(cfg, extra)
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_string(), value])
-        .collect();
+    let mut args: Vec<String> = aws::flag_words(&aws::roles_anywhere_args(cfg, extra));
     // The line is written for the node's own root; this run may work under another.
     let under_root = |p: &str| {
         crate::fsutil::under_root(root, Path::new(p))

@@ -37,7 +37,33 @@ pub fn roles_anywhere_args(cfg: &NodeConfig, extra: &AwsOverrides) -> Vec<(&'sta
     if let Some(lib) = &extra.pkcs11_lib {
         args.push(("--pkcs11-lib", lib.display().to_string()));
     }
+    if let Some(p) = &extra.proxy {
+        if p.has_credentials() {
+            // No password on a command line or in a world-readable file: take the proxy from
+            // the environment (the kubelet's drop-in gives it to the exec plugin).
+            args.push(("--with-proxy", String::new()));
+        } else {
+            if let Some(u) = &p.https_proxy {
+                args.push(("--https-proxy", u.clone()));
+            }
+            if let Some(u) = &p.http_proxy {
+                args.push(("--http-proxy", u.clone()));
+            }
+            if !p.no_proxy.is_empty() {
+                args.push(("--no-proxy", p.no_proxy_value()));
+            }
+        }
+    }
     args
+}
+
+/// `flag value` words of [`roles_anywhere_args`] (an empty value is a flag that takes none).
+pub fn flag_words(args: &[(&'static str, String)]) -> Vec<String> {
+    args.iter()
+        .flat_map(|(flag, value)| {
+            std::iter::once(flag.to_string()).chain((!value.is_empty()).then(|| value.clone()))
+        })
+        .collect()
 }
 
 /// The `credential_process` command line: hybridboot with every argument shell-quoted as needed.
@@ -49,8 +75,10 @@ pub fn credential_process(cfg: &NodeConfig, facts: &NodeFacts) -> String {
     for (flag, value) in roles_anywhere_args(cfg, &facts.aws) {
         line.push(' ');
         line.push_str(flag);
-        line.push(' ');
-        line.push_str(&shell_quote(&value));
+        if !value.is_empty() {
+            line.push(' ');
+            line.push_str(&shell_quote(&value));
+        }
     }
     line
 }
@@ -81,7 +109,11 @@ pub fn update_unit(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
         systemd_quote(&facts.hybridboot_path.display().to_string())
     );
     for (flag, value) in roles_anywhere_args(cfg, &facts.aws) {
-        exec.push_str(&format!(" \\\n        {flag} {}", systemd_quote(&value)));
+        if value.is_empty() {
+            exec.push_str(&format!(" \\\n        {flag}"));
+        } else {
+            exec.push_str(&format!(" \\\n        {flag} {}", systemd_quote(&value)));
+        }
     }
     exec.push_str(&format!(
         " \\\n        --region {}",
