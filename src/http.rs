@@ -417,11 +417,10 @@ impl ProxySettings {
 
     /// From any variable lookup (pure; for tests and configuration files).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, HttpError> {
-        let var = |lower: &str, upper: &str| {
-            get(lower)
-                .or_else(|| get(upper))
-                .filter(|v| !v.trim().is_empty())
-        };
+        // An empty variable counts as unset (as in curl): `https_proxy=` must not hide
+        // `HTTPS_PROXY`.
+        let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let var = |lower: &str, upper: &str| set(lower).or_else(|| set(upper));
         let https = var("https_proxy", "HTTPS_PROXY")
             .map(|v| Proxy::parse(v.trim()))
             .transpose()?;
@@ -1723,6 +1722,14 @@ mod tests {
             )
         );
         assert!(!format!("{s:?}").contains("p@ss"));
+        let empty_lower = ProxySettings::from_lookup(env(&[
+            ("https_proxy", ""),
+            ("HTTPS_PROXY", "http://upper:3128"),
+        ]))
+        .unwrap();
+        assert!(empty_lower
+            .for_url(&Url::parse("https://a/").unwrap())
+            .is_some());
         let all =
             ProxySettings::from_lookup(env(&[("https_proxy", "http://p:1"), ("no_proxy", "*")]))
                 .unwrap();
@@ -1763,7 +1770,9 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        assert!(bad.for_url(&Url::parse("https://10.0.0.1/").unwrap()).is_some());
+        assert!(bad
+            .for_url(&Url::parse("https://10.0.0.1/").unwrap())
+            .is_some());
     }
 
     #[test]

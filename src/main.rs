@@ -128,6 +128,9 @@ struct SandboxImageArgs {
     /// AWS_CA_BUNDLE, then the built-in roots].
     #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
     aws_ca_bundle: Option<PathBuf>,
+    /// How long to keep retrying an unreachable or failing ECR or registry (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    retry_deadline: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +241,9 @@ fn sandbox_image(args: SandboxImageArgs) -> anyhow::Result<()> {
     settings.ecr_endpoint = args.ecr_endpoint;
     settings.registry_endpoint = args.ecr_registry_endpoint;
     settings.ca_bundle = args.aws_ca_bundle;
+    let deadline = hybridboot::vault::parse_duration(&args.retry_deadline)
+        .map_err(|e| exit::operator(format!("--retry-deadline: {e}")))?;
+    settings.retry = settings.retry.with_deadline(deadline);
     let root = args.root.clone();
     let source = args.config_source;
     let retry = settings.retry;
@@ -249,12 +255,25 @@ fn sandbox_image(args: SandboxImageArgs) -> anyhow::Result<()> {
         let source = source.as_deref().ok_or_else(|| {
             exit::operator("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or give --config-source (the node's IAM Roles Anywhere settings)")
         })?;
-        let cfg = hybridboot::node::config::load(source).map_err(|e| exit::operator(e.to_string()))?;
-        hybridboot::node::init_cmd::roles_anywhere_credentials(&cfg.node, &Default::default(), &root, &retry)
+        let cfg =
+            hybridboot::node::config::load(source).map_err(|e| exit::operator(e.to_string()))?;
+        hybridboot::node::init_cmd::roles_anywhere_credentials(
+            &cfg.node,
+            &Default::default(),
+            &root,
+            &retry,
+        )
     };
-    match sandbox::ensure(&settings, &mut credentials).map_err(sandbox::SandboxError::into_classified)? {
+    match sandbox::ensure(&settings, &mut credentials)
+        .map_err(sandbox::SandboxError::into_classified)?
+    {
         Outcome::Present(image) => println!("{image}: present"),
-        Outcome::Pulled { image, digest, bytes, .. } => println!("{image}: pulled {digest} ({bytes} bytes)"),
+        Outcome::Pulled {
+            image,
+            digest,
+            bytes,
+            ..
+        } => println!("{image}: pulled {digest} ({bytes} bytes)"),
     }
     Ok(())
 }

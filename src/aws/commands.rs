@@ -271,7 +271,8 @@ impl RolesAnywhereArgs {
                 "no_proxy" => self.no_proxy.clone(),
                 _ => None,
             };
-            return ProxySettings::from_lookup(pick).map_err(|e| operator(format!("--https-proxy/--http-proxy: {e}")));
+            return ProxySettings::from_lookup(pick)
+                .map_err(|e| operator(format!("--https-proxy/--http-proxy: {e}")));
         }
         if self.no_proxy.is_some() {
             return Err(operator("--no-proxy needs --https-proxy or --http-proxy"));
@@ -752,6 +753,58 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_flags_override_the_environment() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct W {
+            #[command(flatten)]
+            ra: RolesAnywhereArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "x",
+                "--certificate",
+                "/c",
+                "--private-key",
+                "file:/k",
+                "--trust-anchor-arn",
+                "a",
+                "--profile-arn",
+                "p",
+                "--role-arn",
+                "r",
+            ];
+            argv.extend_from_slice(extra);
+            W::try_parse_from(argv).unwrap().ra
+        };
+        let url = |s: &ProxySettings, u: &str| {
+            format!("{:?}", s.for_url(&crate::http::Url::parse(u).unwrap()))
+        };
+        let s = parse(&[
+            "--https-proxy",
+            "http://proxy:3128",
+            "--no-proxy",
+            "10.0.0.0/8,.corp",
+        ])
+        .proxy_settings()
+        .unwrap();
+        assert_eq!(
+            url(&s, "https://rolesanywhere.us-west-2.amazonaws.com/"),
+            "Some(Proxy(http://proxy:3128))"
+        );
+        assert_eq!(url(&s, "https://10.1.2.3/"), "None");
+        assert_eq!(url(&s, "https://ra.corp/"), "None");
+        assert_eq!(
+            url(&parse(&[]).proxy_settings().unwrap(), "https://a/"),
+            "None"
+        );
+        assert!(parse(&["--no-proxy", "x"]).proxy_settings().is_err());
+        assert!(parse(&["--https-proxy", "https://tls-proxy:1"])
+            .proxy_settings()
+            .is_err());
+    }
     use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 
     #[derive(Parser)]

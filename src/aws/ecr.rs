@@ -293,8 +293,8 @@ mod tests {
             cn.api_endpoint(),
             "https://api.ecr.cn-north-1.amazonaws.com.cn"
         );
-        let fips = EcrRegistry::parse("013241004608.dkr.ecr-fips.us-gov-west-1.amazonaws.com")
-            .unwrap();
+        let fips =
+            EcrRegistry::parse("013241004608.dkr.ecr-fips.us-gov-west-1.amazonaws.com").unwrap();
         assert_eq!(
             fips.api_endpoint(),
             "https://ecr-fips.us-gov-west-1.amazonaws.com"
@@ -328,10 +328,7 @@ mod tests {
         let r = &s.request;
         assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/"));
         assert_eq!(r.header("x-amz-target"), Some(TARGET));
-        assert_eq!(
-            r.header("content-type"),
-            Some("application/x-amz-json-1.1")
-        );
+        assert_eq!(r.header("content-type"), Some("application/x-amz-json-1.1"));
         assert_eq!(r.body, b"{}");
         let auth = r.header("authorization").unwrap();
         assert!(
@@ -367,8 +364,9 @@ mod tests {
         assert!(!denied.is_transient());
         let text = denied.to_string();
         assert!(
-            text.contains("ecr:GetAuthorizationToken, ecr:BatchGetImage and ecr:GetDownloadUrlForLayer")
-                && text.contains("AccessDeniedException"),
+            text.contains(
+                "ecr:GetAuthorizationToken, ecr:BatchGetImage and ecr:GetDownloadUrlForLayer"
+            ) && text.contains("AccessDeniedException"),
             "{text}"
         );
         let e = parse_authorization_token("e", 403, None, b"<html>").unwrap_err();
@@ -381,7 +379,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.is_transient(), "{e}");
-        assert!(parse_authorization_token("e", 503, None, b"").unwrap_err().is_transient());
+        assert!(parse_authorization_token("e", 503, None, b"")
+            .unwrap_err()
+            .is_transient());
         for bad in [
             &b"{}"[..],
             br#"{"authorizationData":[{"authorizationToken":"!!"}]}"#,

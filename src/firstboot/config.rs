@@ -555,7 +555,8 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
                 match non_empty(v) {
                     None => Ok(None),
                     Some(u) => {
-                        crate::http::Proxy::parse(u.trim()).map_err(|e| invalid(field, e.to_string()))?;
+                        crate::http::Proxy::parse(u.trim())
+                            .map_err(|e| invalid(field, e.to_string()))?;
                         Ok(Some(u.trim().to_string()))
                     }
                 }
@@ -565,7 +566,8 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
             if https_proxy.is_none() && http_proxy.is_none() {
                 return Err(invalid(
                     "spec.proxy",
-                    "set httpsProxy (and httpProxy for plain-http targets), or remove spec.proxy".into(),
+                    "set httpsProxy (and httpProxy for plain-http targets), or remove spec.proxy"
+                        .into(),
                 ));
             }
             let no_proxy = match p.no_proxy {
@@ -584,7 +586,8 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
                 Some(_) => {
                     return Err(invalid(
                         "spec.proxy.noProxy",
-                        "a list of hosts, suffixes and CIDR blocks, or one comma-separated string".into(),
+                        "a list of hosts, suffixes and CIDR blocks, or one comma-separated string"
+                            .into(),
                     ))
                 }
             };
@@ -832,6 +835,66 @@ spec:
             .unwrap_err()
             .to_string()
             .contains("spec.vault.auth: give either tokenFile or appRole"));
+    }
+
+    #[test]
+    fn proxy_and_ecr_endpoints() {
+        let with = GOOD.replace(
+            "  install:\n",
+            "  aws:\n    ecrEndpoint: http://127.0.0.1:5000/\n    ecrRegistryEndpoint: https://mirror.example.com:5443\n  proxy:\n    httpsProxy: http://proxy.example.com:3128\n    noProxy: [localhost, .corp.example, 10.0.0.0/8]\n  install:\n",
+        );
+        let c = parse(&with).unwrap();
+        assert_eq!(c.aws.ecr_endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(
+            c.aws.ecr_registry_endpoint.as_deref(),
+            Some("https://mirror.example.com:5443")
+        );
+        let p = c.proxy.unwrap();
+        assert_eq!(
+            p.https_proxy.as_deref(),
+            Some("http://proxy.example.com:3128")
+        );
+        assert_eq!(p.http_proxy, None);
+        assert_eq!(p.no_proxy, ["localhost", ".corp.example", "10.0.0.0/8"]);
+        // The environment variable's form works too.
+        let comma = with.replace(
+            "noProxy: [localhost, .corp.example, 10.0.0.0/8]",
+            "noProxy: \"localhost, .corp.example\"",
+        );
+        assert_eq!(
+            parse(&comma).unwrap().proxy.unwrap().no_proxy,
+            ["localhost", ".corp.example"]
+        );
+        assert_eq!(parse(GOOD).unwrap().proxy, None);
+        for (from, to, want) in [
+            (
+                "httpsProxy: http://proxy.example.com:3128",
+                "httpsProxy: https://proxy:3128",
+                "spec.proxy.httpsProxy",
+            ),
+            (
+                "    httpsProxy: http://proxy.example.com:3128\n",
+                "",
+                "spec.proxy: set httpsProxy",
+            ),
+            ("10.0.0.0/8]", "10.0.0.0/33]", "spec.proxy.noProxy"),
+            ("[localhost,", "[1,", "spec.proxy.noProxy"),
+            (
+                "ecrEndpoint: http://127.0.0.1:5000/",
+                "ecrEndpoint: 127.0.0.1:5000",
+                "spec.aws.ecrEndpoint",
+            ),
+            (
+                "  proxy:\n",
+                "  proxy:\n    bogus: 1\n",
+                "unknown field `bogus`",
+            ),
+        ] {
+            let text = with.replace(from, to);
+            assert_ne!(text, with, "{from}");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{from:?} -> {e}");
+        }
     }
 
     #[test]

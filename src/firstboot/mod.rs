@@ -127,7 +127,11 @@ fn export_proxy(proxy: &config::ProxyConfig) {
     let vars: [(&str, &str, Option<&str>); 3] = [
         ("HTTPS_PROXY", "https_proxy", proxy.https_proxy.as_deref()),
         ("HTTP_PROXY", "http_proxy", proxy.http_proxy.as_deref()),
-        ("NO_PROXY", "no_proxy", Some(no_proxy.as_str()).filter(|v| !v.is_empty())),
+        (
+            "NO_PROXY",
+            "no_proxy",
+            Some(no_proxy.as_str()).filter(|v| !v.is_empty()),
+        ),
     ];
     for (upper, lower, value) in vars {
         let before = std::env::var(lower).or_else(|_| std::env::var(upper)).ok();
@@ -141,7 +145,9 @@ fn export_proxy(proxy: &config::ProxyConfig) {
             }
             None => {
                 if before.is_some() {
-                    log::warn!("spec.proxy is set without {upper}: ignoring {upper} from the environment");
+                    log::warn!(
+                        "spec.proxy is set without {upper}: ignoring {upper} from the environment"
+                    );
                 }
                 std::env::remove_var(upper);
                 std::env::remove_var(lower);

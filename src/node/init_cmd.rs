@@ -7,7 +7,12 @@
 //!   with the NodeConfig's arguments: what the aws phase's config file runs) -> DescribeCluster
 //!   (only when endpoint, CA or service CIDR is missing) -> node IP check -> files_phase
 //!   -> ServiceManager (only for the effects the write report lists; --no-start skips it)
+//!   -> sandbox image in containerd (pulled from ECR only when missing; `--skip sandbox-image`)
 //! ```
+//!
+//! The site's proxy (`HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` in init's environment, which first
+//! boot fills from BootstrapConfig `spec.proxy`) is used by every request and written into the
+//! containerd and kubelet drop-ins and the credential_process line.
 
 use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};

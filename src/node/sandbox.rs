@@ -183,7 +183,11 @@ pub fn parse_config_dump(text: &str) -> Result<DumpInfo, String> {
         .and_then(toml::Value::as_integer)
         .ok_or("`containerd config dump` has no version")?;
     let plugins = doc.get("plugins").and_then(toml::Value::as_table);
-    let plugin = |name: &str| plugins.and_then(|p| p.get(name)).and_then(toml::Value::as_table);
+    let plugin = |name: &str| {
+        plugins
+            .and_then(|p| p.get(name))
+            .and_then(toml::Value::as_table)
+    };
     let sandbox_image = match version {
         2 => plugin("io.containerd.grpc.v1.cri")
             .and_then(|t| t.get("sandbox_image"))
@@ -225,7 +229,10 @@ pub fn read_config(settings: &SandboxSettings) -> Result<DumpInfo, SandboxError>
     let mut cmd = Command::new(&settings.containerd);
     let config = settings.containerd_config.clone().or_else(|| {
         (settings.root != Path::new("/")).then(|| {
-            crate::fsutil::under_root(&settings.root, Path::new(crate::node::render::containerd::CONFIG_PATH))
+            crate::fsutil::under_root(
+                &settings.root,
+                Path::new(crate::node::render::containerd::CONFIG_PATH),
+            )
         })
     });
     if let Some(c) = &config {
@@ -233,11 +240,16 @@ pub fn read_config(settings: &SandboxSettings) -> Result<DumpInfo, SandboxError>
     }
     cmd.args(["config", "dump"]);
     let shown = match &config {
-        Some(c) => format!("{} --config {} config dump", settings.containerd.display(), c.display()),
+        Some(c) => format!(
+            "{} --config {} config dump",
+            settings.containerd.display(),
+            c.display()
+        ),
         None => format!("{} config dump", settings.containerd.display()),
     };
-    let out = crate::process::output_with_timeout(&mut cmd, Duration::from_secs(30), 4 * 1024 * 1024)
-        .map_err(|e| SandboxError::Config(format!("{shown}: {e}")))?;
+    let out =
+        crate::process::output_with_timeout(&mut cmd, Duration::from_secs(30), 4 * 1024 * 1024)
+            .map_err(|e| SandboxError::Config(format!("{shown}: {e}")))?;
     if !out.status.success() {
         return Err(SandboxError::Config(format!(
             "{shown} failed ({}): {}",
@@ -273,34 +285,50 @@ pub fn socket_path(settings: &SandboxSettings, info: &DumpInfo) -> PathBuf {
 
 fn ctr(settings: &SandboxSettings, socket: &Path) -> Command {
     let mut c = Command::new(&settings.ctr);
-    c.arg("--address").arg(socket).args(["--namespace", NAMESPACE]);
+    c.arg("--address")
+        .arg(socket)
+        .args(["--namespace", NAMESPACE]);
     c
 }
 
 /// Whether containerd's `k8s.io` namespace has an image of this name (what the CRI plugin
 /// looks the sandbox image up by).
-pub fn image_present(settings: &SandboxSettings, socket: &Path, image: &str) -> Result<bool, SandboxError> {
+pub fn image_present(
+    settings: &SandboxSettings,
+    socket: &Path,
+    image: &str,
+) -> Result<bool, SandboxError> {
     let mut cmd = ctr(settings, socket);
-    cmd.args(["images", "ls", "-q"]).arg(format!("name=={image}"));
-    let out = crate::process::output_with_timeout(&mut cmd, Duration::from_secs(60), 1024 * 1024).map_err(|e| {
-        SandboxError::Containerd {
-            address: socket.display().to_string(),
-            detail: format!("{}: {e}", settings.ctr.display()),
-            transient: false,
-        }
+    cmd.args(["images", "ls", "-q"])
+        .arg(format!("name=={image}"));
+    let out = crate::process::output_with_timeout(&mut cmd, Duration::from_secs(60), 1024 * 1024)
+        .map_err(|e| SandboxError::Containerd {
+        address: socket.display().to_string(),
+        detail: format!("{}: {e}", settings.ctr.display()),
+        transient: false,
     })?;
     if !out.status.success() {
         return Err(SandboxError::Containerd {
             address: socket.display().to_string(),
-            detail: format!("ctr images ls failed ({}): {} (is containerd running?)", out.status, first_line(&out.stderr)),
+            detail: format!(
+                "ctr images ls failed ({}): {} (is containerd running?)",
+                out.status,
+                first_line(&out.stderr)
+            ),
             transient: true,
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == image))
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == image))
 }
 
 /// `ctr -n k8s.io images import -` with `archive` on stdin.
-pub fn import(settings: &SandboxSettings, socket: &Path, archive: &[u8]) -> Result<(), SandboxError> {
+pub fn import(
+    settings: &SandboxSettings,
+    socket: &Path,
+    archive: &[u8],
+) -> Result<(), SandboxError> {
     let address = socket.display().to_string();
     let mut cmd = ctr(settings, socket);
     cmd.args(["images", "import", "-"])
@@ -315,16 +343,24 @@ pub fn import(settings: &SandboxSettings, socket: &Path, archive: &[u8]) -> Resu
     let mut stdin = child.stdin.take().expect("piped");
     let data = archive.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = child.wait_with_output().map_err(|e| SandboxError::Containerd {
-        address: address.clone(),
-        detail: format!("waiting for ctr: {e}"),
-        transient: true,
-    })?;
-    let wrote = writer.join().unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| SandboxError::Containerd {
+            address: address.clone(),
+            detail: format!("waiting for ctr: {e}"),
+            transient: true,
+        })?;
+    let wrote = writer
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")));
     if !out.status.success() || wrote.is_err() {
         return Err(SandboxError::Containerd {
             address,
-            detail: format!("ctr images import failed ({}): {}", out.status, first_line(&out.stderr)),
+            detail: format!(
+                "ctr images import failed ({}): {}",
+                out.status,
+                first_line(&out.stderr)
+            ),
             transient: true,
         });
     }
@@ -343,11 +379,17 @@ fn registry_target(
     };
     let base = Url::parse(&base_text)
         .map_err(|e| SandboxError::Settings(format!("registry endpoint {base_text:?}: {e}")))?;
-    let host = image.registry.rsplit_once(':').map_or(image.registry.as_str(), |(h, _)| h);
+    let host = image
+        .registry
+        .rsplit_once(':')
+        .map_or(image.registry.as_str(), |(h, _)| h);
     let ecr_registry = EcrRegistry::parse(host);
     let creds = match &ecr_registry {
         None => {
-            log::info!("{}: not an ECR registry, pulling anonymously", image.registry);
+            log::info!(
+                "{}: not an ECR registry, pulling anonymously",
+                image.registry
+            );
             None
         }
         Some(r) => Some(ecr_token(settings, r, credentials)?),
@@ -377,11 +419,13 @@ fn ecr_token(
         .trim_end_matches('/')
         .to_string();
     let creds = credentials().map_err(SandboxError::Credentials)?;
-    let signed = ecr::authorization_token_request(&endpoint, &registry.region, &creds, SystemTime::now())?;
-    let mut req = http::Request::post(Url::parse(&signed.url).map_err(|e| SandboxError::EcrHttp {
-        endpoint: endpoint.clone(),
-        source: e,
-    })?);
+    let signed =
+        ecr::authorization_token_request(&endpoint, &registry.region, &creds, SystemTime::now())?;
+    let mut req =
+        http::Request::post(Url::parse(&signed.url).map_err(|e| SandboxError::EcrHttp {
+            endpoint: endpoint.clone(),
+            source: e,
+        })?);
     let mut content_type = String::new();
     for (name, value) in &signed.request.headers {
         if name.eq_ignore_ascii_case("host") {
@@ -396,26 +440,43 @@ fn ecr_token(
     let req = req.body(&content_type, signed.request.body.clone());
     let mut builder = http::Client::builder();
     if let Some(ca) = &settings.ca_bundle {
-        builder = builder.ca_bundle_file(ca).map_err(|e| SandboxError::EcrHttp {
-            endpoint: endpoint.clone(),
-            source: e,
-        })?;
+        builder = builder
+            .ca_bundle_file(ca)
+            .map_err(|e| SandboxError::EcrHttp {
+                endpoint: endpoint.clone(),
+                source: e,
+            })?;
     }
     let client = builder.build().map_err(|e| SandboxError::EcrHttp {
         endpoint: endpoint.clone(),
         source: e,
     })?;
-    log::info!("ECR GetAuthorizationToken for {} at {endpoint}", registry.account);
+    log::info!(
+        "ECR GetAuthorizationToken for {} at {endpoint}",
+        registry.account
+    );
     let (status, error_type, body) = match client.send_retrying(&req, &settings.retry) {
         Ok(resp) => (
             resp.status,
             resp.header("x-amzn-errortype").map(str::to_string),
             resp.body().to_vec(),
         ),
-        Err(http::HttpError::Status { code, body, .. }) if !(code == 429 || code >= 500) => (code, None, body),
-        Err(e) => return Err(SandboxError::EcrHttp { endpoint, source: e }),
+        Err(http::HttpError::Status { code, body, .. }) if !(code == 429 || code >= 500) => {
+            (code, None, body)
+        }
+        Err(e) => {
+            return Err(SandboxError::EcrHttp {
+                endpoint,
+                source: e,
+            })
+        }
     };
-    Ok(ecr::parse_authorization_token(&endpoint, status, error_type.as_deref(), &body)?)
+    Ok(ecr::parse_authorization_token(
+        &endpoint,
+        status,
+        error_type.as_deref(),
+        &body,
+    )?)
 }
 
 /// The whole step: present -> nothing; else token, pull, verify, import. `credentials` is only
@@ -438,34 +499,47 @@ pub fn ensure_with(
 ) -> Result<Outcome, SandboxError> {
     let image = Reference::parse(&info.sandbox_image).map_err(SandboxError::Config)?;
     if image_present(settings, socket, &image.name)? {
-        log::info!("sandbox image {} is present in containerd's {NAMESPACE} namespace", image.name);
+        log::info!(
+            "sandbox image {} is present in containerd's {NAMESPACE} namespace",
+            image.name
+        );
         return Ok(Outcome::Present(image.name));
     }
     log::info!("sandbox image {} is missing: pulling it", image.name);
     let target = registry_target(settings, &image, credentials)?;
-    let client = registry::client(settings.ca_bundle.as_deref()).map_err(|e| SandboxError::Pull {
-        image: image.name.clone(),
-        source: registry::PullError::Http {
-            registry: target.name.clone(),
-            what: "client".into(),
-            source: e,
-        },
-    })?;
-    let platform = oci::node_platform();
-    let pulled = registry::pull(&client, &target, &image, &platform, settings.retry).map_err(|source| {
-        SandboxError::Pull {
+    let client =
+        registry::client(settings.ca_bundle.as_deref()).map_err(|e| SandboxError::Pull {
             image: image.name.clone(),
-            source,
-        }
-    })?;
+            source: registry::PullError::Http {
+                registry: target.name.clone(),
+                what: "client".into(),
+                source: e,
+            },
+        })?;
+    let platform = oci::node_platform();
+    let pulled =
+        registry::pull(&client, &target, &image, &platform, settings.retry).map_err(|source| {
+            SandboxError::Pull {
+                image: image.name.clone(),
+                source,
+            }
+        })?;
     let bytes = pulled.blobs.iter().map(|b| b.data.len() as u64).sum();
-    let tar = archive::oci_archive(&image.name, &pulled.media_type, &pulled.manifest, &pulled.blobs)
-        .map_err(|e| SandboxError::Config(format!("building the image archive: {e}")))?;
+    let tar = archive::oci_archive(
+        &image.name,
+        &pulled.media_type,
+        &pulled.manifest,
+        &pulled.blobs,
+    )
+    .map_err(|e| SandboxError::Config(format!("building the image archive: {e}")))?;
     import(settings, socket, &tar)?;
     if !image_present(settings, socket, &image.name)? {
         return Err(SandboxError::Containerd {
             address: socket.display().to_string(),
-            detail: format!("ctr images import succeeded but {} is not listed", image.name),
+            detail: format!(
+                "ctr images import succeeded but {} is not listed",
+                image.name
+            ),
             transient: false,
         });
     }
@@ -506,17 +580,30 @@ mod tests {
         // containerd 2.x dumps with single-quoted strings and the images plugin split out.
         let v3 = "version = 3\nroot = '/var/lib/containerd'\n\n[grpc]\n  address = '/run/containerd/containerd.sock'\n\n[plugins]\n  [plugins.'io.containerd.cri.v1.images']\n    snapshotter = 'overlayfs'\n\n    [plugins.'io.containerd.cri.v1.images'.pinned_images]\n      sandbox = 'registry.k8s.io/pause:3.10'\n\n  [plugins.'io.containerd.grpc.v1.cri']\n    disable_tcp_service = true\n";
         let info = parse_config_dump(v3).unwrap();
-        assert_eq!((info.version, info.sandbox_image.as_str()), (3, "registry.k8s.io/pause:3.10"));
+        assert_eq!(
+            (info.version, info.sandbox_image.as_str()),
+            (3, "registry.k8s.io/pause:3.10")
+        );
         let v4 = v3.replace("version = 3", "version = 4");
         assert_eq!(parse_config_dump(&v4).unwrap().version, 4);
         // A v3 dump that still carries a v2-style key is not read from the wrong place.
-        let wrong = "version = 3\n[plugins.'io.containerd.grpc.v1.cri']\n  sandbox_image = 'x/y:1'\n";
-        assert!(parse_config_dump(wrong).unwrap_err().contains("pinned_images.sandbox"));
-        assert!(parse_config_dump("version = 1\n").unwrap_err().contains("not supported"));
-        assert!(parse_config_dump("[grpc]\n").unwrap_err().contains("no version"));
+        let wrong =
+            "version = 3\n[plugins.'io.containerd.grpc.v1.cri']\n  sandbox_image = 'x/y:1'\n";
+        assert!(parse_config_dump(wrong)
+            .unwrap_err()
+            .contains("pinned_images.sandbox"));
+        assert!(parse_config_dump("version = 1\n")
+            .unwrap_err()
+            .contains("not supported"));
+        assert!(parse_config_dump("[grpc]\n")
+            .unwrap_err()
+            .contains("no version"));
         assert!(parse_config_dump("version = ").is_err());
         let no_socket = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"a.io/p:1\"\n";
-        assert_eq!(parse_config_dump(no_socket).unwrap().grpc_address, "/run/containerd/containerd.sock");
+        assert_eq!(
+            parse_config_dump(no_socket).unwrap().grpc_address,
+            "/run/containerd/containerd.sock"
+        );
     }
 
     #[test]
@@ -526,7 +613,10 @@ mod tests {
             sandbox_image: "a.io/p:1".into(),
             grpc_address: "/run/containerd/containerd.sock".into(),
         };
-        assert_eq!(socket_path(&SandboxSettings::new(Path::new("/")), &info), PathBuf::from("/run/containerd/containerd.sock"));
+        assert_eq!(
+            socket_path(&SandboxSettings::new(Path::new("/")), &info),
+            PathBuf::from("/run/containerd/containerd.sock")
+        );
         assert_eq!(
             socket_path(&SandboxSettings::new(Path::new("/tmp/r")), &info),
             PathBuf::from("/tmp/r/run/containerd/containerd.sock")

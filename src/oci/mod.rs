@@ -74,10 +74,14 @@ impl Reference {
         };
         if repository.is_empty()
             || !repository.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'/' | b'.' | b'_' | b'-')
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'/' | b'.' | b'_' | b'-')
             })
         {
-            return Err(bad("the repository must be lowercase letters, digits and . _ - /"));
+            return Err(bad(
+                "the repository must be lowercase letters, digits and . _ - /",
+            ));
         }
         if let Some(t) = &tag {
             if t.is_empty()
@@ -131,7 +135,9 @@ pub fn check_digest(d: &str) -> Result<(), String> {
     match d.strip_prefix("sha256:") {
         Some(hex)
             if hex.len() == 64
-                && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
         {
             Ok(())
         }
@@ -327,7 +333,11 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let mut rest = params.trim();
     while !rest.is_empty() {
         let (key, after) = rest.split_once('=')?;
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let after = after.trim_start();
         let (value, tail) = if let Some(q) = after.strip_prefix('"') {
             let end = q.find('"')?;
@@ -358,20 +368,34 @@ mod tests {
 
     #[test]
     fn references_normalise_like_containerd() {
-        let r = Reference::parse("602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/pause:3.5").unwrap();
+        let r =
+            Reference::parse("602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/pause:3.5").unwrap();
         assert_eq!(r.registry, "602401143452.dkr.ecr.us-west-2.amazonaws.com");
-        assert_eq!((r.repository.as_str(), r.tag.as_deref()), ("eks/pause", Some("3.5")));
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_deref()),
+            ("eks/pause", Some("3.5"))
+        );
         assert_eq!(r.manifest_reference(), "3.5");
         let local = Reference::parse("127.0.0.1:5000/eks/pause").unwrap();
         assert_eq!(local.registry, "127.0.0.1:5000");
         assert_eq!(local.tag.as_deref(), Some("latest"));
         let hub = Reference::parse("pause:3.9").unwrap();
-        assert_eq!((hub.api_host(), hub.repository.as_str()), ("registry-1.docker.io", "library/pause"));
+        assert_eq!(
+            (hub.api_host(), hub.repository.as_str()),
+            ("registry-1.docker.io", "library/pause")
+        );
         let d = format!("sha256:{}", "a".repeat(64));
         let pinned = Reference::parse(&format!("registry.k8s.io/pause:3.9@{d}")).unwrap();
         assert_eq!(pinned.manifest_reference(), d);
         assert_eq!(pinned.tag.as_deref(), Some("3.9"));
-        for bad in ["", "a b", "Reg.io/UPPER:1", "r.io/x@sha256:12", "r.io/x:", "r.io/x@md5:aa"] {
+        for bad in [
+            "",
+            "a b",
+            "Reg.io/UPPER:1",
+            "r.io/x@sha256:12",
+            "r.io/x:",
+            "r.io/x@md5:aa",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
     }
@@ -391,45 +415,106 @@ mod tests {
 
     #[test]
     fn platform_selection_prefers_the_exact_variant() {
-        let entries = vec![desc("amd64", None, 'a'), desc("arm64", None, 'b'), desc("arm64", Some("v8"), 'c'), desc("arm", Some("v7"), 'd')];
-        let amd = Platform { architecture: "amd64".into(), os: "linux".into(), variant: None };
-        assert_eq!(select_platform(&entries, &amd).unwrap().digest.as_bytes()[7], b'a');
-        let arm = Platform { architecture: "arm64".into(), os: "linux".into(), variant: Some("v8".into()) };
-        assert_eq!(select_platform(&entries, &arm).unwrap().digest.as_bytes()[7], b'c');
-        assert_eq!(select_platform(&entries[..2], &arm).unwrap().digest.as_bytes()[7], b'b');
-        let s390 = Platform { architecture: "s390x".into(), os: "linux".into(), variant: None };
+        let entries = vec![
+            desc("amd64", None, 'a'),
+            desc("arm64", None, 'b'),
+            desc("arm64", Some("v8"), 'c'),
+            desc("arm", Some("v7"), 'd'),
+        ];
+        let amd = Platform {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            variant: None,
+        };
+        assert_eq!(
+            select_platform(&entries, &amd).unwrap().digest.as_bytes()[7],
+            b'a'
+        );
+        let arm = Platform {
+            architecture: "arm64".into(),
+            os: "linux".into(),
+            variant: Some("v8".into()),
+        };
+        assert_eq!(
+            select_platform(&entries, &arm).unwrap().digest.as_bytes()[7],
+            b'c'
+        );
+        assert_eq!(
+            select_platform(&entries[..2], &arm)
+                .unwrap()
+                .digest
+                .as_bytes()[7],
+            b'b'
+        );
+        let s390 = Platform {
+            architecture: "s390x".into(),
+            os: "linux".into(),
+            variant: None,
+        };
         assert!(select_platform(&entries, &s390).is_none());
-        assert!(["amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"].contains(&node_platform().architecture.as_str()));
+        assert!(
+            ["amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"]
+                .contains(&node_platform().architecture.as_str())
+        );
     }
 
     #[test]
     fn manifests_and_indexes_parse() {
         let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let index = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","digest":"{}","size":7,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#, d('1'));
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","digest":"{}","size":7,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+            d('1')
+        );
         match parse_manifest(None, index.as_bytes()).unwrap() {
             ManifestDoc::Index(m) => assert_eq!(m[0].size, 7),
             other => panic!("{other:?}"),
         }
         // An OCI manifest without its own mediaType: the Content-Type decides.
-        let manifest = format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{}","size":2}},"layers":[{{"mediaType":"l","digest":"{}","size":3}}]}}"#, d('2'), d('3'));
-        match parse_manifest(Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"), manifest.as_bytes()).unwrap() {
-            ManifestDoc::Image { media_type, config, layers } => {
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{}","size":2}},"layers":[{{"mediaType":"l","digest":"{}","size":3}}]}}"#,
+            d('2'),
+            d('3')
+        );
+        match parse_manifest(
+            Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"),
+            manifest.as_bytes(),
+        )
+        .unwrap()
+        {
+            ManifestDoc::Image {
+                media_type,
+                config,
+                layers,
+            } => {
                 assert_eq!(media_type, OCI_MANIFEST);
                 assert_eq!((config.size, layers.len()), (2, 1));
             }
             other => panic!("{other:?}"),
         }
-        assert!(parse_manifest(None, br#"{"schemaVersion":1,"fsLayers":[]}"#).unwrap_err().contains("schema 2"));
+        assert!(
+            parse_manifest(None, br#"{"schemaVersion":1,"fsLayers":[]}"#)
+                .unwrap_err()
+                .contains("schema 2")
+        );
         assert!(parse_manifest(None, b"<html>").is_err());
         let bad_digest = manifest.replace(&d('3'), "sha512:00");
-        assert!(parse_manifest(None, bad_digest.as_bytes()).unwrap_err().contains("sha256"));
+        assert!(parse_manifest(None, bad_digest.as_bytes())
+            .unwrap_err()
+            .contains("sha256"));
     }
 
     #[test]
     fn challenges_parse() {
-        assert_eq!(parse_challenge(r#"Basic realm="https://602401143452.dkr.ecr.us-west-2.amazonaws.com/",service="ecr.amazonaws.com""#), Some(Challenge::Basic));
         assert_eq!(
-            parse_challenge(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:eks/pause:pull,push""#),
+            parse_challenge(
+                r#"Basic realm="https://602401143452.dkr.ecr.us-west-2.amazonaws.com/",service="ecr.amazonaws.com""#
+            ),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:eks/pause:pull,push""#
+            ),
             Some(Challenge::Bearer {
                 realm: "https://auth.example/token".into(),
                 service: Some("registry.example".into()),
@@ -438,6 +523,9 @@ mod tests {
         );
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None);
-        assert_eq!(sha256_digest(b""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

@@ -143,7 +143,13 @@ impl<'a> Registry<'a> {
 
     /// One attempt-with-retries of `url`: transient failures (connection, timeouts, 429, 5xx)
     /// are retried under the policy; any other answer is returned whatever its status.
-    fn send(&mut self, url: &Url, accept: Option<&str>, auth: bool, what: &str) -> Result<Response, PullError> {
+    fn send(
+        &mut self,
+        url: &Url,
+        accept: Option<&str>,
+        auth: bool,
+        what: &str,
+    ) -> Result<Response, PullError> {
         let mut req = Request::get(url.clone());
         if let Some(a) = accept {
             req = req.header("Accept", a);
@@ -162,10 +168,13 @@ impl<'a> Registry<'a> {
             *requests += 1;
             let resp = client.send(&req)?;
             if resp.status == 429 || resp.status >= 500 {
-                return Err(resp.error_for_status().err().unwrap_or(HttpError::Protocol {
-                    peer: url.origin(),
-                    detail: "unexpected status".into(),
-                }));
+                return Err(resp
+                    .error_for_status()
+                    .err()
+                    .unwrap_or(HttpError::Protocol {
+                        peer: url.origin(),
+                        detail: "unexpected status".into(),
+                    }));
             }
             Ok(resp)
         })
@@ -193,17 +202,18 @@ impl<'a> Registry<'a> {
                             detail: "too many redirects, or a redirect without Location".into(),
                         });
                     }
-                    let next = if location.starts_with("http://") || location.starts_with("https://") {
-                        location.to_string()
-                    } else if location.starts_with('/') {
-                        format!("{}{location}", url.origin())
-                    } else {
-                        return Err(PullError::Unusable {
-                            registry: self.target.name.clone(),
-                            what: what.into(),
-                            detail: "a relative redirect we do not follow".into(),
-                        });
-                    };
+                    let next =
+                        if location.starts_with("http://") || location.starts_with("https://") {
+                            location.to_string()
+                        } else if location.starts_with('/') {
+                            format!("{}{location}", url.origin())
+                        } else {
+                            return Err(PullError::Unusable {
+                                registry: self.target.name.clone(),
+                                what: what.into(),
+                                detail: "a relative redirect we do not follow".into(),
+                            });
+                        };
                     url = Url::parse(&next).map_err(|e| self.http_error(what, e))?;
                     // Redirects go to storage (S3): log without the presigned query.
                     log::debug!("{what}: redirected to {}", url.origin());
@@ -222,10 +232,13 @@ impl<'a> Registry<'a> {
                     })
                 }
                 _ => {
-                    let e = resp.error_for_status().err().unwrap_or(HttpError::Protocol {
-                        peer: url.origin(),
-                        detail: "unexpected status".into(),
-                    });
+                    let e = resp
+                        .error_for_status()
+                        .err()
+                        .unwrap_or(HttpError::Protocol {
+                            peer: url.origin(),
+                            detail: "unexpected status".into(),
+                        });
                     return Err(self.http_error(what, e));
                 }
             }
@@ -242,7 +255,11 @@ impl<'a> Registry<'a> {
     }
 
     /// Sets the authorization the challenge asks for; `false` when there is nothing new to try.
-    fn answer_challenge(&mut self, challenge: Option<Challenge>, what: &str) -> Result<bool, PullError> {
+    fn answer_challenge(
+        &mut self,
+        challenge: Option<Challenge>,
+        what: &str,
+    ) -> Result<bool, PullError> {
         match challenge {
             Some(Challenge::Basic) => match (&self.authorization, &self.target.credentials) {
                 (None, Some(c)) => {
@@ -251,9 +268,14 @@ impl<'a> Registry<'a> {
                 }
                 _ => Ok(false),
             },
-            Some(Challenge::Bearer { realm, service, scope }) if !self.bearer_tried => {
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) if !self.bearer_tried => {
                 self.bearer_tried = true;
-                let token = self.bearer_token(&realm, service.as_deref(), scope.as_deref(), what)?;
+                let token =
+                    self.bearer_token(&realm, service.as_deref(), scope.as_deref(), what)?;
                 self.authorization = Some(Secret::new(format!("Bearer {}", token.expose())));
                 Ok(true)
             }
@@ -263,17 +285,33 @@ impl<'a> Registry<'a> {
 
     /// The Bearer flow: GET realm?service=..&scope=.. (with Basic credentials when we have
     /// them, anonymously otherwise) -> `{"token": ..}` or `{"access_token": ..}`.
-    fn bearer_token(&mut self, realm: &str, service: Option<&str>, scope: Option<&str>, what: &str) -> Result<Secret, PullError> {
+    fn bearer_token(
+        &mut self,
+        realm: &str,
+        service: Option<&str>,
+        scope: Option<&str>,
+        what: &str,
+    ) -> Result<Secret, PullError> {
         use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
         let mut query = Vec::new();
         if let Some(s) = service {
-            query.push(format!("service={}", utf8_percent_encode(s, NON_ALPHANUMERIC)));
+            query.push(format!(
+                "service={}",
+                utf8_percent_encode(s, NON_ALPHANUMERIC)
+            ));
         }
         if let Some(s) = scope {
-            query.push(format!("scope={}", utf8_percent_encode(s, NON_ALPHANUMERIC)));
+            query.push(format!(
+                "scope={}",
+                utf8_percent_encode(s, NON_ALPHANUMERIC)
+            ));
         }
         let sep = if realm.contains('?') { '&' } else { '?' };
-        let url_text = if query.is_empty() { realm.to_string() } else { format!("{realm}{sep}{}", query.join("&")) };
+        let url_text = if query.is_empty() {
+            realm.to_string()
+        } else {
+            format!("{realm}{sep}{}", query.join("&"))
+        };
         let url = Url::parse(&url_text).map_err(|e| self.http_error("the token endpoint", e))?;
         let mut req = Request::get(url);
         if let Some(c) = &self.target.credentials {
@@ -286,7 +324,9 @@ impl<'a> Registry<'a> {
             client.send(&req)?.error_for_status()
         })
         .map_err(|e| match e.status() {
-            Some(401 | 403) => self.denied(&format!("a token for {what}"), e.status().unwrap_or(401)),
+            Some(401 | 403) => {
+                self.denied(&format!("a token for {what}"), e.status().unwrap_or(401))
+            }
             _ => self.http_error("the token endpoint", e),
         })?;
         #[derive(serde::Deserialize)]
@@ -296,7 +336,9 @@ impl<'a> Registry<'a> {
             #[serde(default)]
             access_token: Option<String>,
         }
-        let answer: TokenAnswer = resp.json().map_err(|e| self.http_error("the token endpoint", e))?;
+        let answer: TokenAnswer = resp
+            .json()
+            .map_err(|e| self.http_error("the token endpoint", e))?;
         answer
             .token
             .or(answer.access_token)
@@ -311,12 +353,25 @@ impl<'a> Registry<'a> {
 
     /// A manifest document by tag or digest; verified against `expected` when given, and against
     /// the registry's `Docker-Content-Digest` when it sends one.
-    fn manifest(&mut self, repository: &str, reference: &str, expected: Option<&str>) -> Result<(Option<String>, Vec<u8>, String), PullError> {
+    fn manifest(
+        &mut self,
+        repository: &str,
+        reference: &str,
+        expected: Option<&str>,
+    ) -> Result<(Option<String>, Vec<u8>, String), PullError> {
         let what = format!("manifest {repository}:{reference}");
-        let resp = self.get(&format!("v2/{repository}/manifests/{reference}"), Some(MANIFEST_ACCEPT), &what)?;
+        let resp = self.get(
+            &format!("v2/{repository}/manifests/{reference}"),
+            Some(MANIFEST_ACCEPT),
+            &what,
+        )?;
         let body = resp.body().to_vec();
         if body.len() > MAX_MANIFEST {
-            return Err(PullError::Unusable { registry: self.target.name.clone(), what, detail: "larger than 4 MiB".into() });
+            return Err(PullError::Unusable {
+                registry: self.target.name.clone(),
+                what,
+                detail: "larger than 4 MiB".into(),
+            });
         }
         let actual = sha256_digest(&body);
         let announced = resp.header("docker-content-digest").map(str::to_string);
@@ -368,7 +423,8 @@ pub fn pull(
 ) -> Result<PulledImage, PullError> {
     let mut reg = Registry::new(client, target, policy);
     let repo = image.repository.as_str();
-    let (content_type, body, digest) = reg.manifest(repo, image.manifest_reference(), image.digest.as_deref())?;
+    let (content_type, body, digest) =
+        reg.manifest(repo, image.manifest_reference(), image.digest.as_deref())?;
     let unusable = |what: &str, detail: String| PullError::Unusable {
         registry: target.name.clone(),
         what: what.into(),
@@ -378,15 +434,16 @@ pub fn pull(
         .map_err(|e| unusable(&format!("manifest of {}", image.name), e))?
     {
         ManifestDoc::Index(entries) => {
-            let chosen = select_platform(&entries, platform).ok_or_else(|| PullError::NoPlatform {
-                image: image.name.clone(),
-                platform: platform.to_string(),
-                available: entries
-                    .iter()
-                    .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+            let chosen =
+                select_platform(&entries, platform).ok_or_else(|| PullError::NoPlatform {
+                    image: image.name.clone(),
+                    platform: platform.to_string(),
+                    available: entries
+                        .iter()
+                        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
             log::debug!("{}: {} manifest {}", image.name, platform, chosen.digest);
             let (ct, body, digest) = reg.manifest(repo, &chosen.digest, Some(&chosen.digest))?;
             if body.len() as u64 != chosen.size {
@@ -400,7 +457,12 @@ pub fn pull(
                 .map_err(|e| unusable(&format!("manifest {}", chosen.digest), e))?;
             let mt = match &doc {
                 ManifestDoc::Image { media_type, .. } => media_type.clone(),
-                ManifestDoc::Index(_) => return Err(unusable(&format!("manifest {}", chosen.digest), "a nested index".into())),
+                ManifestDoc::Index(_) => {
+                    return Err(unusable(
+                        &format!("manifest {}", chosen.digest),
+                        "a nested index".into(),
+                    ))
+                }
             };
             (mt, body, digest, doc)
         }
@@ -415,13 +477,27 @@ pub fn pull(
     let ManifestDoc::Image { config, layers, .. } = doc else {
         return Err(unusable("manifest", "not an image manifest".into()));
     };
-    let total: u64 = std::iter::once(&config).chain(&layers).map(|d| d.size).fold(0, u64::saturating_add);
+    let total: u64 = std::iter::once(&config)
+        .chain(&layers)
+        .map(|d| d.size)
+        .fold(0, u64::saturating_add);
     if total > MAX_IMAGE_BYTES {
-        return Err(unusable(&image.name, format!("{total} bytes is more than a sandbox image should be (limit {MAX_IMAGE_BYTES})")));
+        return Err(unusable(
+            &image.name,
+            format!(
+                "{total} bytes is more than a sandbox image should be (limit {MAX_IMAGE_BYTES})"
+            ),
+        ));
     }
-    let mut blobs = vec![super::archive::Blob { digest: config.digest.clone(), data: reg.blob(repo, &config, "config")? }];
+    let mut blobs = vec![super::archive::Blob {
+        digest: config.digest.clone(),
+        data: reg.blob(repo, &config, "config")?,
+    }];
     for l in &layers {
-        blobs.push(super::archive::Blob { digest: l.digest.clone(), data: reg.blob(repo, l, "layer")? });
+        blobs.push(super::archive::Blob {
+            digest: l.digest.clone(),
+            data: reg.blob(repo, l, "layer")?,
+        });
     }
     Ok(PulledImage {
         manifest: super::archive::Blob { digest, data: body },

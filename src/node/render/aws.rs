@@ -143,3 +143,89 @@ pub fn update_unit(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
         &[Effect::DaemonReload, Effect::CredentialsUpdate],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::proxy::ProxyEnv;
+    use super::super::{KubeletVersion, NodeFacts, DEFAULT_ECR_CREDENTIAL_PROVIDER};
+    use super::*;
+
+    const NODE: &str = "\
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  cluster:
+    name: my-cluster
+    region: us-west-2
+  hybrid:
+    iamRolesAnywhere:
+      nodeName: mock-hybrid-node
+      roleArn: arn:aws:iam::123456789010:role/mockHybridNodeRole
+      profileArn: arn:aws:rolesanywhere:us-west-2:123456789010:profile/p1
+      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t1
+";
+
+    fn facts(proxy: Option<ProxyEnv>) -> NodeFacts {
+        NodeFacts {
+            memory_bytes: 1 << 33,
+            cpus: 2,
+            kubelet_version: KubeletVersion::parse("v1.31.2").unwrap(),
+            hybridboot_path: "/usr/bin/hybridboot".into(),
+            ubuntu: false,
+            ecr_credential_provider: DEFAULT_ECR_CREDENTIAL_PROVIDER.into(),
+            aws: AwsOverrides {
+                proxy,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_proxy_reaches_the_credential_process_line_and_the_update_unit() {
+        let cfg = crate::node::config::parse(std::path::Path::new("/n.yaml"), NODE)
+            .unwrap()
+            .node;
+        let base = "/usr/bin/hybridboot credential-process --certificate /etc/iam/pki/server.pem --private-key /etc/iam/pki/server.key --trust-anchor-arn arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t1 --profile-arn arn:aws:rolesanywhere:us-west-2:123456789010:profile/p1 --role-arn arn:aws:iam::123456789010:role/mockHybridNodeRole --role-session-name mock-hybrid-node";
+        assert_eq!(credential_process(&cfg, &facts(None)), base);
+        let plain = ProxyEnv {
+            https_proxy: Some("http://proxy.example.com:3128".into()),
+            http_proxy: None,
+            no_proxy: vec![
+                "localhost".into(),
+                ".corp.example".into(),
+                "10.0.0.0/8".into(),
+            ],
+        };
+        assert_eq!(
+            credential_process(&cfg, &facts(Some(plain.clone()))),
+            format!("{base} --https-proxy http://proxy.example.com:3128 --no-proxy localhost,.corp.example,10.0.0.0/8")
+        );
+        let unit = String::from_utf8(update_unit(&cfg, &facts(Some(plain))).contents).unwrap();
+        assert!(
+            unit.contains("        --https-proxy http://proxy.example.com:3128 \\\n        --no-proxy localhost,.corp.example,10.0.0.0/8 \\\n        --region us-west-2\n"),
+            "{unit}"
+        );
+        // A password stays off the command line: the proxy then comes from the environment.
+        let secret = ProxyEnv {
+            https_proxy: Some("http://edge:s3cret@proxy:3128".into()),
+            ..Default::default()
+        };
+        let line = credential_process(&cfg, &facts(Some(secret.clone())));
+        assert_eq!(line, format!("{base} --with-proxy"));
+        let unit = String::from_utf8(update_unit(&cfg, &facts(Some(secret))).contents).unwrap();
+        assert!(
+            !unit.contains("s3cret") && unit.contains("        --with-proxy \\\n"),
+            "{unit}"
+        );
+        // The words init runs in-process parse as credential-process arguments.
+        let words = flag_words(&roles_anywhere_args(
+            &cfg,
+            &facts(Some(ProxyEnv {
+                https_proxy: Some("http://p:1".into()),
+                ..Default::default()
+            }))
+            .aws,
+        ));
+        assert_eq!(&words[words.len() - 2..], ["--https-proxy", "http://p:1"]);
+    }
+}

@@ -31,12 +31,12 @@ impl ProxyEnv {
     /// From variables looked up with `get` (lowercase first, as the HTTP client reads them);
     /// `None` when neither proxy is set.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Option<ProxyEnv> {
-        let var = |lower: &str, upper: &str| {
-            get(lower)
-                .or_else(|| get(upper))
+        let set = |name: &str| {
+            get(name)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        let var = |lower: &str, upper: &str| set(lower).or_else(|| set(upper));
         let env = ProxyEnv {
             https_proxy: var("https_proxy", "HTTPS_PROXY"),
             http_proxy: var("http_proxy", "HTTP_PROXY"),
@@ -60,10 +60,16 @@ impl ProxyEnv {
     /// Whether a proxy URL carries a user and password (then it must not be written where
     /// anyone can read it, nor put on a command line).
     pub fn has_credentials(&self) -> bool {
-        [&self.https_proxy, &self.http_proxy].into_iter().flatten().any(|u| {
-            let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
-            rest.split(['/', '?', '#']).next().unwrap_or("").contains('@')
-        })
+        [&self.https_proxy, &self.http_proxy]
+            .into_iter()
+            .flatten()
+            .any(|u| {
+                let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+                rest.split(['/', '?', '#'])
+                    .next()
+                    .unwrap_or("")
+                    .contains('@')
+            })
     }
 
     /// `NO_PROXY` as the variable holds it.
@@ -130,7 +136,11 @@ pub fn files(env: Option<&ProxyEnv>, cluster: &ClusterDetails) -> Vec<RenderedFi
         effects: vec![Effect::DaemonReload, restart],
     };
     vec![
-        file(CONTAINERD_DROP_IN, FilePhase::Containerd, Effect::Containerd),
+        file(
+            CONTAINERD_DROP_IN,
+            FilePhase::Containerd,
+            Effect::Containerd,
+        ),
         file(KUBELET_DROP_IN, FilePhase::Kubelet, Effect::Kubelet),
     ]
 }
@@ -168,17 +178,26 @@ Environment=\"NO_PROXY=.corp.example,10.0.0.0/8,localhost,127.0.0.1,172.20.0.0/1
             assert_eq!(f.mode, 0o644);
         }
         assert_eq!(files[0].path, std::path::Path::new(CONTAINERD_DROP_IN));
-        assert_eq!(files[0].effects, vec![Effect::DaemonReload, Effect::Containerd]);
+        assert_eq!(
+            files[0].effects,
+            vec![Effect::DaemonReload, Effect::Containerd]
+        );
         assert_eq!(files[0].phase, FilePhase::Containerd);
         assert_eq!(files[1].path, std::path::Path::new(KUBELET_DROP_IN));
-        assert_eq!(files[1].effects, vec![Effect::DaemonReload, Effect::Kubelet]);
+        assert_eq!(
+            files[1].effects,
+            vec![Effect::DaemonReload, Effect::Kubelet]
+        );
         assert_eq!(files[1].phase, FilePhase::Kubelet);
     }
 
     #[test]
     fn no_proxy_no_files_and_secrets_stay_root_only() {
         assert_eq!(ProxyEnv::from_lookup(|_| None), None);
-        assert_eq!(ProxyEnv::from_lookup(|k| (k == "NO_PROXY").then(|| "a".into())), None);
+        assert_eq!(
+            ProxyEnv::from_lookup(|k| (k == "NO_PROXY").then(|| "a".into())),
+            None
+        );
         assert!(files(None, &cluster()).is_empty());
         // lowercase wins, as in the HTTP client; a password makes the files 0600 and its `%`
         // survives systemd's specifier expansion.
@@ -192,8 +211,15 @@ Environment=\"NO_PROXY=.corp.example,10.0.0.0/8,localhost,127.0.0.1,172.20.0.0/1
         let f = files(Some(&env), &cluster());
         assert!(f.iter().all(|f| f.mode == 0o600));
         let text = String::from_utf8_lossy(&f[0].contents);
-        assert!(text.contains("Environment=\"HTTPS_PROXY=http://edge:p%%40ss@proxy:3128\"\n"), "{text}");
+        assert!(
+            text.contains("Environment=\"HTTPS_PROXY=http://edge:p%%40ss@proxy:3128\"\n"),
+            "{text}"
+        );
         assert!(!text.contains("HTTP_PROXY="), "{text}");
-        assert!(!ProxyEnv::from_lookup(|k| (k == "HTTP_PROXY").then(|| "http://p:1/a@b".into())).unwrap().has_credentials());
+        assert!(
+            !ProxyEnv::from_lookup(|k| (k == "HTTP_PROXY").then(|| "http://p:1/a@b".into()))
+                .unwrap()
+                .has_credentials()
+        );
     }
 }
