@@ -54,7 +54,7 @@ pub enum PullError {
         registry: String,
         what: String,
         #[source]
-        source: HttpError,
+        source: Box<HttpError>,
     },
     /// Content that does not match its digest or size: refused, nothing is imported.
     #[error("registry {registry} sent {what} whose {detail}: refused, nothing was imported (a corrupted mirror or a tampering proxy)")]
@@ -137,7 +137,7 @@ impl<'a> Registry<'a> {
         PullError::Http {
             registry: self.target.name.clone(),
             what: what.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
