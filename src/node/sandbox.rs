@@ -254,14 +254,15 @@ pub fn read_config(settings: &SandboxSettings) -> Result<DumpInfo, SandboxError>
         return Err(SandboxError::Config(format!(
             "{shown} failed ({}): {}",
             out.status,
-            first_line(&out.stderr)
+            last_line(&out.stderr)
         )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     parse_config_dump(&text).map_err(|e| SandboxError::Config(format!("{shown}: {e}")))
 }
 
-fn first_line(bytes: &[u8]) -> String {
+/// The last non-empty line of a program's stderr (where `ctr` and `containerd` say why), capped.
+fn last_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .lines()
         .rev()
@@ -313,7 +314,7 @@ pub fn image_present(
             detail: format!(
                 "ctr images ls failed ({}): {} (is containerd running?)",
                 out.status,
-                first_line(&out.stderr)
+                last_line(&out.stderr)
             ),
             transient: true,
         });
@@ -359,7 +360,7 @@ pub fn import(
             detail: format!(
                 "ctr images import failed ({}): {}",
                 out.status,
-                first_line(&out.stderr)
+                last_line(&out.stderr)
             ),
             transient: true,
         });
