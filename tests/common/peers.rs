@@ -461,8 +461,15 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts it for cluster `hybrid-test` in [`REGION`], TLS certificate signed by `ca`.
     pub fn start(ca: &MiniCa, credentials_file: &Path) -> ApiServer {
+        Self::start_with_names(ca, credentials_file, &[])
+    }
+
+    /// [`ApiServer::start`] with a TLS certificate that also names these DNS names (how a VM
+    /// guest reaches it).
+    pub fn start_with_names(ca: &MiniCa, credentials_file: &Path, names: &[&str]) -> ApiServer {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = ca.tls(dir.path());
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (cert, key) = ca.tls_with_names(dir.path(), &names);
         let log = dir.path().join("apiserver.log");
         let args: Vec<String> = vec![
             "--port".into(),
