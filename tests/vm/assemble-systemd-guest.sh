@@ -12,7 +12,8 @@
 #
 # hybridboot itself, as yocto/meta-hybridboot/recipes-core/hybridboot/hybridboot_0.1.0.bb does:
 # do_install puts the binary in ${bindir}, the three units in ${systemd_system_unitdir}, the
-# preset in ${systemd_unitdir}/system-preset and the README in ${docdir}; systemd.bbclass's
+# preset in ${systemd_unitdir}/system-preset, the tmpfiles.d snippet in
+# ${nonarch_libdir}/tmpfiles.d and the README in ${docdir}; systemd.bbclass's
 # postinst runs `systemctl enable` on SYSTEMD_SERVICE (the first-boot service and the renewal
 # timer); the image's rootfs post-processing runs `systemctl preset-all` in enable-only mode
 # (which applies our preset: systemd-time-wait-sync.service). No unit is edited or overridden.
@@ -35,6 +36,8 @@ for u in hybridboot-firstboot.service hybridboot-renew.service hybridboot-renew.
 done
 install -d "$root/lib/systemd/system-preset"
 install -m 0644 "$here/systemd/80-hybridboot.preset" "$root/lib/systemd/system-preset/"
+install -d "$root/usr/lib/tmpfiles.d"
+install -m 0644 "$here/systemd/hybridboot-tmpfiles.conf" "$root/usr/lib/tmpfiles.d/hybridboot.conf"
 install -d "$root/usr/share/doc/hybridboot"
 install -m 0644 "$here/README.md" "$root/usr/share/doc/hybridboot/"
 # systemd.bbclass postinst (SYSTEMD_AUTO_ENABLE = "enable"), then the image's preset-all.
@@ -52,7 +55,7 @@ chroot "$root" systemctl enable systemd-networkd.service
 
 {
   echo "# hybridboot files and enablement links as installed in the guest"
-  (cd "$root" && find usr/bin/hybridboot lib/systemd/system/hybridboot-* lib/systemd/system-preset/80-hybridboot.preset \
+  (cd "$root" && find usr/bin/hybridboot lib/systemd/system/hybridboot-* lib/systemd/system-preset/80-hybridboot.preset usr/lib/tmpfiles.d/hybridboot.conf \
      etc/systemd/system -name '*hybridboot*' -printf '%M %u:%g %p %l\n' 2>/dev/null | sort)
   (cd "$root" && find etc/systemd/system -lname '*systemd-time-wait-sync*' -printf '%M %p -> %l\n' | sort)
 } > "$out/unit-files.txt"
