@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the cross toolchain for `make static` / `make dynamic` (see ../../shared/design/TOOLCHAIN.md):
+# Installs the cross toolchain for `make static` / `make dynamic` (docs/toolchain.md says why):
 #   - Debian's rustc-web/cargo-web 1.96 with rust-web-src (for -Zbuild-std on musl) and the arm64
 #     glibc std; rustup here only has the x86_64-gnu std and cannot download others;
 #   - zig (PyPI ziglang) as C toolchain/linker: brings crt1, musl libc and libunwind for both arches;

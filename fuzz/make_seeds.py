@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed inputs of every fuzz target into fuzz/corpus/<target>/seed-*.
 
-Seeds are valid (or nearly valid) documents from the project's fixtures and the protocols in
-shared/design/PROTOCOLS.md, so the fuzzers start from inputs that reach deep into each parser.
+Seeds are valid (or nearly valid) documents from the project's fixtures and the wire formats in
+docs/protocols.md, so the fuzzers start from inputs that reach deep into each parser.
 Re-running rewrites the seeds only; inputs found by fuzzing stay.
 """
 import base64, json, os, sys
@@ -63,9 +63,14 @@ spec:
     flags: ["--node-labels=a=b"]
 """)
 put("node_config", "two-docs.yaml", NODE + "---\napiVersion: hybridboot/v1alpha1\nkind: BootstrapConfig\nspec: {}\n")
-fx = "/work/shared/fixtures/nodeadm/cases/hybrid-node-system-aspects/config.yaml"
-if os.path.exists(fx):
-    put("node_config", "nodeadm-hybrid-system-aspects.yaml", read(fx))
+# The nodeadm test cases (aws/eks-hybrid test/integration/cases), where the golden tests find them.
+for fixtures in [os.environ.get("HYBRIDBOOT_NODEADM_FIXTURES"),
+                 os.path.join(ROOT, "..", "shared", "fixtures", "nodeadm"),
+                 os.path.join(ROOT, "..", "..", "shared", "fixtures", "nodeadm")]:
+    fx = fixtures and os.path.join(fixtures, "cases", "hybrid-node-system-aspects", "config.yaml")
+    if fx and os.path.exists(fx):
+        put("node_config", "nodeadm-hybrid-system-aspects.yaml", read(fx))
+        break
 
 # Key references.
 for i, ref in enumerate([

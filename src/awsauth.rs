@@ -1,4 +1,4 @@
-//! Mapping IAM roles to Kubernetes identities (PROTOCOLS.md §7): the `aws-auth` ConfigMap that
+//! Mapping IAM roles to Kubernetes identities (docs/protocols.md §7): the `aws-auth` ConfigMap that
 //! aws-iam-authenticator reads, and the EKS access entry that replaces it.
 //!
 //! Both map the hybrid node role to `system:node:{{SessionName}}` in `system:bootstrappers` and

@@ -1,5 +1,5 @@
 //! IAM Roles for Service Accounts (IRSA) on clusters outside EKS: the two public documents an
-//! OpenID Connect provider in IAM reads (PROTOCOLS.md §6).
+//! OpenID Connect provider in IAM reads (docs/protocols.md §6).
 //!
 //! * `keys.json`: the JWKS of the cluster's service-account signing keys. Each key's `kid` is
 //!   `base64url_nopad(sha256(DER SubjectPublicKeyInfo))`, exactly what kube-apiserver puts in the
@@ -295,7 +295,7 @@ pub fn build_jwks(spkis: &[Vec<u8>], legacy_empty_kid: bool) -> Result<Jwks, Irs
     Ok(Jwks { keys })
 }
 
-/// The OpenID discovery document of PROTOCOLS.md §6, fields in that order.
+/// The OpenID discovery document of docs/protocols.md §6, fields in that order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Discovery {
     pub issuer: String,

@@ -23,6 +23,7 @@ pub mod irsa;
 pub mod key;
 pub mod logging;
 pub mod node;
+pub mod oci;
 pub mod process;
 pub mod retry;
 pub mod secret;

@@ -99,6 +99,38 @@ enum Command {
     Init(hybridboot::node::init_cmd::InitArgs),
     /// Write a user kubeconfig whose exec plugin is `hybridboot token` with IAM Roles Anywhere.
     Kubeconfig(hybridboot::node::kubeconfig_cmd::KubeconfigArgs),
+    /// Make sure containerd holds the sandbox image its config pins (init's last step): pulled
+    /// from ECR with the node's credentials, every digest verified, imported with ctr.
+    ///
+    /// Example: hybridboot sandbox-image --config-source file:///etc/eks/nodeconfig.yaml
+    SandboxImage(SandboxImageArgs),
+}
+
+#[derive(Args, Debug)]
+struct SandboxImageArgs {
+    /// The NodeConfig whose IAM Roles Anywhere settings give the credentials for ECR (not needed
+    /// when AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are set).
+    #[arg(long, short = 'c', value_name = "SOURCE")]
+    config_source: Option<String>,
+    /// Node root (containerd's socket and config are taken under it).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// containerd's config for `containerd config dump` [default: containerd's default].
+    #[arg(long, value_name = "FILE")]
+    containerd_config: Option<PathBuf>,
+    /// ECR API endpoint [default: the registry region's].
+    #[arg(long, value_name = "URL")]
+    ecr_endpoint: Option<String>,
+    /// Where the image's registry is served [default: https://<registry host>].
+    #[arg(long, value_name = "URL")]
+    ecr_registry_endpoint: Option<String>,
+    /// CAs of the ECR endpoint's and the registry's TLS certificates [default: env
+    /// AWS_CA_BUNDLE, then the built-in roots].
+    #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
+    aws_ca_bundle: Option<PathBuf>,
+    /// How long to keep retrying an unreachable or failing ECR or registry (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    retry_deadline: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,7 +230,52 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Token(a) => hybridboot::aws::token_cmd::run(a),
         Command::Init(a) => hybridboot::node::init_cmd::run(a),
         Command::Kubeconfig(a) => hybridboot::node::kubeconfig_cmd::run(a),
+        Command::SandboxImage(a) => sandbox_image(a),
     }
+}
+
+fn sandbox_image(args: SandboxImageArgs) -> anyhow::Result<()> {
+    use hybridboot::node::sandbox::{self, Outcome, SandboxSettings};
+    let mut settings = SandboxSettings::new(&args.root);
+    settings.containerd_config = args.containerd_config;
+    settings.ecr_endpoint = args.ecr_endpoint;
+    settings.registry_endpoint = args.ecr_registry_endpoint;
+    settings.ca_bundle = args.aws_ca_bundle;
+    let deadline = hybridboot::vault::parse_duration(&args.retry_deadline)
+        .map_err(|e| exit::operator(format!("--retry-deadline: {e}")))?;
+    settings.retry = settings.retry.with_deadline(deadline);
+    let root = args.root.clone();
+    let source = args.config_source;
+    let retry = settings.retry;
+    let mut credentials = || -> anyhow::Result<hybridboot::aws::credentials::Credentials> {
+        let env = |k: &str| std::env::var(k).ok();
+        if let Some(c) = hybridboot::aws::sources::from_environment(&env)? {
+            return Ok(c);
+        }
+        let source = source.as_deref().ok_or_else(|| {
+            exit::operator("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or give --config-source (the node's IAM Roles Anywhere settings)")
+        })?;
+        let cfg =
+            hybridboot::node::config::load(source).map_err(|e| exit::operator(e.to_string()))?;
+        hybridboot::node::init_cmd::roles_anywhere_credentials(
+            &cfg.node,
+            &Default::default(),
+            &root,
+            &retry,
+        )
+    };
+    match sandbox::ensure(&settings, &mut credentials)
+        .map_err(sandbox::SandboxError::into_classified)?
+    {
+        Outcome::Present(image) => println!("{image}: present"),
+        Outcome::Pulled {
+            image,
+            digest,
+            bytes,
+            ..
+        } => println!("{image}: pulled {digest} ({bytes} bytes)"),
+    }
+    Ok(())
 }
 
 fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {

@@ -73,6 +73,18 @@ pub struct RolesAnywhereArgs {
     /// Use HTTPS_PROXY / NO_PROXY from the environment (off by default, like the reference).
     #[arg(long)]
     pub with_proxy: bool,
+    /// Proxy for https endpoints (`http://host:port`), whatever the environment says: init
+    /// writes it into the credential_process line so every later refresh goes through the
+    /// site's proxy.
+    #[arg(long, value_name = "URL")]
+    pub https_proxy: Option<String>,
+    /// Proxy for plain-http endpoints.
+    #[arg(long, value_name = "URL")]
+    pub http_proxy: Option<String>,
+    /// Hosts, domain suffixes, IP addresses and CIDR blocks reached without the proxy (comma
+    /// separated; with --https-proxy/--http-proxy).
+    #[arg(long, value_name = "LIST")]
+    pub no_proxy: Option<String>,
     /// Trust only the CAs in this PEM bundle for the endpoint's TLS certificate (the AWS SDKs'
     /// `AWS_CA_BUNDLE`).
     #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
@@ -225,11 +237,7 @@ impl RolesAnywhereArgs {
         if let Some(ca) = &self.ca_bundle {
             b = b.ca_bundle_file(ca)?;
         }
-        b = b.proxy(if self.with_proxy {
-            ProxySettings::from_env()?
-        } else {
-            ProxySettings::none()
-        });
+        b = b.proxy(self.proxy_settings()?);
         let client = b.build()?;
         log::debug!(
             "Roles Anywhere: endpoint {endpoint}, region {region}, certificate {} ({} intermediates)",
@@ -251,6 +259,28 @@ impl RolesAnywhereArgs {
             cache_key,
             args: self.clone(),
             client,
+        })
+    }
+
+    /// The proxy: the explicit flags, else the environment with `--with-proxy`, else none.
+    pub fn proxy_settings(&self) -> anyhow::Result<ProxySettings> {
+        if self.https_proxy.is_some() || self.http_proxy.is_some() {
+            let pick = |k: &str| match k {
+                "https_proxy" => self.https_proxy.clone(),
+                "http_proxy" => self.http_proxy.clone(),
+                "no_proxy" => self.no_proxy.clone(),
+                _ => None,
+            };
+            return ProxySettings::from_lookup(pick)
+                .map_err(|e| operator(format!("--https-proxy/--http-proxy: {e}")));
+        }
+        if self.no_proxy.is_some() {
+            return Err(operator("--no-proxy needs --https-proxy or --http-proxy"));
+        }
+        Ok(if self.with_proxy {
+            ProxySettings::from_env()?
+        } else {
+            ProxySettings::none()
         })
     }
 
@@ -723,6 +753,58 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_flags_override_the_environment() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct W {
+            #[command(flatten)]
+            ra: RolesAnywhereArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "x",
+                "--certificate",
+                "/c",
+                "--private-key",
+                "file:/k",
+                "--trust-anchor-arn",
+                "a",
+                "--profile-arn",
+                "p",
+                "--role-arn",
+                "r",
+            ];
+            argv.extend_from_slice(extra);
+            W::try_parse_from(argv).unwrap().ra
+        };
+        let url = |s: &ProxySettings, u: &str| {
+            format!("{:?}", s.for_url(&crate::http::Url::parse(u).unwrap()))
+        };
+        let s = parse(&[
+            "--https-proxy",
+            "http://proxy:3128",
+            "--no-proxy",
+            "10.0.0.0/8,.corp",
+        ])
+        .proxy_settings()
+        .unwrap();
+        assert_eq!(
+            url(&s, "https://rolesanywhere.us-west-2.amazonaws.com/"),
+            "Some(Proxy(http://proxy:3128))"
+        );
+        assert_eq!(url(&s, "https://10.1.2.3/"), "None");
+        assert_eq!(url(&s, "https://ra.corp/"), "None");
+        assert_eq!(
+            url(&parse(&[]).proxy_settings().unwrap(), "https://a/"),
+            "None"
+        );
+        assert!(parse(&["--no-proxy", "x"]).proxy_settings().is_err());
+        assert!(parse(&["--https-proxy", "https://tls-proxy:1"])
+            .proxy_settings()
+            .is_err());
+    }
     use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 
     #[derive(Parser)]

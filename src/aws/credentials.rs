@@ -135,7 +135,7 @@ struct RawCredentials {
     expiration: String,
 }
 
-/// Parses a successful (2xx) `CreateSession` body (PROTOCOLS.md §1) into credentials.
+/// Parses a successful (2xx) `CreateSession` body (docs/protocols.md §1) into credentials.
 pub fn parse_create_session_response(body: &[u8]) -> Result<Credentials, CreateSessionError> {
     let raw: RawResponse = serde_json::from_slice(body).map_err(|e| {
         CreateSessionError::BadResponse(format!("not the expected JSON: {}", json_error(&e)))

@@ -23,6 +23,7 @@ pub mod cache;
 pub mod commands;
 pub mod credentials;
 pub mod credfile;
+pub mod ecr;
 pub mod eks;
 pub mod imds;
 pub mod refresh;

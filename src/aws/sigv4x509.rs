@@ -1,5 +1,5 @@
 //! The IAM Roles Anywhere `CreateSession` request, signed with the node's certificate key
-//! (`AWS4-X509-ECDSA-SHA256` / `AWS4-X509-RSA-SHA256`), exactly as PROTOCOLS.md §1 and the
+//! (`AWS4-X509-ECDSA-SHA256` / `AWS4-X509-RSA-SHA256`), exactly as docs/protocols.md §1 and the
 //! reference client (aws_signing_helper) build it.
 //!
 //! The private key never leaves its backend: the string to sign goes to
@@ -472,7 +472,7 @@ mod tests {
         assert!(session_body(43201, None).is_err());
     }
 
-    // The structure PROTOCOLS.md §1 prescribes, checked field by field on fake DER blobs.
+    // The structure docs/protocols.md §1 prescribes, checked field by field on fake DER blobs.
     #[test]
     fn canonical_request_and_string_to_sign_shape() {
         let chain = vec![b"int1".to_vec(), b"int2".to_vec()];

@@ -3,7 +3,8 @@
 //!
 //! Token = `k8s-aws-v1.` + base64url-nopad(presigned `GET https://sts.<region>.amazonaws.com/
 //! ?Action=GetCallerIdentity&Version=2011-06-15&...`), with the cluster name in the signed header
-//! `x-k8s-aws-id` (PROTOCOLS.md §3). The API server's authenticator replays the URL against STS.
+//! `x-k8s-aws-id` (docs/protocols.md §3). The API server's authenticator replays the URL against
+//! STS.
 
 use std::time::{Duration, SystemTime};
 
@@ -166,7 +167,7 @@ mod tests {
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
     }
 
-    // aws-iam-authenticator pkg/token/token_test.go TestGetWithSTS (PROTOCOLS.md §3).
+    // aws-iam-authenticator pkg/token/token_test.go TestGetWithSTS (docs/protocols.md §3).
     #[test]
     fn known_answer_vector() {
         let now = from_unix_seconds(1682640000);

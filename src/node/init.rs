@@ -27,6 +27,8 @@ pub enum Step {
     ClockValidation,
     /// Enabling and restarting units (`run`).
     Run,
+    /// Making sure containerd holds the sandbox image (`sandbox-image`).
+    SandboxImage,
 }
 
 const FILE_PHASES: [FilePhase; 4] = [
@@ -92,6 +94,9 @@ impl Skip {
                 "run" => {
                     skip.steps.insert(Step::Run);
                 }
+                "sandbox-image" => {
+                    skip.steps.insert(Step::SandboxImage);
+                }
                 n if NODEADM_ONLY_PHASES.contains(&n) => skip.ignored.push(n.to_string()),
                 n => match FILE_PHASES.iter().find(|p| p.name() == n) {
                     Some(p) => {
@@ -119,6 +124,7 @@ impl Skip {
             "certificate-validation",
             "clock-validation",
             "run",
+            "sandbox-image",
         ]);
         v
     }

@@ -7,7 +7,12 @@
 //!   with the NodeConfig's arguments: what the aws phase's config file runs) -> DescribeCluster
 //!   (only when endpoint, CA or service CIDR is missing) -> node IP check -> files_phase
 //!   -> ServiceManager (only for the effects the write report lists; --no-start skips it)
+//!   -> sandbox image in containerd (pulled from ECR only when missing; `--skip sandbox-image`)
 //! ```
+//!
+//! The site's proxy (`HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` in init's environment, which first
+//! boot fills from BootstrapConfig `spec.proxy`) is used by every request and written into the
+//! containerd and kubelet drop-ins and the credential_process line.
 
 use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -22,6 +27,7 @@ use super::config::{self, NodeConfig};
 use super::facts;
 use super::init::{files_phase, Skip, Step};
 use super::render::{aws, AwsOverrides, ClusterDetails, Effect, KubeletVersion};
+use super::sandbox::{self, SandboxSettings};
 use crate::aws::credentials::Credentials;
 use crate::aws::eks;
 use crate::exit;
@@ -58,6 +64,14 @@ pub struct InitArgs {
     /// AWS_ENDPOINT_URL, then the region's].
     #[arg(long, value_name = "URL")]
     pub eks_endpoint: Option<String>,
+    /// ECR API endpoint for the sandbox image's GetAuthorizationToken [default: the registry
+    /// region's, `https://api.ecr.<region>.amazonaws.com`].
+    #[arg(long, value_name = "URL")]
+    pub ecr_endpoint: Option<String>,
+    /// Where the sandbox image's registry is served (a VPC endpoint or pull-through mirror)
+    /// [default: `https://<registry host of the image>`; `http://` only when written here].
+    #[arg(long, value_name = "URL")]
+    pub ecr_registry_endpoint: Option<String>,
     /// PEM bundle of the CAs of the AWS endpoints' TLS certificates, used here and written into
     /// the credential_process line [default: AWS_CA_BUNDLE for this run only (not written),
     /// then the built-in roots].
@@ -88,6 +102,7 @@ impl InitArgs {
             ca_bundle: self.aws_ca_bundle.clone(),
             tcti: self.tcti.clone(),
             pkcs11_lib: self.pkcs11_lib.clone(),
+            proxy: super::render::proxy::ProxyEnv::from_env(),
         }
     }
 }
@@ -194,7 +209,7 @@ fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
 
 /// Credentials for DescribeCluster: the environment if it has keys (operators and tests), else
 /// [`roles_anywhere_credentials`].
-fn node_credentials(
+pub fn node_credentials(
     cfg: &NodeConfig,
     extra: &AwsOverrides,
     root: &Path,
@@ -217,10 +232,7 @@ pub fn roles_anywhere_credentials(
     root: &Path,
     policy: &RetryPolicy,
 ) -> anyhow::Result<Credentials> {
-    let mut args: Vec<String> = aws::roles_anywhere_args(cfg, extra)
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_string(), value])
-        .collect();
+    let mut args: Vec<String> = aws::flag_words(&aws::roles_anywhere_args(cfg, extra));
     // The line is written for the node's own root; this run may work under another.
     let under_root = |p: &str| {
         crate::fsutil::under_root(root, Path::new(p))
@@ -456,7 +468,70 @@ pub fn init(args: &InitArgs, services: &mut dyn ServiceManager) -> anyhow::Resul
     if actions.is_empty() {
         log::info!("nothing changed: no unit restarted");
     }
+
+    // sandbox image (nodeadm caches it right after starting containerd)
+    if !skip.skips(Step::SandboxImage) {
+        sandbox_image(args, &cfg, &facts.aws, &policy)?;
+    }
     Ok(())
+}
+
+/// Whether `HYBRIDBOOT_SYSTEMCTL` replaces systemd (tests): containerd then is whatever the
+/// stand-in provides.
+fn stand_in_service_manager() -> bool {
+    std::env::var_os("HYBRIDBOOT_SYSTEMCTL").is_some_and(|v| !v.is_empty())
+}
+
+/// The sandbox step's settings from init's arguments.
+pub fn sandbox_settings(args: &InitArgs, policy: &RetryPolicy) -> SandboxSettings {
+    let mut s = SandboxSettings::new(&args.root);
+    s.ecr_endpoint = args.ecr_endpoint.clone();
+    s.registry_endpoint = args.ecr_registry_endpoint.clone();
+    s.ca_bundle = args
+        .aws_ca_bundle
+        .as_deref()
+        .map(|p| crate::fsutil::under_root(&args.root, p))
+        .or_else(|| {
+            std::env::var("AWS_CA_BUNDLE")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+    s.retry = *policy;
+    s
+}
+
+/// Makes sure containerd's `k8s.io` namespace holds the sandbox image its config pins
+/// ([`crate::node::sandbox`]). With a stand-in service manager and no containerd serving, the
+/// step is skipped (logged); with systemd, a containerd that does not answer is an error.
+fn sandbox_image(
+    args: &InitArgs,
+    cfg: &NodeConfig,
+    extra: &AwsOverrides,
+    policy: &RetryPolicy,
+) -> anyhow::Result<()> {
+    let settings = sandbox_settings(args, policy);
+    let stand_in = stand_in_service_manager();
+    let info = match sandbox::read_config(&settings) {
+        Ok(i) => i,
+        Err(e) if stand_in => {
+            log::info!("sandbox image: skipped, containerd is not managed here ({e})");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into_classified()),
+    };
+    let socket = sandbox::socket_path(&settings, &info);
+    if stand_in && !socket.exists() {
+        log::info!(
+            "sandbox image: skipped, no containerd serving at {} (HYBRIDBOOT_SYSTEMCTL stands in for systemd)",
+            socket.display()
+        );
+        return Ok(());
+    }
+    let mut credentials = || node_credentials(cfg, extra, &args.root, policy);
+    sandbox::ensure_with(&settings, &info, &socket, &mut credentials)
+        .map(|_| ())
+        .map_err(sandbox::SandboxError::into_classified)
 }
 
 #[cfg(test)]

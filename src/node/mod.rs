@@ -12,3 +12,4 @@ pub mod init_cmd;
 pub mod install;
 pub mod kubeconfig_cmd;
 pub mod render;
+pub mod sandbox;

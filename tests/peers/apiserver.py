@@ -3,7 +3,7 @@
 valid EKS bearer token, 401 otherwise. It verifies the token independently of hybridboot:
 
 1. ``Authorization: Bearer k8s-aws-v1.<base64url of a presigned URL>``, at most 4096 bytes;
-2. the URL follows aws-iam-authenticator's rules (PROTOCOLS.md §3): https, host
+2. the URL follows aws-iam-authenticator's rules (docs/protocols.md §3): https, host
    ``sts.<region>.amazonaws.com``, path ``/``, only known query keys,
    ``Action=GetCallerIdentity``, ``Version=2011-06-15``, signed headers exactly
    ``host;x-k8s-aws-id``, ``X-Amz-Expires`` in 0..900, signed within the last 15 minutes and

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""moto 5.2.5 server for the tests, with the patch TESTING.md describes.
+"""moto 5.2.5 server for the tests, with the patches listed below.
 
 Usage (the project venv's python, which has moto[server]):
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """IAM Roles Anywhere ``CreateSession`` test endpoint (no emulator of it exists).
 
-Written from the protocol description (PROTOCOLS.md §1) and independently of the
+Written from the protocol description (docs/protocols.md §1) and independently of the
 Rust client, so that the two can check each other. It verifies everything the
 real service verifies about the request itself, then mints credentials through
 STS AssumeRole on a moto server (so later SigV4 calls made with them are

@@ -1,5 +1,5 @@
 """The test API server's token check (apiserver.verify) proven on its own: it accepts
-aws-iam-authenticator's known-answer token (PROTOCOLS.md §3) and one botocore presigns
+aws-iam-authenticator's known-answer token (docs/protocols.md §3) and one botocore presigns
 itself, and refuses each rule's violation. Run: $VENV/bin/python -m pytest tests/peers -k apiserver
 """
 

@@ -1,5 +1,5 @@
-//! nodeadm's release manifest (PROTOCOLS.md §4): parsing, version selection and checksum files.
-//! Pure: bytes in, values out.
+//! nodeadm's release manifest (docs/protocols.md §4): parsing, version selection and checksum
+//! files. Pure: bytes in, values out.
 
 use serde::Deserialize;
 

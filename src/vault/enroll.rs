@@ -1,0 +1,368 @@
+//! Orchestration: log in (token, AppRole, TLS certificate auth), sign a fresh CSR, verify, write
+//! the files; `renew_certificate` decides whether a new certificate is needed at all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+
+use super::{renewal_due, verify_signed, EnrollArgs, SignRequest, Vault, VaultArgs};
+use crate::cli::KeyArgs;
+use crate::http::{Client, ClientIdentity, Url};
+use crate::key::{NodeKey, OpenMode};
+use crate::secret::Secret;
+use crate::x509::chain::{self, Cert, CertInfo};
+use crate::{fsutil, x509};
+
+/// How the node authenticates this time.
+enum Auth {
+    Token(Secret),
+    AppRole {
+        role_id: Secret,
+        secret_id_file: PathBuf,
+        wrapped: bool,
+    },
+    Cert(String),
+}
+
+impl VaultArgs {
+    fn base_client(&self) -> anyhow::Result<Client> {
+        let mut b = Client::builder();
+        if let Some(ca) = &self.vault_ca {
+            b = b.ca_bundle_file(ca)?;
+        }
+        Ok(b.build()?)
+    }
+
+    fn vault_url(&self) -> anyhow::Result<Url> {
+        Url::parse(&self.vault_addr)
+            .map_err(|e| crate::exit::operator(format!("--vault-addr / VAULT_ADDR: {e}")))
+    }
+
+    /// The non-certificate auth method configured, if any.
+    fn secret_auth(&self) -> anyhow::Result<Option<Auth>> {
+        if let Some(f) = &self.vault_token_file {
+            let t = Secret::from_file(f)
+                .with_context(|| format!("reading the Vault token file {}", f.display()))?;
+            if t.is_empty() {
+                return Err(crate::exit::operator(format!(
+                    "the Vault token file {} is empty",
+                    f.display()
+                )));
+            }
+            return Ok(Some(Auth::Token(t)));
+        }
+        if let (Some(rf), Some(sf)) = (&self.approle_role_id_file, &self.approle_secret_id_file) {
+            let role_id = Secret::from_file(rf)
+                .with_context(|| format!("reading the AppRole role id file {}", rf.display()))?;
+            return Ok(Some(Auth::AppRole {
+                role_id,
+                secret_id_file: sf.clone(),
+                wrapped: self.secret_id_wrapped,
+            }));
+        }
+        if self.cert_auth_role.is_none() {
+            if let Ok(t) = std::env::var("VAULT_TOKEN") {
+                if !t.is_empty() {
+                    return Ok(Some(Auth::Token(Secret::new(t))));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn sign_request(&self) -> SignRequest<'_> {
+        SignRequest {
+            common_name: &self.common_name,
+            dns_names: &self.dns_names,
+            ip_addresses: &self.ip_addresses,
+            ttl: self.ttl,
+        }
+    }
+}
+
+/// Logs in with `auth`; returns the token and, for AppRole, the secret-id file to remove after
+/// success.
+fn login(
+    vault: &Vault,
+    args: &VaultArgs,
+    auth: &Auth,
+    key: &Arc<dyn NodeKey>,
+) -> anyhow::Result<(Secret, Option<PathBuf>)> {
+    match auth {
+        Auth::Token(t) => Ok((t.clone(), None)),
+        Auth::AppRole {
+            role_id,
+            secret_id_file,
+            wrapped,
+        } => {
+            let raw = Secret::from_file(secret_id_file).with_context(|| {
+                format!(
+                    "reading the AppRole secret id file {}",
+                    secret_id_file.display()
+                )
+            })?;
+            if raw.is_empty() {
+                return Err(crate::exit::operator(format!(
+                    "the AppRole secret id file {} is empty",
+                    secret_id_file.display()
+                )));
+            }
+            let secret_id = if *wrapped {
+                log::debug!(
+                    "unwrapping the AppRole secret id from {}",
+                    secret_id_file.display()
+                );
+                let s = vault.unwrap_secret_id(&raw, secret_id_file)?;
+                log::warn!(
+                    "the wrapping token in {} is now used up; if this enrollment fails, issue a new one",
+                    secret_id_file.display()
+                );
+                s
+            } else {
+                raw
+            };
+            let token = vault.approle_login(&args.approle_mount, role_id, &secret_id)?;
+            log::info!("logged in to Vault with AppRole");
+            Ok((token, Some(secret_id_file.clone())))
+        }
+        Auth::Cert(role) => {
+            let current = current_chain(&args.certificate, key.as_ref())?;
+            let mut b = Client::builder().client_identity(ClientIdentity {
+                chain: current.iter().map(|c| c.der().to_vec()).collect(),
+                key: key.clone(),
+            });
+            if let Some(ca) = &args.vault_ca {
+                b = b.ca_bundle_file(ca)?;
+            }
+            let mtls = vault.with_http(b.build()?);
+            let token = mtls.cert_login(&args.cert_auth_mount, role)?;
+            log::info!("logged in to Vault with TLS certificate auth (role {role})");
+            Ok((token, None))
+        }
+    }
+}
+
+/// The current certificate chain, if it belongs to the node key and is valid now.
+fn current_chain(path: &Path, key: &dyn NodeKey) -> anyhow::Result<Vec<Cert>> {
+    let text = fsutil::read_capped_string(path, fsutil::MAX_TEXT_FILE)
+        .with_context(|| format!("reading the current certificate {}", path.display()))?;
+    let certs = chain::parse_pem_certs(&text)
+        .with_context(|| format!("parsing the current certificate {}", path.display()))?;
+    let leaf = &certs[0];
+    if leaf.spki_der() != key.public_key_der() {
+        return Err(crate::exit::operator(format!(
+            "the certificate {} does not belong to the key {}",
+            path.display(),
+            key.describe()
+        )));
+    }
+    leaf.check_valid_at(SystemTime::now())
+        .with_context(|| format!("the current certificate {}", path.display()))?;
+    Ok(certs)
+}
+
+/// Signs a fresh CSR with `auth`, verifies, writes. Returns the new leaf's facts.
+fn issue(args: &VaultArgs, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Result<CertInfo> {
+    let started = Instant::now();
+    let deadline = started + args.timeout;
+    let addr = args.vault_url()?;
+    let vault = Vault::new(
+        args.base_client()?,
+        addr.clone(),
+        args.vault_namespace.clone().filter(|n| !n.is_empty()),
+        deadline,
+    );
+    let req = args.sign_request();
+    let csr = x509::build_csr(
+        key.as_ref(),
+        &x509::CsrRequest {
+            common_name: args.common_name.clone(),
+            dns_names: args.dns_names.clone(),
+            ip_addresses: args.ip_addresses.clone(),
+        },
+    )?;
+
+    // Try the methods in order of preference; a later one only if an earlier one fails.
+    let mut logged_in = None;
+    let count = auths.len();
+    for (i, auth) in auths.iter().enumerate() {
+        match login(&vault, args, auth, &key) {
+            Ok(v) => {
+                logged_in = Some(v);
+                break;
+            }
+            Err(e) if i + 1 < count => {
+                log::warn!(
+                    "{}; trying the next configured auth method",
+                    crate_chain(&e)
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((token, consumed_secret)) = logged_in else {
+        return Err(crate::exit::operator(
+            "no Vault auth method: give --vault-token-file, --approle-role-id-file with --approle-secret-id-file, --cert-auth-role, or set VAULT_TOKEN",
+        ));
+    };
+
+    let signed = vault.sign(&token, &args.pki_mount, &args.pki_role, &csr, &req)?;
+    let issued = verify_signed(
+        &addr.origin(),
+        &signed,
+        key.public_key_der(),
+        &req,
+        SystemTime::now(),
+    )?;
+
+    fsutil::atomic_write(
+        &args.certificate,
+        issued.certificate_pem.as_bytes(),
+        &fsutil::WriteOptions::public(),
+    )
+    .with_context(|| format!("writing the certificate {}", args.certificate.display()))?;
+    if let Some(ca) = &args.ca_certificate {
+        fsutil::atomic_write(
+            ca,
+            issued.ca_pem.as_bytes(),
+            &fsutil::WriteOptions::public(),
+        )
+        .with_context(|| format!("writing the CA certificate {}", ca.display()))?;
+    }
+    if let Some(f) = consumed_secret {
+        match fsutil::remove_file(&f) {
+            Ok(_) => log::info!("removed the one-time secret id file {}", f.display()),
+            Err(e) => log::warn!("could not remove the secret id file {}: {e}", f.display()),
+        }
+    }
+    log::info!(
+        "certificate for CN={} serial {} valid until {} written to {} ({} ms)",
+        args.common_name,
+        issued.info.serial_hex,
+        chain::rfc3339(issued.info.not_after),
+        args.certificate.display(),
+        started.elapsed().as_millis()
+    );
+    Ok(issued.info)
+}
+
+fn crate_chain(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn open_key(args: &KeyArgs) -> anyhow::Result<Arc<dyn NodeKey>> {
+    Ok(Arc::from(args.open(OpenMode::Existing)?))
+}
+
+/// Default `--renew-before` fraction used by `enroll` to say when renewal is due.
+const DEFAULT_RENEW_BEFORE: f64 = 1.0 / 3.0;
+
+/// `hybridboot enroll`: prints the RFC 3339 time the certificate is due for renewal.
+pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
+    let a = &args.vault;
+    let key = open_key(&a.key)?;
+    let mut auths = Vec::new();
+    if let Some(auth) = a.secret_auth()? {
+        auths.push(auth);
+    }
+    if let Some(role) = &a.cert_auth_role {
+        auths.push(Auth::Cert(role.clone()));
+    }
+    let info = issue(a, auths, key)?;
+    println!(
+        "{}",
+        chain::rfc3339(renewal_due(
+            info.not_before,
+            info.not_after,
+            DEFAULT_RENEW_BEFORE
+        ))
+    );
+    Ok(())
+}
+
+/// What [`renew_certificate`] found or did.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// The leaf now on disk.
+    pub info: CertInfo,
+    /// When it is due for renewal.
+    pub due: SystemTime,
+    /// Whether a new certificate was issued (false: the current one was still young).
+    pub issued: bool,
+}
+
+/// The library side of `renew` (also first boot's enroll step): nothing while a certificate for
+/// this key and CN is valid and young; otherwise a new one from the same key, TLS certificate
+/// auth preferred when the current one is usable.
+pub fn renew_certificate(a: &VaultArgs, renew_before: f64) -> anyhow::Result<Renewal> {
+    let key = open_key(&a.key)?;
+    let now = SystemTime::now();
+    let current = match fsutil::read_capped_string(&a.certificate, fsutil::MAX_TEXT_FILE) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            // Not fatal: a certificate we cannot use is replaced by a new enrollment.
+            log::warn!(
+                "cannot use the current certificate {}: {e}; enrolling anew",
+                a.certificate.display()
+            );
+            None
+        }
+    };
+    let current = current
+        .and_then(|t| chain::parse_pem_certs(&t).ok())
+        .map(|c| c[0].clone());
+    let usable = current.as_ref().filter(|c| {
+        c.spki_der() == key.public_key_der()
+            && c.common_name().as_deref() == Some(a.common_name.as_str())
+            && c.check_valid_at(now).is_ok()
+    });
+    if let Some(c) = usable {
+        let due = renewal_due(c.not_before(), c.not_after(), renew_before);
+        if now < due {
+            log::info!(
+                "certificate {} (serial {}) is valid until {}; renewal due at {}: nothing to do",
+                a.certificate.display(),
+                c.info().serial_hex,
+                chain::rfc3339(c.not_after()),
+                chain::rfc3339(due)
+            );
+            return Ok(Renewal {
+                info: c.info(),
+                due,
+                issued: false,
+            });
+        }
+        log::info!("certificate {} is due for renewal", a.certificate.display());
+    } else {
+        log::info!(
+            "no valid certificate for this key and CN at {}: enrolling",
+            a.certificate.display()
+        );
+    }
+    let mut auths = Vec::new();
+    if let (Some(role), Some(_)) = (&a.cert_auth_role, usable) {
+        auths.push(Auth::Cert(role.clone()));
+    }
+    if let Some(auth) = a.secret_auth()? {
+        auths.push(auth);
+    }
+    if auths.is_empty() && a.cert_auth_role.is_some() {
+        return Err(crate::exit::operator(format!(
+            "TLS certificate auth needs a current, valid certificate for this key and CN at {}: enroll first (token or AppRole)",
+            a.certificate.display()
+        )));
+    }
+    let info = issue(a, auths, key)?;
+    let due = renewal_due(info.not_before, info.not_after, renew_before);
+    Ok(Renewal {
+        info,
+        due,
+        issued: true,
+    })
+}
