@@ -26,16 +26,21 @@ use crate::openbao::OpenBao;
 
 const ARCH: &str = "x86_64";
 const NODE: &str = "vm-node.example.com";
+/// The registry of the sandbox image init pins for us-east-1 (nodeadm's table), and the image.
+const ECR_REGISTRY: &str = "602401143452.dkr.ecr.us-east-1.amazonaws.com";
+const SANDBOX_IMAGE: &str = "602401143452.dkr.ecr.us-east-1.amazonaws.com/eks/pause:3.5";
 /// Guest side of the host services: 10.0.2.100:<port> (QEMU guestfwd relays to 127.0.0.1).
 const PROXY_GUEST_PORT: u16 = 3128;
 const NTP_GUEST_PORT: u16 = 123;
 /// Whether the guest reaches the peers only through the proxy (spec.proxy) or through one relay
 /// per peer (before first boot honoured a proxy).
-const VIA_PROXY: bool = false;
-/// The certificate lifetime Vault issues: long enough for two interrupted boots and the third
-/// to join while the certificate is young (renewal is due after two thirds of it), short enough
-/// that the renewal timer renews it a little later in the same boot.
-const CERT_TTL: &str = "12m";
+const VIA_PROXY: bool = true;
+/// The certificate lifetime Vault issues: first boot (three boots here, minutes each under TCG on
+/// a busy machine) keeps it as long as it is young (renewal due with a third left). Once the node
+/// joined, the guest's site configuration moves the renewal point to 99/100 of the lifetime left
+/// (tests/vm/systemd-guest/usr/local/sbin/hb-test-finish), so the renewal timer's next run
+/// renews, whatever the boots cost.
+const CERT_TTL: &str = "1h";
 /// What the firmware prints on the serial console at every (re)boot.
 const BOOT_BANNER: &str = "SeaBIOS (version";
 /// Seconds of guest uptime the collector waits for everything before it gives up.
@@ -204,6 +209,95 @@ impl Chrony {
     }
 }
 
+/// The ECR registry stand-in: Debian's docker-registry over TLS (a certificate for the ECR
+/// registry's own name), htpasswd basic auth for user `AWS` with the password moto's
+/// GetAuthorizationToken issues; holds the pause-like test image as `eks/pause:3.5`.
+struct Registry {
+    _proc: Proc,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Registry {
+    fn start(dir: &Path, password: &str, ca: &MiniCa) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
+        let htpasswd = dir.join("htpasswd");
+        common::tool(
+            "htpasswd",
+            &["-Bbc", htpasswd.to_str().unwrap(), "AWS", password],
+            &[],
+        )
+        .ok();
+        let (cert, key) = ca.tls_with_names(dir, &[ECR_REGISTRY.to_string()]);
+        let port = free_port();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: ecr\n    path: {}\n",
+                dir.join("data").display(),
+                cert.display(),
+                key.display(),
+                htpasswd.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let proc = Proc::spawn(
+            "docker-registry",
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        wait_tcp(port, "docker-registry");
+        // The image: a two-platform pause-like OCI layout, pushed with skopeo.
+        let layout = dir.join("layout");
+        let out = common::tool(
+            "python3",
+            &[
+                crate::common::peers::peers_dir()
+                    .join("oci_image.py")
+                    .to_str()
+                    .unwrap(),
+                "--out",
+                layout.to_str().unwrap(),
+            ],
+            &[],
+        );
+        out.ok();
+        let certs = dir.join("skopeo-certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::copy(&ca.cert, certs.join("ca.crt")).unwrap();
+        common::tool(
+            "skopeo",
+            &[
+                "copy",
+                "--all",
+                "--dest-creds",
+                &format!("AWS:{password}"),
+                "--dest-cert-dir",
+                certs.to_str().unwrap(),
+                &format!("oci:{}:3.5", layout.display()),
+                &format!("docker://127.0.0.1:{port}/eks/pause:3.5"),
+            ],
+            &[],
+        )
+        .ok();
+        Registry {
+            _proc: proc,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+}
+
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
@@ -352,7 +446,11 @@ fn systemd_guest_joins_under_the_shipped_units_through_a_proxy_survives_power_cu
         .trim_end_matches('/')
         .parse()
         .unwrap();
-    let names: Vec<String> = [vault_name, ra_name, eks_name, api_name]
+    let ecr_api_name = "api.ecr.us-east-1.amazonaws.com";
+    let registry_ca = MiniCa::root(w, "registry-ca");
+    let password = format!("{}-auth-token", moto.setup["account_id"].as_str().unwrap());
+    let registry = Registry::start(&w.join("registry"), &password, &registry_ca);
+    let names: Vec<String> = [vault_name, ra_name, eks_name, api_name, ecr_api_name, ECR_REGISTRY]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -410,9 +508,12 @@ spec:
       tokenFile: /etc/hybridboot/vault-token
     renewal:
       certAuthRole: node
+      renewBefore: "1/3"
   aws:
     rolesAnywhereEndpoint: https://{ra_name}:{ra_port}
     eksEndpoint: http://{eks_name}:{moto_port}
+    ecrEndpoint: http://{ecr_api_name}:{moto_port}
+    ecrRegistryEndpoint: https://{ECR_REGISTRY}:{registry_port}
     caBundle: /etc/hybridboot/aws-ca.pem
 {proxy_section}  timeouts:
     overall: 20m
@@ -423,6 +524,7 @@ spec:
         ta = ra.trust_anchor_arn,
         vault_port = bao.tls_port,
         ra_port = ra.https_port,
+        registry_port = registry.port,
         proxy_section = if VIA_PROXY {
             format!("  proxy:\n    httpsProxy: {proxy}\n    httpProxy: {proxy}\n")
         } else {
@@ -435,9 +537,14 @@ spec:
         &std::fs::read_to_string(&bao.listener_ca).unwrap(),
         0o644,
     );
+    // The CAs of the AWS-side endpoints: Roles Anywhere's and the registry's.
     put(
         "/etc/hybridboot/aws-ca.pem",
-        &std::fs::read_to_string(&ra.tls_ca).unwrap(),
+        &format!(
+            "{}{}",
+            std::fs::read_to_string(&ra.tls_ca).unwrap(),
+            std::fs::read_to_string(&registry_ca.cert).unwrap()
+        ),
         0o644,
     );
     put(
@@ -511,7 +618,7 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
         squid.port, chrony.port
     );
     if !VIA_PROXY {
-        for port in [bao.tls_port, ra.https_port, moto_port, api.port] {
+        for port in [bao.tls_port, ra.https_port, moto_port, api.port, registry.port] {
             netdev.push_str(&format!(
                 ",guestfwd=tcp:10.0.2.100:{port}-cmd:socat - TCP:127.0.0.1:{port}"
             ));
@@ -634,6 +741,7 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
     std::fs::copy(vm.join("unit-files.txt"), artifacts.join("unit-files.txt")).ok();
     let _ = std::fs::write(artifacts.join("ra.log"), ra.process.log_text());
     let _ = std::fs::write(artifacts.join("apiserver.log"), api.process.log_text());
+    let _ = std::fs::write(artifacts.join("registry.log"), registry.log());
     let c = console(&console_log);
     println!(
         "systemd guest: root {:.1} s, assemble {:.1} s, cut 1 at {:.1} s, cut 2 at {:.1} s, joined at {:.1} s, done at {:.1} s",
@@ -796,6 +904,17 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
         dump.contains("dkr.ecr.us-east-1.amazonaws.com/eks/pause"),
         "{dump}"
     );
+    // The sandbox image containerd's config names is in its k8s.io namespace, pulled from the
+    // registry (with the ECR token as the registry's password) during first boot.
+    let images = std::fs::read_to_string(artifacts.join("ctr-images.txt")).unwrap();
+    assert!(
+        images.lines().any(|l| l.starts_with(SANDBOX_IMAGE)),
+        "{SANDBOX_IMAGE} not in containerd's k8s.io namespace:\n{images}; {fail_hint}"
+    );
+    assert!(
+        registry.log().contains("/v2/eks/pause/manifests/"),
+        "the registry saw no manifest request"
+    );
     let kubelet = show(&artifacts, "kubelet.service");
     assert_eq!(kubelet["ActiveState"], "active", "{kubelet:?}");
     assert_eq!(kubelet["FragmentPath"], "/etc/systemd/system/kubelet.service");
@@ -814,6 +933,8 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
         ("Roles Anywhere", format!("CONNECT {ra_name}:{}", ra.https_port)),
         ("EKS", format!("http://{eks_name}:{moto_port}/clusters/")),
         ("API server", format!("CONNECT {api_name}:{}", api.port)),
+        ("ECR", format!("POST http://{ecr_api_name}:{moto_port}/")),
+        ("the registry", format!("CONNECT {ECR_REGISTRY}:{}", registry.port)),
     ] {
         assert!(
             !VIA_PROXY || access.contains(&needle),
