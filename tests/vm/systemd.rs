@@ -95,7 +95,10 @@ impl Drop for Proc {
 fn wait_tcp(port: u16, what: &str) {
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "{what} did not listen on {port}");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{what} did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -143,7 +146,11 @@ shutdown_lifetime 0 seconds
         std::fs::write(dir.join("squid.conf"), conf).unwrap();
         // squid drops root for its `proxy` user, which must write its logs here.
         if running_as_root() {
-            common::tool("chown", &["-R", "proxy:proxy", &dir.display().to_string()], &[]);
+            common::tool(
+                "chown",
+                &["-R", "proxy:proxy", &dir.display().to_string()],
+                &[],
+            );
         }
         let proc = Proc::spawn(
             "squid",
@@ -316,7 +323,8 @@ fn cache_dir() -> PathBuf {
 /// echoes input character by character, and a client that hangs up early loses the command.
 fn monitor(sock: &Path, command: &str) {
     let mut s = UnixStream::connect(sock).expect("QEMU monitor");
-    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let mut writer = s.try_clone().unwrap();
     let mut seen = Vec::new();
     // Reads until `done(text since from)` or 20 s.
@@ -335,12 +343,11 @@ fn monitor(sock: &Path, command: &str) {
     };
     read_until(&mut seen, 0, &|t| t.contains("(qemu)"));
     let mark = seen.len();
-    writer
-        .write_all(format!("{command}\n").as_bytes())
-        .unwrap();
+    writer.write_all(format!("{command}\n").as_bytes()).unwrap();
     // The echo ends with the newline; the command runs before the next prompt.
     read_until(&mut seen, mark, &|t| {
-        t.split_once('\n').is_some_and(|(_, rest)| rest.contains("(qemu)"))
+        t.split_once('\n')
+            .is_some_and(|(_, rest)| rest.contains("(qemu)"))
     });
 }
 
@@ -450,10 +457,17 @@ fn systemd_guest_joins_under_the_shipped_units_through_a_proxy_survives_power_cu
     let registry_ca = MiniCa::root(w, "registry-ca");
     let password = format!("{}-auth-token", moto.setup["account_id"].as_str().unwrap());
     let registry = Registry::start(&w.join("registry"), &password, &registry_ca);
-    let names: Vec<String> = [vault_name, ra_name, eks_name, api_name, ecr_api_name, ECR_REGISTRY]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let names: Vec<String> = [
+        vault_name,
+        ra_name,
+        eks_name,
+        api_name,
+        ecr_api_name,
+        ECR_REGISTRY,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let squid = Squid::start(&w.join("squid"), &names);
     let chrony = Chrony::start(&w.join("chrony"));
 
@@ -508,7 +522,7 @@ spec:
       tokenFile: /etc/hybridboot/vault-token
     renewal:
       certAuthRole: node
-      renewBefore: "1/3"
+      renewBefore: 1/3
   aws:
     rolesAnywhereEndpoint: https://{ra_name}:{ra_port}
     eksEndpoint: http://{eks_name}:{moto_port}
@@ -618,7 +632,13 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
         squid.port, chrony.port
     );
     if !VIA_PROXY {
-        for port in [bao.tls_port, ra.https_port, moto_port, api.port, registry.port] {
+        for port in [
+            bao.tls_port,
+            ra.https_port,
+            moto_port,
+            api.port,
+            registry.port,
+        ] {
             netdev.push_str(&format!(
                 ",guestfwd=tcp:10.0.2.100:{port}-cmd:socat - TCP:127.0.0.1:{port}"
             ));
@@ -631,7 +651,7 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
         "qemu",
         Command::new("qemu-system-x86_64")
             .args(["-M", "q35", "-cpu", "max", "-accel", "tcg", "-m", "1024"])
-            .args(["-smp", "1", "-nodefaults", "-nographic"])
+            .args(["-smp", "2", "-nodefaults", "-nographic"])
             .arg("-kernel")
             .arg(vm.join("vmlinuz"))
             .arg("-initrd")
@@ -776,7 +796,10 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
 
     // The shipped units ran unmodified, under their own sandbox, and succeeded.
     for (unit, file) in [
-        ("hybridboot-firstboot.service", "hybridboot-firstboot.service"),
+        (
+            "hybridboot-firstboot.service",
+            "hybridboot-firstboot.service",
+        ),
         ("hybridboot-renew.service", "hybridboot-renew.service"),
         ("hybridboot-renew.timer", "hybridboot-renew.timer"),
     ] {
@@ -917,7 +940,10 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
     );
     let kubelet = show(&artifacts, "kubelet.service");
     assert_eq!(kubelet["ActiveState"], "active", "{kubelet:?}");
-    assert_eq!(kubelet["FragmentPath"], "/etc/systemd/system/kubelet.service");
+    assert_eq!(
+        kubelet["FragmentPath"],
+        "/etc/systemd/system/kubelet.service"
+    );
     let journal = std::fs::read_to_string(artifacts.join("journal.txt")).unwrap();
     assert!(
         journal.contains("kubelet-stand-in: command line and files OK"),
@@ -930,11 +956,17 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
     let access = squid.access_log();
     for (what, needle) in [
         ("Vault", format!("CONNECT {vault_name}:{}", bao.tls_port)),
-        ("Roles Anywhere", format!("CONNECT {ra_name}:{}", ra.https_port)),
+        (
+            "Roles Anywhere",
+            format!("CONNECT {ra_name}:{}", ra.https_port),
+        ),
         ("EKS", format!("http://{eks_name}:{moto_port}/clusters/")),
         ("API server", format!("CONNECT {api_name}:{}", api.port)),
         ("ECR", format!("POST http://{ecr_api_name}:{moto_port}/")),
-        ("the registry", format!("CONNECT {ECR_REGISTRY}:{}", registry.port)),
+        (
+            "the registry",
+            format!("CONNECT {ECR_REGISTRY}:{}", registry.port),
+        ),
     ] {
         assert!(
             !VIA_PROXY || access.contains(&needle),
@@ -950,8 +982,14 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    let us = |k: &str| times.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let unit_s = (us("ExecMainExitTimestampMonotonic") - us("ExecMainStartTimestampMonotonic")) / 1e6;
+    let us = |k: &str| {
+        times
+            .get(k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let unit_s =
+        (us("ExecMainExitTimestampMonotonic") - us("ExecMainStartTimestampMonotonic")) / 1e6;
     let boot_to_joined_s = us("ActiveEnterTimestampMonotonic") / 1e6;
     let timings = serde_json::json!({
         "guest": format!("systemd-{ARCH}"),
