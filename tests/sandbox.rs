@@ -671,3 +671,80 @@ fn every_request_goes_through_the_proxy_unless_no_proxy_names_it() {
         proxy.log()
     );
 }
+
+/// `init` with a proxy in its environment (what first boot exports from `spec.proxy`) writes the
+/// containerd and kubelet drop-ins and puts the proxy on the credential_process line; without a
+/// proxy, neither.
+#[test]
+fn init_writes_the_proxy_where_the_node_needs_it_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: c1\n    region: us-west-2\n    apiServerEndpoint: https://example.eks.amazonaws.com\n    certificateAuthority: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==\n    cidr: 172.20.0.0/16\n  hybrid:\n    iamRolesAnywhere:\n      nodeName: node-1\n      roleArn: arn:aws:iam::123456789012:role/hybrid-node\n      profileArn: arn:aws:rolesanywhere:us-west-2:123456789012:profile/p\n      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789012:trust-anchor/t\n",
+    )
+    .unwrap();
+    let init = |root: &Path, env: &[(&str, &str)]| {
+        run(
+            &[
+                "init",
+                "--config-source",
+                config.to_str().unwrap(),
+                "--root",
+                root.to_str().unwrap(),
+                "--no-start",
+                "--skip",
+                "certificate-validation",
+                "--kubelet-version",
+                "v1.31.2",
+                "--hybridboot-path",
+                "/usr/bin/hybridboot",
+            ],
+            env,
+        )
+    };
+    let proxied = dir.path().join("proxied");
+    init(
+        &proxied,
+        &[
+            ("https_proxy", ""),
+            ("HTTPS_PROXY", "http://proxy.example.com:3128"),
+            ("HTTP_PROXY", "http://proxy.example.com:3128"),
+            ("NO_PROXY", ".corp.example,10.0.0.0/8"),
+        ],
+    )
+    .ok();
+    let want = "[Service]\nEnvironment=\"HTTP_PROXY=http://proxy.example.com:3128\"\nEnvironment=\"HTTPS_PROXY=http://proxy.example.com:3128\"\nEnvironment=\"NO_PROXY=.corp.example,10.0.0.0/8,localhost,127.0.0.1,172.20.0.0/16\"\n";
+    for unit in ["containerd", "kubelet"] {
+        let path = proxied.join(format!(
+            "etc/systemd/system/{unit}.service.d/http-proxy.conf"
+        ));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with(want), "{text}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+    }
+    let aws = std::fs::read_to_string(proxied.join("etc/aws/hybrid/config")).unwrap();
+    assert!(
+        aws.contains("--role-session-name node-1 --https-proxy http://proxy.example.com:3128 --http-proxy http://proxy.example.com:3128 --no-proxy .corp.example,10.0.0.0/8\n"),
+        "{aws}"
+    );
+
+    let direct = dir.path().join("direct");
+    init(
+        &direct,
+        &[
+            ("https_proxy", ""),
+            ("HTTPS_PROXY", ""),
+            ("http_proxy", ""),
+            ("HTTP_PROXY", ""),
+        ],
+    )
+    .ok();
+    assert!(!direct
+        .join("etc/systemd/system/containerd.service.d")
+        .exists());
+    assert!(!direct.join("etc/systemd/system/kubelet.service.d").exists());
+    let aws = std::fs::read_to_string(direct.join("etc/aws/hybrid/config")).unwrap();
+    assert!(!aws.contains("proxy"), "{aws}");
+}

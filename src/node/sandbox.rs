@@ -115,7 +115,7 @@ pub enum SandboxError {
     EcrHttp {
         endpoint: String,
         #[source]
-        source: http::HttpError,
+        source: Box<http::HttpError>,
     },
     /// The node's AWS credentials could not be had.
     #[error("AWS credentials for ECR: {0:#}")]
@@ -125,7 +125,7 @@ pub enum SandboxError {
     Pull {
         image: String,
         #[source]
-        source: registry::PullError,
+        source: Box<registry::PullError>,
     },
     /// A setting is wrong.
     #[error("{0}")]
@@ -254,14 +254,15 @@ pub fn read_config(settings: &SandboxSettings) -> Result<DumpInfo, SandboxError>
         return Err(SandboxError::Config(format!(
             "{shown} failed ({}): {}",
             out.status,
-            first_line(&out.stderr)
+            last_line(&out.stderr)
         )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     parse_config_dump(&text).map_err(|e| SandboxError::Config(format!("{shown}: {e}")))
 }
 
-fn first_line(bytes: &[u8]) -> String {
+/// The last non-empty line of a program's stderr (where `ctr` and `containerd` say why), capped.
+fn last_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .lines()
         .rev()
@@ -313,7 +314,7 @@ pub fn image_present(
             detail: format!(
                 "ctr images ls failed ({}): {} (is containerd running?)",
                 out.status,
-                first_line(&out.stderr)
+                last_line(&out.stderr)
             ),
             transient: true,
         });
@@ -359,7 +360,7 @@ pub fn import(
             detail: format!(
                 "ctr images import failed ({}): {}",
                 out.status,
-                first_line(&out.stderr)
+                last_line(&out.stderr)
             ),
             transient: true,
         });
@@ -424,7 +425,7 @@ fn ecr_token(
     let mut req =
         http::Request::post(Url::parse(&signed.url).map_err(|e| SandboxError::EcrHttp {
             endpoint: endpoint.clone(),
-            source: e,
+            source: Box::new(e),
         })?);
     let mut content_type = String::new();
     for (name, value) in &signed.request.headers {
@@ -444,12 +445,12 @@ fn ecr_token(
             .ca_bundle_file(ca)
             .map_err(|e| SandboxError::EcrHttp {
                 endpoint: endpoint.clone(),
-                source: e,
+                source: Box::new(e),
             })?;
     }
     let client = builder.build().map_err(|e| SandboxError::EcrHttp {
         endpoint: endpoint.clone(),
-        source: e,
+        source: Box::new(e),
     })?;
     log::info!(
         "ECR GetAuthorizationToken for {} at {endpoint}",
@@ -467,7 +468,7 @@ fn ecr_token(
         Err(e) => {
             return Err(SandboxError::EcrHttp {
                 endpoint,
-                source: e,
+                source: Box::new(e),
             })
         }
     };
@@ -510,18 +511,18 @@ pub fn ensure_with(
     let client =
         registry::client(settings.ca_bundle.as_deref()).map_err(|e| SandboxError::Pull {
             image: image.name.clone(),
-            source: registry::PullError::Http {
+            source: Box::new(registry::PullError::Http {
                 registry: target.name.clone(),
                 what: "client".into(),
-                source: e,
-            },
+                source: Box::new(e),
+            }),
         })?;
     let platform = oci::node_platform();
     let pulled =
         registry::pull(&client, &target, &image, &platform, settings.retry).map_err(|source| {
             SandboxError::Pull {
                 image: image.name.clone(),
-                source,
+                source: Box::new(source),
             }
         })?;
     let bytes = pulled.blobs.iter().map(|b| b.data.len() as u64).sum();

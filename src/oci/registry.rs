@@ -54,7 +54,7 @@ pub enum PullError {
         registry: String,
         what: String,
         #[source]
-        source: HttpError,
+        source: Box<HttpError>,
     },
     /// Content that does not match its digest or size: refused, nothing is imported.
     #[error("registry {registry} sent {what} whose {detail}: refused, nothing was imported (a corrupted mirror or a tampering proxy)")]
@@ -137,7 +137,7 @@ impl<'a> Registry<'a> {
         PullError::Http {
             registry: self.target.name.clone(),
             what: what.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -521,4 +521,239 @@ pub fn client(ca_bundle: Option<&std::path::Path>) -> Result<Client, HttpError> 
         b = b.ca_bundle_file(ca)?;
     }
     b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::ProxySettings;
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+
+    /// Serves `count` connections on 127.0.0.1, answering each request head with `answer`;
+    /// returns the port and a handle giving the request heads seen.
+    fn server(
+        count: usize,
+        answer: impl Fn(&str) -> Vec<u8> + Send + 'static,
+    ) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            // Never hang a failing test: stop waiting for connections after 20 s.
+            l.set_nonblocking(true).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            for _ in 0..count {
+                let mut s = loop {
+                    match l.accept() {
+                        Ok((s, _)) => break s,
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(10))
+                        }
+                        Err(_) => return seen,
+                    }
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut b).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&b[..n]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                s.write_all(&answer(&text)).unwrap();
+                seen.push(text);
+            }
+            seen
+        });
+        (port, h)
+    }
+
+    fn ok(content_type: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[test]
+    fn bearer_challenge_and_cross_origin_redirects() {
+        let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
+        let layer = b"layer-bytes".to_vec();
+        let (cd, ld) = (sha256_digest(&config), sha256_digest(&layer));
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"c","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"l","digest":"{ld}","size":{}}}]}}"#,
+            super::super::OCI_MANIFEST,
+            config.len(),
+            layer.len()
+        );
+        // B: the token endpoint and the "storage" a layer is redirected to.
+        let layer_b = layer.clone();
+        let (pb, hb) = server(2, move |req| {
+            if req.starts_with("GET /token?service=reg&scope=repository%3Aeks%2Fpause%3Apull ") {
+                ok("application/json", br#"{"token":"bearer-tkn"}"#)
+            } else if req.starts_with("GET /layer?X-Amz-Signature=presigned ") {
+                ok("application/octet-stream", &layer_b)
+            } else {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+            }
+        });
+        let (m, c) = (manifest.clone(), config.clone());
+        let (pa, ha) = server(4, move |req| {
+            let authed = req.contains("Authorization: Bearer bearer-tkn\r\n");
+            if !authed {
+                return format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{pb}/token\",service=\"reg\",scope=\"repository:eks/pause:pull\"\r\nContent-Length: 0\r\n\r\n").into_bytes();
+            }
+            if req.starts_with("GET /v2/eks/pause/manifests/3.5 ") {
+                ok(super::super::OCI_MANIFEST, m.as_bytes())
+            } else if req.starts_with(&format!("GET /v2/eks/pause/blobs/{cd} ")) {
+                ok("application/octet-stream", &c)
+            } else {
+                format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{pb}/layer?X-Amz-Signature=presigned\r\nContent-Length: 0\r\n\r\n").into_bytes()
+            }
+        });
+        let client = Client::builder()
+            .proxy(ProxySettings::none())
+            .build()
+            .unwrap();
+        let target = RegistryTarget {
+            base: Url::parse(&format!("http://127.0.0.1:{pa}")).unwrap(),
+            name: "registry.example".into(),
+            credentials: None,
+            ecr: false,
+        };
+        let image = Reference::parse("registry.example/eks/pause:3.5").unwrap();
+        let pulled = pull(
+            &client,
+            &target,
+            &image,
+            &super::super::node_platform(),
+            RetryPolicy::once(),
+        )
+        .unwrap();
+        assert_eq!(pulled.manifest.digest, sha256_digest(manifest.as_bytes()));
+        assert_eq!(pulled.blobs[0].data, config);
+        assert_eq!(pulled.blobs[1].data, layer);
+        assert_eq!(pulled.requests, 6);
+        let a = ha.join().unwrap();
+        let b = hb.join().unwrap();
+        assert!(!a[0].contains("Authorization"), "anonymous first: {}", a[0]);
+        // The registry's token never goes to the storage the layer was redirected to.
+        assert!(
+            b[1].starts_with("GET /layer") && !b[1].contains("Authorization"),
+            "{}",
+            b[1]
+        );
+    }
+
+    #[test]
+    fn a_tampered_blob_and_a_second_refusal_are_errors_of_their_class() {
+        let config = b"{}".to_vec();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{}","size":2}},"layers":[]}}"#,
+            sha256_digest(&config)
+        );
+        let (pa, ha) = server(2, move |req| {
+            if !req.contains("Authorization: Basic ") {
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n".to_vec()
+            } else if req.contains("/manifests/") {
+                ok(super::super::OCI_MANIFEST, manifest.as_bytes())
+            } else {
+                ok("application/octet-stream", b"[]")
+            }
+        });
+        let client = Client::builder()
+            .proxy(ProxySettings::none())
+            .build()
+            .unwrap();
+        let target = RegistryTarget {
+            base: Url::parse(&format!("http://127.0.0.1:{pa}")).unwrap(),
+            name: "602401143452.dkr.ecr.us-west-2.amazonaws.com".into(),
+            credentials: Some(RegistryCredentials::new("AWS", Secret::new("pw"))),
+            ecr: true,
+        };
+        let image =
+            Reference::parse("602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/pause:3.5").unwrap();
+        // Basic is sent from the start: the 401 page is never needed.
+        let e = pull(
+            &client,
+            &target,
+            &image,
+            &super::super::node_platform(),
+            RetryPolicy::once(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, PullError::Mismatch { .. }), "{e}");
+        assert!(!e.is_transient());
+        assert!(
+            e.to_string().contains("refused, nothing was imported"),
+            "{e}"
+        );
+        let seen = ha.join().unwrap();
+        assert_eq!(seen.len(), 2, "manifest and config only");
+        let (pa, ha) = server(1, |_| {
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n".to_vec()
+        });
+        let target = RegistryTarget {
+            base: Url::parse(&format!("http://127.0.0.1:{pa}")).unwrap(),
+            ..target
+        };
+        let e = pull(
+            &client,
+            &target,
+            &image,
+            &super::super::node_platform(),
+            RetryPolicy::once(),
+        )
+        .unwrap_err();
+        ha.join().unwrap();
+        let text = e.to_string();
+        assert!(matches!(e, PullError::Denied { status: 401, .. }), "{text}");
+        assert!(
+            text.contains("ecr:BatchGetImage") && !text.contains("pw"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn server_errors_are_retried_then_transient() {
+        let (pa, ha) = server(3, |_| {
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy".to_vec()
+        });
+        let client = Client::builder()
+            .proxy(ProxySettings::none())
+            .build()
+            .unwrap();
+        let target = RegistryTarget {
+            base: Url::parse(&format!("http://127.0.0.1:{pa}")).unwrap(),
+            name: "registry.example".into(),
+            credentials: None,
+            ecr: false,
+        };
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            deadline: Duration::from_secs(10),
+        };
+        let image = Reference::parse("registry.example/eks/pause:3.5").unwrap();
+        let e = pull(
+            &client,
+            &target,
+            &image,
+            &super::super::node_platform(),
+            policy,
+        )
+        .unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("HTTP 503"), "{e}");
+        assert_eq!(ha.join().unwrap().len(), 3, "every attempt of the policy");
+    }
 }

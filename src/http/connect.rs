@@ -1,0 +1,166 @@
+//! Connections: TCP with deadlines, and `CONNECT` tunnels through a proxy.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use super::body::MAX_HEAD_BYTES;
+use super::error::map_io;
+use super::{HttpError, Proxy, Url};
+
+/// A byte stream, plain or TLS.
+pub(super) trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// A TCP stream whose every read and write respects both an idle timeout and the request's
+/// overall deadline.
+pub(super) struct DeadlineStream {
+    pub(super) tcp: TcpStream,
+    pub(super) deadline: Instant,
+    pub(super) idle: Duration,
+}
+
+impl DeadlineStream {
+    fn budget(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline exceeded"));
+        }
+        Ok(left.min(self.idle))
+    }
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.budget()?))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for DeadlineStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.budget()?))?;
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+pub(super) fn connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    deadline: Instant,
+    peer: &str,
+) -> Result<TcpStream, HttpError> {
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| HttpError::Resolve {
+            peer: format!("{host}:{port}"),
+            detail: e.to_string(),
+        })?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&addr, timeout.min(left)) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let via = if peer.ends_with(&format!("{host}:{port}")) {
+        peer.to_string()
+    } else {
+        format!("{peer} (via proxy {host}:{port})")
+    };
+    match last {
+        Some(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Err(HttpError::Timeout {
+                peer: via,
+                phase: "connecting",
+            })
+        }
+        Some(e) => Err(HttpError::Connect {
+            peer: via,
+            source: e,
+        }),
+        None => Err(HttpError::Timeout {
+            peer: via,
+            phase: "connecting",
+        }),
+    }
+}
+
+pub(super) fn connect_tunnel(
+    raw: &mut DeadlineStream,
+    proxy: &Proxy,
+    url: &Url,
+    peer: &str,
+) -> Result<(), HttpError> {
+    let authority = url.authority();
+    let mut head = Zeroizing::new(format!(
+        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+    ));
+    if let Some(auth) = &proxy.authorization {
+        head.push_str(&format!("Proxy-Authorization: {}\r\n", auth.expose()));
+    }
+    head.push_str("\r\n");
+    let proxy_name = proxy.url.origin();
+    raw.write_all(head.as_bytes())
+        .map_err(|e| map_io(e, &proxy_name, "connecting"))?;
+    // Read the proxy's answer byte by byte: anything after its head belongs to TLS.
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(HttpError::Proxy {
+                proxy: proxy_name,
+                peer: peer.into(),
+                detail: "oversized answer".into(),
+                transient: false,
+            });
+        }
+        match raw.read(&mut byte) {
+            Ok(0) => {
+                return Err(HttpError::Proxy {
+                    proxy: proxy_name,
+                    peer: peer.into(),
+                    detail: "closed the connection".into(),
+                    transient: true,
+                })
+            }
+            Ok(_) => buf.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(map_io(e, &proxy_name, "connecting")),
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let code = match resp.parse(&buf) {
+        Ok(httparse::Status::Complete(_)) => resp.code.unwrap_or(0),
+        _ => 0,
+    };
+    if (200..300).contains(&code) {
+        return Ok(());
+    }
+    Err(HttpError::Proxy {
+        proxy: proxy_name,
+        peer: peer.into(),
+        detail: format!("HTTP {code} {}", resp.reason.unwrap_or("")),
+        transient: matches!(code, 502..=504),
+    })
+}
