@@ -748,3 +748,24 @@ fn init_writes_the_proxy_where_the_node_needs_it_later() {
     let aws = std::fs::read_to_string(direct.join("etc/aws/hybrid/config")).unwrap();
     assert!(!aws.contains("proxy"), "{aws}");
 }
+
+/// The config init renders, dumped by the real containerd, names the pinned image and socket
+/// where the sandbox step looks for them.
+#[test]
+fn the_rendered_containerd_config_dumps_to_the_pinned_image() {
+    use hybridboot::node::render::containerd::{base_config, sandbox_image};
+    use hybridboot::node::sandbox::parse_config_dump;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, base_config(&sandbox_image("eu-central-1"))).unwrap();
+    let dump = tool(
+        "containerd",
+        &["--config", config.to_str().unwrap(), "config", "dump"],
+        &[],
+    );
+    dump.ok();
+    let info = parse_config_dump(&dump.stdout).unwrap();
+    assert_eq!(info.version, 2);
+    assert_eq!(info.sandbox_image, IMAGE);
+    assert_eq!(info.grpc_address, "/run/containerd/containerd.sock");
+}
