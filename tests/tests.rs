@@ -15,6 +15,7 @@ mod atomic_write_crash;
 mod aws_pure;
 mod awsauth;
 mod cli;
+mod debug;
 mod dist;
 mod e2e;
 mod firstboot;

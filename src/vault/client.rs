@@ -255,6 +255,28 @@ impl Vault {
             .ok_or_else(|| self.bad(path, "no auth.client_token"))
     }
 
+    /// `sys/capabilities-self`: what `token` may do on `path` (e.g. `["update"]`).
+    pub fn capabilities_self(&self, token: &Secret, path: &str) -> Result<Vec<String>, VaultError> {
+        let r = self.call(
+            "sys/capabilities-self",
+            json!({ "paths": [path] }).to_string().into_bytes(),
+            Some(token),
+            true,
+        )?;
+        let body: serde_json::Value = r.json().map_err(|e| self.bad("sys/capabilities-self", e))?;
+        let caps = body
+            .get(path)
+            .or_else(|| body.get("capabilities"))
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(caps)
+    }
+
     /// `POST <mount>/sign/<role>`.
     pub fn sign(
         &self,

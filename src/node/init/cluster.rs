@@ -18,7 +18,7 @@ use crate::retry::RetryPolicy;
 
 /// The local address the kernel would use to reach `host` (no packet is sent: a UDP connect
 /// only picks a route). nodeadm takes the default route's address the same way.
-pub(super) fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
+pub fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
     let url = http::Url::parse(endpoint).ok()?;
     let sock = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
     sock.connect((url.host().trim_matches(['[', ']']), url.port()))

@@ -22,8 +22,10 @@ use crate::error::{self, Class, ResultExt, WithClass};
 use crate::node::render::{AwsOverrides, ClusterDetails, KubeletVersion};
 use crate::node::{checks, config, facts};
 use crate::retry::RetryPolicy;
-pub use cluster::{describe_cluster_by_name, roles_anywhere_credentials, EksTarget};
-use cluster::{detect_node_ip, node_credentials};
+use cluster::node_credentials;
+pub use cluster::{
+    describe_cluster_by_name, detect_node_ip, roles_anywhere_credentials, EksTarget,
+};
 pub use files::{
     apply, files_phase, remove_obsolete, write_files, FilesError, Phase, Skip, WriteError,
     WriteReport,
