@@ -488,6 +488,10 @@ fn explain_enroll_error(e: anyhow::Error, b: &BootstrapConfig, plan: &Plan) -> a
                 "Vault PKI role {:?} (spec.vault.role) refuses CN {:?}: fix spec.hybrid.iamRolesAnywhere.nodeName in the NodeConfig, or the role's allowed_domains",
                 b.vault.role, plan.node_name
             )),
+            vault::VaultError::KeyTypeRefused { role, wanted, .. } => Some(format!(
+                "the node key (spec.key.ref {}) does not have the key type Vault PKI role {role:?} (spec.vault.role) requires ({wanted}); spec.hybrid.iamRolesAnywhere.nodeName is not the problem",
+                b.key.reference
+            )),
             vault::VaultError::UnknownRole { .. } => Some(
                 "check spec.vault.pkiMount and spec.vault.role".to_string(),
             ),
