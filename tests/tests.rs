@@ -18,6 +18,7 @@ mod cli;
 mod debug;
 mod dist;
 mod e2e;
+mod first_try;
 mod firstboot;
 mod fuzz_corpus;
 mod http_limits;

@@ -179,12 +179,13 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE")]
     pub aws_ca_bundle: Option<PathBuf>,
     /// TPM TCTI of the node key, used here and written into the credential_process line when
-    /// the TPM is not at the default (`device:/dev/tpmrm0`).
-    #[arg(long, value_name = "TCTI")]
+    /// the TPM is not at the default (`device:/dev/tpmrm0`). From the environment too: the
+    /// line runs later without this shell's environment.
+    #[arg(long, value_name = "TCTI", env = "HYBRIDBOOT_TCTI")]
     pub tcti: Option<String>,
     /// PKCS#11 module of the node key when its URI names none, used here and written into the
-    /// credential_process line.
-    #[arg(long, value_name = "FILE")]
+    /// credential_process line (from the environment too, for the same reason).
+    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_PKCS11_LIB")]
     pub pkcs11_lib: Option<PathBuf>,
 }
 
@@ -205,8 +206,11 @@ impl InitArgs {
             aws: AwsOverrides {
                 roles_anywhere_endpoint: self.roles_anywhere_endpoint.clone(),
                 ca_bundle: self.aws_ca_bundle.clone(),
-                tcti: self.tcti.clone(),
-                pkcs11_lib: self.pkcs11_lib.clone(),
+                tcti: self.tcti.clone().filter(|t| !t.is_empty()),
+                pkcs11_lib: self
+                    .pkcs11_lib
+                    .clone()
+                    .filter(|p| !p.as_os_str().is_empty()),
             },
             eks_endpoint: self.eks_endpoint.clone(),
             ..InitSettings::new(self.config_source.clone(), self.root.clone())

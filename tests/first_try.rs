@@ -1,0 +1,132 @@
+//! Issue 19 point 2: what a first try meets, each with the message or behaviour that sends the
+//! operator the right way: `kubeconfig --out` merging like `aws eks update-kubeconfig` (read
+//! back by the real kubectl), settings from the environment written into the lines that later
+//! run without it, the Roles Anywhere error when the key file is missing, labelled output.
+use crate::util;
+
+use std::path::Path;
+use std::process::Command;
+
+use util::{run, Run};
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Run {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("kubectl")
+        .into()
+}
+
+fn kubeconfig(dir: &Path, cluster: &str, out: &Path, env: &[(&str, &str)]) -> Run {
+    let ca = dir.join("ca.pem");
+    if !ca.exists() {
+        util::x509::self_signed_ec(&ca, &dir.join("ca.key"), "cluster-ca", 2);
+    }
+    run(
+        &[
+            "kubeconfig",
+            "--cluster-name",
+            cluster,
+            "--region",
+            "us-east-1",
+            "--certificate",
+            "me.pem",
+            "--private-key",
+            "pkcs11:token=yk;object=piv",
+            "--trust-anchor-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta",
+            "--profile-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/r",
+            "--server",
+            &format!("https://{cluster}.example.com"),
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        env,
+    )
+}
+
+#[test]
+fn kubeconfig_out_merges_into_an_existing_file_and_writes_environment_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("config");
+    // A kubeconfig holding another cluster, with a preference kubectl keeps.
+    std::fs::write(
+        &out,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: other\n  cluster:\n    server: https://other.example.com\ncontexts:\n- name: other\n  context:\n    cluster: other\n    user: other\ncurrent-context: other\nusers:\n- name: other\n  user:\n    token: abc\npreferences: {}\n",
+    )
+    .unwrap();
+    let lib = dir.path().join("libsofthsm2.so");
+    std::fs::write(&lib, "").unwrap();
+    let r = kubeconfig(
+        dir.path(),
+        "prod",
+        &out,
+        &[
+            ("HYBRIDBOOT_PKCS11_LIB", lib.to_str().unwrap()),
+            ("HYBRIDBOOT_TCTI", "swtpm:host=127.0.0.1,port=2321"),
+        ],
+    );
+    r.ok();
+    let contexts = kubectl(&out, &["config", "get-contexts", "-o", "name"]);
+    contexts.ok();
+    let mut names: Vec<&str> = contexts.stdout.lines().collect();
+    names.sort();
+    assert_eq!(names, ["other", "prod"], "{}", contexts.stdout);
+    let current = kubectl(&out, &["config", "current-context"]);
+    assert_eq!(current.stdout.trim(), "prod");
+    // The plugin line carries what came from the environment: kubectl runs it without that.
+    let view = kubectl(&out, &["config", "view", "-o", "json"]);
+    view.ok();
+    let v: serde_json::Value = serde_json::from_str(&view.stdout).unwrap();
+    let user = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "prod-rolesanywhere")
+        .unwrap();
+    let args: Vec<&str> = user["user"]["exec"]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+    assert_eq!(after("--pkcs11-lib"), lib.to_str().unwrap(), "{args:?}");
+    assert_eq!(
+        after("--tcti"),
+        "swtpm:host=127.0.0.1,port=2321",
+        "{args:?}"
+    );
+    // The other cluster's user is untouched.
+    let other = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "other")
+        .unwrap();
+    assert_eq!(other["user"]["token"], "REDACTED");
+
+    // Again for the same cluster: replaced, not duplicated; the flag works like the variable.
+    kubeconfig(dir.path(), "prod", &out, &[]).ok();
+    let contexts = kubectl(&out, &["config", "get-contexts", "-o", "name"]);
+    assert_eq!(contexts.stdout.lines().count(), 2, "{}", contexts.stdout);
+
+    // A file that is not a kubeconfig is left alone.
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, "- just\n- a list\n").unwrap();
+    let r = kubeconfig(dir.path(), "prod", &junk, &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot merge into it"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&junk).unwrap(),
+        "- just\n- a list\n"
+    );
+}
