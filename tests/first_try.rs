@@ -130,3 +130,46 @@ fn kubeconfig_out_merges_into_an_existing_file_and_writes_environment_settings()
         "- just\n- a list\n"
     );
 }
+
+#[test]
+fn a_missing_key_file_says_nothing_was_sent_and_does_not_suggest_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("node.pem");
+    let key = dir.path().join("node.key");
+    util::x509::self_signed_ec(&cert, &key, "node-1", 2);
+    std::fs::remove_file(&key).unwrap();
+    // Nothing listens at the endpoint: a request sent would end in exit 4 (unreachable).
+    let r = run(
+        &[
+            "credential-process",
+            "--certificate",
+            cert.to_str().unwrap(),
+            "--private-key",
+            key.to_str().unwrap(),
+            "--trust-anchor-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta",
+            "--profile-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/r",
+            "--endpoint",
+            &format!("https://127.0.0.1:{}", util::free_port()),
+            "--no-cache",
+        ],
+        &[],
+    );
+    println!("{}", r.stderr.trim_end());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("nothing was sent to IAM Roles Anywhere"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("a new key cannot match the certificate"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("key create"), "{}", r.stderr);
+    assert!(!r.stderr.contains("trustAnchorArn"), "{}", r.stderr);
+}
