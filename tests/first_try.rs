@@ -173,3 +173,44 @@ fn a_missing_key_file_says_nothing_was_sent_and_does_not_suggest_a_new_key() {
     assert!(!r.stderr.contains("key create"), "{}", r.stderr);
     assert!(!r.stderr.contains("trustAnchorArn"), "{}", r.stderr);
 }
+
+#[test]
+fn retries_are_logged_with_their_cause_and_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("node.pem");
+    let key = dir.path().join("node.key");
+    util::x509::self_signed_ec(&cert, &key, "node-1", 2);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = util::free_port();
+    let r = run(
+        &[
+            "credential-process",
+            "--certificate",
+            cert.to_str().unwrap(),
+            "--private-key",
+            key.to_str().unwrap(),
+            "--trust-anchor-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta",
+            "--profile-arn",
+            "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/r",
+            "--endpoint",
+            &format!("https://127.0.0.1:{port}"),
+            "--no-cache",
+        ],
+        &[("NO_PROXY", "127.0.0.1")],
+    );
+    println!("{}", r.stderr.trim_end());
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let retry = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("attempt 1 failed:"))
+        .unwrap_or_else(|| panic!("no retry line: {}", r.stderr));
+    assert!(
+        retry.contains(&format!("cannot connect to https://127.0.0.1:{port}"))
+            && retry.contains("; retrying in "),
+        "{retry}"
+    );
+}

@@ -457,7 +457,7 @@ fn certificate_check(s: &DebugSettings, plan: &Plan, found: &mut Found) -> Check
     };
     let leaf = &certs[0];
     let now = SystemTime::now();
-    let serial = colon_hex(&leaf.serial_bytes());
+    let serial = chain::serial_colon_hex(&leaf.serial_bytes());
     if leaf.not_after() < now {
         return Check::fail(
             "certificate",
@@ -528,19 +528,6 @@ fn certificate_check(s: &DebugSettings, plan: &Plan, found: &mut Found) -> Check
             vault::format_duration(Duration::from_secs(left.as_secs()))
         ),
     )
-}
-
-/// A serial as Vault prints it: lowercase hex bytes joined by colons.
-pub fn colon_hex(bytes: &[u8]) -> String {
-    let trimmed: &[u8] = match bytes.iter().position(|&b| b != 0) {
-        Some(i) if bytes.len() > 1 => &bytes[i..],
-        _ => bytes,
-    };
-    trimmed
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn vault_auth_check(s: &DebugSettings, configs: &Configs, plan: &Plan, found: &Found) -> Check {
@@ -1010,8 +997,11 @@ mod tests {
 
     #[test]
     fn serials_are_printed_as_vault_does() {
-        assert_eq!(colon_hex(&[0x00, 0x1a, 0x2b, 0x03]), "1a:2b:03");
-        assert_eq!(colon_hex(&[0x00]), "00");
+        assert_eq!(
+            chain::serial_colon_hex(&[0x00, 0x1a, 0x2b, 0x03]),
+            "1a:2b:03"
+        );
+        assert_eq!(chain::serial_colon_hex(&[0x00]), "00");
     }
 
     #[test]

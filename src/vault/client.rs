@@ -139,7 +139,7 @@ impl Vault {
             },
             |attempt| {
                 if attempt > 0 {
-                    log::info!("Vault {path}: attempt {}", attempt + 1);
+                    log::debug!("Vault {path}: attempt {}", attempt + 1);
                 }
                 self.http.send(&req)?.error_for_status()
             },

@@ -212,12 +212,16 @@ pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::R
     let actions = plan(effects);
     if args.no_start || skip.skips(Phase::Run) {
         if !actions.is_empty() {
-            log::info!("not starting anything (--no-start / --skip run): {actions:?}");
+            let listed: Vec<String> = actions.iter().map(ToString::to_string).collect();
+            log::info!(
+                "not starting anything (--no-start / --skip run); without it: {}",
+                listed.join("; ")
+            );
         }
         return Ok(());
     }
     for a in &actions {
-        log::info!("systemd: {a:?}");
+        log::info!("{a}");
         services.apply(a)?;
     }
     if actions.is_empty() {
