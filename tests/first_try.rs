@@ -214,3 +214,52 @@ fn retries_are_logged_with_their_cause_and_backoff() {
         "{retry}"
     );
 }
+
+#[test]
+fn status_after_the_manual_flow_reads_the_config_and_certificate_and_says_first_boot_has_not_run() {
+    use util::config::{firstboot_yaml, BootstrapConfig, NodeConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("etc/hybridboot")).unwrap();
+    std::fs::create_dir_all(root.join("etc/iam/pki")).unwrap();
+    let node = NodeConfig {
+        certificate_path: Some("/etc/iam/pki/server.pem".into()),
+        ..NodeConfig::example("node-1", "handle:0x81000001")
+    };
+    let boot = BootstrapConfig::new(
+        "handle:0x81000001",
+        "device:/dev/tpmrm0",
+        "https://vault.test:8200",
+    );
+    std::fs::write(
+        root.join("etc/hybridboot/config.yaml"),
+        firstboot_yaml(&node, &boot),
+    )
+    .unwrap();
+    util::x509::self_signed_ec(
+        &root.join("etc/iam/pki/server.pem"),
+        &root.join("etc/iam/pki/server.key"),
+        "node-1",
+        2,
+    );
+    // Init by hand wrote its files; first boot never ran (no state file).
+    let r = run(&["status", "--root", root.to_str().unwrap()], &[]);
+    r.ok();
+    println!("{}", r.stdout);
+    assert!(r.stdout.contains("has not run"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("node                   node-1"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("CN=node-1"), "{}", r.stdout);
+    let r = run(&["status", "--json", "--root", root.to_str().unwrap()], &[]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["firstBoot"], "not run");
+    assert_eq!(v["nodeName"], "node-1");
+    assert_eq!(v["certificate"]["valid"], true, "{v}");
+    assert!(
+        v["certificate"]["serial"].as_str().unwrap().contains(':'),
+        "{v}"
+    );
+}
