@@ -263,3 +263,90 @@ fn status_after_the_manual_flow_reads_the_config_and_certificate_and_says_first_
         "{v}"
     );
 }
+
+#[test]
+fn init_under_a_root_starts_nothing_and_names_the_image_path_of_hybridboot() {
+    use util::config::NodeConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc/iam/pki")).unwrap();
+    util::x509::self_signed_ec(
+        &root.join("etc/iam/pki/server.pem"),
+        &root.join("etc/iam/pki/server.key"),
+        "node-1",
+        2,
+    );
+    let ca = dir.path().join("ca.pem");
+    util::x509::self_signed_ec(&ca, &dir.path().join("ca.key"), "cluster-ca", 2);
+    use base64::Engine as _;
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&ca).unwrap());
+    let text = NodeConfig {
+        certificate_path: Some("/etc/iam/pki/server.pem".into()),
+        ..NodeConfig::example("node-1", "handle:0x81000001")
+    }
+    .yaml()
+    .replace(
+        "    region: us-west-2\n",
+        &format!("    region: us-west-2\n    apiServerEndpoint: https://api.example.com\n    certificateAuthority: {ca_b64}\n    cidr: 10.100.0.0/16\n"),
+    );
+    let config = dir.path().join("node.yaml");
+    std::fs::write(&config, text).unwrap();
+    // A service manager that must not be asked: it fails.
+    let systemctl = dir.path().join("systemctl");
+    std::fs::write(&systemctl, "#!/bin/sh\necho called >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let r = run(
+        &[
+            "init",
+            "--config-source",
+            config.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--kubelet-version",
+            "v1.31.2",
+            "--skip",
+            "node-ip-validation",
+        ],
+        &[
+            ("HYBRIDBOOT_SYSTEMCTL", systemctl.to_str().unwrap()),
+            ("HYBRIDBOOT_TCTI", "swtpm:host=127.0.0.1,port=2321"),
+        ],
+    );
+    println!("{}", r.stderr.trim_end());
+    r.ok();
+    assert!(
+        r.stderr.contains("--root implies --no-start"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("systemctl restart kubelet"),
+        "{}",
+        r.stderr
+    );
+    let aws_config = std::fs::read_to_string(root.join("etc/aws/hybrid/config"))
+        .or_else(|_| {
+            // Wherever init put it: find the credential_process line.
+            let out = util::tool(
+                "grep",
+                &["-rl", "credential_process", root.to_str().unwrap()],
+                &[],
+            );
+            std::fs::read_to_string(out.stdout.lines().next().unwrap_or_default())
+        })
+        .unwrap();
+    assert!(
+        aws_config.contains("credential_process = /usr/bin/hybridboot credential-process"),
+        "{aws_config}"
+    );
+    // The TPM given through the environment is in the line that runs without it.
+    assert!(
+        aws_config.contains("--tcti swtpm:host=127.0.0.1,port=2321"),
+        "{aws_config}"
+    );
+    assert!(!aws_config.contains("target/debug"), "{aws_config}");
+}
