@@ -28,7 +28,7 @@ pub(super) fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
 
 /// Credentials for DescribeCluster: the environment if it has keys (operators and tests), else
 /// [`roles_anywhere_credentials`].
-pub(super) fn node_credentials(
+pub fn node_credentials(
     cfg: &NodeConfig,
     extra: &AwsOverrides,
     root: &Path,
