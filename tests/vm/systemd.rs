@@ -528,11 +528,8 @@ spec:
       profileArn: {profile}
       trustAnchorArn: {ta}
       privateKeyPath: handle:0x81000001
-  kubelet:
-    # The site has no DNS (the proxy resolves names), so init cannot find the node's address
-    # from the route to the API server's name: the operator names it, as init's error asks.
-    flags:
-      - --node-ip=10.0.2.15
+  # No --node-ip: the site has no DNS (the proxy resolves names), so init takes the default
+  # route's address, as nodeadm does.
 ---
 apiVersion: hybridboot/v1alpha1
 kind: BootstrapConfig
