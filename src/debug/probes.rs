@@ -17,6 +17,7 @@ use crate::http::{self, Client, ClientIdentity, Request, Timeouts, Url};
 use crate::key::{KeyError, NodeKey, OpenMode};
 use crate::node::init::{self, EksTarget};
 use crate::node::render::aws::roles_anywhere_settings;
+use crate::node::sandbox::{self, SandboxSettings};
 use crate::node::{checks, render};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
@@ -943,47 +944,48 @@ fn sandbox_image(root: &Path, configs: Option<&Configs>) -> Option<String> {
 }
 
 fn sandbox_check(s: &DebugSettings, configs: Option<&Configs>) -> Check {
-    let Some(image) = sandbox_image(&s.source.root, configs) else {
+    // The image and socket as init's sandbox step finds them (`containerd config dump`), else
+    // what the rendered config pins, else the region's default.
+    let mut sandbox = SandboxSettings::new(&s.source.root);
+    sandbox.ctr = s.ctr.clone();
+    let (image, socket) = match sandbox::read_config(&sandbox) {
+        Ok(info) => {
+            let socket = sandbox::socket_path(&sandbox, &info);
+            (Some(info.sandbox_image), socket)
+        }
+        Err(_) => (
+            sandbox_image(&s.source.root, configs),
+            s.containerd_address.clone(),
+        ),
+    };
+    let Some(image) = image else {
         return Check::skip(
             "sandbox-image",
             "no containerd config and no region to name the image",
         );
     };
-    let out = Command::new(&s.ctr)
-        .arg("--address")
-        .arg(&s.containerd_address)
-        .args(["-n", "k8s.io", "images", "ls", "-q"])
-        .output();
-    match out {
-        Err(e) => Check::fail(
+    if let Err(e) = Command::new(&s.ctr).arg("--version").output() {
+        return Check::fail(
             "sandbox-image",
             Class::Operator,
             format!("cannot run {}: {e}", s.ctr.display()),
             "`ctr` (containerd's client) is not installed: install containerd (hybridboot install), or check the image by hand",
-        ),
-        Ok(o) if !o.status.success() => Check::fail(
+        );
+    }
+    match sandbox::image_present(&sandbox, &socket, &image) {
+        Ok(true) => Check::pass("sandbox-image", format!("{image} present")),
+        Ok(false) => Check::fail(
             "sandbox-image",
             Class::Operator,
-            format!(
-                "containerd is not running at {}: {}",
-                s.containerd_address.display(),
-                one_line_of(&String::from_utf8_lossy(&o.stderr))
-            ),
+            format!("{image} is not in containerd's k8s.io namespace"),
+            format!("run `hybridboot init` again (it pulls the pinned sandbox image with the node's credentials), or `ctr -n k8s.io images pull {image}` with registry credentials"),
+        ),
+        Err(e) => Check::fail(
+            "sandbox-image",
+            Class::Operator,
+            format!("containerd is not running at {}: {}", socket.display(), one_line_of(&e.to_string())),
             "start containerd (`systemctl start containerd`), then check again",
         ),
-        Ok(o) => {
-            let listed = String::from_utf8_lossy(&o.stdout);
-            if listed.lines().any(|l| l.trim() == image) {
-                Check::pass("sandbox-image", format!("{image} present"))
-            } else {
-                Check::fail(
-                    "sandbox-image",
-                    Class::Operator,
-                    format!("{image} is not in containerd's k8s.io namespace"),
-                    format!("pull it: `ctr -n k8s.io images pull {image}` (with registry credentials for ECR), or import it into the image"),
-                )
-            }
-        }
     }
 }
 
