@@ -131,56 +131,17 @@ fn kubeconfig_out_merges_into_an_existing_file_and_writes_environment_settings()
     );
 }
 
-#[test]
-fn a_missing_key_file_says_nothing_was_sent_and_does_not_suggest_a_new_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("node.pem");
-    let key = dir.path().join("node.key");
-    util::x509::self_signed_ec(&cert, &key, "node-1", 2);
-    std::fs::remove_file(&key).unwrap();
-    // Nothing listens at the endpoint: a request sent would end in exit 4 (unreachable).
-    let r = run(
-        &[
-            "credential-process",
-            "--certificate",
-            cert.to_str().unwrap(),
-            "--private-key",
-            key.to_str().unwrap(),
-            "--trust-anchor-arn",
-            "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta",
-            "--profile-arn",
-            "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p",
-            "--role-arn",
-            "arn:aws:iam::123456789012:role/r",
-            "--endpoint",
-            &format!("https://127.0.0.1:{}", util::free_port()),
-            "--no-cache",
-        ],
-        &[],
-    );
-    println!("{}", r.stderr.trim_end());
-    assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("nothing was sent to IAM Roles Anywhere"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("a new key cannot match the certificate"),
-        "{}",
-        r.stderr
-    );
-    assert!(!r.stderr.contains("key create"), "{}", r.stderr);
-    assert!(!r.stderr.contains("trustAnchorArn"), "{}", r.stderr);
-}
-
-#[test]
-fn retries_are_logged_with_their_cause_and_backoff() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("node.pem");
-    let key = dir.path().join("node.key");
+/// `credential-process` with a development key and its certificate in `dir` (the key removed
+/// first if `remove_key`), against an endpoint where nothing listens (its port returned): a
+/// request that is sent ends in exit 4 (unreachable).
+fn credential_process_to_nowhere(dir: &Path, remove_key: bool) -> (Run, u16) {
+    let cert = dir.join("node.pem");
+    let key = dir.join("node.key");
     util::x509::self_signed_ec(&cert, &key, "node-1", 2);
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if remove_key {
+        std::fs::remove_file(&key).unwrap();
+    }
     let port = util::free_port();
     let r = run(
         &[
@@ -201,6 +162,33 @@ fn retries_are_logged_with_their_cause_and_backoff() {
         ],
         &[("NO_PROXY", "127.0.0.1")],
     );
+    (r, port)
+}
+
+#[test]
+fn a_missing_key_file_says_nothing_was_sent_and_does_not_suggest_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _) = credential_process_to_nowhere(dir.path(), true);
+    println!("{}", r.stderr.trim_end());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("nothing was sent to IAM Roles Anywhere"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("a new key cannot match the certificate"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("key create"), "{}", r.stderr);
+    assert!(!r.stderr.contains("trustAnchorArn"), "{}", r.stderr);
+}
+
+#[test]
+fn retries_are_logged_with_their_cause_and_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, port) = credential_process_to_nowhere(dir.path(), false);
     println!("{}", r.stderr.trim_end());
     assert_eq!(r.code, 4, "{}", r.stderr);
     let retry = r
