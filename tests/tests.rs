@@ -16,6 +16,7 @@ mod aws_pure;
 mod awsauth;
 mod cli;
 mod dist;
+mod dry_run;
 mod e2e;
 mod firstboot;
 mod fuzz_corpus;

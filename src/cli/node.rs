@@ -158,6 +158,13 @@ pub struct InitArgs {
     /// Write the files but do not reload, enable or restart any unit.
     #[arg(long)]
     pub no_start: bool,
+    /// Show what init would do, and do none of it: every check and remote call runs as usual
+    /// (credentials bypass the session cache), then each file is listed as `new`, `changed`,
+    /// `unchanged` or `remove` against what is on disk, followed by the `systemctl` actions.
+    /// Nothing is written, removed, started or cached. Run it before re-running init with an
+    /// edited NodeConfig to see which units will restart.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Kubelet version (`v1.31.2`) instead of running `<root>/usr/bin/kubelet --version`.
     #[arg(long, value_name = "VERSION")]
     pub kubelet_version: Option<String>,
@@ -214,7 +221,13 @@ impl InitArgs {
     }
 }
 
-/// Runs `init` with systemd as the service manager.
+/// Runs `init` with systemd as the service manager (or only prints what it would do).
 pub fn run_init(args: InitArgs) -> anyhow::Result<()> {
-    init::init(&args.settings()?, &mut Systemctl::from_env())
+    let settings = args.settings()?;
+    if args.dry_run {
+        let report = init::dry_run(&settings)?;
+        print!("{}", report.render_text());
+        return Ok(());
+    }
+    init::init(&settings, &mut Systemctl::from_env())
 }
