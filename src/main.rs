@@ -83,7 +83,13 @@ enum Command {
     ///
     /// Example: hybridboot install 1.31 --credential-provider iam-ra --manifest https://mirror/manifest.yaml --manifest-public-key /etc/hybridboot/manifest.pub
     Install(node::InstallArgs),
-    /// Remove what install placed and the files init wrote; keeps the node key and certificate.
+    /// Leave the cluster's node behind (like `nodeadm uninstall`): stop and disable kubelet,
+    /// hybridboot-update and a containerd hybridboot installed, then remove what install placed
+    /// (unless changed since), the files init wrote and the kubelet's certificates and state
+    /// (/var/lib/kubelet/pki: a later join to another cluster must not reuse them). Keeps the
+    /// node key, its certificate and anything that may hold a mount.
+    ///
+    /// Example: hybridboot uninstall    (then `hybridboot init` joins afresh)
     Uninstall(node::UninstallArgs),
     /// Print an EKS ExecCredential (kubectl/kubelet exec credential plugin).
     ///

@@ -120,14 +120,7 @@ impl Site {
         };
         std::fs::create_dir_all(config.parent().unwrap()).unwrap();
         std::fs::write(&config, text).unwrap();
-        let recorder = d.join("systemctl.sh");
-        let calls = d.join("systemctl.calls");
-        std::fs::write(
-            &recorder,
-            format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (recorder, calls) = util::systemctl_recorder(d, false);
         Site {
             dir,
             root,

@@ -8,7 +8,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::error::{self, ResultExt};
 use crate::node::config;
 use crate::node::init::{self, InitSettings, Systemctl};
-use crate::node::install::{self, ContainerdSource, InstallSettings, DEFAULT_MANIFEST};
+use crate::node::install::{
+    self, ContainerdSource, InstallSettings, UninstallSettings, DEFAULT_MANIFEST,
+};
 use crate::node::render::{AwsOverrides, KubeletVersion};
 
 /// `hybridboot config` subcommands.
@@ -136,11 +138,22 @@ pub struct UninstallArgs {
     /// Uninstall from under this directory instead of `/`.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
+    /// Do not stop or disable any unit (an image under --root that is not running). Without
+    /// it, kubelet, hybridboot-update and (when hybridboot installed it) containerd are
+    /// stopped and disabled before their files go.
+    #[arg(long)]
+    pub no_stop: bool,
 }
 
-/// Runs `uninstall`.
+/// Runs `uninstall` with systemd as the service manager.
 pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
-    install::uninstall(&args.root)
+    install::uninstall(
+        &UninstallSettings {
+            root: args.root,
+            no_stop: args.no_stop,
+        },
+        &mut Systemctl::from_env(),
+    )
 }
 
 /// Arguments of `hybridboot init`.
