@@ -127,6 +127,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Key(key::KeyCommand::Create(a)) => key::key_create(a),
         Command::Key(key::KeyCommand::Show(a)) => key::key_show(a),
+        Command::Key(key::KeyCommand::Delete(a)) => key::key_delete(a),
         Command::Csr(a) => key::csr(a),
         Command::Enroll(a) => vault::enroll(a),
         Command::Renew(a) => vault::renew(a),

@@ -24,6 +24,7 @@ mod http_limits;
 mod init_token;
 mod install;
 mod irsa;
+mod key_delete;
 mod main_job;
 mod node_config_cli;
 mod node_golden;

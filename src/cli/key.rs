@@ -75,6 +75,29 @@ pub enum KeyCommand {
     Create(KeyCreateArgs),
     /// Print the public key (PEM SubjectPublicKeyInfo) and its algorithm.
     Show(KeyArgs),
+    /// Delete a key that must not be used: a TPM handle holding a key of the wrong algorithm
+    /// (key create refuses to reuse it), a token object of a decommissioned node, a key file.
+    ///
+    /// Without --yes it only says what it would delete (type, algorithm, label or handle,
+    /// fingerprint) and exits 3. With --yes a TPM persistent handle is evicted
+    /// (TPM2_EvictControl), every token object with the URI's object= / id= is destroyed
+    /// (private key, public key, a certificate stored beside them), a key file is removed.
+    /// Storage keys (the parent of other TPM keys) are never deleted. A certificate Vault
+    /// issued for the key stays valid until it expires: revoke it in Vault.
+    ///
+    /// Example: hybridboot key delete --key handle:0x81000002 --tcti device:/dev/tpmrm0 --yes
+    Delete(KeyDeleteArgs),
+}
+
+/// `hybridboot key delete`.
+#[derive(Args, Debug)]
+pub struct KeyDeleteArgs {
+    /// The key.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Delete it. Without this flag nothing is deleted: the command lists what it would delete.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `hybridboot key create`.
@@ -137,6 +160,24 @@ pub fn key_show(args: KeyArgs) -> anyhow::Result<()> {
     println!("# sha256: {}", key.fingerprint());
     print!("{}", key.public_key_pem());
     Ok(())
+}
+
+/// Runs `key delete`.
+pub fn key_delete(args: KeyDeleteArgs) -> anyhow::Result<()> {
+    let deletion = args.key.settings().delete(args.yes)?;
+    if deletion.deleted {
+        for what in &deletion.objects {
+            println!("deleted {what}");
+        }
+        return Ok(());
+    }
+    for what in &deletion.objects {
+        println!("would delete {what}");
+    }
+    Err(error::operator(format!(
+        "nothing deleted ({} object(s) listed above): pass --yes to delete",
+        deletion.objects.len()
+    )))
 }
 
 /// Runs `csr`.

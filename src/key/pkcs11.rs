@@ -452,6 +452,102 @@ fn login(session: &Session, token: &str, pin: &Secret) -> Result<(), KeyError> {
     }
 }
 
+/// `key delete` of a token object: every object with the URI's CKA_LABEL and/or CKA_ID (the
+/// private key, its public key, a certificate stored beside them), described, and destroyed
+/// when `confirm`. (The URI parser refuses a URI naming neither label nor id, which would
+/// match the whole token.)
+pub fn delete(uri: &Pkcs11Uri, opts: &KeyOptions, confirm: bool) -> Result<Vec<String>, KeyError> {
+    let reference = uri.to_string();
+    let target = Target {
+        uri: uri.clone(),
+        reference: reference.clone(),
+        module: module_path(uri, opts)?,
+        pin: resolve_pin(uri, opts)?,
+    };
+    let (_ctx, session) = target.connect(true)?;
+    let mut template = Vec::new();
+    if let Some(label) = &uri.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let found = session
+        .find_objects(&template)
+        .map_err(|e| ck(format!("searching the token for {reference}"), e))?;
+    if found.is_empty() {
+        return Err(KeyError::NotFound { reference });
+    }
+    let mut described = Vec::new();
+    for object in &found {
+        described.push(describe_object(&session, *object, &reference)?);
+    }
+    if confirm {
+        for (object, what) in found.iter().zip(&described) {
+            session
+                .destroy_object(*object)
+                .map_err(|e| ck(format!("deleting {what}"), e))?;
+            log::info!("deleted {what}");
+        }
+    }
+    Ok(described)
+}
+
+/// One token object in words: class, key type, label, id.
+fn describe_object(
+    session: &Session,
+    object: ObjectHandle,
+    reference: &str,
+) -> Result<String, KeyError> {
+    let attrs = session
+        .get_attributes(
+            object,
+            &[
+                AttributeType::Class,
+                AttributeType::KeyType,
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::EcParams,
+                AttributeType::ModulusBits,
+                AttributeType::Modulus,
+            ],
+        )
+        .map_err(|e| ck(format!("reading the attributes of {reference}"), e))?;
+    let (mut class, mut kind, mut label, mut id) = (None, None, String::new(), String::new());
+    let (mut params, mut bits) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::Class(c) => class = Some(c),
+            Attribute::KeyType(t) => kind = Some(t),
+            Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
+            Attribute::Id(v) => id = hex::encode(v),
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::ModulusBits(b) => bits = Some(u64::from(b)),
+            Attribute::Modulus(m) if bits.is_none() && !m.is_empty() => {
+                bits = Some(m.len() as u64 * 8)
+            }
+            _ => {}
+        }
+    }
+    let class = match class {
+        Some(c) if c == ObjectClass::PRIVATE_KEY => "private key".to_string(),
+        Some(c) if c == ObjectClass::PUBLIC_KEY => "public key".to_string(),
+        Some(c) if c == ObjectClass::CERTIFICATE => "certificate".to_string(),
+        Some(c) => format!("object of class {c}"),
+        None => "object".to_string(),
+    };
+    let kind = match kind {
+        Some(t) if t == KeyType::EC => format!(" EC {}", curve_name(params.as_deref())),
+        Some(t) if t == KeyType::RSA => match bits {
+            Some(b) => format!(" RSA {b}-bit"),
+            None => " RSA".to_string(),
+        },
+        Some(t) => format!(" {t}"),
+        None => String::new(),
+    };
+    Ok(format!("PKCS#11 {class}{kind} label {label:?} id {id:?}"))
+}
+
 /// Search template for the private key: CKA_LABEL and/or CKA_ID, class private key.
 fn private_template(uri: &Pkcs11Uri) -> Vec<Attribute> {
     let mut t = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];

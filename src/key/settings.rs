@@ -48,6 +48,13 @@ impl KeySettings {
         })
     }
 
+    /// `key delete`: describes what the reference names and, with `confirm`, deletes it.
+    pub fn delete(&self, confirm: bool) -> anyhow::Result<super::Deletion> {
+        let reference = KeyRef::parse(&self.reference).classed()?;
+        let opts = self.options()?;
+        super::delete(&reference, &opts, confirm).classed()
+    }
+
     /// Opens the key.
     pub fn open(&self, mode: OpenMode) -> anyhow::Result<Box<dyn NodeKey>> {
         let reference = KeyRef::parse(&self.reference).classed()?;
