@@ -78,6 +78,18 @@ enum Command {
     /// Inspect what a certificate presents to IAM Roles Anywhere.
     #[command(subcommand)]
     Credentials(aws::CredentialsCommand),
+    /// Sign aws_signing_helper's fixed test string with the key (proves the key signs; same
+    /// flags and output formats as aws_signing_helper).
+    ///
+    /// Example: hybridboot sign-string --private-key handle:0x81000001 --format text
+    SignString(aws::SignStringArgs),
+    /// Print a certificate file's data as aws_signing_helper does (JSON: keyType,
+    /// certificateData, serialNumber, supportedAlgorithms).
+    ///
+    /// Example: hybridboot read-certificate-data --certificate /etc/iam/pki/server.pem
+    ReadCertificateData(aws::ReadCertificateDataArgs),
+    /// Print the version (aws_signing_helper's `version`; same as --version).
+    Version,
     /// Install the Kubernetes node artifacts (like `nodeadm install`), each verified before it
     /// is placed.
     ///
@@ -128,6 +140,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Key(key::KeyCommand::Create(a)) => key::key_create(a),
         Command::Key(key::KeyCommand::Show(a)) => key::key_show(a),
         Command::Key(key::KeyCommand::Delete(a)) => key::key_delete(a),
+        Command::SignString(a) => aws::run_sign_string(a),
+        Command::ReadCertificateData(a) => aws::run_read_certificate_data(a),
+        Command::Version => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Csr(a) => key::csr(a),
         Command::Enroll(a) => vault::enroll(a),
         Command::Renew(a) => vault::renew(a),

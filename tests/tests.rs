@@ -33,6 +33,7 @@ mod pkcs11;
 mod properties;
 mod rolesanywhere;
 mod secrets_audit;
+mod signing_helper;
 mod tpm;
 mod tpm_native;
 mod vault;

@@ -28,6 +28,7 @@ pub mod credentials;
 pub mod credfile;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod eks;
+pub mod helper;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod imds;
 pub mod inspect;

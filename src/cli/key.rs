@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::error::{self, ResultExt};
 use crate::key::{Algorithm, KeySettings, NodeKey, OpenMode};
+use crate::secret::Secret;
 use crate::{fsutil, x509};
 
 /// How to reach the key: `--key` and the flags that say where its TPM or module is.
@@ -35,8 +36,26 @@ pub struct KeyAccessArgs {
     #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_PKCS11_LIB")]
     pub pkcs11_lib: Option<PathBuf>,
     /// File holding the TPM key's auth value (password), if the key has one.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tpm_key_password", "no_tpm_key_password"])]
     pub tpm_key_auth_file: Option<PathBuf>,
+    /// The TPM key's auth value (aws_signing_helper's flag). It shows in process listings and
+    /// shell history: prefer --tpm-key-auth-file.
+    #[arg(long, value_name = "PASSWORD", conflicts_with = "no_tpm_key_password", value_parser = secret_arg)]
+    pub tpm_key_password: Option<Secret>,
+    /// The TPM key has no auth value (aws_signing_helper requires it for a handle without
+    /// one; for hybridboot it is the default and the flag is accepted as is).
+    #[arg(long)]
+    pub no_tpm_key_password: bool,
+    /// aws_signing_helper's flag for PKCS#11 keys that need the PIN for every signature
+    /// (CKA_ALWAYS_AUTHENTICATE, e.g. PIV slot 9c). hybridboot does not sign with such keys:
+    /// with this flag the error says so; use a key without the attribute (PIV slot 9a).
+    #[arg(long)]
+    pub reuse_pin: bool,
+}
+
+/// A secret flag value: kept out of Debug output.
+fn secret_arg(value: &str) -> Result<Secret, String> {
+    Ok(Secret::new(value))
 }
 
 impl KeyAccessArgs {
@@ -47,6 +66,8 @@ impl KeyAccessArgs {
             tcti: self.tcti.clone(),
             pkcs11_lib: self.pkcs11_lib.clone(),
             tpm_key_auth_file: self.tpm_key_auth_file.clone(),
+            tpm_key_password: self.tpm_key_password.clone(),
+            reuse_pin: self.reuse_pin,
         }
     }
 }

@@ -123,6 +123,10 @@ pub struct KeyOptions {
     pub pkcs11_pin: Option<Secret>,
     /// File holding the TPM key's auth value (read, used, zeroized).
     pub tpm_auth_file: Option<PathBuf>,
+    /// The TPM key's auth value given directly (`--tpm-key-password`); wins over the file.
+    pub tpm_auth: Option<crate::secret::Secret>,
+    /// `--reuse-pin` was given (keys that need the PIN for every signature).
+    pub pkcs11_reuse_pin: bool,
 }
 
 /// Whether to create the key when it does not exist yet.

@@ -125,7 +125,8 @@ impl Pkcs11Key {
             },
         };
 
-        let (algorithm, spki) = read_public(&session, private, reference)?;
+        let (algorithm, spki) =
+            read_public(&session, private, reference).map_err(|e| reuse_pin_note(e, opts))?;
         if let OpenMode::CreateIfAbsent(requested) = mode {
             if requested != algorithm {
                 return Err(KeyError::AlgorithmMismatch {
@@ -306,16 +307,48 @@ fn ckr_name(rv: RvError) -> String {
     out
 }
 
-/// The module to load: the URI's `module-path`, else `--pkcs11-lib` / `HYBRIDBOOT_PKCS11_LIB`.
+/// Where distributions install p11-kit's proxy module, which aws_signing_helper loads when no
+/// module is given (it offers every module p11-kit is configured with).
+pub const P11_KIT_PROXY_PATHS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+    "/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
+    "/usr/lib64/p11-kit-proxy.so",
+    "/usr/lib/p11-kit-proxy.so",
+];
+
+/// The module to load: the URI's `module-path`, else `--pkcs11-lib` / `HYBRIDBOOT_PKCS11_LIB`,
+/// else p11-kit's proxy (as aws_signing_helper).
 fn module_path(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<PathBuf, KeyError> {
-    let path = uri
-        .module_path
-        .clone()
-        .or_else(|| opts.pkcs11_lib.clone())
-        .ok_or_else(|| KeyError::BadReference {
-            reference: uri.to_string(),
-            reason: "no PKCS#11 module given: add ?module-path=/path/to/module.so to the URI, or pass --pkcs11-lib / set HYBRIDBOOT_PKCS11_LIB".into(),
-        })?;
+    module_path_with(uri, opts, P11_KIT_PROXY_PATHS)
+}
+
+/// [`module_path`] with the places p11-kit's proxy may be.
+fn module_path_with(
+    uri: &Pkcs11Uri,
+    opts: &KeyOptions,
+    proxy_paths: &[&str],
+) -> Result<PathBuf, KeyError> {
+    let given = uri.module_path.clone().or_else(|| opts.pkcs11_lib.clone());
+    let path = match given {
+        Some(p) => p,
+        None => proxy_paths
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| KeyError::BadReference {
+                reference: uri.to_string(),
+                reason: format!(
+                    "no PKCS#11 module given and p11-kit's proxy (the default, as aws_signing_helper) is not installed ({}): install p11-kit's modules package, add ?module-path=/path/to/module.so to the URI, or pass --pkcs11-lib / set HYBRIDBOOT_PKCS11_LIB",
+                    proxy_paths.join(", ")
+                ),
+            })?,
+    };
+    if uri.module_path.is_none() && opts.pkcs11_lib.is_none() {
+        log::debug!(
+            "no PKCS#11 module given: using p11-kit's proxy {}",
+            path.display()
+        );
+    }
     if !path.is_file() {
         return Err(KeyError::backend(
             format!("PKCS#11 module {}", path.display()),
@@ -449,6 +482,24 @@ fn login(session: &Session, token: &str, pin: &Secret) -> Result<(), KeyError> {
             "the user PIN is locked after too many wrong attempts: unlock it with the SO PIN",
         )),
         Err(e) => Err(ck(format!("logging in to PKCS#11 token {token:?}"), e)),
+    }
+}
+
+/// Says what `--reuse-pin` would need when it was given for a key that needs the PIN for
+/// every signature: the per-signature login aws_signing_helper makes is not implemented here.
+fn reuse_pin_note(e: KeyError, opts: &KeyOptions) -> KeyError {
+    match e {
+        KeyError::Unsupported { reference, detail }
+            if opts.pkcs11_reuse_pin && detail.contains("CKA_ALWAYS_AUTHENTICATE") =>
+        {
+            KeyError::Unsupported {
+                reference,
+                detail: format!(
+                    "{detail}; --reuse-pin was given, but hybridboot does not implement the per-signature login (C_Login CKU_CONTEXT_SPECIFIC) it needs"
+                ),
+            }
+        }
+        other => other,
     }
 }
 
@@ -914,10 +965,22 @@ mod tests {
     #[test]
     fn missing_module_is_a_clear_error() {
         let uri = Pkcs11Uri::parse("pkcs11:token=t;object=k?pin-value=s3cr3t-77").unwrap();
-        let err = module_path(&uri, &KeyOptions::default()).unwrap_err();
+        let absent = ["/nonexistent/p11-kit-proxy.so"];
+        let err = module_path_with(&uri, &KeyOptions::default(), &absent).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("--pkcs11-lib"), "{text}");
+        assert!(
+            text.contains("p11-kit's proxy") && text.contains(absent[0]),
+            "{text}"
+        );
         assert!(!text.contains("s3cr3t"), "{text}");
+        // The proxy, where installed, is the default (as aws_signing_helper).
+        let proxy = tempfile::NamedTempFile::new().unwrap();
+        let proxy_path = proxy.path().to_str().unwrap();
+        assert_eq!(
+            module_path_with(&uri, &KeyOptions::default(), &[absent[0], proxy_path]).unwrap(),
+            proxy.path()
+        );
         let opts = KeyOptions {
             pkcs11_lib: Some("/nonexistent/libnothing.so".into()),
             ..Default::default()

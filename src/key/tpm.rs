@@ -268,6 +268,24 @@ fn tcti_of(opts: &KeyOptions) -> String {
 /// Reads the key's auth value from `--tpm-key-auth-file`, trimming one trailing newline (as
 /// `echo` writes it). The bytes are zeroized; tss-esapi's `Auth` zeroizes its own copy.
 fn read_auth(opts: &KeyOptions) -> Result<Option<Auth>, KeyError> {
+    if let Some(password) = &opts.tpm_auth {
+        let raw = password.expose().as_bytes();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if raw.len() > MAX_AUTH_LEN {
+            return Err(KeyError::backend(
+                "--tpm-key-password",
+                format!(
+                    "the auth value is {} bytes long; a TPM key accepts at most {MAX_AUTH_LEN}",
+                    raw.len()
+                ),
+            ));
+        }
+        return Auth::try_from(raw.to_vec())
+            .map(Some)
+            .map_err(|e| tpm_error("--tpm-key-password", e));
+    }
     let Some(path) = &opts.tpm_auth_file else {
         return Ok(None);
     };
