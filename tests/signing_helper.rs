@@ -503,3 +503,98 @@ fn readme_tpm_command_line_with_tpm_key_password_and_serve_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "serve on SIGTERM: {status:?}");
 }
+
+/// The reference's PKCS#11 form: `--certificate pkcs11:...` read from the token, the key on the
+/// same token, no module named (p11-kit's proxy finds SoftHSM2), against the Roles Anywhere
+/// endpoint.
+#[test]
+fn pkcs11_certificate_read_from_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hsm = SoftHsm::new();
+    hsm.init_token("ra-token", "so-1234", "pin-5678");
+    let pin = hsm.write_pin_file("pin-5678");
+    let key = format!(
+        "pkcs11:token=ra-token;object=ra-key?pin-source=file:{}",
+        pin.display()
+    );
+    let env = hsm.env();
+    run(&["key", "create", "--key", &key], &env).ok();
+    let csr = d.join("node.csr");
+    run(
+        &[
+            "csr",
+            "--key",
+            &key,
+            "--common-name",
+            "node-1",
+            "--out",
+            csr.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .ok();
+    let ca = MiniCa::root(d, "ra-ca");
+    let cert = d.join("node.pem");
+    ca.issue(&csr, &cert, -60, 3600);
+    let der = d.join("node.der");
+    util::x509::openssl(
+        d,
+        &[
+            "x509",
+            "-in",
+            cert.to_str().unwrap(),
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap(),
+        ],
+    );
+    hsm.pkcs11_tool(&[
+        "--token-label",
+        "ra-token",
+        "--login",
+        "--pin",
+        "pin-5678",
+        "--write-object",
+        der.to_str().unwrap(),
+        "--type",
+        "cert",
+        "--label",
+        "ra-cert",
+    ])
+    .ok();
+
+    let ra = RolesAnywhere::start(&RaOptions::new(&[&ca.cert]));
+    let mut args: Vec<String> = [
+        "credential-process",
+        "--certificate",
+        "pkcs11:token=ra-token;object=ra-cert",
+        "--private-key",
+        &key,
+        "--no-cache",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(ra.flags());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut env_np = env.clone();
+    env_np.extend([("no_proxy", "127.0.0.1"), ("NO_PROXY", "127.0.0.1")]);
+    let out = run(&refs, &env_np);
+    out.ok();
+    let creds: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(creds["Version"], 1);
+
+    // A label that names no certificate: one clear line, exit 3.
+    args[2] = "pkcs11:token=ra-token;object=no-such-cert".into();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&refs, &env_np);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("no certificate object with this label/id"),
+        "{}",
+        r.stderr
+    );
+}

@@ -17,8 +17,10 @@ use crate::aws::{helper, inspect, serve, update};
 /// The flags of every command that makes a Roles Anywhere session (aws_signing_helper's names).
 #[derive(Args, Debug, Clone)]
 pub struct RolesAnywhereArgs {
-    /// The node certificate (PEM or DER); its first certificate is the leaf.
-    #[arg(long, value_name = "FILE")]
+    /// The node certificate (PEM or DER); its first certificate is the leaf. Or, as
+    /// aws_signing_helper, a PKCS#11 URI of a certificate object on a token
+    /// (`pkcs11:token=..;object=..`: label and/or id name exactly one certificate).
+    #[arg(long, value_name = "FILE|URI")]
     pub certificate: PathBuf,
     /// The certificate's key: handle:0x81.., pkcs11:token=..;object=.., a TSS2 PEM file, or
     /// file:/path (see `hybridboot --help`).

@@ -308,6 +308,32 @@ fn delete_pkcs11(_: &Pkcs11Uri, _: &KeyOptions, _: bool) -> Result<Vec<String>, 
     })
 }
 
+/// The DER certificate a `pkcs11:` URI names on its token (aws_signing_helper's
+/// `--certificate pkcs11:...`).
+pub fn read_token_certificate(uri: &str, opts: &KeyOptions) -> Result<Vec<u8>, KeyError> {
+    let reference = KeyRef::parse(uri)?;
+    let KeyRef::Pkcs11(uri) = reference else {
+        return Err(KeyError::BadReference {
+            reference: reference.to_string(),
+            reason: "not a pkcs11: URI".into(),
+        });
+    };
+    read_pkcs11_certificate(&uri, opts)
+}
+
+#[cfg(feature = "pkcs11")]
+fn read_pkcs11_certificate(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Vec<u8>, KeyError> {
+    pkcs11::read_certificate(uri, opts)
+}
+
+#[cfg(not(feature = "pkcs11"))]
+fn read_pkcs11_certificate(_: &Pkcs11Uri, _: &KeyOptions) -> Result<Vec<u8>, KeyError> {
+    Err(KeyError::BackendDisabled {
+        backend: "PKCS#11",
+        feature: "pkcs11",
+    })
+}
+
 /// The TPM backends a binary can contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TpmBackend {

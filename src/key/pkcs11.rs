@@ -109,7 +109,7 @@ impl Pkcs11Key {
             pin: resolve_pin(uri, opts)?,
         };
         let reference = &target.reference;
-        let (ctx, session) = target.connect(matches!(mode, OpenMode::CreateIfAbsent(_)))?;
+        let (ctx, session) = target.connect(matches!(mode, OpenMode::CreateIfAbsent(_)), true)?;
         let private = match find_one(&session, &private_template(uri), reference)? {
             Some(handle) => handle,
             None => match mode {
@@ -164,7 +164,7 @@ impl Pkcs11Key {
     /// public key this `Pkcs11Key` was opened with (never sign silently with a different key).
     fn reconnect(&self) -> Result<Inner, KeyError> {
         let t = &self.target;
-        let (ctx, session) = t.connect(false)?;
+        let (ctx, session) = t.connect(false, true)?;
         let private =
             find_one(&session, &private_template(&t.uri), &t.reference)?.ok_or_else(|| {
                 KeyError::NotFound {
@@ -187,8 +187,14 @@ impl Pkcs11Key {
 }
 
 impl Target {
-    /// Loads the module, finds the token by label, opens a session and logs in.
-    fn connect(&self, read_write: bool) -> Result<(Pkcs11, OwnedSession), KeyError> {
+    /// Loads the module, finds the token by label, opens a session and logs in (with a PIN;
+    /// without one a token that requires login is an error only when `need_login`: public
+    /// objects such as certificates are readable without it).
+    fn connect(
+        &self,
+        read_write: bool,
+        need_login: bool,
+    ) -> Result<(Pkcs11, OwnedSession), KeyError> {
         let label = &self.uri.token;
         let ctx = context(&self.module)?;
         let slot = find_token(&ctx, label, &self.module)?;
@@ -205,7 +211,7 @@ impl Target {
         let session = OwnedSession(Some(session));
         match &self.pin {
             Some(pin) => login(&session, label, pin)?,
-            None if token.login_required() => {
+            None if token.login_required() && need_login => {
                 return Err(KeyError::backend(
                     format!("PKCS#11 token {label:?}"),
                     "needs the user PIN: add ?pin-source=file:/path/to/pin to the URI or set HYBRIDBOOT_PKCS11_PIN",
@@ -485,6 +491,65 @@ fn login(session: &Session, token: &str, pin: &Secret) -> Result<(), KeyError> {
     }
 }
 
+/// The DER certificate a PKCS#11 URI names (aws_signing_helper's `--certificate pkcs11:...`):
+/// exactly one certificate object with the URI's label and/or id. A PIN is used when the URI
+/// or the environment gives one; certificates are normally readable without.
+pub fn read_certificate(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Vec<u8>, KeyError> {
+    let target = Target {
+        uri: uri.clone(),
+        reference: uri.to_string(),
+        module: module_path(uri, opts)?,
+        pin: resolve_pin(uri, opts)?,
+    };
+    let reference = &target.reference;
+    let (_ctx, session) = target.connect(false, false)?;
+    let mut template = vec![Attribute::Class(ObjectClass::CERTIFICATE)];
+    if let Some(label) = &uri.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let found = session.find_objects(&template).map_err(|e| {
+        ck(
+            format!("searching the token for certificate {reference}"),
+            e,
+        )
+    })?;
+    let object = match found.as_slice() {
+        [] => {
+            return Err(KeyError::backend(
+                format!("certificate {reference}"),
+                "no certificate object with this label/id on the token (store it with pkcs11-tool --write-object cert.der --type cert, or give the certificate as a file)",
+            ))
+        }
+        [one] => *one,
+        many => {
+            return Err(KeyError::BadReference {
+                reference: reference.clone(),
+                reason: format!(
+                    "{} certificates on the token match: add id= (CKA_ID) to name one",
+                    many.len()
+                ),
+            })
+        }
+    };
+    session
+        .get_attributes(object, &[AttributeType::Value])
+        .map_err(|e| ck(format!("reading certificate {reference}"), e))?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Value(v) if !v.is_empty() => Some(v),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            KeyError::backend(
+                format!("reading certificate {reference}"),
+                "the certificate object has no CKA_VALUE",
+            )
+        })
+}
+
 /// Says what `--reuse-pin` would need when it was given for a key that needs the PIN for
 /// every signature: the per-signature login aws_signing_helper makes is not implemented here.
 fn reuse_pin_note(e: KeyError, opts: &KeyOptions) -> KeyError {
@@ -515,7 +580,7 @@ pub fn delete(uri: &Pkcs11Uri, opts: &KeyOptions, confirm: bool) -> Result<Vec<S
         module: module_path(uri, opts)?,
         pin: resolve_pin(uri, opts)?,
     };
-    let (_ctx, session) = target.connect(true)?;
+    let (_ctx, session) = target.connect(true, true)?;
     let mut template = Vec::new();
     if let Some(label) = &uri.object {
         template.push(Attribute::Label(label.as_bytes().to_vec()));
