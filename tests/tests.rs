@@ -32,6 +32,7 @@ mod packaging;
 mod pkcs11;
 mod properties;
 mod rolesanywhere;
+mod sandbox;
 mod secrets_audit;
 mod signing_helper;
 mod tpm;
