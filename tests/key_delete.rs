@@ -83,21 +83,7 @@ fn tpm_wrong_algorithm_handle_is_listed_then_deleted_with_yes() {
     );
 
     // A storage key (the parent of other keys) is never deleted, even with --yes.
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = dir.path().join("srk.ctx");
-    tool(
-        "tpm2_createprimary",
-        &["-C", "o", "-G", "ecc", "-c", ctx.to_str().unwrap()],
-        &env,
-    )
-    .ok();
-    tool(
-        "tpm2_evictcontrol",
-        &["-C", "o", "-c", ctx.to_str().unwrap(), "0x81000001"],
-        &env,
-    )
-    .ok();
-    tool("tpm2_flushcontext", &["-t"], &env).ok();
+    tpm.persist_storage_primary("0x81000001");
     let srk = run(
         &[
             "key",
@@ -140,19 +126,7 @@ fn pkcs11_decommissioned_objects_are_listed_then_destroyed_with_yes() {
     let cert_key = hsm.dir().join("c.key");
     let cert_pem = hsm.dir().join("c.pem");
     util::x509::self_signed_ec(&cert_pem, &cert_key, "old-node", 1);
-    let cert_der = hsm.dir().join("c.der");
-    util::x509::openssl(
-        hsm.dir(),
-        &[
-            "x509",
-            "-in",
-            cert_pem.to_str().unwrap(),
-            "-outform",
-            "DER",
-            "-out",
-            cert_der.to_str().unwrap(),
-        ],
-    );
+    let cert_der = util::x509::cert_to_der(&cert_pem);
     let mut write = login.to_vec();
     write.extend([
         "--write-object",

@@ -141,19 +141,7 @@ fn version_and_read_certificate_data_as_the_reference() {
         serde_json::json!(["ECSHA256", "ECSHA384", "ECSHA512"])
     );
     // openssl's view: the DER, base64; the serial, hex -> decimal.
-    let der = d.join("c.der");
-    util::x509::openssl(
-        d,
-        &[
-            "x509",
-            "-in",
-            cert.to_str().unwrap(),
-            "-outform",
-            "DER",
-            "-out",
-            der.to_str().unwrap(),
-        ],
-    );
+    let der = util::x509::cert_to_der(&cert);
     let b64 = tool(
         "openssl",
         &["base64", "-A", "-in", der.to_str().unwrap()],
@@ -537,19 +525,7 @@ fn pkcs11_certificate_read_from_the_token() {
     let ca = MiniCa::root(d, "ra-ca");
     let cert = d.join("node.pem");
     ca.issue(&csr, &cert, -60, 3600);
-    let der = d.join("node.der");
-    util::x509::openssl(
-        d,
-        &[
-            "x509",
-            "-in",
-            cert.to_str().unwrap(),
-            "-outform",
-            "DER",
-            "-out",
-            der.to_str().unwrap(),
-        ],
-    );
+    let der = util::x509::cert_to_der(&cert);
     hsm.pkcs11_tool(&[
         "--token-label",
         "ra-token",

@@ -102,12 +102,7 @@ impl Pkcs11Key {
     /// Opens the key the URI names, generating it on the token when `mode` asks for it and it is
     /// absent.
     pub fn open(uri: &Pkcs11Uri, opts: &KeyOptions, mode: OpenMode) -> Result<Self, KeyError> {
-        let target = Target {
-            uri: uri.clone(),
-            reference: uri.to_string(),
-            module: module_path(uri, opts)?,
-            pin: resolve_pin(uri, opts)?,
-        };
+        let target = Target::new(uri, opts)?;
         let reference = &target.reference;
         let (ctx, session) = target.connect(matches!(mode, OpenMode::CreateIfAbsent(_)), true)?;
         let private = match find_one(&session, &private_template(uri), reference)? {
@@ -187,6 +182,16 @@ impl Pkcs11Key {
 }
 
 impl Target {
+    /// The token, module and PIN a URI and the options name.
+    fn new(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Target, KeyError> {
+        Ok(Target {
+            uri: uri.clone(),
+            reference: uri.to_string(),
+            module: module_path(uri, opts)?,
+            pin: resolve_pin(uri, opts)?,
+        })
+    }
+
     /// Loads the module, finds the token by label, opens a session and logs in (with a PIN;
     /// without one a token that requires login is an error only when `need_login`: public
     /// objects such as certificates are readable without it).
@@ -495,12 +500,7 @@ fn login(session: &Session, token: &str, pin: &Secret) -> Result<(), KeyError> {
 /// exactly one certificate object with the URI's label and/or id. A PIN is used when the URI
 /// or the environment gives one; certificates are normally readable without.
 pub fn read_certificate(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Vec<u8>, KeyError> {
-    let target = Target {
-        uri: uri.clone(),
-        reference: uri.to_string(),
-        module: module_path(uri, opts)?,
-        pin: resolve_pin(uri, opts)?,
-    };
+    let target = Target::new(uri, opts)?;
     let reference = &target.reference;
     let (_ctx, session) = target.connect(false, false)?;
     let mut template = vec![Attribute::Class(ObjectClass::CERTIFICATE)];
@@ -574,12 +574,7 @@ fn reuse_pin_note(e: KeyError, opts: &KeyOptions) -> KeyError {
 /// match the whole token.)
 pub fn delete(uri: &Pkcs11Uri, opts: &KeyOptions, confirm: bool) -> Result<Vec<String>, KeyError> {
     let reference = uri.to_string();
-    let target = Target {
-        uri: uri.clone(),
-        reference: reference.clone(),
-        module: module_path(uri, opts)?,
-        pin: resolve_pin(uri, opts)?,
-    };
+    let target = Target::new(uri, opts)?;
     let (_ctx, session) = target.connect(true, true)?;
     let mut template = Vec::new();
     if let Some(label) = &uri.object {
