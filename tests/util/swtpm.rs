@@ -90,6 +90,7 @@ impl Swtpm {
 
     /// An owner-hierarchy storage primary (ECC) made persistent at `handle` with tpm2-tools, as
     /// other software on a node may leave one.
+    #[cfg_attr(not(feature = "tpm"), allow(dead_code))]
     pub fn persist_storage_primary(&self, handle: &str) {
         let tcti = self.tcti();
         let env = [("TPM2TOOLS_TCTI", tcti.as_str())];

@@ -110,6 +110,7 @@ impl OpensslCa {
 }
 
 /// The DER form of the PEM certificate `pem`, written next to it (`<pem>.der`); returns its path.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub fn cert_to_der(pem: &Path) -> PathBuf {
     let der = pem.with_extension("der");
     openssl(
