@@ -23,6 +23,7 @@
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod clock;
 pub mod config;
+mod dry_run;
 pub mod notify;
 mod plan;
 pub mod state;
@@ -44,6 +45,7 @@ use crate::node::install;
 use crate::retry::RetryPolicy;
 use crate::vault;
 use config::{BootstrapConfig, VaultAuth};
+pub use dry_run::{dry_run, FirstbootDryRun};
 pub use plan::{renewal_settings, Plan};
 use state::{State, Step};
 

@@ -54,7 +54,7 @@ impl Plan {
             },
             tcti: b.key.tcti.clone(),
             pkcs11_lib: b.key.pkcs11_lib.clone(),
-            tpm_key_auth_file: None,
+            ..KeySettings::default()
         };
         let (auth, secret_id_file) = match &b.vault.auth {
             VaultAuth::TokenFile(t) => (SecretAuth::TokenFile(r(t)), None),
