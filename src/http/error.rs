@@ -56,6 +56,14 @@ pub enum HttpError {
         /// `Retry-After`, when the server sent one.
         retry_after: Option<Duration>,
     },
+    #[error("{peer} answered HTTP {code} redirecting to {location}, not followed: {reason}")]
+    Redirect {
+        peer: String,
+        code: u16,
+        /// The `Location`, without its query (which may carry a presigned signature).
+        location: String,
+        reason: String,
+    },
     #[error("reading CA bundle {path}: {detail}")]
     CaBundle { path: String, detail: String },
     #[error("TLS configuration: {0}")]
@@ -72,7 +80,8 @@ fn excerpt_suffix(excerpt: &str) -> String {
 
 impl Classify for HttpError {
     /// Transient: connection problems, timeouts, 429 and 5xx (the peer may recover).
-    /// Operator: bad URLs, TLS verification, other statuses, CA bundles, oversized answers.
+    /// Operator: bad URLs, TLS verification, other statuses, redirects not followed, CA bundles,
+    /// oversized answers.
     fn class(&self) -> Class {
         let transient = match self {
             HttpError::Resolve { .. }

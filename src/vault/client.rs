@@ -9,7 +9,7 @@ use serde_json::json;
 use super::check::{verify_signed, SignRequest};
 use super::{format_duration, parse_duration, VaultError};
 use crate::error::Classify;
-use crate::http::{Client, HttpError, Request, Url};
+use crate::http::{Client, HttpError, Redirects, Request, Url};
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::x509::chain::{self, Cert};
@@ -117,8 +117,11 @@ impl Vault {
         token: Option<&Secret>,
         idempotent: bool,
     ) -> Result<crate::http::Response, VaultError> {
-        let mut req =
-            Request::post(self.addr.join(&format!("v1/{path}"))).body("application/json", body);
+        // A standby that does not forward answers 307 to the active node: followed as Vault's
+        // own client does (same method, body and token; never down to plain http).
+        let mut req = Request::post(self.addr.join(&format!("v1/{path}")))
+            .redirects(Redirects::Vault)
+            .body("application/json", body);
         if let Some(t) = token {
             req = req.secret_header("X-Vault-Token", t);
         }
