@@ -334,6 +334,16 @@ impl Mirror {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Credential headers the mirror saw, as `path: header` (see install_mirror.py `/__creds`).
+    pub fn credentials_seen(&self) -> Vec<String> {
+        let out = Command::new("curl")
+            .args(["-sf", "--cacert", store().join("ca.pem").to_str().unwrap()])
+            .arg(format!("{}/__creds", self.base()))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// GETs of artifact bodies (not the manifest, signature or checksum files).
     pub fn artifact_gets(&self) -> u64 {
         self.counts()
