@@ -19,6 +19,7 @@
 //!     address: https://vault.example.com:8200
 //!     caBundle: /etc/hybridboot/vault-ca.pem       # optional
 //!     namespace: edge                 # optional
+//!     requestForwarding: true         # optional; false: standbys redirect (307) instead
 //!     pkiMount: pki_int               # default pki
 //!     role: node
 //!     ttl: 72h                        # optional: the role's ttl
@@ -99,6 +100,8 @@ pub struct VaultSpec {
     pub ca_bundle: Option<PathBuf>,
     /// Namespace (`X-Vault-Namespace`).
     pub namespace: Option<String>,
+    /// `requestForwarding`: standbys may forward to the active node (default true).
+    pub request_forwarding: bool,
     /// PKI mount.
     pub pki_mount: String,
     /// PKI role.
@@ -230,6 +233,8 @@ struct RawVault {
     ca_bundle: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
+    #[serde(default)]
+    request_forwarding: Option<bool>,
     #[serde(default)]
     pki_mount: Option<String>,
     #[serde(default)]
@@ -469,6 +474,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
         address,
         ca_bundle: abs_path("spec.vault.caBundle", v.ca_bundle)?,
         namespace: non_empty(v.namespace),
+        request_forwarding: v.request_forwarding.unwrap_or(true),
         pki_mount: non_empty(v.pki_mount).unwrap_or_else(|| crate::vault::DEFAULT_PKI_MOUNT.into()),
         role,
         ttl,

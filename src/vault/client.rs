@@ -22,6 +22,7 @@ pub struct Vault {
     namespace: Option<String>,
     deadline: Instant,
     policy: RetryPolicy,
+    forwarding: bool,
 }
 
 #[derive(Deserialize)]
@@ -93,7 +94,14 @@ impl Vault {
                 max_attempts: 30,
                 ..RetryPolicy::default()
             },
+            forwarding: true,
         }
+    }
+
+    /// Whether a standby may forward our requests to the active node (default); without, it
+    /// answers 307 to the active node, which [`Redirects::Vault`] follows.
+    pub fn request_forwarding(self, forwarding: bool) -> Self {
+        Vault { forwarding, ..self }
     }
 
     /// The same Vault through another HTTP client (for mutual TLS).
@@ -127,6 +135,9 @@ impl Vault {
         }
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns.clone());
+        }
+        if !self.forwarding {
+            req = req.header("X-Vault-No-Request-Forwarding", "true");
         }
         let policy = self
             .policy

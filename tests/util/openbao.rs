@@ -225,87 +225,8 @@ log_level = "warn"
     }
 
     fn configure(&mut self) {
-        let d = self.dir.path().to_path_buf();
-        let p = |n: &str| d.join(n).display().to_string();
-        self.ok(&["secrets", "enable", "pki"]);
-        self.ok(&["secrets", "tune", "-max-lease-ttl=87600h", "pki"]);
-        let root = self.ok(&[
-            "write",
-            "-field=certificate",
-            "pki/root/generate/internal",
-            "common_name=Hybridboot Test Root CA",
-            "key_type=ec",
-            "ttl=87600h",
-        ]);
-        std::fs::write(p("pki-root.pem"), &root).unwrap();
-        self.ok(&["secrets", "enable", "-path=pki_int", "pki"]);
-        self.ok(&["secrets", "tune", "-max-lease-ttl=43800h", "pki_int"]);
-        let csr = self.ok(&[
-            "write",
-            "-field=csr",
-            "pki_int/intermediate/generate/internal",
-            "common_name=Hybridboot Test Issuing CA",
-            "key_type=ec",
-        ]);
-        std::fs::write(p("int.csr"), &csr).unwrap();
-        let int = self.ok(&[
-            "write",
-            "-field=certificate",
-            "pki/root/sign-intermediate",
-            &format!("csr=@{}", p("int.csr")),
-            "format=pem",
-            "ttl=43800h",
-        ]);
-        std::fs::write(p("pki-issuing.pem"), &int).unwrap();
-        // The issuing CA together with its root, so that ca_chain carries the whole chain.
-        std::fs::write(
-            p("int-bundle.pem"),
-            format!("{}\n{}\n", int.trim(), root.trim()),
-        )
-        .unwrap();
-        self.ok(&[
-            "write",
-            "pki_int/intermediate/set-signed",
-            &format!("certificate=@{}", p("int-bundle.pem")),
-        ]);
-        self.ok(&[
-            "write",
-            "pki_int/roles/node",
-            "allowed_domains=example.com",
-            "allow_subdomains=true",
-            "max_ttl=72h",
-            "ttl=24h",
-            "key_type=any",
-        ]);
-        let r = self.bao_stdin(
-            &["policy", "write", "node", "-"],
-            Some("path \"pki_int/sign/node\" { capabilities = [\"create\", \"update\"] }\n"),
-        );
-        assert_eq!(r.code, 0, "policy: {}", r.stderr);
-        self.ok(&["auth", "enable", "approle"]);
-        self.ok(&[
-            "write",
-            "auth/approle/role/node",
-            "token_policies=node",
-            "secret_id_num_uses=1",
-            "secret_id_ttl=10m",
-            "token_ttl=10m",
-        ]);
-        self.role_id = self
-            .ok(&["read", "-field=role_id", "auth/approle/role/node/role-id"])
-            .trim()
-            .to_string();
-        self.ok(&["auth", "enable", "cert"]);
-        self.ok(&[
-            "write",
-            "auth/cert/certs/node",
-            &format!("certificate=@{}", p("pki-issuing.pem")),
-            "allowed_common_names=*.example.com",
-            "token_policies=node",
-            "token_ttl=10m",
-        ]);
-        self.pki_root = d.join("pki-root.pem");
-        self.pki_issuing = d.join("pki-issuing.pem");
+        let c = configure(self.dir.path(), &|args, stdin| self.bao_stdin(args, stdin));
+        (self.pki_root, self.pki_issuing, self.role_id) = (c.pki_root, c.pki_issuing, c.role_id);
     }
 
     /// A fresh response-wrapped AppRole secret id: the wrapping token.
@@ -352,6 +273,106 @@ log_level = "warn"
     }
 }
 
+/// What [`configure`] set up.
+pub struct Configured {
+    pub pki_root: PathBuf,
+    pub pki_issuing: PathBuf,
+    pub role_id: String,
+}
+
+/// Configures PKI and auth (see the module documentation) through `bao` (`args`, stdin),
+/// keeping the CA files in `d`.
+pub fn configure(d: &Path, bao: &dyn Fn(&[&str], Option<&str>) -> Run) -> Configured {
+    let ok = |args: &[&str]| {
+        let r = bao(args, None);
+        assert_eq!(r.code, 0, "bao {args:?} failed: {}", r.stderr);
+        r.stdout
+    };
+    let d = d.to_path_buf();
+    let p = |n: &str| d.join(n).display().to_string();
+    ok(&["secrets", "enable", "pki"]);
+    ok(&["secrets", "tune", "-max-lease-ttl=87600h", "pki"]);
+    let root = ok(&[
+        "write",
+        "-field=certificate",
+        "pki/root/generate/internal",
+        "common_name=Hybridboot Test Root CA",
+        "key_type=ec",
+        "ttl=87600h",
+    ]);
+    std::fs::write(p("pki-root.pem"), &root).unwrap();
+    ok(&["secrets", "enable", "-path=pki_int", "pki"]);
+    ok(&["secrets", "tune", "-max-lease-ttl=43800h", "pki_int"]);
+    let csr = ok(&[
+        "write",
+        "-field=csr",
+        "pki_int/intermediate/generate/internal",
+        "common_name=Hybridboot Test Issuing CA",
+        "key_type=ec",
+    ]);
+    std::fs::write(p("int.csr"), &csr).unwrap();
+    let int = ok(&[
+        "write",
+        "-field=certificate",
+        "pki/root/sign-intermediate",
+        &format!("csr=@{}", p("int.csr")),
+        "format=pem",
+        "ttl=43800h",
+    ]);
+    std::fs::write(p("pki-issuing.pem"), &int).unwrap();
+    // The issuing CA together with its root, so that ca_chain carries the whole chain.
+    std::fs::write(
+        p("int-bundle.pem"),
+        format!("{}\n{}\n", int.trim(), root.trim()),
+    )
+    .unwrap();
+    ok(&[
+        "write",
+        "pki_int/intermediate/set-signed",
+        &format!("certificate=@{}", p("int-bundle.pem")),
+    ]);
+    ok(&[
+        "write",
+        "pki_int/roles/node",
+        "allowed_domains=example.com",
+        "allow_subdomains=true",
+        "max_ttl=72h",
+        "ttl=24h",
+        "key_type=any",
+    ]);
+    let r = bao(
+        &["policy", "write", "node", "-"],
+        Some("path \"pki_int/sign/node\" { capabilities = [\"create\", \"update\"] }\n"),
+    );
+    assert_eq!(r.code, 0, "policy: {}", r.stderr);
+    ok(&["auth", "enable", "approle"]);
+    ok(&[
+        "write",
+        "auth/approle/role/node",
+        "token_policies=node",
+        "secret_id_num_uses=1",
+        "secret_id_ttl=10m",
+        "token_ttl=10m",
+    ]);
+    let role_id = ok(&["read", "-field=role_id", "auth/approle/role/node/role-id"])
+        .trim()
+        .to_string();
+    ok(&["auth", "enable", "cert"]);
+    ok(&[
+        "write",
+        "auth/cert/certs/node",
+        &format!("certificate=@{}", p("pki-issuing.pem")),
+        "allowed_common_names=*.example.com",
+        "token_policies=node",
+        "token_ttl=10m",
+    ]);
+    Configured {
+        pki_root: d.join("pki-root.pem"),
+        pki_issuing: d.join("pki-issuing.pem"),
+        role_id,
+    }
+}
+
 impl Drop for OpenBao {
     fn drop(&mut self) {
         self.stop();
@@ -360,7 +381,7 @@ impl Drop for OpenBao {
 
 /// A throwaway CA (`listener-ca.pem`) and a server certificate for 127.0.0.1 / localhost
 /// (`listener.pem`, `listener.key`).
-fn make_listener_cert(d: &Path) {
+pub fn make_listener_cert(d: &Path) {
     OpensslCa::new(d, "listener-ca", "OpenBao listener test CA").server_cert(
         d,
         "listener",
