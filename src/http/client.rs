@@ -596,6 +596,27 @@ mod tests {
     }
 
     #[test]
+    fn a_server_dying_mid_handshake_is_transient_and_nothing_was_sent() {
+        // A Vault node killed during failover, or a balancer losing its backend: the
+        // connection is accepted, then closed before the TLS handshake completes.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // Reads the whole ClientHello (unread data would turn the close into a reset).
+            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+        });
+        let url = Url::parse(&format!("https://127.0.0.1:{port}/v1/pki/sign/node")).unwrap();
+        let e = client(64).send(&Request::post(url)).unwrap_err();
+        h.join().unwrap();
+        assert!(e.is_transient(), "{e:?}");
+        assert!(e.before_request_sent(), "{e:?}");
+        assert!(e.to_string().contains("during the handshake"), "{e}");
+    }
+
+    #[test]
     fn downloads_stream_only_successful_bodies() {
         let (url, h) = serve(vec![
             b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nbinary".to_vec(),

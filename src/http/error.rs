@@ -113,6 +113,10 @@ impl HttpError {
                     phase: "connecting" | "TLS handshake",
                     ..
                 }
+                | HttpError::Io {
+                    phase: "TLS handshake",
+                    ..
+                }
         )
     }
 
@@ -167,10 +171,15 @@ pub(super) fn map_io(e: io::Error, peer: &str, phase: &'static str) -> HttpError
         };
     }
     if phase == "TLS handshake" && e.kind() == io::ErrorKind::UnexpectedEof {
-        return HttpError::Tls {
+        // Transient: a server that dies (or a load balancer losing its backend) mid-handshake
+        // closes like this; a plain-http server answers garbage instead, a TLS error.
+        return HttpError::Io {
             peer: peer.into(),
-            detail: "the server closed the connection during the handshake (is it speaking TLS?)"
-                .into(),
+            phase,
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection during the handshake (is it speaking TLS?)",
+            ),
         };
     }
     HttpError::Io {
