@@ -34,4 +34,5 @@ mod secrets_audit;
 mod tpm;
 mod tpm_native;
 mod vault;
+mod vault_ha;
 mod vm;
