@@ -194,14 +194,6 @@ fn fleet_survives_losing_the_active_node(redirect: bool) {
         .filter(|(_, e)| e.contains("attempt 2"))
         .count();
     eprintln!("{retried} of {FLEET} nodes retried through the failover");
-    for (i, (_, e)) in results.iter().enumerate() {
-        for line in e
-            .lines()
-            .filter(|l| l.contains("attempt") || l.contains("307") || l.contains("WARN"))
-        {
-            eprintln!("node {i}: {line}");
-        }
-    }
     for (i, d) in dirs.iter().enumerate() {
         assert_one_valid_certificate(i, d, &cluster);
     }
