@@ -638,6 +638,12 @@ spec:
         assert_eq!(i.containerd_source, "distro");
         assert_eq!(c.timeouts.overall, Duration::from_secs(1200));
         assert_eq!(c.timeouts.time_sync, Duration::from_secs(120));
+        assert!(c.vault.request_forwarding, "standbys forward unless told");
+        let redirecting = GOOD.replace(
+            "    role: node\n",
+            "    role: node\n    requestForwarding: false\n",
+        );
+        assert!(!parse(&redirecting).unwrap().vault.request_forwarding);
     }
 
     #[test]

@@ -604,7 +604,8 @@ mod tests {
         let h = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
             // Reads the whole ClientHello (unread data would turn the close into a reset).
-            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             let mut buf = [0u8; 4096];
             while s.read(&mut buf).is_ok_and(|n| n > 0) {}
         });
