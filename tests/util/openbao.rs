@@ -122,36 +122,16 @@ log_level = "warn"
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("bao.log"))
-            .unwrap();
-        let child = Command::new(bao_binary())
-            .args(["server", "-config"])
-            .arg(self.dir.path().join("config.hcl"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting bao server");
-        self.child = Some(child);
+        let d = self.dir.path();
+        self.child = Some(spawn_server(&d.join("config.hcl"), &d.join("bao.log")));
     }
 
     fn wait_listening(&mut self) {
-        let until = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_err() {
-            let exited = self
-                .child
-                .as_mut()
-                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
-            assert!(
-                Instant::now() < until && !exited,
-                "OpenBao did not start; log:\n{}",
-                std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(
+            &mut self.child,
+            self.http_port,
+            &self.dir.path().join("bao.log"),
+        );
     }
 
     /// Unseals with the single key share.
@@ -199,22 +179,14 @@ log_level = "warn"
 
     /// Runs `bao` with `stdin` as standard input.
     pub fn bao_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        use std::io::Write;
-        let mut cmd = Command::new(bao_binary());
-        cmd.args(args)
-            .env("BAO_ADDR", self.http_addr())
-            .env("BAO_TOKEN", &self.root_token)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("running bao");
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap().into()
+        run_bao(
+            &[
+                ("BAO_ADDR", self.http_addr().as_str()),
+                ("BAO_TOKEN", &self.root_token),
+            ],
+            args,
+            stdin,
+        )
     }
 
     /// Runs `bao` and asserts success; returns stdout.
@@ -271,6 +243,61 @@ log_level = "warn"
     pub fn revoke(&self, token: &str) {
         self.ok(&["token", "revoke", token]);
     }
+}
+
+/// Starts `bao server -config <config>`, appending its output to `log`.
+pub fn spawn_server(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(bao_binary())
+        .args(["server", "-config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting bao server")
+}
+
+/// Waits until `port` accepts connections, failing with `log` if the server exits first or
+/// takes over a minute.
+pub fn wait_listening(child: &mut Option<Child>, port: u16, log: &Path) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let exited = child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+        assert!(
+            Instant::now() < until && !exited,
+            "OpenBao did not start; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the `bao` CLI with `env` (BAO_ADDR, BAO_TOKEN, ...) and `stdin`.
+pub fn run_bao(env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Run {
+    use std::io::Write;
+    let mut cmd = Command::new(bao_binary());
+    cmd.args(args)
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("running bao");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap().into()
 }
 
 /// What [`configure`] set up.

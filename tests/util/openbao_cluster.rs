@@ -13,15 +13,14 @@
 //!
 //! Processes are killed by PID on drop.
 
-use std::io::Write as _;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::openbao::{bao_binary, configure, make_listener_cert};
+use super::openbao::{configure, make_listener_cert, run_bao, spawn_server, wait_listening};
 use super::{free_port, Run};
 
 /// One node of the cluster.
@@ -190,23 +189,15 @@ log_level = "warn"
 
     /// Runs `bao` against node `i` with the root token.
     pub fn bao_at(&self, i: usize, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut cmd = Command::new(bao_binary());
-        cmd.args(args)
-            .env("BAO_ADDR", self.addr(i))
-            .env("BAO_CACERT", &self.listener_ca)
-            .env("BAO_TOKEN", &self.root_token)
-            .env("BAO_CLIENT_TIMEOUT", "30s")
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("running bao");
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap().into()
+        let ca = self.listener_ca.display().to_string();
+        let env = [
+            ("BAO_ADDR", self.addr(i)),
+            ("BAO_CACERT", ca),
+            ("BAO_TOKEN", self.root_token.clone()),
+            ("BAO_CLIENT_TIMEOUT", "30s".to_string()),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_bao(&env, args, stdin)
     }
 
     /// Runs `bao` against the active node (any running node when none is known).
@@ -289,36 +280,11 @@ log_level = "warn"
 
 impl Node {
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(bao_binary())
-            .args(["server", "-config"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting bao server");
-        self.child = Some(child);
+        self.child = Some(spawn_server(&self.config, &self.log));
     }
 
     fn wait_listening(&mut self) {
-        let until = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", self.api_port)).is_err() {
-            let exited = self
-                .child
-                .as_mut()
-                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
-            assert!(
-                Instant::now() < until && !exited,
-                "OpenBao node did not start; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(&mut self.child, self.api_port, &self.log);
     }
 
     fn stop(&mut self) {
