@@ -1,5 +1,5 @@
 """The fleet against Vault as operators run it: a three-node OpenBao HA cluster (integrated raft
-storage, TLS on every listener) behind one load-balanced address (a TCP round-robin balancer
+storage with production raft timing, TLS on every listener) behind one load-balanced address (a TCP round-robin balancer
 here, skipping nodes that refuse connections, as a health-checked one would). The same fleet as
 fleet.py enrolls twice on the same cluster: once undisturbed, once with the active node killed
 (SIGKILL) when half the fleet holds its certificate. The difference in completion time is what
@@ -124,6 +124,7 @@ class Cluster:
             (work / f"n{i}.hcl").write_text(f'''storage "raft" {{
   path = "{work / f"n{i}"}"
   node_id = "n{i}"
+  performance_multiplier = 1
 {joins}}}
 listener "tcp" {{
   address = "127.0.0.1:{api}"
