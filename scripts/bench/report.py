@@ -192,7 +192,8 @@ def render(r: dict) -> str:
 def render_vault_ha(v: dict) -> str:
     """The HA-failover fleet (vault_ha.py): the same fleet with and without losing the active node."""
     f = v["failover"]
-    out = [f"Vault HA (`vault_ha.*`): {v['nodes']} nodes (key create + enroll) through one load-balanced address "
+    out = [f"Vault HA (`vault_ha.*`), measured {v['date']} at commit {v['commit']} on {v['nproc']} CPU(s), load "
+           f"average {v['loadavg_start'][0]:.1f} at the start; release build: {v['nodes']} nodes (key create + enroll) through one load-balanced address "
            f"in front of a three-node OpenBao raft cluster (TLS); in the failover run the active node is killed "
            f"(SIGKILL) {f['killed_after_s']:.1f} s after the release, once half the fleet holds its certificate; "
            f"a new active node answered {f['new_active_after_s']:.1f} s later.", "",

@@ -240,7 +240,10 @@ def vault_ha(bin: str, work: Path, env: dict, nodes: int = NODES) -> dict:
     with os.fdopen(fd, "w") as f:
         f.write(cluster.token + "\n")
     try:
-        out: dict = {"nodes": nodes}
+        rev = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
+                             stdout=subprocess.PIPE, text=True).stdout.strip()
+        out: dict = {"nodes": nodes, "commit": rev, "nproc": os.cpu_count(), "loadavg_start": os.getloadavg(),
+                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         for name in ("steady", "failover"):
             dirs = [work / name / f"node{i:03d}" for i in range(nodes)]
             for d in dirs:
