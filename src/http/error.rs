@@ -63,6 +63,9 @@ pub enum HttpError {
         /// The `Location`, without its query (which may carry a presigned signature).
         location: String,
         reason: String,
+        /// A redirect chain that a failover may end (Vault's standbys pointing at an active
+        /// node that has just changed): worth retrying from the start.
+        transient: bool,
     },
     #[error("reading CA bundle {path}: {detail}")]
     CaBundle { path: String, detail: String },
@@ -88,7 +91,9 @@ impl Classify for HttpError {
             | HttpError::Connect { .. }
             | HttpError::Timeout { .. }
             | HttpError::Io { .. } => true,
-            HttpError::Proxy { transient, .. } => *transient,
+            HttpError::Proxy { transient, .. } | HttpError::Redirect { transient, .. } => {
+                *transient
+            }
             HttpError::Status { code, .. } => *code == 429 || (500..600).contains(code),
             _ => false,
         };
@@ -115,6 +120,11 @@ impl HttpError {
                 }
                 | HttpError::Io {
                     phase: "TLS handshake",
+                    ..
+                }
+                // Answered by standbys' redirects only: no node handled the request.
+                | HttpError::Redirect {
+                    transient: true,
                     ..
                 }
         )

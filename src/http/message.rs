@@ -163,6 +163,7 @@ impl Response {
                     .header("location")
                     .map_or_else(|| "(none)".into(), shown),
                 reason: "this request follows no such redirect (is the URL the final one?)".into(),
+                transient: false,
             });
         }
         Err(HttpError::Status {

@@ -48,6 +48,7 @@ pub(super) fn next_request(
         code: status,
         location,
         reason,
+        transient: false,
     };
     let Some(raw) = location else {
         return Err(refuse(
@@ -61,10 +62,15 @@ pub(super) fn next_request(
         _ => MAX_DOWNLOAD_HOPS,
     };
     if hops >= max_hops {
-        return Err(refuse(
-            shown(raw),
-            format!("more than {max_hops} redirect(s) in a row"),
-        ));
+        return Err(HttpError::Redirect {
+            peer: peer.to_string(),
+            code: status,
+            location: shown(raw),
+            reason: format!("more than {max_hops} redirect(s) in a row"),
+            // A standby redirected us to a node that now redirects too: leadership moved
+            // meanwhile (a failover); the next attempt finds the new active node.
+            transient: req.redirects == Redirects::Vault,
+        });
     }
     let mut next = req.clone();
     match req.redirects {
@@ -154,6 +160,7 @@ pub(super) fn shown(location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Classify;
     use crate::secret::Secret;
 
     fn get(url: &str, r: Redirects) -> Request {
@@ -206,6 +213,10 @@ mod tests {
         );
         let e = next_request(&req, 302, Some("/k2"), "p", MAX_DOWNLOAD_HOPS).unwrap_err();
         assert!(e.to_string().contains("more than 5"), "{e}");
+        assert!(
+            !e.is_transient(),
+            "a redirect loop needs the mirror's operator"
+        );
         let e = next_request(&req, 302, None, "p", 0).unwrap_err();
         assert!(e.to_string().contains("no Location"), "{e}");
         let e = next_request(&req, 302, Some("ftp://x/y"), "p", 0).unwrap_err();
@@ -233,6 +244,8 @@ mod tests {
         assert_eq!(next.url.host, "active");
         let e = next_request(&next, 307, Some("https://third:8200/v1/x"), "p", 1).unwrap_err();
         assert!(e.to_string().contains("more than 1"), "{e}");
+        // Leadership moved during the request (a failover): retried, nothing was handled.
+        assert!(e.is_transient() && e.before_request_sent(), "{e:?}");
         let e = next_request(&req, 307, Some("http://active:8200/v1/x"), "p", 0).unwrap_err();
         assert!(e.to_string().contains("downgrade"), "{e}");
         // 303 is not how Vault redirects: left to the caller, which reports it.
