@@ -228,15 +228,9 @@ log_level = "warn"
 
     /// A token with the `node` policy.
     pub fn node_token(&self) -> String {
-        self.ok(&[
-            "token",
-            "create",
-            "-policy=node",
-            "-field=token",
-            "-ttl=10m",
-        ])
-        .trim()
-        .to_string()
+        self.ok(&[&NODE_TOKEN[..], &["-ttl=10m"]].concat())
+            .trim()
+            .to_string()
     }
 
     /// Revokes a token.
@@ -299,6 +293,9 @@ pub fn run_bao(env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Run 
     drop(child.stdin.take());
     child.wait_with_output().unwrap().into()
 }
+
+/// `bao` arguments creating a token with the `node` policy (add a `-ttl=`).
+pub const NODE_TOKEN: [&str; 4] = ["token", "create", "-policy=node", "-field=token"];
 
 /// What [`configure`] set up.
 pub struct Configured {

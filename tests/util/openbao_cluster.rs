@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::openbao::{configure, make_listener_cert, run_bao, spawn_server, wait_listening};
+use super::openbao::{
+    configure, make_listener_cert, run_bao, spawn_server, wait_listening, NODE_TOKEN,
+};
 use super::{free_port, Run};
 
 /// One node of the cluster.
@@ -268,15 +270,9 @@ log_level = "warn"
 
     /// A token with the `node` policy.
     pub fn node_token(&self) -> String {
-        self.ok(&[
-            "token",
-            "create",
-            "-policy=node",
-            "-field=token",
-            "-ttl=30m",
-        ])
-        .trim()
-        .to_string()
+        self.ok(&[&NODE_TOKEN[..], &["-ttl=30m"]].concat())
+            .trim()
+            .to_string()
     }
 }
 
