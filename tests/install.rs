@@ -536,3 +536,38 @@ fn uninstall_stops_units_and_removes_kubelet_certificates_and_state() {
         again.stderr
     );
 }
+
+/// A mirror that answers 302 (a CDN in front of the store): an https target at another origin
+/// is followed, without credentials; a target under plain http is refused, naming where it
+/// pointed. (A redirect used to count as success, and its empty body was taken for the file.)
+#[test]
+fn a_redirecting_mirror_is_followed_to_https_only() {
+    let m = Mirror::start();
+    let cdn = Mirror::start();
+    m.control(&format!(
+        "/__fault?path=/1.31.2/kubelet&mode=redirect&to={}/1.31.2/kubelet",
+        cdn.base()
+    ));
+    let root = image_root();
+    install(&m, root.path(), "1.31", &[]).ok();
+    assert_installed(root.path(), "1.31.2");
+    assert_eq!(m.counts()["/1.31.2/kubelet"], 1, "{:?}", m.counts());
+    assert_eq!(cdn.counts()["/1.31.2/kubelet"], 1, "{:?}", cdn.counts());
+    assert_eq!(cdn.credentials_seen(), Vec::<String>::new());
+    assert_eq!(m.credentials_seen(), Vec::<String>::new());
+
+    let plain = format!("http://127.0.0.1:{}/1.31.2/kubelet", cdn.port);
+    m.control(&format!(
+        "/__fault?path=/1.31.2/kubelet&mode=redirect&to={plain}"
+    ));
+    let root = image_root();
+    let r = install(&m, root.path(), "1.31", &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&plain) && r.stderr.contains("https:// only"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(cdn.counts()["/1.31.2/kubelet"], 1, "plain http never asked");
+    assert!(!root.path().join("usr/bin/kubelet").exists());
+}

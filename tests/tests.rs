@@ -40,4 +40,5 @@ mod signing_helper;
 mod tpm;
 mod tpm_native;
 mod vault;
+mod vault_ha;
 mod vm;

@@ -37,7 +37,7 @@ use anyhow::Context;
 use crate::error::{self, Class, ResultExt};
 use crate::exit;
 use crate::fsutil;
-use crate::http::{Client, Request};
+use crate::http::{Client, Redirects, Request};
 use crate::key::OpenMode;
 use crate::node::config::{self as nodeconfig, NodeConfig};
 use crate::node::init;
@@ -526,7 +526,7 @@ fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
     }
     .with_deadline(left);
     let response = client
-        .send_retrying(&Request::get(url), &policy)
+        .send_retrying(&Request::get(url).redirects(Redirects::Vault), &policy)
         .classed()
         .with_context(|| format!("asking Vault at {} for its time", addr.origin()))?;
     let Some(server) = response.date() else {

@@ -82,6 +82,7 @@ impl Plan {
             auth: Some(auth),
             cert_auth_role: b.vault.cert_auth_role.clone(),
             timeout,
+            request_forwarding: b.vault.request_forwarding,
             ..vault::Settings::new(
                 address,
                 b.vault.role.clone(),

@@ -249,6 +249,7 @@ pub fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u
 pub mod config;
 pub mod mirror;
 pub mod openbao;
+pub mod openbao_cluster;
 pub mod peers;
 pub mod softhsm;
 pub mod swtpm;
