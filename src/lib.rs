@@ -36,6 +36,7 @@ pub mod awsauth;
 pub mod cli;
 pub mod error;
 pub mod exit;
+pub mod factory;
 pub mod firstboot;
 pub mod fsutil;
 #[doc(hidden)]

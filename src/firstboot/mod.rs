@@ -353,6 +353,9 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
                 path: plan.certificate.clone(),
                 renew_before: plan.renew_before,
             });
+            if let Some(login) = &renewal.login {
+                st.vault_login = Some(login.into());
+            }
             Ok(Outcome::Done(renewal))
         })?
         .expect("the enroll step is never skipped");
@@ -484,10 +487,18 @@ fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
 fn explain_enroll_error(e: anyhow::Error, b: &BootstrapConfig, plan: &Plan) -> anyhow::Error {
     let field = e.chain().find_map(|c| {
         c.downcast_ref::<vault::VaultError>().and_then(|v| match v {
-            vault::VaultError::NotAllowed { .. } => Some(format!(
-                "Vault PKI role {:?} (spec.vault.role) refuses CN {:?}: fix spec.hybrid.iamRolesAnywhere.nodeName in the NodeConfig, or the role's allowed_domains",
-                b.vault.role, plan.node_name
-            )),
+            vault::VaultError::NotAllowed { .. } => Some(match &b.vault.auth {
+                VaultAuth::DeviceCertificate(d) => format!(
+                    "Vault PKI role {:?} (spec.vault.role) refuses CN {:?} to the factory identity {}: the role binds each device to its own name (allowed_domains templated from the certificate-auth identity), so spec.hybrid.iamRolesAnywhere.nodeName must be this device's own name (its IDevID common name)",
+                    b.vault.role,
+                    plan.node_name,
+                    d.certificate.display()
+                ),
+                _ => format!(
+                    "Vault PKI role {:?} (spec.vault.role) refuses CN {:?}: fix spec.hybrid.iamRolesAnywhere.nodeName in the NodeConfig, or the role's allowed_domains",
+                    b.vault.role, plan.node_name
+                ),
+            }),
             vault::VaultError::UnknownRole { .. } => Some(
                 "check spec.vault.pkiMount and spec.vault.role".to_string(),
             ),
@@ -500,6 +511,10 @@ fn explain_enroll_error(e: anyhow::Error, b: &BootstrapConfig, plan: &Plan) -> a
                 VaultAuth::AppRole { .. } => format!(
                     "the AppRole (spec.vault.auth.appRole) is not allowed to sign with spec.vault.role {:?}, or its secret id is used up",
                     b.vault.role
+                ),
+                VaultAuth::DeviceCertificate(d) => format!(
+                    "the token of cert auth role {:?} (spec.vault.auth.deviceCertificate.role) is not allowed to sign with spec.vault.role {:?}: check the role's token_policies",
+                    d.role, b.vault.role
                 ),
             }),
             vault::VaultError::TtlAboveMax { .. } => Some("lower spec.vault.ttl".to_string()),
