@@ -40,9 +40,7 @@ pub struct RequestSettings {
 /// `CN=<serial>, serialNumber=<serial>`.
 pub fn request(s: &RequestSettings) -> anyhow::Result<String> {
     let own = KeyRef::parse(&s.key.reference).classed()?;
-    let node = KeyRef::parse(&s.node_key)
-        .classed()
-        .context("--node-key")?;
+    let node = KeyRef::parse(&s.node_key).classed().context("--node-key")?;
     if own == node {
         return Err(error::operator(format!(
             "{} is the node key's reference (--node-key {}): the factory identity needs a key of its own, e.g. handle:0x81000002",

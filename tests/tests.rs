@@ -20,6 +20,7 @@ mod e2e;
 mod firstboot;
 mod fuzz_corpus;
 mod http_limits;
+mod idevid;
 mod init_token;
 mod install;
 mod irsa;

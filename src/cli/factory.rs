@@ -64,7 +64,11 @@ pub struct FactoryStoreArgs {
     #[arg(long, value_name = "FILE")]
     pub signed: PathBuf,
     /// Where the device keeps it (BootstrapConfig spec.vault.auth.deviceCertificate.certificate).
-    #[arg(long, value_name = "FILE", default_value = "/etc/hybridboot/idevid.pem")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/hybridboot/idevid.pem"
+    )]
     pub out: PathBuf,
 }
 

@@ -785,10 +785,9 @@ spec:
             "    auth:\n",
             "    auth:\n      tokenFile: /etc/hybridboot/token\n",
         );
-        assert!(parse(&both)
-            .unwrap_err()
-            .to_string()
-            .contains("spec.vault.auth: give exactly one of tokenFile, appRole and deviceCertificate"));
+        assert!(parse(&both).unwrap_err().to_string().contains(
+            "spec.vault.auth: give exactly one of tokenFile, appRole and deviceCertificate"
+        ));
     }
 
     /// The IDevID auth method exactly as documented; the node key's handle is refused for it.

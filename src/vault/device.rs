@@ -103,7 +103,7 @@ pub(super) fn login(
             .open(OpenMode::Existing)
             .with_context(|| {
                 format!(
-                    "the factory identity key {} (spec.vault.auth.deviceCertificate.keyRef) is not usable in this TPM",
+                    "the factory identity key {} (spec.vault.auth.deviceCertificate.keyRef) is not usable in this TPM (the production line creates it with `hybridboot factory request`)",
                     device.key.reference
                 )
             })?,

@@ -259,14 +259,8 @@ fn issue(
     let signed = vault
         .sign(&token, &args.pki_mount, &args.pki_role, &csr, &req)
         .classed()?;
-    let issued = verify_signed(
-        &addr.origin(),
-        &signed,
-        &node_spki,
-        &req,
-        SystemTime::now(),
-    )
-    .classed()?;
+    let issued =
+        verify_signed(&addr.origin(), &signed, &node_spki, &req, SystemTime::now()).classed()?;
 
     fsutil::atomic_write(
         &args.certificate,

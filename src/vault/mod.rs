@@ -37,6 +37,6 @@ pub use device::Login;
 pub use enroll::{enroll, renew_certificate, Renewal};
 pub use error::VaultError;
 pub use settings::{
-    DeviceIdentity, SecretAuth, Settings, DEFAULT_APPROLE_MOUNT, DEFAULT_CERT_AUTH_MOUNT, DEFAULT_PKI_MOUNT,
-    DEFAULT_RENEW_BEFORE, DEFAULT_TIMEOUT,
+    DeviceIdentity, SecretAuth, Settings, DEFAULT_APPROLE_MOUNT, DEFAULT_CERT_AUTH_MOUNT,
+    DEFAULT_PKI_MOUNT, DEFAULT_RENEW_BEFORE, DEFAULT_TIMEOUT,
 };

@@ -308,6 +308,92 @@ log_level = "warn"
         self.pki_issuing = d.join("pki-issuing.pem");
     }
 
+    /// The zero-secret enrollment set-up the README recommends (factory identity, IEEE 802.1AR
+    /// IDevID):
+    ///
+    /// - `factory` mount: the factory CA (a root of its own), role `device` keeping the CSR's
+    ///   subject (CN and serialNumber);
+    /// - cert auth role `factory-devices` trusting the factory CA, and `device-nodes` trusting
+    ///   `pki_int`'s issuing CA (renewal with the node certificate), both with policy `device`;
+    /// - PKI role `device` on `pki_int`: `allowed_domains` templated from the cert auth alias
+    ///   (the presented certificate's CN), bare names only: a device gets its own name only;
+    /// - policy `device` allowing `pki_int/sign/device`.
+    pub fn configure_factory(&self) -> Factory {
+        let d = self.dir.path();
+        self.ok(&["secrets", "enable", "-path=factory", "pki"]);
+        self.ok(&["secrets", "tune", "-max-lease-ttl=87600h", "factory"]);
+        let ca = self.ok(&[
+            "write",
+            "-field=certificate",
+            "factory/root/generate/internal",
+            "common_name=Hybridboot Test Factory CA",
+            "key_type=ec",
+            "ttl=87600h",
+        ]);
+        let ca_path = d.join("factory-ca.pem");
+        std::fs::write(&ca_path, &ca).unwrap();
+        self.ok(&[
+            "write",
+            "factory/roles/device",
+            "allow_any_name=true",
+            "enforce_hostnames=false",
+            "allowed_serial_numbers=*",
+            "use_csr_common_name=true",
+            "key_type=any",
+            "max_ttl=87600h",
+        ]);
+        let accessor = self
+            .ok(&["read", "-field=accessor", "sys/auth/cert"])
+            .trim()
+            .to_string();
+        self.ok(&[
+            "write",
+            "pki_int/roles/device",
+            &format!("allowed_domains={{{{identity.entity.aliases.{accessor}.name}}}}"),
+            "allowed_domains_template=true",
+            "allow_bare_domains=true",
+            "allow_subdomains=false",
+            "max_ttl=72h",
+            "ttl=24h",
+            "key_type=any",
+        ]);
+        let r = self.bao_stdin(
+            &["policy", "write", "device", "-"],
+            Some("path \"pki_int/sign/device\" { capabilities = [\"create\", \"update\"] }\n"),
+        );
+        assert_eq!(r.code, 0, "policy: {}", r.stderr);
+        self.ok(&[
+            "write",
+            "auth/cert/certs/factory-devices",
+            &format!("certificate=@{}", ca_path.display()),
+            "token_policies=device",
+            "token_ttl=5m",
+        ]);
+        self.ok(&[
+            "write",
+            "auth/cert/certs/device-nodes",
+            &format!("certificate=@{}", self.pki_issuing.display()),
+            "token_policies=device",
+            "token_ttl=5m",
+        ]);
+        Factory {
+            ca: ca_path,
+            accessor,
+        }
+    }
+
+    /// The factory CA signs `csr` (role `factory/roles/device`, the subject kept) for `ttl`;
+    /// returns the PEM certificate.
+    pub fn factory_sign(&self, csr: &Path, ttl: &str) -> String {
+        self.ok(&[
+            "write",
+            "-field=certificate",
+            "factory/sign/device",
+            &format!("csr=@{}", csr.display()),
+            &format!("ttl={ttl}"),
+        ])
+    }
+
     /// A fresh response-wrapped AppRole secret id: the wrapping token.
     pub fn wrapped_secret_id(&self) -> String {
         self.ok(&[
@@ -350,6 +436,14 @@ log_level = "warn"
     pub fn revoke(&self, token: &str) {
         self.ok(&["token", "revoke", token]);
     }
+}
+
+/// What [`OpenBao::configure_factory`] made.
+pub struct Factory {
+    /// The factory CA certificate.
+    pub ca: PathBuf,
+    /// The accessor of the cert auth mount (in the PKI role's template).
+    pub accessor: String,
 }
 
 impl Drop for OpenBao {
