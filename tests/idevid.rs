@@ -18,15 +18,15 @@ use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
 use util::swtpm::Swtpm;
 use util::{run, tool, Run};
 
-const SERIAL: &str = "hb-0001";
-const NODE_KEY: &str = "handle:0x81000001";
-const IDEVID_KEY: &str = "handle:0x81000002";
-const IDEVID_PEM: &str = "/etc/hybridboot/idevid.pem";
+pub(crate) const SERIAL: &str = "hb-0001";
+pub(crate) const NODE_KEY: &str = "handle:0x81000001";
+pub(crate) const IDEVID_KEY: &str = "handle:0x81000002";
+pub(crate) const IDEVID_PEM: &str = "/etc/hybridboot/idevid.pem";
 
 /// One site: Vault with the factory set-up, the device's TPM, the AWS side.
-struct Site {
-    bao: OpenBao,
-    tpm: Swtpm,
+pub(crate) struct Site {
+    pub(crate) bao: OpenBao,
+    pub(crate) tpm: Swtpm,
     moto: Moto,
     ra: RolesAnywhere,
     dir: tempfile::TempDir,
@@ -40,7 +40,7 @@ fn device_auth(key_ref: &str) -> String {
 }
 
 impl Site {
-    fn start() -> Site {
+    pub(crate) fn start() -> Site {
         let dir = tempfile::tempdir().unwrap();
         let cluster_ca = MiniCa::root(dir.path(), "cluster-ca").cert;
         let moto = Moto::start_configured(
@@ -69,7 +69,7 @@ impl Site {
     }
 
     /// Runs hybridboot with `tpm` as the TPM, loopback off any proxy.
-    fn hb(&self, tpm: &Swtpm, args: &[&str]) -> Run {
+    pub(crate) fn hb(&self, tpm: &Swtpm, args: &[&str]) -> Run {
         let systemctl = self.dir.path().join("systemctl");
         run(
             args,
@@ -84,7 +84,13 @@ impl Site {
 
     /// The line side, step by step as in the README: the IDevID key and its CSR from `tpm`,
     /// signed by the factory CA for `ttl`; returns the CSR file and the signed PEM.
-    fn manufacture(&self, tpm: &Swtpm, work: &Path, serial: &str, ttl: &str) -> (PathBuf, String) {
+    pub(crate) fn manufacture(
+        &self,
+        tpm: &Swtpm,
+        work: &Path,
+        serial: &str,
+        ttl: &str,
+    ) -> (PathBuf, String) {
         std::fs::create_dir_all(work).unwrap();
         let csr = work.join("idevid.csr");
         self.hb(
@@ -106,7 +112,7 @@ impl Site {
     }
 
     /// `factory store` of `signed` into the device's `root`.
-    fn store(&self, tpm: &Swtpm, root: &Path, serial: &str, signed: &str) -> Run {
+    pub(crate) fn store(&self, tpm: &Swtpm, root: &Path, serial: &str, signed: &str) -> Run {
         let file = root.with_extension("signed.pem");
         std::fs::write(&file, signed).unwrap();
         let out = root.join(IDEVID_PEM.trim_start_matches('/'));
@@ -130,7 +136,7 @@ impl Site {
 
     /// The device's configuration: node `node_name`, Vault over TLS with the IDevID auth at
     /// `idevid_key`, PKI role `device`, certificates of `ttl`. No secret file anywhere.
-    fn configure(&self, root: &Path, node_name: &str, idevid_key: &str, ttl: &str) {
+    pub(crate) fn configure(&self, root: &Path, node_name: &str, idevid_key: &str, ttl: &str) {
         let etc = root.join("etc/hybridboot");
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::copy(&self.ra.tls_ca, etc.join("aws-ca.pem")).unwrap();
@@ -484,6 +490,11 @@ fn renewal_uses_the_node_certificate_and_falls_back_to_the_factory_identity_once
     assert!(!r.stderr.contains("device certificate"), "{}", r.stderr);
     let second = serial_hex(&cert_path(&root));
     assert_ne!(first, second);
+    // status: the node certificate that logged in was the first one.
+    let login = status_json(&root)["vaultLogin"].clone();
+    assert_eq!(login["method"], "certificate", "{login:#}");
+    assert_eq!(login["role"], "device-nodes");
+    assert_eq!(login["serial"], first.as_str());
 
     // Expired: the node certificate cannot log in any more; the factory identity does.
     let end = openssl_x509(&cert_path(&root), "-enddate");
@@ -511,6 +522,9 @@ fn renewal_uses_the_node_certificate_and_falls_back_to_the_factory_identity_once
     );
     let third = serial_hex(&cert_path(&root));
     assert_ne!(third, second);
+    let login = status_json(&root)["vaultLogin"].clone();
+    assert_eq!(login["method"], "device-certificate", "{login:#}");
+    assert_eq!(login["deviceSerialNumber"], SERIAL);
     assert!(openssl_x509(&cert_path(&root), "-subject").contains(&format!("CN = {SERIAL}")));
     let check = tool(
         "openssl",

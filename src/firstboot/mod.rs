@@ -183,6 +183,18 @@ pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
     }
 }
 
+/// Records who logged in to Vault for a certificate `renew --config-source` just issued, so
+/// that `status` tells whether the node certificate or the factory identity did. Only where
+/// first boot has left its state (a machine without it gets none).
+pub fn record_login(root: &Path, login: &vault::Login) -> anyhow::Result<()> {
+    if !fsutil::under_root(root, Path::new(state::STATE_FILE)).exists() {
+        return Ok(());
+    }
+    let mut st = State::load(root)?;
+    st.vault_login = Some(login.into());
+    st.save(root)
+}
+
 /// A failure and the step it happened in (for the state file's `last_error`).
 struct StepFailed {
     step: Step,

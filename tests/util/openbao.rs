@@ -6,7 +6,9 @@
 //! - `pki` mount: a root CA; `pki_int` mount: an issuing CA signed by it (a real chain);
 //! - role `node` on `pki_int`: `allowed_domains=example.com`, `allow_subdomains`, `max_ttl=72h`;
 //! - policy `node` allowing `pki_int/sign/node`;
-//! - AppRole role `node` (single-use secret ids) and cert auth role `node` trusting the issuing CA.
+//! - AppRole role `node` (single-use secret ids) and cert auth role `node` trusting the issuing CA;
+//! - a file audit device with raw values (`audit.log`), from which a test learns the tokens the
+//!   server issued.
 //!
 //! The process is killed by PID on drop.
 
@@ -82,11 +84,18 @@ listener "tcp" {{
   cluster_address = "127.0.0.1:{c2}"
   tls_disable = true
 }}
+audit "file" "raw" {{
+  options {{
+    file_path = "{audit}"
+    log_raw = "true"
+  }}
+}}
 api_addr = "http://127.0.0.1:{http_port}"
 cluster_addr = "https://127.0.0.1:{c2}"
 log_level = "warn"
 "#,
             data = d.join("data").display(),
+            audit = d.join("audit.log").display(),
             d = d.display()
         );
         std::fs::create_dir(d.join("data")).unwrap();
@@ -308,6 +317,25 @@ log_level = "warn"
         self.pki_issuing = d.join("pki-issuing.pem");
     }
 
+    /// Every client token the server has issued so far (logins, token creation), from its raw
+    /// audit log (the file audit device, `log_raw`), for the secrets audit.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        let mut tokens: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                v["response"]["auth"]["client_token"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .filter(|t| !t.is_empty())
+            .collect();
+        tokens.sort();
+        tokens.dedup();
+        tokens
+    }
+
     /// The zero-secret enrollment set-up the README recommends (factory identity, IEEE 802.1AR
     /// IDevID):
     ///
@@ -318,7 +346,7 @@ log_level = "warn"
     /// - PKI role `device` on `pki_int`: `allowed_domains` templated from the cert auth alias
     ///   (the presented certificate's CN), bare names only: a device gets its own name only;
     /// - policy `device` allowing `pki_int/sign/device`.
-    pub fn configure_factory(&self) -> Factory {
+    pub fn configure_factory(&self) {
         let d = self.dir.path();
         self.ok(&["secrets", "enable", "-path=factory", "pki"]);
         self.ok(&["secrets", "tune", "-max-lease-ttl=87600h", "factory"]);
@@ -376,10 +404,6 @@ log_level = "warn"
             "token_policies=device",
             "token_ttl=5m",
         ]);
-        Factory {
-            ca: ca_path,
-            accessor,
-        }
     }
 
     /// The factory CA signs `csr` (role `factory/roles/device`, the subject kept) for `ttl`;
@@ -436,14 +460,6 @@ log_level = "warn"
     pub fn revoke(&self, token: &str) {
         self.ok(&["token", "revoke", token]);
     }
-}
-
-/// What [`OpenBao::configure_factory`] made.
-pub struct Factory {
-    /// The factory CA certificate.
-    pub ca: PathBuf,
-    /// The accessor of the cert auth mount (in the PKI role's template).
-    pub accessor: String,
 }
 
 impl Drop for OpenBao {
