@@ -221,8 +221,9 @@ fn issue(
     for (i, auth) in auths.iter().enumerate() {
         let attempt = match auth {
             Auth::Device(d) => {
-                // A TPM without a resource manager (swtpm, /dev/tpm0) serves one connection at
-                // a time: the node key's is closed before the factory identity's key opens.
+                // Without a resource manager (/dev/tpm0) a TPM admits one open connection: the
+                // node key's is closed before the factory identity's key opens (the node key is
+                // not needed again unless a later method is tried, which reopens it).
                 node_key = None;
                 device::login(&vault, args, d).map(|(token, who)| (token, None, who))
             }
