@@ -6,6 +6,7 @@
 //!
 //! The line side runs `hybridboot factory request` / `factory store` as the README describes;
 //! the device holds no token, secret id or wrapping token anywhere.
+#![cfg(any(feature = "tpm", feature = "tpm-native"))]
 use crate::util;
 
 use std::os::unix::fs::PermissionsExt;
@@ -42,16 +43,7 @@ fn device_auth(key_ref: &str) -> String {
 impl Site {
     pub(crate) fn start() -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let cluster_ca = MiniCa::root(dir.path(), "cluster-ca").cert;
-        let moto = Moto::start_configured(
-            &[
-                "--eks-ca-file",
-                cluster_ca.to_str().unwrap(),
-                "--eks-endpoint",
-                "https://127.0.0.1:6443",
-            ],
-            &["--remote-node-cidr", "127.0.0.0/8"],
-        );
+        let (moto, _) = Moto::loopback_cluster(dir.path());
         let bao = OpenBao::start();
         bao.configure_factory();
         let ra = RolesAnywhere::start(&RaOptions::new(&[&bao.pki_root]).sts(&moto));
@@ -200,13 +192,7 @@ fn cert_path(root: &Path) -> PathBuf {
 }
 
 fn openssl_x509(path: &Path, what: &str) -> String {
-    let r = tool(
-        "openssl",
-        &["x509", "-in", path.to_str().unwrap(), "-noout", what],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    r.stdout.trim().to_string()
+    util::x509::x509_field(path, what).trim().to_string()
 }
 
 /// The serial as `status` writes it: lowercase hex without leading zeros.

@@ -613,16 +613,7 @@ fn firstboot_at_vvv_never_shows_secret_ids_wrapping_tokens_or_aws_secrets() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     audit.dirs.push(w.to_path_buf());
-    let cluster_ca = MiniCa::root(w, "cluster-ca").cert;
-    let moto = Moto::start_configured(
-        &[
-            "--eks-ca-file",
-            cluster_ca.to_str().unwrap(),
-            "--eks-endpoint",
-            "https://127.0.0.1:6443",
-        ],
-        &["--remote-node-cidr", "127.0.0.0/8"],
-    );
+    let (moto, _) = Moto::loopback_cluster(w);
     audit.secret(
         "moto minter secret key",
         moto.setup["secret_access_key"].as_str().unwrap(),

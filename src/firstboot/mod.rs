@@ -365,7 +365,15 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
                 path: plan.certificate.clone(),
                 renew_before: plan.renew_before,
             });
-            if let Some(login) = &renewal.login {
+            // Who logged in: this run's login, else (a certificate a killed run wrote before
+            // recording it) the configured method's, which is the only one that enrolls a
+            // first certificate.
+            let login = match &renewal.login {
+                Some(l) => Some(l.clone()),
+                None if st.vault_login.is_none() => vault::configured_login(&settings),
+                None => None,
+            };
+            if let Some(login) = &login {
                 st.vault_login = Some(login.into());
             }
             Ok(Outcome::Done(renewal))

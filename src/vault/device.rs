@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-use super::{DeviceIdentity, Settings, Vault};
+use super::{DeviceIdentity, SecretAuth, Settings, Vault};
 use crate::error::{self, Class, Classify, ResultExt};
 use crate::fsutil;
 use crate::http::{Client, ClientIdentity};
@@ -60,6 +60,27 @@ impl Login {
             device_serial: leaf.subject_serial_number(),
         }
     }
+}
+
+/// The login the configured first-enrollment method makes (no current certificate), as far as
+/// it can be told without logging in: what a first certificate found on disk came from. First
+/// boot records it when a power cut fell between writing that certificate and recording who
+/// logged in for it, so the record converges to the uninterrupted run's.
+pub fn configured_login(settings: &Settings) -> Option<Login> {
+    Some(match settings.auth.as_ref()? {
+        SecretAuth::Token(_) | SecretAuth::TokenFile(_) => Login::plain("token", None),
+        SecretAuth::AppRole { .. } => Login::plain("approle", None),
+        SecretAuth::DeviceCertificate(d) => {
+            let leaf = fsutil::read_capped_string(&d.certificate, fsutil::MAX_TEXT_FILE)
+                .ok()
+                .and_then(|t| chain::parse_pem_certs(&t).ok())
+                .map(|certs| certs[0].clone());
+            match leaf {
+                Some(leaf) => Login::with_certificate("device-certificate", &d.role, &leaf),
+                None => Login::plain("device-certificate", Some(d.role.clone())),
+            }
+        }
+    })
 }
 
 /// The factory identity's chain, checked against its key and the clock.

@@ -33,7 +33,7 @@ pub use check::{verify_signed, Issued, SignRequest};
 #[doc(hidden)]
 pub use client::fuzz_answers;
 pub use client::{Signed, Vault};
-pub use device::Login;
+pub use device::{configured_login, Login};
 pub use enroll::{enroll, renew_certificate, Renewal};
 pub use error::VaultError;
 pub use settings::{

@@ -157,16 +157,20 @@ mod tests {
     use super::*;
     use crate::key::{self, Algorithm, KeyRef, OpenMode};
 
-    #[test]
-    fn csr_is_self_consistent() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = KeyRef::Path(dir.path().join("k.pem"));
-        let k = key::open(
+    fn file_key(dir: &std::path::Path) -> Box<dyn NodeKey> {
+        let r = KeyRef::Path(dir.join("k.pem"));
+        key::open(
             &r,
             &Default::default(),
             OpenMode::CreateIfAbsent(Algorithm::EcdsaP256),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn csr_is_self_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = file_key(dir.path());
         let pem = build_csr(
             k.as_ref(),
             &CsrRequest {
@@ -192,13 +196,7 @@ mod tests {
     #[test]
     fn a_device_csr_names_its_serial_number_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let r = KeyRef::Path(dir.path().join("k.pem"));
-        let k = key::open(
-            &r,
-            &Default::default(),
-            OpenMode::CreateIfAbsent(Algorithm::EcdsaP256),
-        )
-        .unwrap();
+        let k = file_key(dir.path());
         let req = CsrRequest {
             common_name: "hb-0001".into(),
             ..CsrRequest::default()
