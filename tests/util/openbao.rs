@@ -319,6 +319,8 @@ log_level = "warn"
 
     /// Every client token the server has issued so far (logins, token creation), from its raw
     /// audit log (the file audit device, `log_raw`), for the secrets audit.
+    // Only the secrets audit, which needs both key backends, uses it.
+    #[cfg_attr(not(all(feature = "tpm", feature = "pkcs11")), allow(dead_code))]
     pub fn issued_tokens(&self) -> Vec<String> {
         let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
         let mut tokens: Vec<String> = text
@@ -346,6 +348,7 @@ log_level = "warn"
     /// - PKI role `device` on `pki_int`: `allowed_domains` templated from the cert auth alias
     ///   (the presented certificate's CN), bare names only: a device gets its own name only;
     /// - policy `device` allowing `pki_int/sign/device`.
+    #[cfg_attr(not(any(feature = "tpm", feature = "tpm-native")), allow(dead_code))]
     pub fn configure_factory(&self) {
         let d = self.dir.path();
         self.ok(&["secrets", "enable", "-path=factory", "pki"]);
@@ -408,6 +411,7 @@ log_level = "warn"
 
     /// The factory CA signs `csr` (role `factory/roles/device`, the subject kept) for `ttl`;
     /// returns the PEM certificate.
+    #[cfg_attr(not(any(feature = "tpm", feature = "tpm-native")), allow(dead_code))]
     pub fn factory_sign(&self, csr: &Path, ttl: &str) -> String {
         self.ok(&[
             "write",
