@@ -7,6 +7,7 @@
 //! - [`factory`]: `factory request`, `factory store` (the production line's IDevID steps);
 //! - [`vault`]: `enroll`, `renew`;
 //! - [`firstboot`]: `firstboot`, `status`;
+//! - [`debug`](mod@debug): `debug`;
 //! - [`aws`]: `credential-process`, `update`, `serve`, `credentials inspect`;
 //! - [`token`]: `token`, `kubeconfig`;
 //! - [`node`]: `config check`, `install`, `uninstall`, `init`;
@@ -14,6 +15,7 @@
 
 pub mod aws;
 pub mod awsauth;
+pub mod debug;
 pub mod factory;
 pub mod firstboot;
 pub mod irsa;

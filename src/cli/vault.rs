@@ -131,10 +131,10 @@ impl VaultArgs {
     }
 }
 
-/// `hybridboot enroll`: prints the RFC 3339 time the certificate is due for renewal.
+/// `hybridboot enroll`: prints `serial:`, `not-after:` and `next-renewal:` (RFC 3339) lines.
 pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let r = vault::enroll(&args.vault.settings()?)?;
-    println!("{}", x509::chain::rfc3339(r.due));
+    print!("{}", renewal_lines(&r));
     Ok(())
 }
 
@@ -235,8 +235,21 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
             log::warn!("could not record the Vault login for status: {e:#}");
         }
     }
-    println!("{}", x509::chain::rfc3339(r.due));
+    print!("{}", renewal_lines(&r));
     Ok(())
+}
+
+/// The machine output of `enroll` and `renew`: labelled lines, the serial as Vault prints it.
+fn renewal_lines(r: &vault::Renewal) -> String {
+    format!(
+        "serial: {}
+not-after: {}
+next-renewal: {}
+",
+        r.info.serial_hex,
+        x509::chain::rfc3339(r.info.not_after),
+        x509::chain::rfc3339(r.due)
+    )
 }
 
 #[cfg(test)]
