@@ -38,6 +38,7 @@ pub mod cli;
 pub mod debug;
 pub mod error;
 pub mod exit;
+pub mod factory;
 pub mod firstboot;
 pub mod fsutil;
 #[doc(hidden)]

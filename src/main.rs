@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use hybridboot::cli::{aws, awsauth, debug, firstboot, irsa, key, node, token, vault};
+use hybridboot::cli::{aws, awsauth, debug, factory, firstboot, irsa, key, node, token, vault};
 use hybridboot::{error, exit, logging};
 
 const AFTER_HELP: &str = "\
@@ -48,6 +48,10 @@ enum Command {
     ///
     /// Example: hybridboot csr --key handle:0x81000001 --common-name node-1 --dns-name node-1.example.com
     Csr(key::CsrArgs),
+    /// On the production line: give the device its factory identity (IEEE 802.1AR IDevID) for a
+    /// first boot without secrets.
+    #[command(subcommand)]
+    Factory(factory::FactoryCommand),
     /// Get the node certificate from Vault PKI (CSR signed by the node key) and write it.
     Enroll(vault::EnrollArgs),
     /// Renew the node certificate once it is past its renewal point; print when the next is due.
@@ -157,6 +161,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Csr(a) => key::csr(a),
+        Command::Factory(c) => factory::run_factory(c),
         Command::Enroll(a) => vault::enroll(a),
         Command::Renew(a) => vault::renew(a),
         Command::Firstboot(a) => firstboot::run_firstboot(a),

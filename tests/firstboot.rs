@@ -18,7 +18,7 @@ use util::config::{
     firstboot_yaml, BootstrapConfig, NodeConfig, TOKEN_FILE_AUTH, WRAPPED_APPROLE_AUTH,
 };
 use util::openbao::OpenBao;
-use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::peers::{Moto, RaOptions, RolesAnywhere};
 use util::swtpm::Swtpm;
 use util::{run, tool, Run};
 
@@ -41,16 +41,7 @@ struct Site {
 impl Site {
     fn start() -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let cluster_ca = MiniCa::root(dir.path(), "cluster-ca").cert;
-        let moto = Moto::start_configured(
-            &[
-                "--eks-ca-file",
-                cluster_ca.to_str().unwrap(),
-                "--eks-endpoint",
-                "https://127.0.0.1:6443",
-            ],
-            &["--remote-node-cidr", "127.0.0.0/8"],
-        );
+        let (moto, cluster_ca) = Moto::loopback_cluster(dir.path());
         let bao = OpenBao::start();
         let token = bao.node_token();
         let ra = RolesAnywhere::start(&RaOptions::new(&[&bao.pki_root]).sts(&moto));

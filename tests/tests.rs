@@ -23,6 +23,7 @@ mod first_try;
 mod firstboot;
 mod fuzz_corpus;
 mod http_limits;
+mod idevid;
 mod init_token;
 mod install;
 mod irsa;

@@ -211,13 +211,7 @@ impl Target {
 
 /// `openssl x509` field of the first certificate in `path`.
 fn openssl_x509(path: &Path, what: &str) -> String {
-    let r = tool(
-        "openssl",
-        &["x509", "-in", path.to_str().unwrap(), "-noout", what],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    r.stdout
+    util::x509::x509_field(path, what)
 }
 
 fn serial(path: &Path) -> String {

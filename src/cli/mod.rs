@@ -4,6 +4,7 @@
 //! module and `main.rs` knows clap. One file per command group:
 //!
 //! - [`key`]: the key flags every signing command shares;
+//! - [`factory`]: `factory request`, `factory store` (the production line's IDevID steps);
 //! - [`vault`]: `enroll`, `renew`;
 //! - [`firstboot`]: `firstboot`, `status`;
 //! - [`debug`](mod@debug): `debug`;
@@ -15,6 +16,7 @@
 pub mod aws;
 pub mod awsauth;
 pub mod debug;
+pub mod factory;
 pub mod firstboot;
 pub mod irsa;
 pub mod key;

@@ -207,6 +207,7 @@ impl clap::Args for RenewArgs {
 /// Runs `renew`; prints the RFC 3339 time of the next renewal on stdout.
 pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
     let own = args.own;
+    let mut state_root = None;
     let (settings, fraction) = match (&own.config_source, args.vault) {
         (Some(source), None) => {
             let source = ConfigSource {
@@ -215,6 +216,7 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
                 root: own.root.clone(),
             };
             let (settings, configured) = firstboot::renewal_settings(&source)?;
+            state_root = Some(own.root.clone());
             (settings, own.renew_before.unwrap_or(configured))
         }
         (None, Some(v)) => (
@@ -233,6 +235,12 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
         }
     };
     let r = vault::renew_certificate(&settings, fraction)?;
+    if let (Some(root), Some(login)) = (&state_root, &r.login) {
+        // The certificate is written; a record that cannot be updated is not a failed renewal.
+        if let Err(e) = firstboot::record_login(root, login) {
+            log::warn!("could not record the Vault login for status: {e:#}");
+        }
+    }
     print!("{}", renewal_lines(&r));
     Ok(())
 }

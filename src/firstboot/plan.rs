@@ -70,6 +70,21 @@ impl Plan {
                 },
                 Some(r(secret_id_file)),
             ),
+            VaultAuth::DeviceCertificate(d) => (
+                SecretAuth::DeviceCertificate(vault::DeviceIdentity {
+                    key: KeySettings {
+                        reference: match &d.key {
+                            KeyRef::Path(p) => r(p).display().to_string(),
+                            _ => d.key_reference.clone(),
+                        },
+                        ..key.clone()
+                    },
+                    certificate: r(&d.certificate),
+                    role: d.role.clone(),
+                    mount: d.mount.clone(),
+                }),
+                None,
+            ),
         };
         let address = Url::parse(&b.vault.address)
             .classed()

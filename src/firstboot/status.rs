@@ -52,6 +52,13 @@ pub fn collect(root: &Path, now: SystemTime) -> anyhow::Result<Value> {
         "stamp": if joined { json!(state::STAMP_FILE) } else { Value::Null },
         "key": st.key.as_ref().map(|k| json!({"ref": k.reference, "algorithm": k.algorithm, "fingerprint": k.fingerprint})),
         "certificate": certificate,
+        "vaultLogin": st.vault_login.as_ref().map(|l| json!({
+            "method": l.method,
+            "role": l.role,
+            "subject": l.subject,
+            "serial": l.serial,
+            "deviceSerialNumber": l.device_serial,
+        })),
         "credentialsExpiry": st.credentials_expiry,
         "install": install,
         "steps": steps,
@@ -186,6 +193,22 @@ pub fn render_text(v: &Value) -> String {
         );
         line("  next renewal", s(&c["nextRenewal"]));
     }
+    let l = &v["vaultLogin"];
+    if !l.is_null() {
+        let role = if l["role"].is_null() {
+            String::new()
+        } else {
+            format!(" (role {})", s(&l["role"]))
+        };
+        line("vault login", format!("{}{role}", s(&l["method"])));
+        if !l["subject"].is_null() {
+            line("  subject", s(&l["subject"]));
+            line("  serial", s(&l["serial"]));
+        }
+        if !l["deviceSerialNumber"].is_null() {
+            line("  device serial", s(&l["deviceSerialNumber"]));
+        }
+    }
     line(
         "credentials expiry",
         match &v["credentialsExpiry"] {
@@ -259,6 +282,13 @@ mod tests {
             path: "/etc/iam/pki/server.pem".into(),
             renew_before: crate::time::DEFAULT_RENEW_BEFORE,
         });
+        st.vault_login = Some(state::LoginRecord {
+            method: "device-certificate".into(),
+            role: Some("factory-devices".into()),
+            subject: Some("CN=hb-0001,SERIALNUMBER=hb-0001".into()),
+            serial: Some("1f03".into()),
+            device_serial: Some("hb-0001".into()),
+        });
         st.last_error = Some(state::LastError {
             step: "enroll".into(),
             message: "Vault at x is sealed".into(),
@@ -271,6 +301,11 @@ mod tests {
         assert!(v["certificate"]["error"].as_str().is_some());
         let text = render_text(&v);
         assert!(text.contains("key fingerprint        sha256 ab"), "{text}");
+        assert_eq!(v["vaultLogin"]["deviceSerialNumber"], json!("hb-0001"));
+        assert!(
+            text.contains("vault login            device-certificate (role factory-devices)\n  subject              CN=hb-0001,SERIALNUMBER=hb-0001\n  serial               1f03\n  device serial        hb-0001\n"),
+            "{text}"
+        );
         assert!(
             text.contains("last error             2026-01-01T00:00:00Z (step enroll, exit 4): Vault at x is sealed"),
             "{text}"

@@ -36,6 +36,22 @@ pub enum SecretAuth {
         /// The secret id file holds a wrapping token: unwrap it (once) first.
         wrapped: bool,
     },
+    /// TLS certificate auth with the factory identity (IEEE 802.1AR IDevID): no secret at all.
+    DeviceCertificate(DeviceIdentity),
+}
+
+/// The factory identity: a key of its own (never the node key) and the certificate the factory
+/// CA issued for it. Both are public or inside the TPM; neither is a secret.
+#[derive(Debug, Clone)]
+pub struct DeviceIdentity {
+    /// The IDevID key.
+    pub key: KeySettings,
+    /// The IDevID certificate (leaf first, then any factory intermediates).
+    pub certificate: PathBuf,
+    /// The TLS certificate auth role that trusts the factory CA.
+    pub role: String,
+    /// Mount path of that cert auth method.
+    pub mount: String,
 }
 
 /// Everything [`enroll`](super::enroll) and [`renew_certificate`](super::renew_certificate) need.

@@ -136,9 +136,20 @@ impl Cert {
 
     /// The first subject common name, if any.
     pub fn common_name(&self) -> Option<String> {
+        self.subject_attribute(const_oid::db::rfc4519::CN)
+    }
+
+    /// The subject's serialNumber attribute (X.520; a device's serial number in an IEEE 802.1AR
+    /// IDevID), if any. Not the certificate's serial number.
+    pub fn subject_serial_number(&self) -> Option<String> {
+        self.subject_attribute(const_oid::db::rfc4519::SERIAL_NUMBER)
+    }
+
+    /// The first value of a string attribute of the subject.
+    fn subject_attribute(&self, oid: const_oid::ObjectIdentifier) -> Option<String> {
         for rdn in self.cert.tbs_certificate.subject.0.iter() {
             for atv in rdn.0.iter() {
-                if atv.oid == const_oid::db::rfc4519::CN {
+                if atv.oid == oid {
                     return std::str::from_utf8(atv.value.value())
                         .ok()
                         .map(str::to_string);

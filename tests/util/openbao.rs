@@ -6,7 +6,9 @@
 //! - `pki` mount: a root CA; `pki_int` mount: an issuing CA signed by it (a real chain);
 //! - role `node` on `pki_int`: `allowed_domains=example.com`, `allow_subdomains`, `max_ttl=72h`;
 //! - policy `node` allowing `pki_int/sign/node`;
-//! - AppRole role `node` (single-use secret ids) and cert auth role `node` trusting the issuing CA.
+//! - AppRole role `node` (single-use secret ids) and cert auth role `node` trusting the issuing CA;
+//! - a file audit device with raw values (`audit.log`), from which a test learns the tokens the
+//!   server issued.
 //!
 //! The process is killed by PID on drop.
 
@@ -82,11 +84,18 @@ listener "tcp" {{
   cluster_address = "127.0.0.1:{c2}"
   tls_disable = true
 }}
+audit "file" "raw" {{
+  options {{
+    file_path = "{audit}"
+    log_raw = "true"
+  }}
+}}
 api_addr = "http://127.0.0.1:{http_port}"
 cluster_addr = "https://127.0.0.1:{c2}"
 log_level = "warn"
 "#,
             data = d.join("data").display(),
+            audit = d.join("audit.log").display(),
             d = d.display()
         );
         std::fs::create_dir(d.join("data")).unwrap();
@@ -199,6 +208,111 @@ log_level = "warn"
     fn configure(&mut self) {
         let c = configure(self.dir.path(), &|args, stdin| self.bao_stdin(args, stdin));
         (self.pki_root, self.pki_issuing, self.role_id) = (c.pki_root, c.pki_issuing, c.role_id);
+    }
+
+    /// Every client token the server has issued so far (logins, token creation), from its raw
+    /// audit log (the file audit device, `log_raw`), for the secrets audit.
+    // Only the secrets audit, which needs both key backends, uses it.
+    #[cfg_attr(not(all(feature = "tpm", feature = "pkcs11")), allow(dead_code))]
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        let mut tokens: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                v["response"]["auth"]["client_token"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .filter(|t| !t.is_empty())
+            .collect();
+        tokens.sort();
+        tokens.dedup();
+        tokens
+    }
+
+    /// The zero-secret enrollment set-up the README recommends (factory identity, IEEE 802.1AR
+    /// IDevID):
+    ///
+    /// - `factory` mount: the factory CA (a root of its own), role `device` keeping the CSR's
+    ///   subject (CN and serialNumber);
+    /// - cert auth role `factory-devices` trusting the factory CA, and `device-nodes` trusting
+    ///   `pki_int`'s issuing CA (renewal with the node certificate), both with policy `device`;
+    /// - PKI role `device` on `pki_int`: `allowed_domains` templated from the cert auth alias
+    ///   (the presented certificate's CN), bare names only: a device gets its own name only;
+    /// - policy `device` allowing `pki_int/sign/device`.
+    #[cfg_attr(not(any(feature = "tpm", feature = "tpm-native")), allow(dead_code))]
+    pub fn configure_factory(&self) {
+        let d = self.dir.path();
+        self.ok(&["secrets", "enable", "-path=factory", "pki"]);
+        self.ok(&["secrets", "tune", "-max-lease-ttl=87600h", "factory"]);
+        let ca = self.ok(&[
+            "write",
+            "-field=certificate",
+            "factory/root/generate/internal",
+            "common_name=Hybridboot Test Factory CA",
+            "key_type=ec",
+            "ttl=87600h",
+        ]);
+        let ca_path = d.join("factory-ca.pem");
+        std::fs::write(&ca_path, &ca).unwrap();
+        self.ok(&[
+            "write",
+            "factory/roles/device",
+            "allow_any_name=true",
+            "enforce_hostnames=false",
+            "allowed_serial_numbers=*",
+            "use_csr_common_name=true",
+            "key_type=any",
+            "max_ttl=87600h",
+        ]);
+        let accessor = self
+            .ok(&["read", "-field=accessor", "sys/auth/cert"])
+            .trim()
+            .to_string();
+        self.ok(&[
+            "write",
+            "pki_int/roles/device",
+            &format!("allowed_domains={{{{identity.entity.aliases.{accessor}.name}}}}"),
+            "allowed_domains_template=true",
+            "allow_bare_domains=true",
+            "allow_subdomains=false",
+            "max_ttl=72h",
+            "ttl=24h",
+            "key_type=any",
+        ]);
+        let r = self.bao_stdin(
+            &["policy", "write", "device", "-"],
+            Some("path \"pki_int/sign/device\" { capabilities = [\"create\", \"update\"] }\n"),
+        );
+        assert_eq!(r.code, 0, "policy: {}", r.stderr);
+        self.ok(&[
+            "write",
+            "auth/cert/certs/factory-devices",
+            &format!("certificate=@{}", ca_path.display()),
+            "token_policies=device",
+            "token_ttl=5m",
+        ]);
+        self.ok(&[
+            "write",
+            "auth/cert/certs/device-nodes",
+            &format!("certificate=@{}", self.pki_issuing.display()),
+            "token_policies=device",
+            "token_ttl=5m",
+        ]);
+    }
+
+    /// The factory CA signs `csr` (role `factory/roles/device`, the subject kept) for `ttl`;
+    /// returns the PEM certificate.
+    #[cfg_attr(not(any(feature = "tpm", feature = "tpm-native")), allow(dead_code))]
+    pub fn factory_sign(&self, csr: &Path, ttl: &str) -> String {
+        self.ok(&[
+            "write",
+            "-field=certificate",
+            "factory/sign/device",
+            &format!("csr=@{}", csr.display()),
+            &format!("ttl={ttl}"),
+        ])
     }
 
     /// A fresh response-wrapped AppRole secret id: the wrapping token.

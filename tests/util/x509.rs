@@ -127,3 +127,15 @@ pub fn cert_to_der(pem: &Path) -> PathBuf {
     );
     der
 }
+
+/// One field of the first certificate in `path` as `openssl x509 -noout <what>` prints it
+/// (`-subject`, `-serial`, `-pubkey`, `-enddate`, ...).
+pub fn x509_field(path: &Path, what: &str) -> String {
+    let r = super::tool(
+        "openssl",
+        &["x509", "-in", path.to_str().unwrap(), "-noout", what],
+        &[],
+    );
+    assert_eq!(r.code, 0, "openssl x509 {what}: {}", r.stderr);
+    r.stdout
+}
