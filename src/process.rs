@@ -74,7 +74,7 @@ pub fn output_with_timeout(
         let _ = io::copy(&mut stderr, &mut io::sink());
         buf
     });
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::time::instant_after(Instant::now(), timeout);
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,

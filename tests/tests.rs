@@ -19,6 +19,7 @@ mod dist;
 mod e2e;
 mod firstboot;
 mod fuzz_corpus;
+mod hardening;
 mod http_limits;
 mod init_token;
 mod install;

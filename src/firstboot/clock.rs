@@ -138,7 +138,7 @@ fn probe(src: &SyncSources) -> Option<bool> {
 
 /// Waits up to `limit` for NTP synchronisation, polling every second.
 pub fn wait_for_sync(src: &SyncSources, limit: Duration) -> Sync {
-    let until = Instant::now() + limit;
+    let until = crate::time::instant_after(Instant::now(), limit);
     let mut said = false;
     loop {
         match probe(src) {

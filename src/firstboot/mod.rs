@@ -120,7 +120,7 @@ pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = source.root.clone();
     let configs = source.load()?;
-    let deadline = started + configs.bootstrap.timeouts.overall;
+    let deadline = crate::time::instant_after(started, configs.bootstrap.timeouts.overall);
     // Temporary files of writes a power cut interrupted: the directories first boot writes.
     // (init cleans the directories it writes itself.)
     for dir in [

@@ -170,7 +170,7 @@ fn current_chain(path: &Path, key: &dyn NodeKey) -> anyhow::Result<Vec<Cert>> {
 /// Signs a fresh CSR with `auth`, verifies, writes. Returns the new leaf's facts.
 fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Result<CertInfo> {
     let started = Instant::now();
-    let deadline = started + args.timeout;
+    let deadline = crate::time::instant_after(started, args.timeout);
     let addr = args.address.clone();
     let vault = Vault::new(
         args.base_client()?,

@@ -1,0 +1,102 @@
+//! Defects an independent review reproduced with crafted peers and inputs (issue 17): each test
+//! here failed before its fix. Durations a peer or an operator sends, key references carrying a
+//! PIN, what children inherit, a closed stdout, a state file from a newer release.
+use crate::util;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use util::run;
+
+/// A loopback "Vault" that answers every request with 503 and `Retry-After: <after[n]>` (the
+/// last value repeats); returns its address.
+fn refusing_peer(after: &'static [&'static str]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut c) = stream else { continue };
+            let after = after[n.min(after.len() - 1)];
+            let mut buf = [0u8; 65536];
+            let _ = c.read(&mut buf);
+            let _ = write!(
+                c,
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {after}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+        }
+    });
+    addr
+}
+
+fn file_key(dir: &Path) -> String {
+    let key = dir.join("node-key.pem").display().to_string();
+    run(&["key", "create", "--key", &key], &[]).ok();
+    key
+}
+
+fn enroll_args(dir: &Path, key: &str, addr: &str, timeout: &str) -> Vec<String> {
+    let token = dir.join("token");
+    std::fs::write(&token, "hvs.not-a-real-token").unwrap();
+    [
+        "enroll",
+        "--vault-addr",
+        addr,
+        "--pki-role",
+        "node",
+        "--key",
+        key,
+        "--common-name",
+        "node-1.example.com",
+        "--certificate",
+        dir.join("node.crt").to_str().unwrap(),
+        "--vault-token-file",
+        token.to_str().unwrap(),
+        "--timeout",
+        timeout,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `Retry-After: 18446744073709551615` (u64::MAX seconds) after a first short wait used to
+/// overflow the retry arithmetic (elapsed + wait: exit 101, a panic). Now it is clamped to the
+/// deadline: the peer is throttling beyond it, so the run gives up at once with exit 4.
+#[test]
+fn a_peer_asking_to_retry_after_u64_max_seconds_gets_exit_4_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = file_key(dir.path());
+    let addr = refusing_peer(&["1", "18446744073709551615"]);
+    let args = enroll_args(dir.path(), &key, &addr, "20s");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let r = run(&args, &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")]);
+    let took = started.elapsed();
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(r.stderr.contains("503"), "{}", r.stderr);
+    assert!(took < Duration::from_secs(20), "took {} ms", took.as_millis());
+    assert!(!dir.path().join("node.crt").exists());
+}
+
+/// A timeout too long for any clock (`9999999999999999d`) used to panic when added to now.
+/// It is refused as a usage error naming the flag and the limit; in a BootstrapConfig, as a
+/// configuration error (exit 3) naming the field.
+#[test]
+fn an_absurd_timeout_is_refused_naming_the_flag_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = file_key(dir.path());
+    let addr = refusing_peer(&["1"]);
+    let args = enroll_args(dir.path(), &key, &addr, "9999999999999999d");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&args, &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--timeout") && r.stderr.contains("too long"),
+        "{}",
+        r.stderr
+    );
+}
