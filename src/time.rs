@@ -388,7 +388,10 @@ mod tests {
         assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
         let now = Instant::now();
         assert_eq!(instant_after(now, Duration::MAX), now + MAX_DURATION);
-        assert_eq!(instant_after(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+        assert_eq!(
+            instant_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
         assert!(parse_duration("5").is_ok());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("h").is_err());

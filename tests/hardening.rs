@@ -72,12 +72,19 @@ fn a_peer_asking_to_retry_after_u64_max_seconds_gets_exit_4_within_the_deadline(
     let args = enroll_args(dir.path(), &key, &addr, "20s");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let r = run(&args, &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")]);
+    let r = run(
+        &args,
+        &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")],
+    );
     let took = started.elapsed();
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     assert!(r.stderr.contains("503"), "{}", r.stderr);
-    assert!(took < Duration::from_secs(20), "took {} ms", took.as_millis());
+    assert!(
+        took < Duration::from_secs(20),
+        "took {} ms",
+        took.as_millis()
+    );
     assert!(!dir.path().join("node.crt").exists());
 }
 
@@ -91,7 +98,10 @@ fn an_absurd_timeout_is_refused_naming_the_flag_not_a_panic() {
     let addr = refusing_peer(&["1"]);
     let args = enroll_args(dir.path(), &key, &addr, "9999999999999999d");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = run(&args, &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")]);
+    let r = run(
+        &args,
+        &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")],
+    );
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     assert!(
@@ -99,4 +109,94 @@ fn an_absurd_timeout_is_refused_naming_the_flag_not_a_panic() {
         "{}",
         r.stderr
     );
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn firstboot_in(root: &Path, env: &[(&str, &str)]) -> util::Run {
+    let mut e = vec![("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")];
+    e.extend_from_slice(env);
+    run(
+        &[
+            "firstboot",
+            "--config-source",
+            "file:///etc/hybridboot/config.yaml",
+            "--root",
+            root.to_str().unwrap(),
+        ],
+        &e,
+    )
+}
+
+/// A PIN written into the BootstrapConfig's `spec.key.ref` (`?pin-value=`) used to be accepted
+/// (the NodeConfig refuses it), then logged, stored in the state file as `lastError` and printed
+/// by `status`. It is refused like the NodeConfig's, naming the field, and the PIN appears in no
+/// output and no file.
+#[test]
+fn a_pin_in_the_bootstrap_key_ref_is_refused_and_never_shown_or_stored() {
+    const PIN: &str = "SECRETPIN4271";
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let etc = root.join("etc/hybridboot");
+    std::fs::create_dir_all(&etc).unwrap();
+    let node_key = "pkcs11:token=edge;object=node?pin-source=file:/etc/hybridboot/pin";
+    let boot_key = format!("\"pkcs11:token=edge;object=node?pin-value={PIN}\"");
+    let mut boot =
+        util::config::BootstrapConfig::new(&boot_key, "device:/dev/null", "http://127.0.0.1:1");
+    boot.timeouts = Some(("30s".into(), "1s".into()));
+    let text = util::config::firstboot_yaml(
+        &util::config::NodeConfig::example("node-1.example.com", node_key),
+        &boot,
+    );
+    std::fs::write(etc.join("config.yaml"), text).unwrap();
+    let r = firstboot_in(
+        root,
+        &[("HYBRIDBOOT_PKCS11_LIB", "/nonexistent/libsofthsm2.so")],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("spec.key.ref"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pin-value would put the PIN")
+            && r.stderr.contains("use ?pin-source=file:"),
+        "says why and what to use: {}",
+        r.stderr
+    );
+    let status = run(&["status", "--json", "--root", root.to_str().unwrap()], &[]);
+    let status_text = run(&["status", "--root", root.to_str().unwrap()], &[]);
+    for (what, text) in [
+        ("stdout", &r.stdout),
+        ("stderr", &r.stderr),
+        ("status --json", &status.stdout),
+        ("status --json stderr", &status.stderr),
+        ("status", &status_text.stdout),
+        ("status stderr", &status_text.stderr),
+    ] {
+        assert!(!text.contains(PIN), "the PIN in {what}: {text}");
+    }
+    for f in files_under(root) {
+        if f.ends_with("etc/hybridboot/config.yaml") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(PIN),
+            "the PIN in {}",
+            f.display()
+        );
+    }
 }

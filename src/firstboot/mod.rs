@@ -93,8 +93,8 @@ impl ConfigSource {
             log::warn!(
                 "{}: spec.key.ref {} differs from the NodeConfig's spec.hybrid.iamRolesAnywhere.privateKeyPath {}: set both to the same key",
                 loaded.path.display(),
-                bootstrap.key.reference,
-                ira.private_key
+                bootstrap.key.shown(),
+                crate::key::uri::redact_pin_value(&ira.private_key)
             );
         }
         Ok(Configs {
@@ -318,9 +318,9 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
             let key = plan
                 .key
                 .open(OpenMode::CreateIfAbsent(plan.algorithm))
-                .with_context(|| format!("spec.key.ref {}", b.key.reference))?;
+                .with_context(|| format!("spec.key.ref {}", b.key.shown()))?;
             st.key = Some(state::KeyRecord {
-                reference: b.key.reference.clone(),
+                reference: b.key.shown(),
                 algorithm: key.algorithm().to_string(),
                 fingerprint: key.fingerprint(),
             });
