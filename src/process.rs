@@ -8,6 +8,63 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+/// What a child program may see of hybridboot's environment. hybridboot's own environment can
+/// hold secrets (`VAULT_TOKEN`, `HYBRIDBOOT_PKCS11_PIN`, AWS keys): a child gets only the
+/// variables its kind needs, never the whole environment by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEnv {
+    /// A local system tool (`systemctl`, `timedatectl`, `kubelet --version`): the search path,
+    /// locale, time zone and temporary directory, nothing else.
+    System,
+    /// A tool that reaches the network (`ctr pull`): [`ChildEnv::System`] plus the proxy
+    /// variables.
+    Network,
+    /// A `credential_process` the operator's AWS config names: what an AWS SDK gives it (the
+    /// program is the operator's own credential source and may need any of its settings, e.g.
+    /// a hybridboot credential helper's `HYBRIDBOOT_TCTI`), except Vault's variables, which no
+    /// AWS credential source needs.
+    CredentialProcess,
+}
+
+/// Variables every child gets (when set): where programs are, and how to speak.
+const SYSTEM_VARS: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR"];
+/// Prefixes of variables every child gets (locale categories).
+const SYSTEM_PREFIXES: &[&str] = &["LC_"];
+/// The proxy variables, both spellings.
+const PROXY_VARS: &[&str] = &[
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
+/// Whether a child of kind `kind` gets the variable `name`.
+pub fn passes(kind: ChildEnv, name: &str) -> bool {
+    let system = SYSTEM_VARS.contains(&name) || SYSTEM_PREFIXES.iter().any(|p| name.starts_with(p));
+    match kind {
+        ChildEnv::System => system,
+        ChildEnv::Network => system || PROXY_VARS.contains(&name),
+        ChildEnv::CredentialProcess => !name.starts_with("VAULT_") && !name.starts_with("BAO_"),
+    }
+}
+
+/// A [`Command`] for `program` whose environment is only what a child of kind `kind` needs
+/// (see [`ChildEnv`]). Every child hybridboot starts is made here.
+pub fn command(program: impl AsRef<std::ffi::OsStr>, kind: ChildEnv) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for (name, value) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| passes(kind, n)) {
+            cmd.env(name, value);
+        }
+    }
+    cmd
+}
+
 /// What a finished child left.
 pub struct Captured {
     pub status: ExitStatus,
@@ -101,6 +158,25 @@ pub fn output_with_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_get_only_what_their_kind_needs() {
+        for secret in [
+            "VAULT_TOKEN",
+            "HYBRIDBOOT_PKCS11_PIN",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(!passes(ChildEnv::System, secret), "{secret}");
+            assert!(!passes(ChildEnv::Network, secret), "{secret}");
+        }
+        assert!(!passes(ChildEnv::CredentialProcess, "VAULT_TOKEN"));
+        assert!(passes(ChildEnv::CredentialProcess, "AWS_PROFILE"));
+        for kind in [ChildEnv::System, ChildEnv::Network] {
+            assert!(passes(kind, "PATH") && passes(kind, "LC_ALL"));
+        }
+        assert!(!passes(ChildEnv::System, "HTTPS_PROXY"));
+        assert!(passes(ChildEnv::Network, "HTTPS_PROXY") && passes(ChildEnv::Network, "no_proxy"));
+    }
 
     #[test]
     fn output_is_capped_and_a_hung_child_is_killed() {

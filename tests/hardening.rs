@@ -200,3 +200,71 @@ fn a_pin_in_the_bootstrap_key_ref_is_refused_and_never_shown_or_stored() {
         );
     }
 }
+
+/// First boot asks `timedatectl` whether the clock is synchronised (where timesyncd leaves no
+/// flag). It used to get the whole environment, `VAULT_TOKEN` and the PKCS#11 PIN included;
+/// now only the search path and locale. (init's `kubelet --version` and `systemctl`: in
+/// `init_token::init_children_get_no_secret_from_the_environment`.)
+#[test]
+fn firstboot_gives_timedatectl_no_secret_from_the_environment() {
+    assert!(
+        !Path::new("/run/systemd/timesync").exists(),
+        "this host runs timesyncd: first boot reads its flag and never asks timedatectl"
+    );
+    const VAULT_TOKEN: &str = "hvs.never-for-children-5821";
+    const PIN: &str = "pin-never-for-children-5822";
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let etc = root.join("etc/hybridboot");
+    std::fs::create_dir_all(&etc).unwrap();
+    let key = "handle:0x81000001";
+    let mut boot = util::config::BootstrapConfig::new(
+        key,
+        "swtpm:host=127.0.0.1,port=1",
+        "http://127.0.0.1:1",
+    );
+    boot.timeouts = Some(("30s".into(), "5s".into()));
+    let text = util::config::firstboot_yaml(
+        &util::config::NodeConfig::example("node-1.example.com", key),
+        &boot,
+    );
+    std::fs::write(etc.join("config.yaml"), text).unwrap();
+    // The stand-in timedatectl, first on PATH: dumps its environment, says "synchronised".
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.path().join("timedatectl.env");
+    std::fs::write(
+        bin.join("timedatectl"),
+        format!("#!/bin/sh\nenv >> {}\necho yes\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("timedatectl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The run stops at the key (no TPM there); the clock step ran before it.
+    let r = firstboot_in(
+        &root,
+        &[
+            ("PATH", &path),
+            ("VAULT_TOKEN", VAULT_TOKEN),
+            ("HYBRIDBOOT_PKCS11_PIN", PIN),
+        ],
+    );
+    r.failed();
+    let dumped = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("timedatectl never ran ({e}): {}", r.stderr));
+    assert!(dumped.contains("PATH="), "{dumped}");
+    for secret in [VAULT_TOKEN, PIN, "VAULT_TOKEN=", "HYBRIDBOOT_PKCS11_PIN="] {
+        assert!(
+            !dumped.contains(secret),
+            "timedatectl saw {secret}:\n{dumped}"
+        );
+    }
+}

@@ -119,7 +119,7 @@ fn probe(src: &SyncSources) -> Option<bool> {
         return Some(false);
     }
     if src.timedatectl {
-        let out = std::process::Command::new("timedatectl")
+        let out = crate::process::command("timedatectl", crate::process::ChildEnv::System)
             .args(["show", "--property=NTPSynchronized", "--value"])
             .stderr(std::process::Stdio::null())
             .output()

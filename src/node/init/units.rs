@@ -2,7 +2,6 @@
 //! that carries it out (systemd, or a recorder in tests).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::Context as _;
 
@@ -51,7 +50,7 @@ impl ServiceManager for Systemctl {
             UnitAction::Enable(u) => vec!["enable", u],
             UnitAction::Restart(u) => vec!["restart", u],
         };
-        let out = Command::new(&self.program)
+        let out = crate::process::command(&self.program, crate::process::ChildEnv::System)
             .args(&args)
             .output()
             .with_context(|| format!("running {} {}", self.program.display(), args.join(" ")))?;
