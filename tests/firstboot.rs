@@ -169,11 +169,7 @@ fn env() -> Vec<(&'static str, &'static str)> {
         let dir = std::env::temp_dir().join(format!("hybridboot-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("systemctl");
-        std::fs::write(
-            &path,
-            "#!/bin/sh\nexit 0\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path.display().to_string()
     });

@@ -268,3 +268,76 @@ fn firstboot_gives_timedatectl_no_secret_from_the_environment() {
         );
     }
 }
+
+/// A root with a first-boot state file holding `text`.
+fn root_with_state(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("var/lib/hybridboot");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("firstboot.json"), text).unwrap();
+    dir
+}
+
+/// `status --json | head -c1` used to panic on the closed pipe (exit 101). A reader that went
+/// away wanted no more: the output stops quietly and the command succeeds.
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let dir = root_with_state(
+        r#"{"version": 1, "node_name": "node-1.example.com", "completed": ["key", "enroll"]}"#,
+    );
+    for json in [true, false] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // the reader is gone before anything is written: EPIPE on the first write
+        let mut cmd = std::process::Command::new(util::bin());
+        cmd.args(["status", "--root", dir.path().to_str().unwrap()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "json={json}: {stderr}");
+        assert!(stderr.is_empty(), "json={json}: quietly: {stderr}");
+    }
+}
+
+/// A state file from a newer release (an A/B rollback booted the older one) used to give "exit 3,
+/// unreadable (unknown field)" with no hint. `status` and `firstboot` name the file, both
+/// versions and what to do, and leave the file as it is.
+#[test]
+fn a_newer_state_file_needs_an_operator_and_says_which_and_what_to_do() {
+    let newer = r#"{"version": 2, "completed": ["key"], "attestation": {"quote": "x"}}"#;
+    let dir = root_with_state(newer);
+    let root = dir.path();
+    let etc = root.join("etc/hybridboot");
+    std::fs::create_dir_all(&etc).unwrap();
+    let key = "handle:0x81000001";
+    let text = util::config::firstboot_yaml(
+        &util::config::NodeConfig::example("node-1.example.com", key),
+        &util::config::BootstrapConfig::new(
+            key,
+            "swtpm:host=127.0.0.1,port=1",
+            "http://127.0.0.1:1",
+        ),
+    );
+    std::fs::write(etc.join("config.yaml"), text).unwrap();
+    let status = run(&["status", "--root", root.to_str().unwrap()], &[]);
+    let fb = firstboot_in(root, &[]);
+    for (what, r) in [("status", &status), ("firstboot", &fb)] {
+        assert_eq!(r.code, 3, "{what}: {}", r.stderr);
+        for want in [
+            "var/lib/hybridboot/firstboot.json",
+            "state version 2",
+            "reads version 1",
+            "newer hybridboot",
+            "remove the file",
+        ] {
+            assert!(r.stderr.contains(want), "{what}: {want}: {}", r.stderr);
+        }
+    }
+    let state = root.join("var/lib/hybridboot/firstboot.json");
+    assert_eq!(std::fs::read_to_string(state).unwrap(), newer);
+}

@@ -194,13 +194,10 @@ pub struct InspectArgs {
 /// Runs a `credentials` subcommand.
 pub fn run_credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
     match cmd {
-        CredentialsCommand::Inspect(a) => {
-            print!(
-                "{}",
-                inspect::inspect(&a.certificate, a.intermediates.as_deref())?
-            );
-            Ok(())
-        }
+        CredentialsCommand::Inspect(a) => super::print(&inspect::inspect(
+            &a.certificate,
+            a.intermediates.as_deref(),
+        )?),
     }
 }
 

@@ -61,9 +61,10 @@ pub struct StatusArgs {
 pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     let v = status::collect(&args.root, SystemTime::now())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        let mut text = serde_json::to_string_pretty(&v).expect("json");
+        text.push('\n');
+        super::print(&text)
     } else {
-        print!("{}", status::render_text(&v));
+        super::print(&status::render_text(&v))
     }
-    Ok(())
 }

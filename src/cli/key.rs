@@ -126,17 +126,18 @@ pub fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {
         key.algorithm(),
         key.fingerprint()
     );
-    print!("{}", key.public_key_pem());
-    Ok(())
+    super::print(&key.public_key_pem())
 }
 
 /// Runs `key show`.
 pub fn key_show(args: KeyArgs) -> anyhow::Result<()> {
     let key = args.open(OpenMode::Existing)?;
-    println!("# algorithm: {}", key.algorithm());
-    println!("# sha256: {}", key.fingerprint());
-    print!("{}", key.public_key_pem());
-    Ok(())
+    super::print(&format!(
+        "# algorithm: {}\n# sha256: {}\n{}",
+        key.algorithm(),
+        key.fingerprint(),
+        key.public_key_pem()
+    ))
 }
 
 /// Runs `csr`.
@@ -158,7 +159,7 @@ pub fn csr(args: CsrArgs) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        None => print!("{pem}"),
+        None => super::print(&pem)?,
     }
     Ok(())
 }

@@ -176,8 +176,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         now,
     );
     let out = sts_token::render_exec_credential(&token, now, &api_version);
-    println!("{}", out.expose());
-    Ok(())
+    super::print(&format!("{}\n", out.expose()))
 }
 
 /// Arguments of `hybridboot kubeconfig`.
@@ -292,7 +291,7 @@ pub fn run_kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        None => print!("{text}"),
+        None => super::print(&text)?,
     }
     Ok(())
 }

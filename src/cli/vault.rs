@@ -134,7 +134,7 @@ impl VaultArgs {
 /// `hybridboot enroll`: prints the RFC 3339 time the certificate is due for renewal.
 pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let r = vault::enroll(&args.vault.settings()?)?;
-    println!("{}", x509::chain::rfc3339(r.due));
+    super::print(&format!("{}\n", x509::chain::rfc3339(r.due)))?;
     Ok(())
 }
 
@@ -227,7 +227,7 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
         }
     };
     let r = vault::renew_certificate(&settings, fraction)?;
-    println!("{}", x509::chain::rfc3339(r.due));
+    super::print(&format!("{}\n", x509::chain::rfc3339(r.due)))?;
     Ok(())
 }
 
