@@ -27,6 +27,7 @@
 //! file. Every error states its class ([`error`]: operator, transient, bug); [`exit`]
 //! documents the exit codes the classes map to.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(unused_must_use)]
 
