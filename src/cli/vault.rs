@@ -100,6 +100,7 @@ impl VaultArgs {
                 role_id_file: rf.clone(),
                 secret_id_file: sf.clone(),
                 wrapped: self.secret_id_wrapped,
+                kept_login: None,
             })
         } else if self.cert_auth_role.is_none() {
             std::env::var("VAULT_TOKEN")

@@ -348,6 +348,13 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
                 if fsutil::remove_file(f)? {
                     log::info!("removed the used AppRole secret id file {}", f.display());
                 }
+                let kept = vault::KeptLogin::at(fsutil::under_root(
+                    root,
+                    Path::new(state::APPROLE_LOGIN_FILE),
+                ));
+                if kept.remove()? {
+                    log::info!("removed the kept AppRole login {}", kept.path().display());
+                }
             }
             st.certificate = Some(state::CertificateRecord {
                 path: plan.certificate.clone(),

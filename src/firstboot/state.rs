@@ -20,6 +20,10 @@ pub const STATE_FILE: &str = "/var/lib/hybridboot/firstboot.json";
 /// Written last: the machine has joined; `hybridboot-firstboot.service` no longer starts.
 pub const STAMP_FILE: &str = "/var/lib/hybridboot/joined";
 
+/// The AppRole secret id and login token kept between an unwrap and the certificate
+/// ([`crate::vault::KeptLogin`]).
+pub const APPROLE_LOGIN_FILE: &str = "/var/lib/hybridboot/approle-login.json";
+
 /// Version of the state file format.
 pub const VERSION: u32 = 1;
 

@@ -8,7 +8,9 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context;
 
 use super::settings::DEFAULT_RENEW_BEFORE;
-use super::{renewal_due, verify_signed, SecretAuth, Settings, SignRequest, Vault};
+use super::{
+    renewal_due, verify_signed, KeptLogin, SecretAuth, Settings, SignRequest, Vault, VaultError,
+};
 use crate::error::{self, ResultExt};
 use crate::http::{Client, ClientIdentity};
 use crate::key::{NodeKey, OpenMode};
@@ -23,8 +25,17 @@ enum Auth {
         role_id: Secret,
         secret_id_file: PathBuf,
         wrapped: bool,
+        kept: Option<KeptLogin>,
     },
     Cert(String),
+}
+
+/// A login: the token, the secret id file to remove once the certificate is written, and
+/// whether the token was kept from an earlier run (it may have expired since).
+struct LoggedIn {
+    token: Secret,
+    consumed_secret: Option<PathBuf>,
+    from_kept: bool,
 }
 
 impl Settings {
@@ -56,6 +67,7 @@ impl Settings {
                 role_id_file,
                 secret_id_file,
                 wrapped,
+                kept_login,
             }) => {
                 let role_id = Secret::from_file(role_id_file).with_context(|| {
                     format!(
@@ -67,6 +79,7 @@ impl Settings {
                     role_id,
                     secret_id_file: secret_id_file.clone(),
                     wrapped: *wrapped,
+                    kept: kept_login.as_ref().map(KeptLogin::at),
                 }))
             }
         }
@@ -82,6 +95,24 @@ impl Settings {
     }
 }
 
+/// AppRole login with a secret id, keeping the token (before it is used) when asked to.
+fn approle_login(
+    vault: &Vault,
+    args: &Settings,
+    role_id: &Secret,
+    secret_id: &Secret,
+    kept: Option<&KeptLogin>,
+) -> anyhow::Result<Secret> {
+    let token = vault
+        .approle_login(&args.approle_mount, role_id, secret_id)
+        .classed()?;
+    log::info!("logged in to Vault with AppRole");
+    if let Some(k) = kept {
+        k.keep(secret_id, Some(&token))?;
+    }
+    Ok(token)
+}
+
 /// Logs in with `auth`; returns the token and, for AppRole, the secret-id file to remove after
 /// success.
 fn login(
@@ -89,14 +120,40 @@ fn login(
     args: &Settings,
     auth: &Auth,
     key: &Arc<dyn NodeKey>,
-) -> anyhow::Result<(Secret, Option<PathBuf>)> {
+) -> anyhow::Result<LoggedIn> {
+    let logged_in = |token, consumed_secret, from_kept| LoggedIn {
+        token,
+        consumed_secret,
+        from_kept,
+    };
     match auth {
-        Auth::Token(t) => Ok((t.clone(), None)),
+        Auth::Token(t) => Ok(logged_in(t.clone(), None, false)),
         Auth::AppRole {
             role_id,
             secret_id_file,
             wrapped,
+            kept,
         } => {
+            // An earlier run unwrapped (and perhaps logged in), then failed: resume from what
+            // it kept; the secret id file holds a spent secret by now.
+            if let Some(k) = kept {
+                if let Some(earlier) = k.load()? {
+                    let consumed = Some(secret_id_file.clone());
+                    if let Some(token) = earlier.token {
+                        log::info!(
+                            "resuming with the Vault token an earlier run's AppRole login kept in {}",
+                            k.path().display()
+                        );
+                        return Ok(logged_in(token, consumed, true));
+                    }
+                    log::info!(
+                        "resuming with the AppRole secret id an earlier run kept in {}",
+                        k.path().display()
+                    );
+                    let token = approle_login(vault, args, role_id, &earlier.secret_id, Some(k))?;
+                    return Ok(logged_in(token, consumed, false));
+                }
+            }
             let raw = Secret::from_file(secret_id_file).with_context(|| {
                 format!(
                     "reading the AppRole secret id file {}",
@@ -115,19 +172,20 @@ fn login(
                     secret_id_file.display()
                 );
                 let s = vault.unwrap_secret_id(&raw, secret_id_file).classed()?;
-                log::warn!(
-                    "the wrapping token in {} is now used up; if this enrollment fails, issue a new one",
-                    secret_id_file.display()
-                );
+                match kept {
+                    // Kept before it is used: a failure from here on resumes from it.
+                    Some(k) => k.keep(&s, None)?,
+                    None => log::warn!(
+                        "the wrapping token in {} is now used up; if this enrollment fails, issue a new one",
+                        secret_id_file.display()
+                    ),
+                }
                 s
             } else {
                 raw
             };
-            let token = vault
-                .approle_login(&args.approle_mount, role_id, &secret_id)
-                .classed()?;
-            log::info!("logged in to Vault with AppRole");
-            Ok((token, Some(secret_id_file.clone())))
+            let token = approle_login(vault, args, role_id, &secret_id, kept.as_ref())?;
+            Ok(logged_in(token, Some(secret_id_file.clone()), false))
         }
         Auth::Cert(role) => {
             let current = current_chain(&args.certificate, key.as_ref())?;
@@ -141,7 +199,7 @@ fn login(
             let mtls = vault.with_http(b.build().classed()?);
             let token = mtls.cert_login(&args.cert_auth_mount, role).classed()?;
             log::info!("logged in to Vault with TLS certificate auth (role {role})");
-            Ok((token, None))
+            Ok(logged_in(token, None, false))
         }
     }
 }
@@ -195,7 +253,7 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
     for (i, auth) in auths.iter().enumerate() {
         match login(&vault, args, auth, &key) {
             Ok(v) => {
-                logged_in = Some(v);
+                logged_in = Some((v, auth));
                 break;
             }
             Err(e) if i + 1 < count => {
@@ -207,15 +265,36 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
             Err(e) => return Err(e),
         }
     }
-    let Some((token, consumed_secret)) = logged_in else {
+    let Some((login, auth)) = logged_in else {
         return Err(crate::error::operator(
             "no Vault auth method: give --vault-token-file, --approle-role-id-file with --approle-secret-id-file, --cert-auth-role, or set VAULT_TOKEN",
         ));
     };
 
-    let signed = vault
-        .sign(&token, &args.pki_mount, &args.pki_role, &csr, &req)
-        .classed()?;
+    let sign = |token: &Secret| {
+        vault
+            .sign(token, &args.pki_mount, &args.pki_role, &csr, &req)
+            .classed()
+    };
+    let signed = match (sign(&login.token), auth) {
+        // A kept token that no longer works (expired while the node was off): log in again
+        // with the kept secret id, if it has uses left.
+        (
+            Err(e),
+            Auth::AppRole {
+                role_id,
+                kept: Some(k),
+                ..
+            },
+        ) if login.from_kept && denied(&e) => {
+            log::info!("the kept Vault token was refused; logging in again with the kept AppRole secret id");
+            let earlier = k.load()?.ok_or(e)?;
+            let token = approle_login(&vault, args, role_id, &earlier.secret_id, Some(k))?;
+            sign(&token)?
+        }
+        (r, _) => r?,
+    };
+    let consumed_secret = login.consumed_secret;
     let issued = verify_signed(
         &addr.origin(),
         &signed,
@@ -245,6 +324,11 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
             Err(e) => log::warn!("could not remove the secret id file {}: {e}", f.display()),
         }
     }
+    if let Auth::AppRole { kept: Some(k), .. } = auth {
+        if let Err(e) = k.remove() {
+            log::warn!("{}", error::cause_chain(&e));
+        }
+    }
     log::info!(
         "certificate for CN={} serial {} valid until {} written to {} ({} ms)",
         args.common_name,
@@ -254,6 +338,16 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
         started.elapsed().as_millis()
     );
     Ok(issued.info)
+}
+
+/// Whether Vault refused the token (expired, revoked).
+fn denied(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<VaultError>(),
+            Some(VaultError::PermissionDenied { .. })
+        )
+    })
 }
 
 fn open_key(settings: &Settings) -> anyhow::Result<Arc<dyn NodeKey>> {

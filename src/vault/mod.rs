@@ -23,6 +23,7 @@ mod client;
 mod enroll;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 mod error;
+mod kept;
 mod settings;
 
 /// Durations, fractions and the renewal point live in [`crate::time`]; re-exported for callers.
@@ -33,6 +34,7 @@ pub use client::fuzz_answers;
 pub use client::{Signed, Vault};
 pub use enroll::{enroll, renew_certificate, Renewal};
 pub use error::VaultError;
+pub use kept::{Kept, KeptLogin};
 pub use settings::{
     SecretAuth, Settings, DEFAULT_APPROLE_MOUNT, DEFAULT_CERT_AUTH_MOUNT, DEFAULT_PKI_MOUNT,
     DEFAULT_RENEW_BEFORE, DEFAULT_TIMEOUT,
