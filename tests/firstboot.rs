@@ -1056,12 +1056,7 @@ fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_ag
     let root = dir.path();
     site.configure_auth(root, CN, &site.bao.http_addr(), WRAPPED_APPROLE_AUTH);
     let etc = root.join("etc/hybridboot");
-    std::fs::write(etc.join("role-id"), &site.bao.role_id).unwrap();
-    let wrapping = site.bao.wrapped_secret_id();
-    std::fs::write(etc.join("secret-id"), &wrapping).unwrap();
-    for f in ["role-id", "secret-id"] {
-        std::fs::set_permissions(etc.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let wrapping = wrapped_approle_files(&site, root);
     // Killed as soon as the certificate exists: the wrapping token and the secret id are spent.
     let mut child = spawn_firstboot(root);
     let until = Instant::now() + Duration::from_secs(30);
@@ -1077,7 +1072,9 @@ fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_ag
     assert!(r.stderr.contains("nothing to do"), "{}", r.stderr);
     assert_eq!(std::fs::read(cert_path(root)).unwrap(), cert);
     assert!(stamp(root).exists());
-    // The spent secret id file is gone either way; the wrapping token never reached a log.
+    // The spent secret id file and the kept login are gone either way; the wrapping token
+    // never reached a log.
+    assert!(!kept_login(root).exists());
     assert!(!etc.join("secret-id").exists());
     assert!(!r.stderr.contains(&wrapping));
 }
