@@ -1320,3 +1320,43 @@ fn a_sign_failing_after_the_unwrap_exits_4_and_the_next_run_joins() {
     let second = firstboot(root, &[]);
     assert_joined_and_secrets_gone(root, &second, &wrapping, "after a failed sign");
 }
+
+/// The token kept from an earlier run no longer works (expired or revoked while the node was
+/// off): the next run logs in again with the kept secret id (here one with a use left) and
+/// joins.
+#[test]
+fn a_kept_token_that_vault_refuses_is_replaced_by_a_login_with_the_kept_secret_id() {
+    let site = Site::start();
+    // Secret ids with two uses: the first login, and the one after the token is revoked.
+    site.bao.ok(&[
+        "write",
+        "auth/approle/role/node",
+        "token_policies=node",
+        "secret_id_num_uses=2",
+        "secret_id_ttl=10m",
+        "token_ttl=10m",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let proxy = GateProxy::start(site.bao.http_port, "/v1/pki_int/sign/", Gate::Fail(503));
+    let addr = format!("http://127.0.0.1:{}", proxy.port);
+    site.configure_auth(root, CN, &addr, WRAPPED_APPROLE_AUTH);
+    let wrapping = wrapped_approle_files(&site, root);
+    let config = root.join("etc/hybridboot/config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("overall: 2m", "overall: 15s")).unwrap();
+    let first = firstboot(root, &[]);
+    assert_eq!(first.code, 4, "{}", first.stderr);
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kept_login(root)).unwrap()).unwrap();
+    site.bao
+        .ok(&["token", "revoke", kept["token"].as_str().unwrap()]);
+    *proxy.gate.lock().unwrap() = Gate::Open;
+    let second = firstboot(root, &[]);
+    assert!(
+        second.stderr.contains("kept Vault token was refused"),
+        "{}",
+        second.stderr
+    );
+    assert_joined_and_secrets_gone(root, &second, &wrapping, "after a revoked kept token");
+}
