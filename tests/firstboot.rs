@@ -1283,6 +1283,29 @@ fn power_cuts_between_unwrap_login_and_sign_of_a_wrapped_secret_id_converge() {
     }
 }
 
+/// A first boot with a wrapped AppRole secret id under `root` whose every sign answers 503
+/// until the gate is opened, with the shortest deadline first boot accepts (the outage
+/// outlasts it): the proxy, the wrapping token, the run (exit 4) and the login it kept.
+fn run_through_a_sign_outage(
+    site: &Site,
+    root: &Path,
+) -> (GateProxy, String, Run, serde_json::Value) {
+    let proxy = GateProxy::start(site.bao.http_port, "/v1/pki_int/sign/", Gate::Fail(503));
+    let addr = format!("http://127.0.0.1:{}", proxy.port);
+    site.configure_auth(root, CN, &addr, WRAPPED_APPROLE_AUTH);
+    let wrapping = wrapped_approle_files(site, root);
+    let config = root.join("etc/hybridboot/config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("overall: 2m"));
+    std::fs::write(&config, text.replace("overall: 2m", "overall: 15s")).unwrap();
+    let first = firstboot(root, &[]);
+    assert_eq!(first.code, 4, "{}", first.stderr);
+    assert!(first.stderr.contains("503"), "{}", first.stderr);
+    assert!(!cert_path(root).exists());
+    let kept = serde_json::from_slice(&std::fs::read(kept_login(root)).unwrap()).unwrap();
+    (proxy, wrapping, first, kept)
+}
+
 /// A sign that keeps failing transiently after the unwrap and the login (503 for as long as
 /// the run's deadline lets it retry): exit 4, recorded; the next run used to exit 3 with the
 /// spent wrapping token. It resumes with the kept login and joins.
@@ -1291,22 +1314,8 @@ fn a_sign_failing_after_the_unwrap_exits_4_and_the_next_run_joins() {
     let site = Site::start();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let proxy = GateProxy::start(site.bao.http_port, "/v1/pki_int/sign/", Gate::Fail(503));
-    let addr = format!("http://127.0.0.1:{}", proxy.port);
-    site.configure_auth(root, CN, &addr, WRAPPED_APPROLE_AUTH);
-    let wrapping = wrapped_approle_files(&site, root);
-    // The shortest deadline first boot accepts: the outage outlasts it.
-    let config = root.join("etc/hybridboot/config.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("overall: 2m"));
-    std::fs::write(&config, text.replace("overall: 2m", "overall: 15s")).unwrap();
-    let first = firstboot(root, &[]);
-    assert_eq!(first.code, 4, "{}", first.stderr);
-    assert!(first.stderr.contains("503"), "{}", first.stderr);
+    let (proxy, wrapping, first, kept) = run_through_a_sign_outage(&site, root);
     assert!(!first.stderr.contains(&wrapping));
-    assert!(!cert_path(root).exists());
-    let kept: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(kept_login(root)).unwrap()).unwrap();
     for field in ["secret_id", "token"] {
         let value = kept[field].as_str().unwrap();
         assert!(
@@ -1338,17 +1347,7 @@ fn a_kept_token_that_vault_refuses_is_replaced_by_a_login_with_the_kept_secret_i
     ]);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let proxy = GateProxy::start(site.bao.http_port, "/v1/pki_int/sign/", Gate::Fail(503));
-    let addr = format!("http://127.0.0.1:{}", proxy.port);
-    site.configure_auth(root, CN, &addr, WRAPPED_APPROLE_AUTH);
-    let wrapping = wrapped_approle_files(&site, root);
-    let config = root.join("etc/hybridboot/config.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("overall: 2m", "overall: 15s")).unwrap();
-    let first = firstboot(root, &[]);
-    assert_eq!(first.code, 4, "{}", first.stderr);
-    let kept: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(kept_login(root)).unwrap()).unwrap();
+    let (proxy, wrapping, _, kept) = run_through_a_sign_outage(&site, root);
     site.bao
         .ok(&["token", "revoke", kept["token"].as_str().unwrap()]);
     *proxy.gate.lock().unwrap() = Gate::Open;
