@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use hybridboot::cli::{aws, awsauth, firstboot, irsa, key, node, token, vault};
+use hybridboot::cli::{aws, awsauth, debug, firstboot, irsa, key, node, token, vault};
 use hybridboot::{error, exit, logging};
 
 const AFTER_HELP: &str = "\
@@ -58,6 +58,11 @@ enum Command {
     Firstboot(firstboot::FirstbootArgs),
     /// What first boot left: key, certificate, credentials, install, join stamp, last error.
     Status(firstboot::StatusArgs),
+    /// Why a join fails: every check a join needs, in order, pass or fail with the fix
+    /// (read-only).
+    ///
+    /// Example: hybridboot debug --config-source file:///etc/hybridboot/config.yaml
+    Debug(debug::DebugArgs),
     /// IAM Roles for Service Accounts on clusters outside EKS: keys.json and discovery document.
     #[command(subcommand)]
     Irsa(irsa::IrsaCommand),
@@ -133,6 +138,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Renew(a) => vault::renew(a),
         Command::Firstboot(a) => firstboot::run_firstboot(a),
         Command::Status(a) => firstboot::run_status(a),
+        Command::Debug(a) => debug::run(a),
         Command::Irsa(c) => irsa::run_irsa(c),
         Command::AwsAuth(c) => awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => awsauth::run_access_entry(c),

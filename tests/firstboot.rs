@@ -1122,6 +1122,43 @@ fn configuration_errors_stop_before_any_work_and_name_the_line_or_field() {
     }
 }
 
+#[test]
+fn a_role_that_wants_rsa_keys_says_so_and_both_fixes_not_the_node_name() {
+    // Vault's roles default to key_type=rsa (the blog's role); hybridboot's key is ECDSA P-256.
+    let site = Site::start();
+    site.bao.ok(&[
+        "write",
+        "pki_int/roles/node",
+        "allowed_domains=example.com",
+        "allow_subdomains=true",
+        "max_ttl=72h",
+        "ttl=24h",
+        "key_type=rsa",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    site.configure(root, CN, &site.bao.http_addr());
+    let r = firstboot(root, &[]);
+    println!("{}", r.stderr.trim_end());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    for want in [
+        "requires rsa keys",
+        "spec.key.algorithm: rsa-2048",
+        "a new `spec.key.ref`",
+        "vault write pki_int/roles/node key_type=any",
+        "spec.hybrid.iamRolesAnywhere.nodeName is not the problem",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    }
+    assert!(
+        !r.stderr
+            .contains("fix spec.hybrid.iamRolesAnywhere.nodeName"),
+        "{}",
+        r.stderr
+    );
+    assert!(!cert_path(root).exists());
+}
+
 /// What [`GateProxy`] does with a request whose path contains its pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gate {

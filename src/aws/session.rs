@@ -346,7 +346,26 @@ pub fn resolve_endpoint(
 impl Session {
     /// Opens the node key (only when a session must actually be made).
     pub fn open_key(&self) -> anyhow::Result<Box<dyn NodeKey>> {
-        self.settings.key.open(OpenMode::Existing)
+        let reference = &self.settings.key.reference;
+        let certificate = self.settings.certificate.display();
+        self.settings.key.open(OpenMode::Existing).map_err(|e| {
+            let missing = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::key::KeyError>(),
+                    Some(crate::key::KeyError::NotFound { .. })
+                )
+            });
+            if missing {
+                // `key create` would make a new key, which cannot match the certificate.
+                operator(format!(
+                    "the key {reference} of certificate {certificate} does not exist, so nothing was sent to IAM Roles Anywhere: restore that key (a new key cannot match the certificate), or enroll a new certificate for a new key"
+                ))
+            } else {
+                e.context(format!(
+                    "opening the key {reference} of certificate {certificate} (nothing was sent to IAM Roles Anywhere)"
+                ))
+            }
+        })
     }
 
     /// Opens the key and makes one CreateSession under `policy`. The long-running commands

@@ -52,6 +52,18 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The configuration to read when first boot has not run (a node set up by hand): its node
+    /// name and certificate are shown (taken under --root, like every path).
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "SOURCE",
+        default_value = "file:///etc/hybridboot/config.yaml"
+    )]
+    pub config_source: String,
+    /// The BootstrapConfig in its own file [default: the document next to the NodeConfig].
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_config: Option<PathBuf>,
     /// Read under this directory instead of /.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
@@ -59,7 +71,12 @@ pub struct StatusArgs {
 
 /// Runs `status`.
 pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
-    let v = status::collect(&args.root, SystemTime::now())?;
+    let source = ConfigSource {
+        config_source: args.config_source.clone(),
+        bootstrap_config: args.bootstrap_config.clone(),
+        root: args.root.clone(),
+    };
+    let v = status::collect_with_config(&source, SystemTime::now())?;
     if args.json {
         let mut text = serde_json::to_string_pretty(&v).expect("json");
         text.push('\n');

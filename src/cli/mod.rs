@@ -6,6 +6,7 @@
 //! - [`key`]: the key flags every signing command shares;
 //! - [`vault`]: `enroll`, `renew`;
 //! - [`firstboot`]: `firstboot`, `status`;
+//! - [`debug`](mod@debug): `debug`;
 //! - [`aws`]: `credential-process`, `update`, `serve`, `credentials inspect`;
 //! - [`token`]: `token`, `kubeconfig`;
 //! - [`node`]: `config check`, `install`, `uninstall`, `init`;
@@ -13,6 +14,7 @@
 
 pub mod aws;
 pub mod awsauth;
+pub mod debug;
 pub mod firstboot;
 pub mod irsa;
 pub mod key;

@@ -132,10 +132,10 @@ impl VaultArgs {
     }
 }
 
-/// `hybridboot enroll`: prints the RFC 3339 time the certificate is due for renewal.
+/// `hybridboot enroll`: prints `serial:`, `not-after:` and `next-renewal:` (RFC 3339) lines.
 pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let r = vault::enroll(&args.vault.settings()?)?;
-    super::print(&format!("{}\n", x509::chain::rfc3339(r.due)))?;
+    super::print(&renewal_lines(&r))?;
     Ok(())
 }
 
@@ -228,8 +228,21 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
         }
     };
     let r = vault::renew_certificate(&settings, fraction)?;
-    super::print(&format!("{}\n", x509::chain::rfc3339(r.due)))?;
+    super::print(&renewal_lines(&r))?;
     Ok(())
+}
+
+/// The machine output of `enroll` and `renew`: labelled lines, the serial as Vault prints it.
+fn renewal_lines(r: &vault::Renewal) -> String {
+    format!(
+        "serial: {}
+not-after: {}
+next-renewal: {}
+",
+        r.info.serial_hex,
+        x509::chain::rfc3339(r.info.not_after),
+        x509::chain::rfc3339(r.due)
+    )
 }
 
 #[cfg(test)]

@@ -489,7 +489,15 @@ fn roles_anywhere_check(
 ) -> anyhow::Result<crate::aws::credentials::Credentials> {
     let creds = init::roles_anywhere_credentials(&configs.node, &init.aws, &init.root, policy)
     .map_err(|e| {
-        if error::class_of(&e) == Class::Operator {
+        // Only the service's own refusal is about the ARNs; a key that could not be opened
+        // or a request that could not be signed never reached it.
+        let refused = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<crate::aws::rolesanywhere::RolesAnywhereError>(),
+                Some(crate::aws::rolesanywhere::RolesAnywhereError::Service(_))
+            )
+        });
+        if refused && error::class_of(&e) == Class::Operator {
             e.context(
                 "IAM Roles Anywhere refused the node: check spec.hybrid.iamRolesAnywhere.trustAnchorArn, profileArn and roleArn in the NodeConfig, and that the trust anchor holds the CA that issues spec.vault.role's certificates",
             )
@@ -548,6 +556,10 @@ fn explain_enroll_error(e: anyhow::Error, b: &BootstrapConfig, plan: &Plan) -> a
             vault::VaultError::NotAllowed { .. } => Some(format!(
                 "Vault PKI role {:?} (spec.vault.role) refuses CN {:?}: fix spec.hybrid.iamRolesAnywhere.nodeName in the NodeConfig, or the role's allowed_domains",
                 b.vault.role, plan.node_name
+            )),
+            vault::VaultError::KeyTypeRefused { role, wanted, .. } => Some(format!(
+                "the node key (spec.key.ref {}) does not have the key type Vault PKI role {role:?} (spec.vault.role) requires ({wanted}); spec.hybrid.iamRolesAnywhere.nodeName is not the problem",
+                b.key.reference
             )),
             vault::VaultError::UnknownRole { .. } => Some(
                 "check spec.vault.pkiMount and spec.vault.role".to_string(),

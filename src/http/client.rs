@@ -185,7 +185,7 @@ impl Client {
     ) -> Result<Response, HttpError> {
         retry::run(policy, &retry::RealClock, |attempt| {
             if attempt > 0 {
-                log::info!("retrying {req:?} (attempt {})", attempt + 1);
+                log::debug!("retrying {req:?} (attempt {})", attempt + 1);
             }
             self.send(req)?.error_for_status()
         })

@@ -182,7 +182,7 @@ impl Cert {
     pub fn info(&self) -> CertInfo {
         let serial = self.serial_bytes();
         CertInfo {
-            serial_hex: serial_hex(&serial),
+            serial_hex: serial_colon_hex(&serial),
             serial_decimal: bytes_to_decimal(&serial),
             not_before: self.not_before(),
             not_after: self.not_after(),
@@ -273,7 +273,7 @@ fn ring_algorithm(
 /// What callers need to know about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
-    /// Serial, lowercase hex without separators or leading zeros.
+    /// Serial as Vault prints it (`serial_number`): lowercase hex bytes joined by colons.
     pub serial_hex: String,
     /// Serial in decimal (IAM Roles Anywhere `Credential=`).
     pub serial_decimal: String,
@@ -459,6 +459,22 @@ pub fn serial_hex(bytes: &[u8]) -> String {
     }
 }
 
+/// A serial as Vault prints it (`serial_number`): lowercase hex bytes joined by colons, leading
+/// zero bytes dropped.
+pub fn serial_colon_hex(bytes: &[u8]) -> String {
+    let first = bytes
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    bytes
+        .get(first..)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// A big-endian unsigned integer in decimal.
 pub fn bytes_to_decimal(bytes: &[u8]) -> String {
     let mut digits: Vec<u8> = Vec::new(); // little-endian decimal digits
@@ -565,7 +581,8 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(info.serial_hex, "c0ffee0123456789");
+        assert_eq!(info.serial_hex, "c0:ff:ee:01:23:45:67:89");
+        assert_eq!(serial_colon_hex(&[0x00, 0x0d, 0x9c]), "0d:9c");
         assert_eq!(serial_hex(&[0x00, 0x0d, 0x9c]), "d9c");
         assert_eq!(serial_hex(&[0x00]), "0");
         assert_eq!(info.serial_decimal, "13907095862997510025");

@@ -19,7 +19,7 @@ use crate::retry::RetryPolicy;
 /// The local address the kernel would use to reach the API server (no packet is sent: a UDP
 /// connect only picks a route). When its name does not resolve (a site whose only resolver is
 /// its proxy), the default route's address, as nodeadm takes it.
-pub(super) fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
+pub fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
     let url = http::Url::parse(endpoint).ok()?;
     let host = url.host().trim_matches(['[', ']']).to_string();
     local_address_towards((host.as_str(), url.port())).or_else(|| {

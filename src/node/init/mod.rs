@@ -28,9 +28,9 @@ use crate::error::{self, Class, ResultExt, WithClass};
 use crate::node::render::{AwsOverrides, ClusterDetails, KubeletVersion};
 use crate::node::{checks, config, facts};
 use crate::retry::RetryPolicy;
-use cluster::detect_node_ip;
 pub use cluster::{
-    describe_cluster_by_name, node_credentials, roles_anywhere_credentials, EksTarget,
+    describe_cluster_by_name, detect_node_ip, node_credentials, roles_anywhere_credentials,
+    EksTarget,
 };
 pub use files::{
     apply, files_phase, remove_obsolete, write_files, FilesError, Phase, Skip, WriteError,
@@ -227,12 +227,16 @@ pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::R
     let actions = plan(effects);
     if args.no_start || skip.skips(Phase::Run) {
         if !actions.is_empty() {
-            log::info!("not starting anything (--no-start / --skip run): {actions:?}");
+            let listed: Vec<String> = actions.iter().map(ToString::to_string).collect();
+            log::info!(
+                "not starting anything (--no-start / --skip run); without it: {}",
+                listed.join("; ")
+            );
         }
         return Ok(());
     }
     for a in &actions {
-        log::info!("systemd: {a:?}");
+        log::info!("{a}");
         services.apply(a)?;
     }
     if actions.is_empty() {

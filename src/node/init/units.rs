@@ -20,6 +20,18 @@ pub enum UnitAction {
     Restart(String),
 }
 
+impl std::fmt::Display for UnitAction {
+    /// The systemctl command line of the action, as an operator would type it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnitAction::DaemonReload => f.write_str("systemctl daemon-reload"),
+            UnitAction::Stop(u) => write!(f, "systemctl disable --now {u}"),
+            UnitAction::Enable(u) => write!(f, "systemctl enable {u}"),
+            UnitAction::Restart(u) => write!(f, "systemctl restart {u}"),
+        }
+    }
+}
+
 /// Starts and stops units; tests use a recorder instead of systemd.
 pub trait ServiceManager {
     /// Carries out one action.
@@ -125,6 +137,27 @@ mod tests {
         assert_eq!(
             plan([Effect::Sysctl]),
             vec![UnitAction::Restart("systemd-sysctl.service".into())]
+        );
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn actions_read_as_the_systemctl_command() {
+        assert_eq!(
+            UnitAction::Restart("kubelet".into()).to_string(),
+            "systemctl restart kubelet"
+        );
+        assert_eq!(
+            UnitAction::Stop("old".into()).to_string(),
+            "systemctl disable --now old"
+        );
+        assert_eq!(
+            UnitAction::DaemonReload.to_string(),
+            "systemctl daemon-reload"
         );
     }
 }
