@@ -648,6 +648,8 @@ fn init_children_get_no_secret_from_the_environment() {
             &source,
             "--root",
             &root.display().to_string(),
+            // --root alone implies --no-start; systemctl is one of the children here.
+            "--start",
         ],
         &[
             ("AWS_ACCESS_KEY_ID", akid.as_str()),
