@@ -28,7 +28,9 @@
 //! file. Every error states its class ([`error`]: operator, transient, bug); [`exit`]
 //! documents the exit codes the classes map to.
 
-#![forbid(unsafe_code)]
+// No unsafe code. One exception remains to be replaced by a safe signal API:
+// `process::exit_zero_on_termination` (sigwait), which landed after the rest was made safe.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(unused_must_use)]
 

@@ -85,12 +85,30 @@ enum Command {
     /// Inspect what a certificate presents to IAM Roles Anywhere.
     #[command(subcommand)]
     Credentials(aws::CredentialsCommand),
+    /// Sign aws_signing_helper's fixed test string with the key (proves the key signs; same
+    /// flags and output formats as aws_signing_helper).
+    ///
+    /// Example: hybridboot sign-string --private-key handle:0x81000001 --format text
+    SignString(aws::SignStringArgs),
+    /// Print a certificate file's data as aws_signing_helper does (JSON: keyType,
+    /// certificateData, serialNumber, supportedAlgorithms).
+    ///
+    /// Example: hybridboot read-certificate-data --certificate /etc/iam/pki/server.pem
+    ReadCertificateData(aws::ReadCertificateDataArgs),
+    /// Print the version (aws_signing_helper's `version`; same as --version).
+    Version,
     /// Install the Kubernetes node artifacts (like `nodeadm install`), each verified before it
     /// is placed.
     ///
     /// Example: hybridboot install 1.31 --credential-provider iam-ra --manifest https://mirror/manifest.yaml --manifest-public-key /etc/hybridboot/manifest.pub
     Install(node::InstallArgs),
-    /// Remove what install placed and the files init wrote; keeps the node key and certificate.
+    /// Leave the cluster's node behind (like `nodeadm uninstall`): stop and disable kubelet,
+    /// hybridboot-update and a containerd hybridboot installed, then remove what install placed
+    /// (unless changed since), the files init wrote and the kubelet's certificates and state
+    /// (/var/lib/kubelet/pki: a later join to another cluster must not reuse them). Keeps the
+    /// node key, its certificate and anything that may hold a mount.
+    ///
+    /// Example: hybridboot uninstall    (then `hybridboot init` joins afresh)
     Uninstall(node::UninstallArgs),
     /// Print an EKS ExecCredential (kubectl/kubelet exec credential plugin).
     ///
@@ -133,6 +151,13 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Key(key::KeyCommand::Create(a)) => key::key_create(a),
         Command::Key(key::KeyCommand::Show(a)) => key::key_show(a),
+        Command::Key(key::KeyCommand::Delete(a)) => key::key_delete(a),
+        Command::SignString(a) => aws::run_sign_string(a),
+        Command::ReadCertificateData(a) => aws::run_read_certificate_data(a),
+        Command::Version => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Csr(a) => key::csr(a),
         Command::Enroll(a) => vault::enroll(a),
         Command::Renew(a) => vault::renew(a),

@@ -13,6 +13,12 @@ pub struct FirstbootArgs {
     /// Where the configuration is.
     #[command(flatten)]
     pub source: ConfigArgs,
+    /// Show what first boot would do from here, and do none of it: each step as the state file
+    /// and the disk say (done, would run, skipped), then, once the certificate exists, init's
+    /// files (`new`, `changed`, `unchanged`, `remove`) and `systemctl` actions. Creates no key,
+    /// requests no certificate, writes no state and starts nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where the configuration comes from, and the root to work under.
@@ -43,6 +49,9 @@ impl ConfigArgs {
 
 /// Runs `firstboot`.
 pub fn run_firstboot(args: FirstbootArgs) -> anyhow::Result<()> {
+    if args.dry_run {
+        return super::print(&firstboot::dry_run(&args.source.source())?.render_text());
+    }
     firstboot::run(&args.source.source())
 }
 

@@ -9,7 +9,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::error::{self, ResultExt};
 use crate::node::config;
 use crate::node::init::{self, InitSettings, Systemctl};
-use crate::node::install::{self, ContainerdSource, InstallSettings, DEFAULT_MANIFEST};
+use crate::node::install::{
+    self, ContainerdSource, InstallSettings, UninstallSettings, DEFAULT_MANIFEST,
+};
 use crate::node::render::proxy::ProxyEnv;
 use crate::node::render::{AwsOverrides, KubeletVersion};
 use crate::node::sandbox::{self, Outcome, SandboxSettings};
@@ -139,11 +141,22 @@ pub struct UninstallArgs {
     /// Uninstall from under this directory instead of `/`.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
+    /// Do not stop or disable any unit (an image under --root that is not running). Without
+    /// it, kubelet, hybridboot-update and (when hybridboot installed it) containerd are
+    /// stopped and disabled before their files go.
+    #[arg(long)]
+    pub no_stop: bool,
 }
 
-/// Runs `uninstall`.
+/// Runs `uninstall` with systemd as the service manager.
 pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
-    install::uninstall(&args.root)
+    install::uninstall(
+        &UninstallSettings {
+            root: args.root,
+            no_stop: args.no_stop,
+        },
+        &mut Systemctl::from_env(),
+    )
 }
 
 /// Where hybridboot lives in a node image: what the lines init writes name under `--root`.
@@ -169,6 +182,13 @@ pub struct InitArgs {
     /// with a recording service manager).
     #[arg(long, conflicts_with = "no_start")]
     pub start: bool,
+    /// Show what init would do, and do none of it: every check and remote call runs as usual
+    /// (credentials bypass the session cache), then each file is listed as `new`, `changed`,
+    /// `unchanged` or `remove` against what is on disk, followed by the `systemctl` actions.
+    /// Nothing is written, removed, started or cached. Run it before re-running init with an
+    /// edited NodeConfig to see which units will restart.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Kubelet version (`v1.31.2`) instead of running `<root>/usr/bin/kubelet --version`.
     #[arg(long, value_name = "VERSION")]
     pub kubelet_version: Option<String>,
@@ -253,9 +273,14 @@ impl InitArgs {
     }
 }
 
-/// Runs `init` with systemd as the service manager.
+/// Runs `init` with systemd as the service manager (or only prints what it would do).
 pub fn run_init(args: InitArgs) -> anyhow::Result<()> {
-    init::init(&args.settings()?, &mut Systemctl::from_env())
+    let settings = args.settings()?;
+    if args.dry_run {
+        let report = init::dry_run(&settings)?;
+        return super::print(&report.render_text());
+    }
+    init::init(&settings, &mut Systemctl::from_env())
 }
 
 /// Arguments of `hybridboot sandbox-image`.

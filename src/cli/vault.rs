@@ -26,6 +26,11 @@ pub struct VaultArgs {
     /// Vault Enterprise / OpenBao namespace (X-Vault-Namespace).
     #[arg(long, value_name = "NS", env = "VAULT_NAMESPACE")]
     pub vault_namespace: Option<String>,
+    /// Ask Vault's standby nodes to redirect (307) to the active node instead of forwarding
+    /// our requests to it: the active node's api_addr must then be reachable from here. The
+    /// default, forwarding, suits one load-balanced address.
+    #[arg(long)]
+    pub vault_no_request_forwarding: bool,
     /// Mount path of the PKI secrets engine.
     #[arg(long, value_name = "PATH", default_value = vault::DEFAULT_PKI_MOUNT)]
     pub pki_mount: String,
@@ -128,6 +133,7 @@ impl VaultArgs {
             cert_auth_mount: self.cert_auth_mount.clone(),
             approle_mount: self.approle_mount.clone(),
             timeout: self.timeout,
+            request_forwarding: !self.vault_no_request_forwarding,
         })
     }
 }

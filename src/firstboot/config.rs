@@ -19,6 +19,7 @@
 //!     address: https://vault.example.com:8200
 //!     caBundle: /etc/hybridboot/vault-ca.pem       # optional
 //!     namespace: edge                 # optional
+//!     requestForwarding: true         # optional; false: standbys redirect (307) instead
 //!     pkiMount: pki_int               # default pki
 //!     role: node
 //!     ttl: 72h                        # optional: the role's ttl
@@ -115,6 +116,8 @@ pub struct VaultSpec {
     pub ca_bundle: Option<PathBuf>,
     /// Namespace (`X-Vault-Namespace`).
     pub namespace: Option<String>,
+    /// `requestForwarding`: standbys may forward to the active node (default true).
+    pub request_forwarding: bool,
     /// PKI mount.
     pub pki_mount: String,
     /// PKI role.
@@ -270,6 +273,8 @@ struct RawVault {
     ca_bundle: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
+    #[serde(default)]
+    request_forwarding: Option<bool>,
     #[serde(default)]
     pki_mount: Option<String>,
     #[serde(default)]
@@ -528,6 +533,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
         address,
         ca_bundle: abs_path("spec.vault.caBundle", v.ca_bundle)?,
         namespace: non_empty(v.namespace),
+        request_forwarding: v.request_forwarding.unwrap_or(true),
         pki_mount: non_empty(v.pki_mount).unwrap_or_else(|| crate::vault::DEFAULT_PKI_MOUNT.into()),
         role,
         ttl,
@@ -763,6 +769,12 @@ spec:
         assert_eq!(i.containerd_source, "distro");
         assert_eq!(c.timeouts.overall, Duration::from_secs(1200));
         assert_eq!(c.timeouts.time_sync, Duration::from_secs(120));
+        assert!(c.vault.request_forwarding, "standbys forward unless told");
+        let redirecting = GOOD.replace(
+            "    role: node\n",
+            "    role: node\n    requestForwarding: false\n",
+        );
+        assert!(!parse(&redirecting).unwrap().vault.request_forwarding);
     }
 
     #[test]

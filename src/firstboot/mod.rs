@@ -23,6 +23,7 @@
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod clock;
 pub mod config;
+mod dry_run;
 pub mod notify;
 mod plan;
 pub mod state;
@@ -36,7 +37,7 @@ use anyhow::Context;
 use crate::error::{self, Class, ResultExt};
 use crate::exit;
 use crate::fsutil;
-use crate::http::{Client, Request};
+use crate::http::{Client, Redirects, Request};
 use crate::key::OpenMode;
 use crate::node::config::{self as nodeconfig, NodeConfig};
 use crate::node::init;
@@ -44,6 +45,7 @@ use crate::node::install;
 use crate::retry::RetryPolicy;
 use crate::vault;
 use config::{BootstrapConfig, VaultAuth};
+pub use dry_run::{dry_run, FirstbootDryRun};
 pub use plan::{renewal_settings, Plan};
 use state::{State, Step};
 
@@ -531,7 +533,7 @@ fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
     }
     .with_deadline(left);
     let response = client
-        .send_retrying(&Request::get(url), &policy)
+        .send_retrying(&Request::get(url).redirects(Redirects::Vault), &policy)
         .classed()
         .with_context(|| format!("asking Vault at {} for its time", addr.origin()))?;
     let Some(server) = response.date() else {

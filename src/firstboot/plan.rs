@@ -54,7 +54,7 @@ impl Plan {
             },
             tcti: b.key.tcti.clone(),
             pkcs11_lib: b.key.pkcs11_lib.clone(),
-            tpm_key_auth_file: None,
+            ..KeySettings::default()
         };
         let (auth, secret_id_file) = match &b.vault.auth {
             VaultAuth::TokenFile(t) => (SecretAuth::TokenFile(r(t)), None),
@@ -83,6 +83,7 @@ impl Plan {
             auth: Some(auth),
             cert_auth_role: b.vault.cert_auth_role.clone(),
             timeout,
+            request_forwarding: b.vault.request_forwarding,
             ..vault::Settings::new(
                 address,
                 b.vault.role.clone(),

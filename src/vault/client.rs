@@ -9,7 +9,7 @@ use serde_json::json;
 use super::check::{verify_signed, SignRequest};
 use super::{format_duration, parse_duration, VaultError};
 use crate::error::Classify;
-use crate::http::{Client, HttpError, Request, Url};
+use crate::http::{Client, HttpError, Redirects, Request, Url};
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::x509::chain::{self, Cert};
@@ -22,6 +22,7 @@ pub struct Vault {
     namespace: Option<String>,
     deadline: Instant,
     policy: RetryPolicy,
+    forwarding: bool,
 }
 
 #[derive(Deserialize)]
@@ -93,7 +94,14 @@ impl Vault {
                 max_attempts: 30,
                 ..RetryPolicy::default()
             },
+            forwarding: true,
         }
+    }
+
+    /// Whether a standby may forward our requests to the active node (default); without, it
+    /// answers 307 to the active node, which [`Redirects::Vault`] follows.
+    pub fn request_forwarding(self, forwarding: bool) -> Self {
+        Vault { forwarding, ..self }
     }
 
     /// The same Vault through another HTTP client (for mutual TLS).
@@ -117,13 +125,19 @@ impl Vault {
         token: Option<&Secret>,
         idempotent: bool,
     ) -> Result<crate::http::Response, VaultError> {
-        let mut req =
-            Request::post(self.addr.join(&format!("v1/{path}"))).body("application/json", body);
+        // A standby that does not forward answers 307 to the active node: followed as Vault's
+        // own client does (same method, body and token; never down to plain http).
+        let mut req = Request::post(self.addr.join(&format!("v1/{path}")))
+            .redirects(Redirects::Vault)
+            .body("application/json", body);
         if let Some(t) = token {
             req = req.secret_header("X-Vault-Token", t);
         }
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns.clone());
+        }
+        if !self.forwarding {
+            req = req.header("X-Vault-No-Request-Forwarding", "true");
         }
         let policy = self
             .policy

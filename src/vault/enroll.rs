@@ -235,7 +235,8 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
         addr.clone(),
         args.namespace.clone().filter(|n| !n.is_empty()),
         deadline,
-    );
+    )
+    .request_forwarding(args.request_forwarding);
     let req = args.sign_request();
     let csr = x509::build_csr(
         key.as_ref(),

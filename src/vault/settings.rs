@@ -79,6 +79,11 @@ pub struct Settings {
     pub approle_mount: String,
     /// Give up retrying Vault after this long.
     pub timeout: Duration,
+    /// Let a standby Vault node forward our requests to the active node (Vault's default).
+    /// `false` asks standbys not to (`X-Vault-No-Request-Forwarding`): they answer 307 with the
+    /// active node's `api_addr`, which this node must then reach; the redirect is followed once,
+    /// as Vault's own client does.
+    pub request_forwarding: bool,
 }
 
 impl Settings {
@@ -109,6 +114,7 @@ impl Settings {
             cert_auth_mount: DEFAULT_CERT_AUTH_MOUNT.into(),
             approle_mount: DEFAULT_APPROLE_MOUNT.into(),
             timeout: DEFAULT_TIMEOUT,
+            request_forwarding: true,
         }
     }
 }

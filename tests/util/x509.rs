@@ -108,3 +108,22 @@ impl OpensslCa {
         (cert, key)
     }
 }
+
+/// The DER form of the PEM certificate `pem`, written next to it (`<pem>.der`); returns its path.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+pub fn cert_to_der(pem: &Path) -> PathBuf {
+    let der = pem.with_extension("der");
+    openssl(
+        Path::new("."),
+        &[
+            "x509",
+            "-in",
+            pem.to_str().unwrap(),
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap(),
+        ],
+    );
+    der
+}

@@ -20,15 +20,22 @@ pub enum UnitAction {
     Restart(String),
 }
 
-impl std::fmt::Display for UnitAction {
-    /// The systemctl command line of the action, as an operator would type it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl UnitAction {
+    /// The `systemctl` arguments that carry it out.
+    pub fn systemctl_args(&self) -> Vec<&str> {
         match self {
-            UnitAction::DaemonReload => f.write_str("systemctl daemon-reload"),
-            UnitAction::Stop(u) => write!(f, "systemctl disable --now {u}"),
-            UnitAction::Enable(u) => write!(f, "systemctl enable {u}"),
-            UnitAction::Restart(u) => write!(f, "systemctl restart {u}"),
+            UnitAction::DaemonReload => vec!["daemon-reload"],
+            UnitAction::Stop(u) => vec!["disable", "--now", u],
+            UnitAction::Enable(u) => vec!["enable", u],
+            UnitAction::Restart(u) => vec!["restart", u],
         }
+    }
+}
+
+impl std::fmt::Display for UnitAction {
+    /// The command line: `systemctl restart kubelet.service`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "systemctl {}", self.systemctl_args().join(" "))
     }
 }
 
@@ -56,12 +63,7 @@ impl Systemctl {
 
 impl ServiceManager for Systemctl {
     fn apply(&mut self, action: &UnitAction) -> anyhow::Result<()> {
-        let args: Vec<&str> = match action {
-            UnitAction::DaemonReload => vec!["daemon-reload"],
-            UnitAction::Stop(u) => vec!["disable", "--now", u],
-            UnitAction::Enable(u) => vec!["enable", u],
-            UnitAction::Restart(u) => vec!["restart", u],
-        };
+        let args = action.systemctl_args();
         let out = crate::process::command(&self.program, crate::process::ChildEnv::System)
             .args(&args)
             .output()
