@@ -240,10 +240,7 @@ pub fn remove_stale_temp_files(dir: &Path) -> io::Result<usize> {
         let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
-        // SAFETY: kill with signal 0 only checks whether the process exists.
-        let alive = pid == std::process::id() as i32
-            || unsafe { libc::kill(pid, 0) } == 0
-            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let alive = pid == std::process::id() as i32 || process_exists(pid);
         if !alive && fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
@@ -252,6 +249,18 @@ pub fn remove_stale_temp_files(dir: &Path) -> io::Result<usize> {
         sync_dir(dir)?;
     }
     Ok(removed)
+}
+
+/// Whether process `pid` exists: `kill(pid, 0)`, which also sees processes of other users
+/// (EPERM) and, unlike a look in /proc, works with hidepid. Not a valid pid: no.
+fn process_exists(pid: i32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
 }
 
 /// `path` under `root` (`--root DIR`): `/etc/x` with root `/tmp/r` is `/tmp/r/etc/x`.

@@ -28,6 +28,8 @@
 //! file. Every error states its class ([`error`]: operator, transient, bug); [`exit`]
 //! documents the exit codes the classes map to.
 
+// No unsafe code: system calls go through rustix and signal-hook's safe APIs.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(unused_must_use)]
 

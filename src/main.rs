@@ -1,6 +1,8 @@
 //! The `hybridboot` command line: parse, set up logging, call one function per subcommand, map
 //! errors to exit codes (see `hybridboot::exit`).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

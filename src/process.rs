@@ -8,6 +8,63 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+/// What a child program may see of hybridboot's environment. hybridboot's own environment can
+/// hold secrets (`VAULT_TOKEN`, `HYBRIDBOOT_PKCS11_PIN`, AWS keys): a child gets only the
+/// variables its kind needs, never the whole environment by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEnv {
+    /// A local system tool (`systemctl`, `timedatectl`, `kubelet --version`): the search path,
+    /// locale, time zone and temporary directory, nothing else.
+    System,
+    /// A tool that reaches the network (`ctr pull`): [`ChildEnv::System`] plus the proxy
+    /// variables.
+    Network,
+    /// A `credential_process` the operator's AWS config names: what an AWS SDK gives it (the
+    /// program is the operator's own credential source and may need any of its settings, e.g.
+    /// a hybridboot credential helper's `HYBRIDBOOT_TCTI`), except Vault's variables, which no
+    /// AWS credential source needs.
+    CredentialProcess,
+}
+
+/// Variables every child gets (when set): where programs are, and how to speak.
+const SYSTEM_VARS: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR"];
+/// Prefixes of variables every child gets (locale categories).
+const SYSTEM_PREFIXES: &[&str] = &["LC_"];
+/// The proxy variables, both spellings.
+const PROXY_VARS: &[&str] = &[
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
+/// Whether a child of kind `kind` gets the variable `name`.
+pub fn passes(kind: ChildEnv, name: &str) -> bool {
+    let system = SYSTEM_VARS.contains(&name) || SYSTEM_PREFIXES.iter().any(|p| name.starts_with(p));
+    match kind {
+        ChildEnv::System => system,
+        ChildEnv::Network => system || PROXY_VARS.contains(&name),
+        ChildEnv::CredentialProcess => !name.starts_with("VAULT_") && !name.starts_with("BAO_"),
+    }
+}
+
+/// A [`Command`] for `program` whose environment is only what a child of kind `kind` needs
+/// (see [`ChildEnv`]). Every child hybridboot starts is made here.
+pub fn command(program: impl AsRef<std::ffi::OsStr>, kind: ChildEnv) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for (name, value) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| passes(kind, n)) {
+            cmd.env(name, value);
+        }
+    }
+    cmd
+}
+
 /// What a finished child left.
 pub struct Captured {
     pub status: ExitStatus,
@@ -74,7 +131,7 @@ pub fn output_with_timeout(
         let _ = io::copy(&mut stderr, &mut io::sink());
         buf
     });
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::time::instant_after(Instant::now(), timeout);
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,
@@ -100,37 +157,20 @@ pub fn output_with_timeout(
 
 /// Ends the process with exit code 0 on SIGTERM or SIGINT (a long-running command stopped by
 /// systemd or Ctrl-C is a clean stop, not a failure; aws_signing_helper's `serve` exits 0).
-/// Call it before any other thread starts: the signals are blocked in this thread, every thread
-/// started later inherits the mask, and one thread waits for them.
+/// The handler only writes to a pipe; one thread reads it and exits.
 pub fn exit_zero_on_termination(what: &'static str) -> io::Result<()> {
-    // SAFETY: sigset_t is plain data that sigemptyset initialises; the pointers are to locals
-    // that outlive the calls.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        set
-    };
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut signal: libc::c_int = 0;
-            // SAFETY: `set` was initialised above; `signal` is a valid out pointer.
-            let rc = unsafe { libc::sigwait(&set, &mut signal) };
-            if rc == 0 {
-                log::info!(
-                    "{what}: stopping on {}",
-                    if signal == libc::SIGINT {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
-                    }
-                );
+            if let Some(signal) = signals.forever().next() {
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                log::info!("{what}: stopping on {name}");
             }
             std::process::exit(0);
         })?;
@@ -140,6 +180,25 @@ pub fn exit_zero_on_termination(what: &'static str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_get_only_what_their_kind_needs() {
+        for secret in [
+            "VAULT_TOKEN",
+            "HYBRIDBOOT_PKCS11_PIN",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(!passes(ChildEnv::System, secret), "{secret}");
+            assert!(!passes(ChildEnv::Network, secret), "{secret}");
+        }
+        assert!(!passes(ChildEnv::CredentialProcess, "VAULT_TOKEN"));
+        assert!(passes(ChildEnv::CredentialProcess, "AWS_PROFILE"));
+        for kind in [ChildEnv::System, ChildEnv::Network] {
+            assert!(passes(kind, "PATH") && passes(kind, "LC_ALL"));
+        }
+        assert!(!passes(ChildEnv::System, "HTTPS_PROXY"));
+        assert!(passes(ChildEnv::Network, "HTTPS_PROXY") && passes(ChildEnv::Network, "no_proxy"));
+    }
 
     #[test]
     fn output_is_capped_and_a_hung_child_is_killed() {

@@ -76,7 +76,9 @@ pub fn ceiling(policy: &RetryPolicy, retry: u32) -> Duration {
 }
 
 /// The delay before retry number `retry` with full jitter: `ceiling * unit`, where `unit` is a
-/// uniform random number in `[0, 1)`. A `Retry-After` from the peer is a floor.
+/// uniform random number in `[0, 1)`. A `Retry-After` from the peer is a floor, clamped to the
+/// policy's deadline (a peer may send any number; waiting longer than the deadline is never
+/// useful).
 pub fn delay(
     policy: &RetryPolicy,
     retry: u32,
@@ -86,7 +88,7 @@ pub fn delay(
     let unit = unit.clamp(0.0, 1.0);
     let jittered = ceiling(policy, retry).mul_f64(unit);
     match retry_after {
-        Some(floor) => jittered.max(floor),
+        Some(floor) => jittered.max(floor.min(policy.deadline)),
         None => jittered,
     }
 }
@@ -144,7 +146,7 @@ impl Clock for FakeClock {
     }
     fn sleep(&self, d: Duration) {
         self.sleeps.borrow_mut().push(d);
-        self.now.set(self.now.get() + d);
+        self.now.set(crate::time::instant_after(self.now.get(), d));
     }
     fn unit(&self) -> f64 {
         self.unit
@@ -188,7 +190,9 @@ pub fn run_if<T, E: Retryable + std::fmt::Display>(
         }
         let wait = delay(policy, attempt, clock.unit(), err.retry_after());
         let elapsed = clock.now().saturating_duration_since(start);
-        if elapsed + wait > policy.deadline {
+        let left = policy.deadline.saturating_sub(elapsed);
+        // A peer that asks for more time than is left will not be ready in time.
+        if wait > left || err.retry_after().is_some_and(|after| after > left) {
             return Err(err);
         }
         // The cause and the backoff, so that a slow first boot says what it is waiting for.
@@ -411,5 +415,27 @@ mod tests {
         });
         assert_eq!(calls, 1);
         assert!(clock.sleeps.borrow().is_empty());
+    }
+
+    /// A peer may send any `Retry-After`: the largest number is clamped to the deadline and
+    /// ends the retries, never overflowing the arithmetic.
+    #[test]
+    fn an_absurd_retry_after_ends_the_retries_without_overflow() {
+        let p = policy();
+        assert_eq!(delay(&p, 0, 0.5, Some(Duration::MAX)), p.deadline);
+        let clock = FakeClock::new(0.5);
+        // Some time has passed before the peer answers.
+        clock.sleep(Duration::from_millis(1));
+        let mut calls = 0;
+        let r: Result<(), E> = run(&p, &clock, |_| {
+            calls += 1;
+            Err(E {
+                transient: true,
+                after: Some(Duration::from_secs(u64::MAX)),
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+        assert_eq!(clock.sleeps.borrow().len(), 1, "only the set-up sleep");
     }
 }

@@ -4,7 +4,7 @@
 //! Written here instead of pulling a date crate: the binary is size-constrained and only needs
 //! UTC, whole seconds, and conversion between Unix time and the proleptic Gregorian calendar.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A UTC calendar time, second precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,8 +208,34 @@ pub fn renewal_due(not_before: SystemTime, not_after: SystemTime, fraction: f64)
     not_before + keep
 }
 
-/// `72h`, `30m`, `3600s`, `3600`, `1h30m`, `2d`.
+/// The longest duration a flag or configuration field may say: 100 years. Longer is certainly a
+/// typo, and an `Instant` that far out may not be representable.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// `t + d`, never panicking: a `d` beyond [`MAX_DURATION`] (a peer's `Retry-After`, a huge
+/// timeout) counts as [`MAX_DURATION`] (should even that not be representable, half of it, then
+/// none).
+pub fn instant_after(t: Instant, d: Duration) -> Instant {
+    let d = d.min(MAX_DURATION);
+    t.checked_add(d)
+        .or_else(|| t.checked_add(d / 2))
+        .unwrap_or(t)
+}
+
+/// `72h`, `30m`, `3600s`, `3600`, `1h30m`, `2d`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_unbounded(s)?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {:?} is too long: at most {}d (100 years)",
+            s.trim(),
+            MAX_DURATION.as_secs() / 86400
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_duration_unbounded(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty duration".into());
@@ -354,6 +380,18 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
+        // Too long for any deadline: refused (saying the limit), never a panic later.
+        for huge in ["9999999999999999d", "18446744073709551615", "36501d"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("too long") && e.contains("36500d"), "{e}");
+        }
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        let now = Instant::now();
+        assert_eq!(instant_after(now, Duration::MAX), now + MAX_DURATION);
+        assert_eq!(
+            instant_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
         assert!(parse_duration("5").is_ok());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("h").is_err());

@@ -231,11 +231,12 @@ fn debug_passes_on_a_joined_node_and_names_the_fix_of_each_failure_in_turn() {
     let root = root_dir.path();
     site.configure(root);
     let systemctl_log = site.dir.path().join("systemctl.log");
-    // First boot joins the node (systemctl a recorder here).
+    // First boot joins the node (systemctl a recorder here; children get no test variable
+    // from the environment, so the log's path is in the script).
     let recorder = site.dir.path().join("recorder");
     std::fs::write(
         &recorder,
-        "#!/bin/sh\necho \"$*\" >>\"$HB_SYSTEMCTL_LOG\"\n",
+        format!("#!/bin/sh\necho \"$*\" >>'{}'\n", systemctl_log.display()),
     )
     .unwrap();
     std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -250,7 +251,6 @@ fn debug_passes_on_a_joined_node_and_names_the_fix_of_each_failure_in_turn() {
         &[
             ("NO_PROXY", "127.0.0.1"),
             ("HYBRIDBOOT_SYSTEMCTL", recorder.to_str().unwrap()),
-            ("HB_SYSTEMCTL_LOG", systemctl_log.to_str().unwrap()),
         ],
     )
     .ok();

@@ -153,18 +153,14 @@ impl Site {
 }
 
 /// The environment of every firstboot run: loopback without proxy, and systemctl replaced by a
-/// recorder that appends its arguments to `$HB_SYSTEMCTL_LOG` (if set).
+/// stand-in that does nothing ([`systemctl_recorder`] makes one that records).
 fn env() -> Vec<(&'static str, &'static str)> {
     static RECORDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let recorder = RECORDER.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("hybridboot-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("systemctl");
-        std::fs::write(
-            &path,
-            "#!/bin/sh\n[ -z \"$HB_SYSTEMCTL_LOG\" ] || echo \"$*\" >>\"$HB_SYSTEMCTL_LOG\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path.display().to_string()
     });
@@ -173,6 +169,19 @@ fn env() -> Vec<(&'static str, &'static str)> {
         ("no_proxy", "127.0.0.1"),
         ("HYBRIDBOOT_SYSTEMCTL", recorder.as_str()),
     ]
+}
+
+/// A systemctl stand-in that appends its arguments to `log` (children get no test variable
+/// from the environment, so the path is in the script); its path.
+fn systemctl_recorder(log: &Path) -> String {
+    let path = log.with_extension("systemctl.sh");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"$*\" >>'{}'\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
 }
 
 fn firstboot_args(root: &Path) -> Vec<String> {
@@ -266,12 +275,13 @@ fn firstboot_enrolls_stamps_last_reports_status_and_renews_from_the_same_config(
         .unwrap();
 
     let systemctl_log = root.with_extension("systemctl.log");
+    let recorder = systemctl_recorder(&systemctl_log);
     let started = Instant::now();
     let r = firstboot(
         root,
         &[
             ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
-            ("HB_SYSTEMCTL_LOG", systemctl_log.to_str().unwrap()),
+            ("HYBRIDBOOT_SYSTEMCTL", &recorder),
         ],
     );
     r.ok();
@@ -817,6 +827,11 @@ fn forward(client: TcpStream, target: u16) {
     let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
         return;
     };
+    pipe(client, upstream);
+}
+
+/// Copies both ways until each side has closed.
+fn pipe(client: TcpStream, upstream: TcpStream) {
     let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
     let t = std::thread::spawn(move || {
         let _ = std::io::copy(&mut c2, &mut u2);
@@ -1032,12 +1047,7 @@ fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_ag
     let root = dir.path();
     site.configure_auth(root, CN, &site.bao.http_addr(), WRAPPED_APPROLE_AUTH);
     let etc = root.join("etc/hybridboot");
-    std::fs::write(etc.join("role-id"), &site.bao.role_id).unwrap();
-    let wrapping = site.bao.wrapped_secret_id();
-    std::fs::write(etc.join("secret-id"), &wrapping).unwrap();
-    for f in ["role-id", "secret-id"] {
-        std::fs::set_permissions(etc.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let wrapping = wrapped_approle_files(&site, root);
     // Killed as soon as the certificate exists: the wrapping token and the secret id are spent.
     let mut child = spawn_firstboot(root);
     let until = Instant::now() + Duration::from_secs(30);
@@ -1053,7 +1063,9 @@ fn a_run_killed_after_an_approle_enrollment_does_not_need_the_spent_secret_id_ag
     assert!(r.stderr.contains("nothing to do"), "{}", r.stderr);
     assert_eq!(std::fs::read(cert_path(root)).unwrap(), cert);
     assert!(stamp(root).exists());
-    // The spent secret id file is gone either way; the wrapping token never reached a log.
+    // The spent secret id file and the kept login are gone either way; the wrapping token
+    // never reached a log.
+    assert!(!kept_login(root).exists());
     assert!(!etc.join("secret-id").exists());
     assert!(!r.stderr.contains(&wrapping));
 }
@@ -1136,4 +1148,242 @@ fn a_role_that_wants_rsa_keys_says_so_and_both_fixes_not_the_node_name() {
         r.stderr
     );
     assert!(!cert_path(root).exists());
+}
+
+/// What [`GateProxy`] does with a request whose path contains its pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Forward it.
+    Open,
+    /// Never forward it nor answer (the test kills the client meanwhile: a power cut before
+    /// the request reached Vault); reports the request line.
+    Hold,
+    /// Answer with this status, without forwarding.
+    Fail(u16),
+}
+
+/// A plain-HTTP proxy in front of Vault that gates the requests whose path contains `pattern`
+/// (hybridboot sends one request per connection); everything else passes.
+struct GateProxy {
+    port: u16,
+    gate: Arc<Mutex<Gate>>,
+    held: std::sync::mpsc::Receiver<String>,
+}
+
+impl GateProxy {
+    fn start(target: u16, pattern: &'static str, gate: Gate) -> GateProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gate = Arc::new(Mutex::new(gate));
+        let (tx, held) = std::sync::mpsc::channel();
+        let g = gate.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(client) = stream else { continue };
+                let (g, tx) = (g.clone(), tx.clone());
+                std::thread::spawn(move || Self::serve(client, target, pattern, &g, &tx));
+            }
+        });
+        GateProxy { port, gate, held }
+    }
+
+    fn serve(
+        mut client: TcpStream,
+        target: u16,
+        pattern: &str,
+        gate: &Mutex<Gate>,
+        held: &std::sync::mpsc::Sender<String>,
+    ) {
+        // The request line first (it names the path), then decide.
+        let mut head = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let line = String::from_utf8_lossy(&head)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let action = {
+            let g = gate.lock().unwrap();
+            match *g {
+                _ if !line.contains(pattern) => Gate::Open,
+                other => other,
+            }
+        };
+        match action {
+            Gate::Open => {
+                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                if upstream.write_all(&head).is_err() {
+                    return;
+                }
+                pipe(client, upstream);
+            }
+            Gate::Hold => {
+                let _ = held.send(line);
+                // Keep the connection open and silent until the client is gone.
+                while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
+            }
+            Gate::Fail(code) => {
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 {code} Gateway\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+            }
+        }
+    }
+}
+
+/// Writes the AppRole role id and a fresh wrapped secret id under `root`; the wrapping token.
+fn wrapped_approle_files(site: &Site, root: &Path) -> String {
+    let etc = root.join("etc/hybridboot");
+    std::fs::write(etc.join("role-id"), &site.bao.role_id).unwrap();
+    let wrapping = site.bao.wrapped_secret_id();
+    std::fs::write(etc.join("secret-id"), &wrapping).unwrap();
+    for f in ["role-id", "secret-id"] {
+        std::fs::set_permissions(etc.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    wrapping
+}
+
+fn kept_login(root: &Path) -> PathBuf {
+    root.join("var/lib/hybridboot/approle-login.json")
+}
+
+/// After a converged run with a wrapped AppRole secret id: joined, the one-time secrets gone
+/// (secret id file and kept login), the wrapping token in no output.
+fn assert_joined_and_secrets_gone(root: &Path, r: &Run, wrapping: &str, label: &str) {
+    assert_eq!(
+        r.code, 0,
+        "{label}: the next run did not converge\n{}",
+        r.stderr
+    );
+    assert!(stamp(root).exists(), "{label}");
+    assert!(!root.join("etc/hybridboot/secret-id").exists(), "{label}");
+    assert!(!kept_login(root).exists(), "{label}: the kept login stays");
+    assert!(!r.stderr.contains(wrapping), "{label}");
+}
+
+/// Power cuts between the unwrap, the login and the sign of a wrapped AppRole secret id: the
+/// request after each step is held at a proxy (it never reaches Vault) and the run is killed
+/// (SIGKILL) there. The wrapping token is spent after the unwrap and the secret id after the
+/// login; the next run used to exit 3 ("wrapping token already used", which the unit never
+/// retries). It resumes from what the earlier run kept and joins.
+#[test]
+fn power_cuts_between_unwrap_login_and_sign_of_a_wrapped_secret_id_converge() {
+    let site = Site::start();
+    for (label, pattern) in [
+        ("before the unwrap", "/v1/sys/wrapping/unwrap"),
+        (
+            "after the unwrap, before the login",
+            "/v1/auth/approle/login",
+        ),
+        ("after the login, before the sign", "/v1/pki_int/sign/"),
+    ] {
+        site.reset_tpm();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let proxy = GateProxy::start(site.bao.http_port, pattern, Gate::Hold);
+        let addr = format!("http://127.0.0.1:{}", proxy.port);
+        site.configure_auth(root, CN, &addr, WRAPPED_APPROLE_AUTH);
+        let wrapping = wrapped_approle_files(&site, root);
+        let mut child = spawn_firstboot(root);
+        let line = proxy.held.recv_timeout(Duration::from_secs(120));
+        // SIGKILL: a power cut gives the process no chance to clean up.
+        let _ = child.kill();
+        child.wait().unwrap();
+        site.power_cycle_tpm();
+        let line = line.unwrap_or_else(|_| panic!("{label}: the run never reached {pattern}"));
+        println!("{label}: killed while Vault had not seen {line:?}");
+        if label.contains("after the login") {
+            let mode = std::fs::metadata(kept_login(root)).unwrap().permissions();
+            assert_eq!(mode.mode() & 0o777, 0o600, "{label}");
+        }
+        *proxy.gate.lock().unwrap() = Gate::Open;
+        let r = firstboot(root, &[]);
+        assert_joined_and_secrets_gone(root, &r, &wrapping, label);
+    }
+}
+
+/// A first boot with a wrapped AppRole secret id under `root` whose every sign answers 503
+/// until the gate is opened, with the shortest deadline first boot accepts (the outage
+/// outlasts it): the proxy, the wrapping token, the run (exit 4) and the login it kept.
+fn run_through_a_sign_outage(
+    site: &Site,
+    root: &Path,
+) -> (GateProxy, String, Run, serde_json::Value) {
+    let proxy = GateProxy::start(site.bao.http_port, "/v1/pki_int/sign/", Gate::Fail(503));
+    let addr = format!("http://127.0.0.1:{}", proxy.port);
+    site.configure_auth(root, CN, &addr, WRAPPED_APPROLE_AUTH);
+    let wrapping = wrapped_approle_files(site, root);
+    let config = root.join("etc/hybridboot/config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("overall: 2m"));
+    std::fs::write(&config, text.replace("overall: 2m", "overall: 15s")).unwrap();
+    let first = firstboot(root, &[]);
+    assert_eq!(first.code, 4, "{}", first.stderr);
+    assert!(first.stderr.contains("503"), "{}", first.stderr);
+    assert!(!cert_path(root).exists());
+    let kept = serde_json::from_slice(&std::fs::read(kept_login(root)).unwrap()).unwrap();
+    (proxy, wrapping, first, kept)
+}
+
+/// A sign that keeps failing transiently after the unwrap and the login (503 for as long as
+/// the run's deadline lets it retry): exit 4, recorded; the next run used to exit 3 with the
+/// spent wrapping token. It resumes with the kept login and joins.
+#[test]
+fn a_sign_failing_after_the_unwrap_exits_4_and_the_next_run_joins() {
+    let site = Site::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (proxy, wrapping, first, kept) = run_through_a_sign_outage(&site, root);
+    assert!(!first.stderr.contains(&wrapping));
+    for field in ["secret_id", "token"] {
+        let value = kept[field].as_str().unwrap();
+        assert!(
+            !first.stderr.contains(value),
+            "the kept {field} is never logged"
+        );
+    }
+    let s = status_json(root);
+    assert_eq!(s["lastError"]["exitCode"], 4, "{s}");
+    *proxy.gate.lock().unwrap() = Gate::Open;
+    let second = firstboot(root, &[]);
+    assert_joined_and_secrets_gone(root, &second, &wrapping, "after a failed sign");
+}
+
+/// The token kept from an earlier run no longer works (expired or revoked while the node was
+/// off): the next run logs in again with the kept secret id (here one with a use left) and
+/// joins.
+#[test]
+fn a_kept_token_that_vault_refuses_is_replaced_by_a_login_with_the_kept_secret_id() {
+    let site = Site::start();
+    // Secret ids with two uses: the first login, and the one after the token is revoked.
+    site.bao.ok(&[
+        "write",
+        "auth/approle/role/node",
+        "token_policies=node",
+        "secret_id_num_uses=2",
+        "secret_id_ttl=10m",
+        "token_ttl=10m",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (proxy, wrapping, _, kept) = run_through_a_sign_outage(&site, root);
+    site.bao
+        .ok(&["token", "revoke", kept["token"].as_str().unwrap()]);
+    *proxy.gate.lock().unwrap() = Gate::Open;
+    let second = firstboot(root, &[]);
+    assert!(
+        second.stderr.contains("kept Vault token was refused"),
+        "{}",
+        second.stderr
+    );
+    assert_joined_and_secrets_gone(root, &second, &wrapping, "after a revoked kept token");
 }

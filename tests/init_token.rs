@@ -607,3 +607,76 @@ fn bad_inputs_fail_with_one_clear_error_and_write_nothing() {
         assert!(!r.stderr.contains(&secret) && !r.stderr.contains(&token));
     }
 }
+
+/// A stand-in program that appends its arguments and its whole environment to `log`, then
+/// prints `stdout` (a child hybridboot starts, as it sees the world).
+fn env_dumper(path: &Path, log: &Path, stdout: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "#!/bin/sh\necho \"== $0 $*\" >> {log}\nenv >> {log}\nprintf '%s\\n' '{stdout}'\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// Children used to inherit hybridboot's whole environment, `VAULT_TOKEN`, the PKCS#11 PIN and
+/// the AWS keys included. `init` runs the image's `kubelet --version` and `systemctl`: both get
+/// only what they need (the search path, locale), no secret.
+#[test]
+fn init_children_get_no_secret_from_the_environment() {
+    let env = Env::start();
+    let (akid, secret, token) = env.role.clone();
+    let log = env.path("children.env");
+    let systemctl = env.path("systemctl.sh");
+    env_dumper(&systemctl, &log, "");
+    let cfg = env.node_config("node.yaml", |t| t);
+    let root = env.root("root", "node.pem");
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    env_dumper(&root.join("usr/bin/kubelet"), &log, "Kubernetes v1.31.2");
+    let source = format!("file://{}", cfg.display());
+    let (eks, rec) = (env.moto_endpoint.clone(), systemctl.display().to_string());
+    const VAULT_TOKEN: &str = "hvs.never-for-children-5811";
+    const PIN: &str = "pin-never-for-children-5812";
+    let r = hb(
+        &env,
+        &[
+            "init",
+            "--config-source",
+            &source,
+            "--root",
+            &root.display().to_string(),
+            // --root alone implies --no-start; systemctl is one of the children here.
+            "--start",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", akid.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+            ("AWS_SESSION_TOKEN", token.as_str()),
+            ("AWS_ENDPOINT_URL_EKS", &eks),
+            ("HYBRIDBOOT_SYSTEMCTL", &rec),
+            ("VAULT_TOKEN", VAULT_TOKEN),
+            ("HYBRIDBOOT_PKCS11_PIN", PIN),
+        ],
+    );
+    r.ok();
+    let dumped = std::fs::read_to_string(&log).unwrap();
+    assert!(dumped.contains("kubelet --version"), "{dumped}");
+    assert!(dumped.contains("systemctl.sh daemon-reload"), "{dumped}");
+    assert!(
+        dumped.contains("\nPATH="),
+        "children keep the search path: {dumped}"
+    );
+    for secret in [VAULT_TOKEN, PIN, secret.as_str(), token.as_str()] {
+        assert!(!dumped.contains(secret), "a child saw a secret:\n{dumped}");
+    }
+    for name in [
+        "VAULT_TOKEN=",
+        "HYBRIDBOOT_PKCS11_PIN=",
+        "AWS_SECRET_ACCESS_KEY=",
+    ] {
+        assert!(!dumped.contains(name), "a child saw {name}:\n{dumped}");
+    }
+}

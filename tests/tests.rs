@@ -22,6 +22,7 @@ mod e2e;
 mod first_try;
 mod firstboot;
 mod fuzz_corpus;
+mod hardening;
 mod http_limits;
 mod idevid;
 mod init_token;

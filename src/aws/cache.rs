@@ -11,7 +11,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
-use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -149,8 +148,7 @@ impl CredentialCache {
             }
         };
         let meta = file.metadata().ok()?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = rustix::process::geteuid().as_raw();
         if meta.uid() != euid || meta.mode() & 0o077 != 0 || !meta.is_file() {
             log::warn!(
                 "ignoring credential cache {}: it must be a 0600 file owned by uid {euid}",
@@ -231,12 +229,10 @@ impl CredentialCache {
                 std::io::Error::new(e.kind(), format!("opening lock {}: {e}", path.display()))
             })?;
         loop {
-            // SAFETY: flock on a file descriptor we own; it stays open while `file` lives.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(file);
-            }
-            let err = std::io::Error::last_os_error();
+            let err = match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(file),
+                Err(e) => std::io::Error::from(e),
+            };
             if err.kind() != std::io::ErrorKind::Interrupted {
                 return Err(std::io::Error::new(
                     err.kind(),

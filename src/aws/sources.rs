@@ -8,7 +8,6 @@
 
 use crate::error::{Class, Classify};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use super::credentials::{parse_credential_process, Credentials};
@@ -342,7 +341,7 @@ pub fn run_credential_process(
         .split_first()
         .ok_or_else(|| err("the command is empty".into()))?;
     let captured = crate::process::output_with_timeout(
-        Command::new(program).args(args),
+        crate::process::command(program, crate::process::ChildEnv::CredentialProcess).args(args),
         timeout,
         MAX_PROCESS_OUTPUT,
     )

@@ -227,13 +227,10 @@ pub struct InspectArgs {
 /// Runs a `credentials` subcommand.
 pub fn run_credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
     match cmd {
-        CredentialsCommand::Inspect(a) => {
-            print!(
-                "{}",
-                inspect::inspect(&a.certificate, a.intermediates.as_deref())?
-            );
-            Ok(())
-        }
+        CredentialsCommand::Inspect(a) => super::print(&inspect::inspect(
+            &a.certificate,
+            a.intermediates.as_deref(),
+        )?),
     }
 }
 
@@ -368,6 +365,5 @@ pub struct ReadCertificateDataArgs {
 /// serialNumber, supportedAlgorithms), no trailing newline.
 pub fn run_read_certificate_data(args: ReadCertificateDataArgs) -> anyhow::Result<()> {
     let data = helper::read_certificate_data(&args.certificate)?;
-    print!("{}", serde_json::to_string(&data).expect("serialisable"));
-    Ok(())
+    super::print(&serde_json::to_string(&data).expect("serialisable"))
 }

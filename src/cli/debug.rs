@@ -38,12 +38,11 @@ pub fn run(args: DebugArgs) -> anyhow::Result<()> {
     settings.containerd_address = crate::fsutil::under_root(&source.root, &args.containerd_address);
     let report = debug::run(&settings);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
+        let mut text = serde_json::to_string_pretty(&report).expect("a report serialises");
+        text.push('\n');
+        super::print(&text)?;
     } else {
-        print!("{}", report.render_text());
+        super::print(&report.render_text())?;
     }
     match report.failure() {
         Some(e) => Err(e),

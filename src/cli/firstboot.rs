@@ -50,11 +50,7 @@ impl ConfigArgs {
 /// Runs `firstboot`.
 pub fn run_firstboot(args: FirstbootArgs) -> anyhow::Result<()> {
     if args.dry_run {
-        print!(
-            "{}",
-            firstboot::dry_run(&args.source.source())?.render_text()
-        );
-        return Ok(());
+        return super::print(&firstboot::dry_run(&args.source.source())?.render_text());
     }
     firstboot::run(&args.source.source())
 }
@@ -91,9 +87,10 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     };
     let v = status::collect_with_config(&source, SystemTime::now())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        let mut text = serde_json::to_string_pretty(&v).expect("json");
+        text.push('\n');
+        super::print(&text)
     } else {
-        print!("{}", status::render_text(&v));
+        super::print(&status::render_text(&v))
     }
-    Ok(())
 }

@@ -170,17 +170,18 @@ pub fn key_create(args: KeyCreateArgs) -> anyhow::Result<()> {
         key.algorithm(),
         key.fingerprint()
     );
-    print!("{}", key.public_key_pem());
-    Ok(())
+    super::print(&key.public_key_pem())
 }
 
 /// Runs `key show`.
 pub fn key_show(args: KeyArgs) -> anyhow::Result<()> {
     let key = args.open(OpenMode::Existing)?;
-    println!("# algorithm: {}", key.algorithm());
-    println!("# sha256: {}", key.fingerprint());
-    print!("{}", key.public_key_pem());
-    Ok(())
+    super::print(&format!(
+        "# algorithm: {}\n# sha256: {}\n{}",
+        key.algorithm(),
+        key.fingerprint(),
+        key.public_key_pem()
+    ))
 }
 
 /// Runs `key delete`.
@@ -188,12 +189,12 @@ pub fn key_delete(args: KeyDeleteArgs) -> anyhow::Result<()> {
     let deletion = args.key.settings().delete(args.yes)?;
     if deletion.deleted {
         for what in &deletion.objects {
-            println!("deleted {what}");
+            super::print(&format!("deleted {what}\n"))?;
         }
         return Ok(());
     }
     for what in &deletion.objects {
-        println!("would delete {what}");
+        super::print(&format!("would delete {what}\n"))?;
     }
     Err(error::operator(format!(
         "nothing deleted ({} object(s) listed above): pass --yes to delete",
@@ -220,7 +221,7 @@ pub fn csr(args: CsrArgs) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        None => print!("{pem}"),
+        None => super::print(&pem)?,
     }
     Ok(())
 }

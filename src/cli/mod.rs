@@ -38,12 +38,25 @@ fn emit(out: Option<&PathBuf>, bytes: &[u8], what: &str) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {what} to {}", path.display()))?;
             log::info!("{what} written to {}", path.display());
         }
-        None => {
-            use std::io::Write;
-            std::io::stdout()
-                .write_all(bytes)
-                .context("writing to stdout")?;
-        }
+        None => print_bytes(bytes)?,
     }
     Ok(())
+}
+
+/// Writes `text` to stdout: every command's output goes through here (not `print!`, which
+/// panics on a closed pipe).
+fn print(text: &str) -> anyhow::Result<()> {
+    print_bytes(text.as_bytes())
+}
+
+/// Writes `bytes` to stdout and flushes. A reader that went away (`status --json | head -c1`:
+/// EPIPE) wanted no more: the rest is dropped quietly and the command still succeeds, as
+/// shell tools behave (they die of SIGPIPE, which Rust programs ignore).
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
 }

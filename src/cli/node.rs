@@ -278,8 +278,7 @@ pub fn run_init(args: InitArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     if args.dry_run {
         let report = init::dry_run(&settings)?;
-        print!("{}", report.render_text());
-        return Ok(());
+        return super::print(&report.render_text());
     }
     init::init(&settings, &mut Systemctl::from_env())
 }
@@ -343,13 +342,12 @@ pub fn run_sandbox_image(args: SandboxImageArgs) -> anyhow::Result<()> {
         init::roles_anywhere_credentials(&cfg.node, &AwsOverrides::default(), &args.root, &retry)
     };
     match sandbox::ensure(&settings, &mut credentials).classed()? {
-        Outcome::Present(image) => println!("{image}: present"),
+        Outcome::Present(image) => super::print(&format!("{image}: present\n")),
         Outcome::Pulled {
             image,
             digest,
             bytes,
             ..
-        } => println!("{image}: pulled {digest} ({bytes} bytes)"),
+        } => super::print(&format!("{image}: pulled {digest} ({bytes} bytes)\n")),
     }
-    Ok(())
 }

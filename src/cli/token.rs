@@ -190,8 +190,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         now,
     );
     let out = sts_token::render_exec_credential(&token, now, &api_version);
-    println!("{}", out.expose());
-    Ok(())
+    super::print(&format!("{}\n", out.expose()))
 }
 
 /// Arguments of `hybridboot kubeconfig`.
@@ -325,7 +324,7 @@ pub fn run_kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
                 args.cluster_name
             );
         }
-        None => print!("{text}"),
+        None => super::print(&text)?,
     }
     Ok(())
 }

@@ -105,6 +105,7 @@ impl VaultArgs {
                 role_id_file: rf.clone(),
                 secret_id_file: sf.clone(),
                 wrapped: self.secret_id_wrapped,
+                kept_login: None,
             })
         } else if self.cert_auth_role.is_none() {
             std::env::var("VAULT_TOKEN")
@@ -140,7 +141,7 @@ impl VaultArgs {
 /// `hybridboot enroll`: prints `serial:`, `not-after:` and `next-renewal:` (RFC 3339) lines.
 pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let r = vault::enroll(&args.vault.settings()?)?;
-    print!("{}", renewal_lines(&r));
+    super::print(&renewal_lines(&r))?;
     Ok(())
 }
 
@@ -241,7 +242,7 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
             log::warn!("could not record the Vault login for status: {e:#}");
         }
     }
-    print!("{}", renewal_lines(&r));
+    super::print(&renewal_lines(&r))?;
     Ok(())
 }
 

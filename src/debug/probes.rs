@@ -2,7 +2,6 @@
 //! found into a [`Check`] whose remediation names the field, file, permission or command.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -910,7 +909,7 @@ fn swap_check(root: &Path) -> Check {
 }
 
 fn unit_check(s: &DebugSettings, unit: &'static str) -> Check {
-    match Command::new(&s.systemctl)
+    match crate::process::command(&s.systemctl, crate::process::ChildEnv::System)
         .args(["is-active", unit])
         .output()
     {
@@ -964,7 +963,10 @@ fn sandbox_check(s: &DebugSettings, configs: Option<&Configs>) -> Check {
             "no containerd config and no region to name the image",
         );
     };
-    if let Err(e) = Command::new(&s.ctr).arg("--version").output() {
+    if let Err(e) = crate::process::command(&s.ctr, crate::process::ChildEnv::System)
+        .arg("--version")
+        .output()
+    {
         return Check::fail(
             "sandbox-image",
             Class::Operator,

@@ -119,7 +119,7 @@ fn probe(src: &SyncSources) -> Option<bool> {
         return Some(false);
     }
     if src.timedatectl {
-        let out = std::process::Command::new("timedatectl")
+        let out = crate::process::command("timedatectl", crate::process::ChildEnv::System)
             .args(["show", "--property=NTPSynchronized", "--value"])
             .stderr(std::process::Stdio::null())
             .output()
@@ -138,7 +138,7 @@ fn probe(src: &SyncSources) -> Option<bool> {
 
 /// Waits up to `limit` for NTP synchronisation, polling every second.
 pub fn wait_for_sync(src: &SyncSources, limit: Duration) -> Sync {
-    let until = Instant::now() + limit;
+    let until = crate::time::instant_after(Instant::now(), limit);
     let mut said = false;
     loop {
         match probe(src) {

@@ -89,6 +89,14 @@ pub struct BootstrapConfig {
     pub timeouts: Timeouts,
 }
 
+impl KeySpec {
+    /// `ref` as logs, errors, the state file and `status` show it: through the one redaction
+    /// ([`crate::key::uri::redact_pin_value`]), whatever the reference holds.
+    pub fn shown(&self) -> String {
+        crate::key::uri::redact_pin_value(&self.reference)
+    }
+}
+
 /// `spec.key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpec {
@@ -490,6 +498,9 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
         )
     })?;
     let parsed = KeyRef::parse(&reference).map_err(|e| invalid("spec.key.ref", e.to_string()))?;
+    parsed
+        .refuse_pin_value()
+        .map_err(|e| invalid("spec.key.ref", e))?;
     let algorithm = match non_empty(key.algorithm) {
         None => Algorithm::EcdsaP256,
         Some(a) => a

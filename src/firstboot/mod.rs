@@ -95,8 +95,8 @@ impl ConfigSource {
             log::warn!(
                 "{}: spec.key.ref {} differs from the NodeConfig's spec.hybrid.iamRolesAnywhere.privateKeyPath {}: set both to the same key",
                 loaded.path.display(),
-                bootstrap.key.reference,
-                ira.private_key
+                bootstrap.key.shown(),
+                crate::key::uri::redact_pin_value(&ira.private_key)
             );
         }
         if let Some(proxy) = &bootstrap.proxy {
@@ -176,7 +176,7 @@ pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = source.root.clone();
     let configs = source.load()?;
-    let deadline = started + configs.bootstrap.timeouts.overall;
+    let deadline = crate::time::instant_after(started, configs.bootstrap.timeouts.overall);
     // Temporary files of writes a power cut interrupted: the directories first boot writes.
     // (init cleans the directories it writes itself.)
     for dir in [
@@ -386,9 +386,9 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
             let key = plan
                 .key
                 .open(OpenMode::CreateIfAbsent(plan.algorithm))
-                .with_context(|| format!("spec.key.ref {}", b.key.reference))?;
+                .with_context(|| format!("spec.key.ref {}", b.key.shown()))?;
             st.key = Some(state::KeyRecord {
-                reference: b.key.reference.clone(),
+                reference: b.key.shown(),
                 algorithm: key.algorithm().to_string(),
                 fingerprint: key.fingerprint(),
             });
@@ -415,6 +415,13 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
             if let Some(f) = &plan.secret_id_file {
                 if fsutil::remove_file(f)? {
                     log::info!("removed the used AppRole secret id file {}", f.display());
+                }
+                let kept = vault::KeptLogin::at(fsutil::under_root(
+                    root,
+                    Path::new(state::APPROLE_LOGIN_FILE),
+                ));
+                if kept.remove()? {
+                    log::info!("removed the kept AppRole login {}", kept.path().display());
                 }
             }
             st.certificate = Some(state::CertificateRecord {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::{InstallSpec, VaultAuth};
-use super::{ConfigSource, Configs};
+use super::{state, ConfigSource, Configs};
 use anyhow::Context;
 
 use crate::error::ResultExt;
@@ -67,6 +67,7 @@ impl Plan {
                     role_id_file: r(role_id_file),
                     secret_id_file: r(secret_id_file),
                     wrapped: *wrapped,
+                    kept_login: Some(r(Path::new(state::APPROLE_LOGIN_FILE))),
                 },
                 Some(r(secret_id_file)),
             ),

@@ -20,6 +20,10 @@ pub const STATE_FILE: &str = "/var/lib/hybridboot/firstboot.json";
 /// Written last: the machine has joined; `hybridboot-firstboot.service` no longer starts.
 pub const STAMP_FILE: &str = "/var/lib/hybridboot/joined";
 
+/// The AppRole secret id and login token kept between an unwrap and the certificate
+/// ([`crate::vault::KeptLogin`]).
+pub const APPROLE_LOGIN_FILE: &str = "/var/lib/hybridboot/approle-login.json";
+
 /// Version of the state file format.
 pub const VERSION: u32 = 1;
 
@@ -199,6 +203,7 @@ impl State {
         let path = fsutil::under_root(root, Path::new(STATE_FILE));
         match std::fs::read(&path) {
             Ok(bytes) => {
+                check_version(&path, &bytes)?;
                 let s: State = serde_json::from_slice(&bytes).map_err(|e| {
                     crate::error::operator(format!(
                         "{}: unreadable first-boot state ({e}); remove it to start over (every step re-checks what exists)",
@@ -249,6 +254,29 @@ impl State {
     }
 }
 
+/// Refuses a state file of a newer format (written by a newer release before an A/B rollback, or
+/// copied from another machine): this release cannot know what it means, and must not overwrite
+/// it with less. Older formats and unreadable files are left to the full parse.
+fn check_version(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: Option<u64>,
+    }
+    let Ok(Versioned {
+        version: Some(found),
+    }) = serde_json::from_slice::<Versioned>(bytes)
+    else {
+        return Ok(());
+    };
+    if found > u64::from(VERSION) {
+        return Err(crate::error::operator(format!(
+            "{}: first-boot state version {found} was written by a newer hybridboot (this one reads version {VERSION}; an A/B rollback?): boot the newer release again, or remove the file to start over with this one (every step re-checks what exists)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Whether the stamp exists under `root`.
 pub fn joined(root: &Path) -> bool {
     fsutil::under_root(root, Path::new(STAMP_FILE)).exists()
@@ -283,6 +311,26 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+
+        // A newer format (after an A/B rollback): refused, naming the file, both versions and
+        // what to do, not "unreadable" with an unknown field.
+        std::fs::write(
+            dir.path().join("var/lib/hybridboot/firstboot.json"),
+            r#"{"version": 2, "completed": ["key"], "attestation": {}}"#,
+        )
+        .unwrap();
+        let e = State::load(dir.path()).unwrap_err();
+        assert_eq!(crate::error::class_of(&e), crate::error::Class::Operator);
+        let e = e.to_string();
+        for want in [
+            "firstboot.json",
+            "version 2",
+            "reads version 1",
+            "newer",
+            "remove the file",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
 
         std::fs::write(dir.path().join("var/lib/hybridboot/firstboot.json"), "{").unwrap();
         let e = State::load(dir.path()).unwrap_err().to_string();

@@ -50,7 +50,7 @@ pub fn collect(root: &Path, now: SystemTime) -> anyhow::Result<Value> {
         "nodeName": st.node_name,
         "joined": joined,
         "stamp": if joined { json!(state::STAMP_FILE) } else { Value::Null },
-        "key": st.key.as_ref().map(|k| json!({"ref": k.reference, "algorithm": k.algorithm, "fingerprint": k.fingerprint})),
+        "key": st.key.as_ref().map(|k| json!({"ref": crate::key::uri::redact_pin_value(&k.reference), "algorithm": k.algorithm, "fingerprint": k.fingerprint})),
         "certificate": certificate,
         "vaultLogin": st.vault_login.as_ref().map(|l| json!({
             "method": l.method,

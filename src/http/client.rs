@@ -266,7 +266,7 @@ impl Client {
     ) -> Result<Exchanged, HttpError> {
         let started = Instant::now();
         let t = self.inner.timeouts;
-        let deadline = started + t.total;
+        let deadline = crate::time::instant_after(started, t.total);
         let url = &req.url;
         let peer = url.origin();
         let proxy = self.inner.proxy.for_url(url);

@@ -72,6 +72,22 @@ impl KeyRef {
     }
 }
 
+impl KeyRef {
+    /// Refuses a reference that carries its PIN (`pkcs11:...?pin-value=`) where the reference
+    /// comes from a configuration file: a configured reference is logged, stored in the state
+    /// file and copied into world-readable files (the AWS config, units), so a PIN in it would
+    /// leak. The reason says what to use instead; the caller names the field.
+    pub fn refuse_pin_value(&self) -> Result<(), String> {
+        match self {
+            KeyRef::Pkcs11(Pkcs11Uri {
+                pin: Some(PinSource::Value(_)),
+                ..
+            }) => Err("a PKCS#11 URI with pin-value would put the PIN in logs, the state file and world-readable files; use ?pin-source=file:/path/to/pin (mode 0600) or set HYBRIDBOOT_PKCS11_PIN instead".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for KeyRef {
     /// The canonical, secret-free form (a PKCS#11 PIN value is never printed).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -879,13 +879,9 @@ fn validate(path: &Path, raw: RawNodeConfig) -> Result<(NodeConfig, Vec<Warning>
             ));
         }
     }
-    if matches!(private_key_ref, KeyRef::Pkcs11(_)) && private_key.contains("pin-value=") {
-        // The reference is copied into the world-readable AWS config and unit files.
-        return Err(invalid(
-            "spec.hybrid.iamRolesAnywhere.privateKeyPath",
-            "a PKCS#11 URI with pin-value would put the PIN in world-readable files; use ?pin-source=file:/path/to/pin (mode 0600) instead".into(),
-        ));
-    }
+    private_key_ref
+        .refuse_pin_value()
+        .map_err(|e| invalid("spec.hybrid.iamRolesAnywhere.privateKeyPath", e))?;
 
     let node = NodeConfig {
         name: raw.metadata.and_then(|m| m.name),

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use super::render::{KubeletVersion, NodeFacts, DEFAULT_ECR_CREDENTIAL_PROVIDER};
@@ -38,23 +37,26 @@ pub fn kubelet_version(kubelet: &Path) -> io::Result<KubeletVersion> {
 
 /// [`kubelet_version`] with another deadline.
 pub fn kubelet_version_within(kubelet: &Path, timeout: Duration) -> io::Result<KubeletVersion> {
-    let out =
-        crate::process::output_with_timeout(Command::new(kubelet).arg("--version"), timeout, 4096)
-            .map_err(|e| {
-                let kind = match &e {
-                    crate::process::RunError::Start { source, .. } => source.kind(),
-                    crate::process::RunError::Timeout(_) => io::ErrorKind::TimedOut,
-                    crate::process::RunError::Wait(_) => io::ErrorKind::Other,
-                };
-                let hint = match kind {
-                    io::ErrorKind::NotFound => " (install the kubelet first)",
-                    _ => "",
-                };
-                io::Error::new(
-                    kind,
-                    format!("running {} --version: {e}{hint}", kubelet.display()),
-                )
-            })?;
+    let out = crate::process::output_with_timeout(
+        crate::process::command(kubelet, crate::process::ChildEnv::System).arg("--version"),
+        timeout,
+        4096,
+    )
+    .map_err(|e| {
+        let kind = match &e {
+            crate::process::RunError::Start { source, .. } => source.kind(),
+            crate::process::RunError::Timeout(_) => io::ErrorKind::TimedOut,
+            crate::process::RunError::Wait(_) => io::ErrorKind::Other,
+        };
+        let hint = match kind {
+            io::ErrorKind::NotFound => " (install the kubelet first)",
+            _ => "",
+        };
+        io::Error::new(
+            kind,
+            format!("running {} --version: {e}{hint}", kubelet.display()),
+        )
+    })?;
     let text = String::from_utf8_lossy(&out.stdout);
     KubeletVersion::parse(&text).ok_or_else(|| {
         let shown: String = text.chars().take(200).collect();

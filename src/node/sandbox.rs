@@ -223,7 +223,7 @@ pub fn parse_config_dump(text: &str) -> Result<DumpInfo, String> {
 
 /// Runs `containerd [--config F] config dump` and parses it.
 pub fn read_config(settings: &SandboxSettings) -> Result<DumpInfo, SandboxError> {
-    let mut cmd = Command::new(&settings.containerd);
+    let mut cmd = crate::process::command(&settings.containerd, crate::process::ChildEnv::System);
     let config = settings.containerd_config.clone().or_else(|| {
         (settings.root != Path::new("/")).then(|| {
             crate::fsutil::under_root(
@@ -282,7 +282,7 @@ pub fn socket_path(settings: &SandboxSettings, info: &DumpInfo) -> PathBuf {
 }
 
 fn ctr(settings: &SandboxSettings, socket: &Path) -> Command {
-    let mut c = Command::new(&settings.ctr);
+    let mut c = crate::process::command(&settings.ctr, crate::process::ChildEnv::System);
     c.arg("--address")
         .arg(socket)
         .args(["--namespace", NAMESPACE]);

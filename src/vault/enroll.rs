@@ -9,7 +9,10 @@ use anyhow::Context;
 
 use super::device::{self, Login};
 use super::settings::DEFAULT_RENEW_BEFORE;
-use super::{renewal_due, verify_signed, DeviceIdentity, SecretAuth, Settings, SignRequest, Vault};
+use super::{
+    renewal_due, verify_signed, DeviceIdentity, KeptLogin, SecretAuth, Settings, SignRequest,
+    Vault, VaultError,
+};
 use crate::error::{self, ResultExt};
 use crate::http::{Client, ClientIdentity};
 use crate::key::{NodeKey, OpenMode};
@@ -24,10 +27,19 @@ enum Auth {
         role_id: Secret,
         secret_id_file: PathBuf,
         wrapped: bool,
+        kept: Option<KeptLogin>,
     },
     Cert(String),
     /// The factory identity (IDevID) at TLS certificate auth.
     Device(DeviceIdentity),
+}
+
+/// A login: the token, the secret id file to remove once the certificate is written, and
+/// whether the token was kept from an earlier run (it may have expired since).
+struct LoggedIn {
+    token: Secret,
+    consumed_secret: Option<PathBuf>,
+    from_kept: bool,
 }
 
 impl Settings {
@@ -60,6 +72,7 @@ impl Settings {
                 role_id_file,
                 secret_id_file,
                 wrapped,
+                kept_login,
             }) => {
                 let role_id = Secret::from_file(role_id_file).with_context(|| {
                     format!(
@@ -71,6 +84,7 @@ impl Settings {
                     role_id,
                     secret_id_file: secret_id_file.clone(),
                     wrapped: *wrapped,
+                    kept: kept_login.as_ref().map(KeptLogin::at),
                 }))
             }
         }
@@ -86,6 +100,24 @@ impl Settings {
     }
 }
 
+/// AppRole login with a secret id, keeping the token (before it is used) when asked to.
+fn approle_login(
+    vault: &Vault,
+    args: &Settings,
+    role_id: &Secret,
+    secret_id: &Secret,
+    kept: Option<&KeptLogin>,
+) -> anyhow::Result<Secret> {
+    let token = vault
+        .approle_login(&args.approle_mount, role_id, secret_id)
+        .classed()?;
+    log::info!("logged in to Vault with AppRole");
+    if let Some(k) = kept {
+        k.keep(secret_id, Some(&token))?;
+    }
+    Ok(token)
+}
+
 /// Logs in with `auth`; returns the token and, for AppRole, the secret-id file to remove after
 /// success.
 fn login(
@@ -93,14 +125,40 @@ fn login(
     args: &Settings,
     auth: &Auth,
     key: &Arc<dyn NodeKey>,
-) -> anyhow::Result<(Secret, Option<PathBuf>)> {
+) -> anyhow::Result<LoggedIn> {
+    let logged_in = |token, consumed_secret, from_kept| LoggedIn {
+        token,
+        consumed_secret,
+        from_kept,
+    };
     match auth {
-        Auth::Token(t) => Ok((t.clone(), None)),
+        Auth::Token(t) => Ok(logged_in(t.clone(), None, false)),
         Auth::AppRole {
             role_id,
             secret_id_file,
             wrapped,
+            kept,
         } => {
+            // An earlier run unwrapped (and perhaps logged in), then failed: resume from what
+            // it kept; the secret id file holds a spent secret by now.
+            if let Some(k) = kept {
+                if let Some(earlier) = k.load()? {
+                    let consumed = Some(secret_id_file.clone());
+                    if let Some(token) = earlier.token {
+                        log::info!(
+                            "resuming with the Vault token an earlier run's AppRole login kept in {}",
+                            k.path().display()
+                        );
+                        return Ok(logged_in(token, consumed, true));
+                    }
+                    log::info!(
+                        "resuming with the AppRole secret id an earlier run kept in {}",
+                        k.path().display()
+                    );
+                    let token = approle_login(vault, args, role_id, &earlier.secret_id, Some(k))?;
+                    return Ok(logged_in(token, consumed, false));
+                }
+            }
             let raw = Secret::from_file(secret_id_file).with_context(|| {
                 format!(
                     "reading the AppRole secret id file {}",
@@ -119,19 +177,20 @@ fn login(
                     secret_id_file.display()
                 );
                 let s = vault.unwrap_secret_id(&raw, secret_id_file).classed()?;
-                log::warn!(
-                    "the wrapping token in {} is now used up; if this enrollment fails, issue a new one",
-                    secret_id_file.display()
-                );
+                match kept {
+                    // Kept before it is used: a failure from here on resumes from it.
+                    Some(k) => k.keep(&s, None)?,
+                    None => log::warn!(
+                        "the wrapping token in {} is now used up; if this enrollment fails, issue a new one",
+                        secret_id_file.display()
+                    ),
+                }
                 s
             } else {
                 raw
             };
-            let token = vault
-                .approle_login(&args.approle_mount, role_id, &secret_id)
-                .classed()?;
-            log::info!("logged in to Vault with AppRole");
-            Ok((token, Some(secret_id_file.clone())))
+            let token = approle_login(vault, args, role_id, &secret_id, kept.as_ref())?;
+            Ok(logged_in(token, Some(secret_id_file.clone()), false))
         }
         Auth::Cert(role) => {
             let current = current_chain(&args.certificate, key.as_ref())?;
@@ -145,9 +204,11 @@ fn login(
             let mtls = vault.with_http(b.build().classed()?);
             let token = mtls.cert_login(&args.cert_auth_mount, role).classed()?;
             log::info!("logged in to Vault with TLS certificate auth (role {role})");
-            Ok((token, None))
+            Ok(logged_in(token, None, false))
         }
-        Auth::Device(d) => device::login(vault, args, d).map(|(token, _)| (token, None)),
+        Auth::Device(d) => {
+            device::login(vault, args, d).map(|(token, _)| logged_in(token, None, false))
+        }
     }
 }
 
@@ -194,7 +255,7 @@ fn issue(
     key: Arc<dyn NodeKey>,
 ) -> anyhow::Result<(CertInfo, Login)> {
     let started = Instant::now();
-    let deadline = started + args.timeout;
+    let deadline = crate::time::instant_after(started, args.timeout);
     let addr = args.address.clone();
     let vault = Vault::new(
         args.base_client()?,
@@ -226,20 +287,26 @@ fn issue(
                 // node key's is closed before the factory identity's key opens (the node key is
                 // not needed again unless a later method is tried, which reopens it).
                 node_key = None;
-                device::login(&vault, args, d).map(|(token, who)| (token, None, who))
+                device::login(&vault, args, d).map(|(token, who)| {
+                    let login = LoggedIn {
+                        token,
+                        consumed_secret: None,
+                        from_kept: false,
+                    };
+                    (login, who)
+                })
             }
             other => {
                 let key = match &node_key {
                     Some(k) => k.clone(),
                     None => node_key.insert(open_key(args)?).clone(),
                 };
-                login(&vault, args, other, &key)
-                    .map(|(token, file)| (token, file, who(args, other, key.as_ref())))
+                login(&vault, args, other, &key).map(|l| (l, who(args, other, key.as_ref())))
             }
         };
         match attempt {
             Ok(v) => {
-                logged_in = Some(v);
+                logged_in = Some((v, auth));
                 break;
             }
             Err(e) if i + 1 < count => {
@@ -252,15 +319,36 @@ fn issue(
         }
     }
     drop(node_key);
-    let Some((token, consumed_secret, who)) = logged_in else {
+    let Some(((login, who), auth)) = logged_in else {
         return Err(crate::error::operator(
             "no Vault auth method: give --vault-token-file, --approle-role-id-file with --approle-secret-id-file, --cert-auth-role, or set VAULT_TOKEN",
         ));
     };
 
-    let signed = vault
-        .sign(&token, &args.pki_mount, &args.pki_role, &csr, &req)
-        .classed()?;
+    let sign = |token: &Secret| {
+        vault
+            .sign(token, &args.pki_mount, &args.pki_role, &csr, &req)
+            .classed()
+    };
+    let signed = match (sign(&login.token), auth) {
+        // A kept token that no longer works (expired while the node was off): log in again
+        // with the kept secret id, if it has uses left.
+        (
+            Err(e),
+            Auth::AppRole {
+                role_id,
+                kept: Some(k),
+                ..
+            },
+        ) if login.from_kept && denied(&e) => {
+            log::info!("the kept Vault token was refused; logging in again with the kept AppRole secret id");
+            let earlier = k.load()?.ok_or(e)?;
+            let token = approle_login(&vault, args, role_id, &earlier.secret_id, Some(k))?;
+            sign(&token)?
+        }
+        (r, _) => r?,
+    };
+    let consumed_secret = login.consumed_secret;
     let issued =
         verify_signed(&addr.origin(), &signed, &node_spki, &req, SystemTime::now()).classed()?;
 
@@ -284,6 +372,11 @@ fn issue(
             Err(e) => log::warn!("could not remove the secret id file {}: {e}", f.display()),
         }
     }
+    if let Auth::AppRole { kept: Some(k), .. } = auth {
+        if let Err(e) = k.remove() {
+            log::warn!("{}", error::cause_chain(&e));
+        }
+    }
     log::info!(
         "certificate for CN={} serial {} valid until {} written to {} ({} ms)",
         args.common_name,
@@ -293,6 +386,16 @@ fn issue(
         started.elapsed().as_millis()
     );
     Ok((issued.info, who))
+}
+
+/// Whether Vault refused the token (expired, revoked).
+fn denied(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<VaultError>(),
+            Some(VaultError::PermissionDenied { .. })
+        )
+    })
 }
 
 fn open_key(settings: &Settings) -> anyhow::Result<Arc<dyn NodeKey>> {

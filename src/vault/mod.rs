@@ -25,6 +25,7 @@ mod device;
 mod enroll;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 mod error;
+mod kept;
 mod settings;
 
 /// Durations, fractions and the renewal point live in [`crate::time`]; re-exported for callers.
@@ -36,6 +37,7 @@ pub use client::{Signed, Vault};
 pub use device::{configured_login, Login};
 pub use enroll::{enroll, renew_certificate, Renewal};
 pub use error::VaultError;
+pub use kept::{Kept, KeptLogin};
 pub use settings::{
     DeviceIdentity, SecretAuth, Settings, DEFAULT_APPROLE_MOUNT, DEFAULT_CERT_AUTH_MOUNT,
     DEFAULT_PKI_MOUNT, DEFAULT_RENEW_BEFORE, DEFAULT_TIMEOUT,

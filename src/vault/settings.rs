@@ -35,6 +35,10 @@ pub enum SecretAuth {
         secret_id_file: PathBuf,
         /// The secret id file holds a wrapping token: unwrap it (once) first.
         wrapped: bool,
+        /// Keep the unwrapped secret id and the login's token in this file (0600, in the state
+        /// directory) until the certificate is written, so that a run failing after the unwrap
+        /// or the login resumes instead of needing a new secret ([`super::KeptLogin`]).
+        kept_login: Option<PathBuf>,
     },
     /// TLS certificate auth with the factory identity (IEEE 802.1AR IDevID): no secret at all.
     DeviceCertificate(DeviceIdentity),

@@ -333,22 +333,12 @@ mod tests {
         assert!(declared_size(&[0x80, 0x01, 0, 0, 0, 9, 0, 0, 0, 0]).is_err());
     }
 
-    /// A character-device stand-in: a SOCK_SEQPACKET socket keeps message boundaries, so each
+    /// A character-device stand-in: a datagram socket pair keeps message boundaries, so each
     /// read returns exactly one "response", as the kernel's TPM device does.
     fn fake_device(answer: Vec<u8>) -> (Transport, std::thread::JoinHandle<Vec<u8>>) {
-        use std::os::fd::FromRawFd;
-        let mut fds = [0i32; 2];
-        // SAFETY: socketpair(2) writes two new descriptors into `fds`.
-        let rc =
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) };
-        assert_eq!(rc, 0);
-        // SAFETY: both descriptors were just created and are owned by nothing else.
-        let (ours, theirs) = unsafe {
-            (
-                std::fs::File::from_raw_fd(fds[0]),
-                std::fs::File::from_raw_fd(fds[1]),
-            )
-        };
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let file = |s| std::fs::File::from(std::os::fd::OwnedFd::from(s));
+        let (ours, theirs) = (file(ours), file(theirs));
         let server = std::thread::spawn(move || {
             let mut theirs = theirs;
             let mut buf = vec![0u8; 4096];

@@ -2,7 +2,6 @@
 //! that carries it out (systemd, or a recorder in tests).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::Context as _;
 
@@ -65,7 +64,7 @@ impl Systemctl {
 impl ServiceManager for Systemctl {
     fn apply(&mut self, action: &UnitAction) -> anyhow::Result<()> {
         let args = action.systemctl_args();
-        let out = Command::new(&self.program)
+        let out = crate::process::command(&self.program, crate::process::ChildEnv::System)
             .args(&args)
             .output()
             .with_context(|| format!("running {} {}", self.program.display(), args.join(" ")))?;
