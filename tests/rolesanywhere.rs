@@ -686,6 +686,64 @@ fn access_key_in(file: &Path) -> Option<String> {
         .find_map(|l| l.strip_prefix("aws_access_key_id = ").map(str::to_string))
 }
 
+/// A CreateSession answer whose session token carries a line break and an INI section
+/// (`[evil]`, `credential_process = ...`): refused as an operator error (exit 3) before anything
+/// is written, the shared credentials file byte for byte as it was, nothing cached, no forged
+/// log line.
+#[test]
+fn a_session_token_with_a_line_break_is_refused_before_anything_is_written() {
+    let s = Simple::new(&[]);
+    let file = s.path("credentials");
+    let cache = s.path("cache");
+    let mut update = s.args();
+    update[0] = "update".into();
+    update.extend([
+        "--credentials-file".to_string(),
+        file.display().to_string(),
+        "--once".to_string(),
+    ]);
+    s.keys.hb(&refs(&update), &[]).ok();
+    let good = std::fs::read(&file).unwrap();
+
+    s.ra.control(
+        "fault",
+        Some(serde_json::json!({"mode": "newline-token", "forever": true})),
+    );
+    let injected =
+        |r: &Run| r.stderr.contains("[evil]") || r.stderr.contains("credential_process =");
+    let r = s.keys.hb(&refs(&update), &[]);
+    assert_one_clear_line(
+        &r,
+        "update",
+        &["invalid credential set", "sessionToken", "line break"],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(!injected(&r), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        good,
+        "credentials file changed"
+    );
+
+    let mut process = s.args();
+    process.extend(["--cache-dir".to_string(), cache.display().to_string()]);
+    let r = s.keys.hb(&refs(&process), &[]);
+    assert_one_clear_line(&r, "credential-process", &["sessionToken", "line break"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(!injected(&r), "{}", r.stderr);
+    let cached: Vec<String> = util::dir_entries(&cache)
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert!(cached.is_empty(), "cached: {cached:?}");
+    // The endpoint did answer (200) each time: the refusal is ours.
+    assert!(
+        s.ra.stats()["ok"].as_u64().unwrap() >= 3,
+        "{}",
+        s.ra.stats()
+    );
+}
+
 #[test]
 fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
     let s = Simple::new(&[]);
