@@ -507,6 +507,103 @@ fn twenty_concurrent_calls_with_a_cold_cache_make_one_create_session() {
 
 /// A rate limit is not a failure: credential-process (4 attempts for errors) outlasts more
 /// throttled answers than that within its deadline, while as many 503s make it give up.
+/// `credential-process` with its cache left unfinished by a bounded wait: a hang (a FIFO
+/// opened for reading blocks until a writer comes) fails the test instead of stalling it.
+fn hb_bounded(keys: &Keys, args: &[String], dir: &Path) -> Run {
+    let (out, err) = (dir.join("bounded.out"), dir.join("bounded.err"));
+    let mut c = Command::new(util::bin());
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    for (k, v) in keys.env_with(&[]) {
+        c.env(k, v);
+    }
+    let mut child = Background(c.spawn().unwrap());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "credential-process hangs: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&out).unwrap(),
+        stderr: std::fs::read_to_string(&err).unwrap(),
+    }
+}
+
+/// The session cache through the binary: a FIFO or a symbolic link in place of the entry, and a
+/// group-writable cache directory, are refused with a warning saying so, and the caller gets a
+/// fresh session (never a hang, never the linked file's credentials).
+#[test]
+fn credential_cache_refuses_fifos_links_and_loose_directories() {
+    let s = Simple::new(&[]);
+    let cache = s.path("cache");
+    let mut args = s.args();
+    args.extend(["--cache-dir".to_string(), cache.display().to_string()]);
+    let first = parse_creds(&s.keys.hb(&refs(&args), &[]));
+    let entries: Vec<String> = util::dir_entries(&cache)
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = cache.join(&entries[0]);
+    let sessions = || s.ra.stats()["ok"].as_u64().unwrap();
+    let before = sessions();
+
+    // A FIFO: no hang, a fresh session, the entry a regular file again.
+    std::fs::remove_file(&entry).unwrap();
+    let st = Command::new("mkfifo").arg(&entry).status().unwrap();
+    assert!(st.success());
+    let r = hb_bounded(&s.keys, &args, s.dir.path());
+    let fresh = parse_creds(&r);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert_ne!(fresh["AccessKeyId"], first["AccessKeyId"]);
+    assert_eq!(sessions(), before + 1);
+    assert!(std::fs::symlink_metadata(&entry).unwrap().is_file());
+
+    // A symbolic link to a valid entry of ours elsewhere: not followed.
+    let planted = s.path("planted.json");
+    std::fs::copy(&entry, &planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&planted, &entry).unwrap();
+    let r = hb_bounded(&s.keys, &args, s.dir.path());
+    let again = parse_creds(&r);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_ne!(
+        again["AccessKeyId"], fresh["AccessKeyId"],
+        "the link was followed"
+    );
+    assert_eq!(sessions(), before + 2);
+
+    // A group-writable directory: not used, and the warning says what to fix.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let r = hb_bounded(&s.keys, &args, s.dir.path());
+    parse_creds(&r);
+    assert!(
+        r.stderr.contains("group- or world-writable")
+            && r.stderr.contains(&cache.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sessions(), before + 3);
+    let r = hb_bounded(&s.keys, &args, s.dir.path());
+    parse_creds(&r);
+    assert_eq!(
+        sessions(),
+        before + 4,
+        "a loose cache directory is never used"
+    );
+}
+
 #[test]
 fn throttling_does_not_use_up_attempts_but_errors_do() {
     let s = Simple::new(&[]);
