@@ -245,7 +245,8 @@ pub fn one_line(message: &str) -> String {
             pending_space = !out.is_empty();
             continue;
         }
-        if count >= MAX_MESSAGE {
+        // The character and the space before it, if any, must both fit.
+        if count + 1 + usize::from(pending_space) > MAX_MESSAGE {
             out.push_str("...");
             break;
         }
@@ -366,6 +367,13 @@ mod tests {
         assert_eq!(one_line("\n\n x \u{1b}[31m"), "x [31m");
         let long = one_line(&"é".repeat(1000));
         assert_eq!(long.chars().count(), MAX_MESSAGE + 3);
+        // A space due just at the limit does not push the text past it (found by the fuzzer).
+        let spaced = one_line(&format!("{} x", "a".repeat(MAX_MESSAGE - 1)));
+        assert!(
+            spaced.chars().count() <= MAX_MESSAGE + 3,
+            "{}",
+            spaced.len()
+        );
         assert!(!one_line("a\u{2028}b").contains('\u{2028}'));
         assert_eq!(one_line(""), "");
     }
