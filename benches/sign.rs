@@ -23,7 +23,7 @@ fn main() {
         tcti: std::env::var("HYBRIDBOOT_TCTI").ok(),
         pkcs11_lib: std::env::var_os("HYBRIDBOOT_PKCS11_LIB").map(Into::into),
         pkcs11_pin: std::env::var("HYBRIDBOOT_PKCS11_PIN").ok().map(Secret::new),
-        tpm_auth_file: None,
+        ..KeyOptions::default()
     };
     let mut rows = Vec::new();
     println!("| key | algorithm | open ms | sign median ms | min | max | n |");

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   build-essential pkg-config ca-certificates curl openssl libssl-dev
   swtpm swtpm-tools tpm2-tools libtss2-dev tpm2-openssl
   softhsm2 opensc
+  p11-kit-modules  # p11-kit-proxy.so: the default PKCS#11 module, as aws_signing_helper
   python3-venv
   containerd runc containernetworking-plugins  # tests/install.rs: real binaries for the mirror
   systemd          # systemd-analyze verify / security on the shipped units

@@ -20,6 +20,7 @@
 //! | EKS DescribeCluster, token | [`aws::eks`], [`aws::sts_token`], [`node::init`] | |
 //! | install | [`node::install`] | [`node::install::InstallSettings`] |
 //! | init | [`node::init`] | [`node::init::InitSettings`] |
+//! | `debug`: every check a join needs, read-only | [`debug`] | [`debug::DebugSettings`] |
 //! | first boot, all of the above | [`firstboot`] (steps: [`firstboot::state::Step`]) | [`firstboot::ConfigSource`] |
 //!
 //! First boot builds each step's settings from the NodeConfig and BootstrapConfig
@@ -34,8 +35,10 @@ pub mod aws;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod awsauth;
 pub mod cli;
+pub mod debug;
 pub mod error;
 pub mod exit;
+pub mod factory;
 pub mod firstboot;
 pub mod fsutil;
 #[doc(hidden)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use hybridboot::cli::{aws, awsauth, firstboot, irsa, key, node, token, vault};
+use hybridboot::cli::{aws, awsauth, debug, factory, firstboot, irsa, key, node, token, vault};
 use hybridboot::{error, exit, logging};
 
 const AFTER_HELP: &str = "\
@@ -48,6 +48,10 @@ enum Command {
     ///
     /// Example: hybridboot csr --key handle:0x81000001 --common-name node-1 --dns-name node-1.example.com
     Csr(key::CsrArgs),
+    /// On the production line: give the device its factory identity (IEEE 802.1AR IDevID) for a
+    /// first boot without secrets.
+    #[command(subcommand)]
+    Factory(factory::FactoryCommand),
     /// Get the node certificate from Vault PKI (CSR signed by the node key) and write it.
     Enroll(vault::EnrollArgs),
     /// Renew the node certificate once it is past its renewal point; print when the next is due.
@@ -56,6 +60,11 @@ enum Command {
     Firstboot(firstboot::FirstbootArgs),
     /// What first boot left: key, certificate, credentials, install, join stamp, last error.
     Status(firstboot::StatusArgs),
+    /// Why a join fails: every check a join needs, in order, pass or fail with the fix
+    /// (read-only).
+    ///
+    /// Example: hybridboot debug --config-source file:///etc/hybridboot/config.yaml
+    Debug(debug::DebugArgs),
     /// IAM Roles for Service Accounts on clusters outside EKS: keys.json and discovery document.
     #[command(subcommand)]
     Irsa(irsa::IrsaCommand),
@@ -78,12 +87,30 @@ enum Command {
     /// Inspect what a certificate presents to IAM Roles Anywhere.
     #[command(subcommand)]
     Credentials(aws::CredentialsCommand),
+    /// Sign aws_signing_helper's fixed test string with the key (proves the key signs; same
+    /// flags and output formats as aws_signing_helper).
+    ///
+    /// Example: hybridboot sign-string --private-key handle:0x81000001 --format text
+    SignString(aws::SignStringArgs),
+    /// Print a certificate file's data as aws_signing_helper does (JSON: keyType,
+    /// certificateData, serialNumber, supportedAlgorithms).
+    ///
+    /// Example: hybridboot read-certificate-data --certificate /etc/iam/pki/server.pem
+    ReadCertificateData(aws::ReadCertificateDataArgs),
+    /// Print the version (aws_signing_helper's `version`; same as --version).
+    Version,
     /// Install the Kubernetes node artifacts (like `nodeadm install`), each verified before it
     /// is placed.
     ///
     /// Example: hybridboot install 1.31 --credential-provider iam-ra --manifest https://mirror/manifest.yaml --manifest-public-key /etc/hybridboot/manifest.pub
     Install(node::InstallArgs),
-    /// Remove what install placed and the files init wrote; keeps the node key and certificate.
+    /// Leave the cluster's node behind (like `nodeadm uninstall`): stop and disable kubelet,
+    /// hybridboot-update and a containerd hybridboot installed, then remove what install placed
+    /// (unless changed since), the files init wrote and the kubelet's certificates and state
+    /// (/var/lib/kubelet/pki: a later join to another cluster must not reuse them). Keeps the
+    /// node key, its certificate and anything that may hold a mount.
+    ///
+    /// Example: hybridboot uninstall    (then `hybridboot init` joins afresh)
     Uninstall(node::UninstallArgs),
     /// Print an EKS ExecCredential (kubectl/kubelet exec credential plugin).
     ///
@@ -126,11 +153,20 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Key(key::KeyCommand::Create(a)) => key::key_create(a),
         Command::Key(key::KeyCommand::Show(a)) => key::key_show(a),
+        Command::Key(key::KeyCommand::Delete(a)) => key::key_delete(a),
+        Command::SignString(a) => aws::run_sign_string(a),
+        Command::ReadCertificateData(a) => aws::run_read_certificate_data(a),
+        Command::Version => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Csr(a) => key::csr(a),
+        Command::Factory(c) => factory::run_factory(c),
         Command::Enroll(a) => vault::enroll(a),
         Command::Renew(a) => vault::renew(a),
         Command::Firstboot(a) => firstboot::run_firstboot(a),
         Command::Status(a) => firstboot::run_status(a),
+        Command::Debug(a) => debug::run(a),
         Command::Irsa(c) => irsa::run_irsa(c),
         Command::AwsAuth(c) => awsauth::run_aws_auth(c),
         Command::AccessEntry(c) => awsauth::run_access_entry(c),

@@ -98,6 +98,45 @@ pub fn output_with_timeout(
     })
 }
 
+/// Ends the process with exit code 0 on SIGTERM or SIGINT (a long-running command stopped by
+/// systemd or Ctrl-C is a clean stop, not a failure; aws_signing_helper's `serve` exits 0).
+/// Call it before any other thread starts: the signals are blocked in this thread, every thread
+/// started later inherits the mask, and one thread waits for them.
+pub fn exit_zero_on_termination(what: &'static str) -> io::Result<()> {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises; the pointers are to locals
+    // that outlive the calls.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        set
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: `set` was initialised above; `signal` is a valid out pointer.
+            let rc = unsafe { libc::sigwait(&set, &mut signal) };
+            if rc == 0 {
+                log::info!(
+                    "{what}: stopping on {}",
+                    if signal == libc::SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    }
+                );
+            }
+            std::process::exit(0);
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -154,7 +154,7 @@ impl Clock for FakeClock {
 /// Runs `op` until it succeeds, fails permanently, runs out of attempts, or the next attempt
 /// would start after the deadline. `op` gets the attempt number (0-based). The last error is
 /// returned.
-pub fn run<T, E: Retryable>(
+pub fn run<T, E: Retryable + std::fmt::Display>(
     policy: &RetryPolicy,
     clock: &dyn Clock,
     op: impl FnMut(u32) -> Result<T, E>,
@@ -164,7 +164,7 @@ pub fn run<T, E: Retryable>(
 
 /// Like [`run`], with the caller deciding which errors to retry (for non-idempotent requests
 /// that may only be repeated when they certainly never arrived).
-pub fn run_if<T, E: Retryable>(
+pub fn run_if<T, E: Retryable + std::fmt::Display>(
     policy: &RetryPolicy,
     clock: &dyn Clock,
     should_retry: impl Fn(&E) -> bool,
@@ -191,10 +191,15 @@ pub fn run_if<T, E: Retryable>(
         if elapsed + wait > policy.deadline {
             return Err(err);
         }
-        log::debug!(
-            "transient failure (attempt {}), retrying in {} ms",
+        // The cause and the backoff, so that a slow first boot says what it is waiting for.
+        log::info!(
+            "attempt {} failed: {err}; retrying in {}",
             attempt + 1,
-            wait.as_millis()
+            if wait < Duration::from_secs(1) {
+                format!("{} ms", wait.as_millis())
+            } else {
+                crate::time::format_duration(wait)
+            }
         );
         clock.sleep(wait);
         attempt += 1;
@@ -210,6 +215,11 @@ mod tests {
     struct E {
         transient: bool,
         after: Option<Duration>,
+    }
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "test error (transient: {})", self.transient)
+        }
     }
     impl Classify for E {
         fn class(&self) -> Class {
@@ -299,6 +309,11 @@ mod tests {
     fn throttled_answers_are_bounded_by_the_deadline_only() {
         #[derive(Debug)]
         struct Throttled;
+        impl std::fmt::Display for Throttled {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("throttled")
+            }
+        }
         impl Classify for Throttled {
             fn class(&self) -> Class {
                 Class::Transient

@@ -261,6 +261,9 @@ fn node_tpm_openbao_roles_anywhere_describe_cluster_init_kubectl() {
             "--no-start",
             "--kubelet-version",
             "v1.31.0",
+            // The lines init writes name where hybridboot is on the node: here, the test build.
+            "--hybridboot-path",
+            &s(&util::bin()),
         ],
     );
     init.ok();

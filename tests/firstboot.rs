@@ -18,7 +18,7 @@ use util::config::{
     firstboot_yaml, BootstrapConfig, NodeConfig, TOKEN_FILE_AUTH, WRAPPED_APPROLE_AUTH,
 };
 use util::openbao::OpenBao;
-use util::peers::{MiniCa, Moto, RaOptions, RolesAnywhere};
+use util::peers::{Moto, RaOptions, RolesAnywhere};
 use util::swtpm::Swtpm;
 use util::{run, tool, Run};
 
@@ -41,16 +41,7 @@ struct Site {
 impl Site {
     fn start() -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let cluster_ca = MiniCa::root(dir.path(), "cluster-ca").cert;
-        let moto = Moto::start_configured(
-            &[
-                "--eks-ca-file",
-                cluster_ca.to_str().unwrap(),
-                "--eks-endpoint",
-                "https://127.0.0.1:6443",
-            ],
-            &["--remote-node-cidr", "127.0.0.0/8"],
-        );
+        let (moto, cluster_ca) = Moto::loopback_cluster(dir.path());
         let bao = OpenBao::start();
         let token = bao.node_token();
         let ra = RolesAnywhere::start(&RaOptions::new(&[&bao.pki_root]).sts(&moto));
@@ -1108,4 +1099,41 @@ fn configuration_errors_stop_before_any_work_and_name_the_line_or_field() {
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(!stamp(root).exists() && !cert_path(root).exists());
     }
+}
+
+#[test]
+fn a_role_that_wants_rsa_keys_says_so_and_both_fixes_not_the_node_name() {
+    // Vault's roles default to key_type=rsa (the blog's role); hybridboot's key is ECDSA P-256.
+    let site = Site::start();
+    site.bao.ok(&[
+        "write",
+        "pki_int/roles/node",
+        "allowed_domains=example.com",
+        "allow_subdomains=true",
+        "max_ttl=72h",
+        "ttl=24h",
+        "key_type=rsa",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    site.configure(root, CN, &site.bao.http_addr());
+    let r = firstboot(root, &[]);
+    println!("{}", r.stderr.trim_end());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    for want in [
+        "requires rsa keys",
+        "spec.key.algorithm: rsa-2048",
+        "a new `spec.key.ref`",
+        "vault write pki_int/roles/node key_type=any",
+        "spec.hybrid.iamRolesAnywhere.nodeName is not the problem",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    }
+    assert!(
+        !r.stderr
+            .contains("fix spec.hybrid.iamRolesAnywhere.nodeName"),
+        "{}",
+        r.stderr
+    );
+    assert!(!cert_path(root).exists());
 }

@@ -181,6 +181,7 @@ fn init_fills_cluster_details_from_moto_is_idempotent_and_kubectl_gets_in() {
     let rec = recorder.display().to_string();
     run_env.push(("AWS_ENDPOINT_URL_EKS", &eks));
     run_env.push(("HYBRIDBOOT_SYSTEMCTL", &rec));
+    let hybridboot = util::bin().display().to_string();
     let args = [
         "init",
         "--config-source",
@@ -189,6 +190,11 @@ fn init_fills_cluster_details_from_moto_is_idempotent_and_kubectl_gets_in() {
         &root.display().to_string(),
         "--kubelet-version",
         "v1.31.0",
+        // --root implies --no-start; the recorder stands in for this root's systemd.
+        "--start",
+        // The lines init writes name where hybridboot is on the node: here, the test build.
+        "--hybridboot-path",
+        &hybridboot,
     ];
     let first = hb(&env, &args, &run_env);
     first.ok();

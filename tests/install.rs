@@ -203,7 +203,15 @@ fn installs_from_https_mirror_then_reruns_without_downloading_then_uninstalls() 
         b"X=1\n",
         0o644,
     );
-    let r = run(&["uninstall", "--root", root.path().to_str().unwrap()], &[]);
+    let r = run(
+        &[
+            "uninstall",
+            "--root",
+            root.path().to_str().unwrap(),
+            "--no-stop",
+        ],
+        &[],
+    );
     r.ok();
     assert!(
         r.stdout.contains("removed /usr/bin/kubelet"),
@@ -412,4 +420,154 @@ fn a_mirror_outage_ends_in_exit_4_and_a_missing_release_in_exit_3() {
     m.control("/__clear");
     let r = install(&m, root.path(), "1.29.0", &[]);
     assert_eq!(r.code, 3, "{}", r.stderr);
+}
+
+/// uninstall after a node ran: the units init enabled are stopped and disabled first, then the
+/// kubelet's certificates from the old cluster go with install's and init's files (eks-hybrid
+/// #413: stale kubelet certificates break `kubectl logs`/`exec` after a re-join); a link inside
+/// them is removed, not followed; pod directories are reported, not removed.
+#[test]
+fn uninstall_stops_units_and_removes_kubelet_certificates_and_state() {
+    let m = Mirror::start();
+    let root = image_root();
+    let r = root.path();
+    install(&m, r, "1.31.1", &[]).ok();
+    // What init and a running kubelet leave.
+    write(
+        &r.join("etc/systemd/system/kubelet.service"),
+        b"[Unit]\n",
+        0o644,
+    );
+    write(
+        &r.join("etc/systemd/system/hybridboot-update.service"),
+        b"[Unit]\n",
+        0o644,
+    );
+    write(
+        &r.join("var/lib/kubelet/kubeconfig"),
+        b"apiVersion: v1\n",
+        0o600,
+    );
+    let pki = r.join("var/lib/kubelet/pki");
+    write(
+        &pki.join("kubelet-client-2026-12-01.pem"),
+        b"old cluster",
+        0o600,
+    );
+    write(&pki.join("kubelet.crt"), b"serving", 0o644);
+    std::os::unix::fs::symlink(
+        pki.join("kubelet-client-2026-12-01.pem"),
+        pki.join("kubelet-client-current.pem"),
+    )
+    .unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    write(
+        &outside.path().join("precious"),
+        b"not the kubelet's",
+        0o644,
+    );
+    std::os::unix::fs::symlink(outside.path(), pki.join("elsewhere")).unwrap();
+    write(&r.join("var/lib/kubelet/cpu_manager_state"), b"{}", 0o644);
+    write(
+        &r.join("var/lib/kubelet/pods/uid-1/volumes/v"),
+        b"data",
+        0o644,
+    );
+
+    // systemctl refuses: nothing is removed, the error says so.
+    let (failing, _) = util::systemctl_recorder(outside.path(), true);
+    let failing = failing.display().to_string();
+    let root_arg = r.display().to_string();
+    let refused = run(
+        &["uninstall", "--root", &root_arg],
+        &[("HYBRIDBOOT_SYSTEMCTL", &failing)],
+    );
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("stopping kubelet.service before removing its files (nothing was removed"),
+        "{}",
+        refused.stderr
+    );
+    assert!(pki.join("kubelet.crt").exists() && r.join("usr/bin/kubelet").exists());
+
+    let (rec, calls) = util::systemctl_recorder(outside.path(), false);
+    let rec = rec.display().to_string();
+    let out = run(
+        &["uninstall", "--root", &root_arg],
+        &[("HYBRIDBOOT_SYSTEMCTL", &rec)],
+    );
+    out.ok();
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "disable --now kubelet.service\ndisable --now hybridboot-update.service\ndisable --now containerd.service\ndaemon-reload\n"
+    );
+    assert!(!pki.exists(), "{}", out.stdout);
+    assert!(!r.join("var/lib/kubelet/cpu_manager_state").exists());
+    assert!(!r.join("var/lib/kubelet/kubeconfig").exists());
+    assert!(!r.join("usr/bin/kubelet").exists());
+    assert_eq!(
+        std::fs::read(outside.path().join("precious")).unwrap(),
+        b"not the kubelet's",
+        "a link inside the kubelet's pki was followed"
+    );
+    assert!(r.join("var/lib/kubelet/pods/uid-1/volumes/v").exists());
+    for line in [
+        "stopped and disabled kubelet.service",
+        "stopped and disabled containerd.service",
+        "removed /var/lib/kubelet/pki/",
+        "removed /var/lib/kubelet/cpu_manager_state",
+        "kept /var/lib/kubelet/pods/ (may hold pod volume mounts",
+        "kept /etc/iam/pki/server.key (node private key)",
+    ] {
+        assert!(out.stdout.contains(line), "{line}: {}", out.stdout);
+    }
+
+    // Again: nothing left to stop or remove.
+    let again = run(
+        &["uninstall", "--root", &root_arg],
+        &[("HYBRIDBOOT_SYSTEMCTL", &rec)],
+    );
+    assert_eq!(again.code, 3, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("nothing to uninstall"),
+        "{}",
+        again.stderr
+    );
+}
+
+/// A mirror that answers 302 (a CDN in front of the store): an https target at another origin
+/// is followed, without credentials; a target under plain http is refused, naming where it
+/// pointed. (A redirect used to count as success, and its empty body was taken for the file.)
+#[test]
+fn a_redirecting_mirror_is_followed_to_https_only() {
+    let m = Mirror::start();
+    let cdn = Mirror::start();
+    m.control(&format!(
+        "/__fault?path=/1.31.2/kubelet&mode=redirect&to={}/1.31.2/kubelet",
+        cdn.base()
+    ));
+    let root = image_root();
+    install(&m, root.path(), "1.31", &[]).ok();
+    assert_installed(root.path(), "1.31.2");
+    assert_eq!(m.counts()["/1.31.2/kubelet"], 1, "{:?}", m.counts());
+    assert_eq!(cdn.counts()["/1.31.2/kubelet"], 1, "{:?}", cdn.counts());
+    assert_eq!(cdn.credentials_seen(), Vec::<String>::new());
+    assert_eq!(m.credentials_seen(), Vec::<String>::new());
+
+    let plain = format!("http://127.0.0.1:{}/1.31.2/kubelet", cdn.port);
+    m.control(&format!(
+        "/__fault?path=/1.31.2/kubelet&mode=redirect&to={plain}"
+    ));
+    let root = image_root();
+    let r = install(&m, root.path(), "1.31", &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&plain) && r.stderr.contains("https:// only"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(cdn.counts()["/1.31.2/kubelet"], 1, "plain http never asked");
+    assert!(!root.path().join("usr/bin/kubelet").exists());
 }

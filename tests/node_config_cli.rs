@@ -185,3 +185,53 @@ fn missing_file_directory_and_bad_scheme() {
     one_clear_error(&check(dir.path().to_str().unwrap()), &["is a directory"]);
     one_clear_error(&check("imds://user-data"), &["hybrid nodes have none"]);
 }
+
+#[test]
+fn unsubstituted_placeholders_are_refused_each_with_field_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = NodeConfig {
+        node_name: "$NODE_NAME".into(),
+        role_arn: "${ROLE_ARN}".into(),
+        ..NodeConfig::example("x", "handle:0x81000001")
+    }
+    .yaml();
+    let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let r = check(&write(dir.path(), "node.yaml", &text));
+    one_clear_error(
+        &r,
+        &[
+            &format!(
+                "line {} (spec.hybrid.iamRolesAnywhere.nodeName): unsubstituted placeholder $NODE_NAME",
+                line("nodeName")
+            ),
+            &format!(
+                "line {} (spec.hybrid.iamRolesAnywhere.roleArn): unsubstituted placeholder ${{ROLE_ARN}}",
+                line("roleArn")
+            ),
+        ],
+    );
+    assert!(!r.stderr.contains("valid"), "{}", r.stderr);
+}
+
+#[test]
+fn tab_indentation_names_the_lines_and_says_yaml_needs_spaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = valid()
+        .replace("    name: my-cluster", "\tname: my-cluster")
+        .replace("    region: us-west-2", "\tregion: us-west-2");
+    let tabbed: Vec<String> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with('\t'))
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    assert_eq!(tabbed.len(), 2);
+    let r = check(&write(dir.path(), "node.yaml", &text));
+    one_clear_error(
+        &r,
+        &[&format!(
+            "lines {} start with a TAB; YAML needs spaces",
+            tabbed.join(", ")
+        )],
+    );
+}

@@ -613,16 +613,7 @@ fn firstboot_at_vvv_never_shows_secret_ids_wrapping_tokens_or_aws_secrets() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     audit.dirs.push(w.to_path_buf());
-    let cluster_ca = MiniCa::root(w, "cluster-ca").cert;
-    let moto = Moto::start_configured(
-        &[
-            "--eks-ca-file",
-            cluster_ca.to_str().unwrap(),
-            "--eks-endpoint",
-            "https://127.0.0.1:6443",
-        ],
-        &["--remote-node-cidr", "127.0.0.0/8"],
-    );
+    let (moto, _) = Moto::loopback_cluster(w);
     audit.secret(
         "moto minter secret key",
         moto.setup["secret_access_key"].as_str().unwrap(),
@@ -708,6 +699,113 @@ fn firstboot_at_vvv_never_shows_secret_ids_wrapping_tokens_or_aws_secrets() {
     let st = hb(w, &["-vvv", "status", "--json", "--root", &root_s], &[]);
     audit.record("status", st, Stdout::Plain).ok();
     drop(tpm);
+    audit.finish();
+}
+
+/// Zero-secret enrollment at -vvv: the line side (`factory request`, `factory store`), first
+/// boot logging in with the factory identity (IDevID), `renew` with the node certificate, and
+/// `status`. Every Vault token the server issued (learnt from its raw audit log) and any PEM
+/// private key block are searched in the logs and in every file of the device.
+#[test]
+fn factory_identity_first_boot_and_renewal_at_vvv_never_show_vault_tokens_or_private_keys() {
+    use crate::idevid::{Site, IDEVID_KEY, SERIAL};
+    let mut audit = Audit::new();
+    let site = Site::start();
+    audit.secret("OpenBao root token", &site.bao.root_token);
+    audit.secret("PEM private key block", "PRIVATE KEY-----");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    audit.dirs.push(w.to_path_buf());
+    let root = w.join("root");
+    let root_s = root.display().to_string();
+    let cache = root.join("run/hybridboot");
+    audit.cache_dirs.push(cache.clone());
+    let tcti = site.tpm.tcti();
+    let systemctl = w.join("systemctl.sh");
+    std::fs::write(&systemctl, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = [
+        ("HYBRIDBOOT_TCTI", tcti.as_str()),
+        ("HYBRIDBOOT_SYSTEMCTL", systemctl.to_str().unwrap()),
+        ("HYBRIDBOOT_CACHE_DIR", ""),
+    ];
+
+    let csr = w.join("idevid.csr");
+    let r = hb(
+        w,
+        &[
+            "-vvv",
+            "factory",
+            "request",
+            "--key",
+            IDEVID_KEY,
+            "--serial-number",
+            SERIAL,
+            "--out",
+            csr.to_str().unwrap(),
+        ],
+        &env,
+    );
+    audit.record("factory request", r, Stdout::Plain).ok();
+    let signed = w.join("idevid-signed.pem");
+    std::fs::write(&signed, site.bao.factory_sign(&csr, "8760h")).unwrap();
+    let idevid = root.join("etc/hybridboot/idevid.pem");
+    std::fs::create_dir_all(idevid.parent().unwrap()).unwrap();
+    let r = hb(
+        w,
+        &[
+            "-vvv",
+            "factory",
+            "store",
+            "--key",
+            IDEVID_KEY,
+            "--serial-number",
+            SERIAL,
+            "--signed",
+            signed.to_str().unwrap(),
+            "--out",
+            idevid.to_str().unwrap(),
+        ],
+        &env,
+    );
+    audit.record("factory store", r, Stdout::Plain).ok();
+
+    site.configure(&root, SERIAL, IDEVID_KEY, "24h");
+    let source = [
+        "--config-source",
+        "file:///etc/hybridboot/config.yaml",
+        "--root",
+        root_s.as_str(),
+    ];
+    let fb = hb(w, &[&["-vvv", "firstboot"][..], &source].concat(), &env);
+    audit.record("firstboot (IDevID)", fb, Stdout::Plain).ok();
+    assert!(root.join("var/lib/hybridboot/joined").exists());
+    let renew = hb(
+        w,
+        &[&["-vvv", "renew", "--renew-before", "1.0"][..], &source].concat(),
+        &env,
+    );
+    audit
+        .record("renew (node certificate)", renew, Stdout::Plain)
+        .ok();
+    let st = hb(w, &["-vvv", "status", "--json", "--root", &root_s], &[]);
+    audit.record("status", st, Stdout::Plain).ok();
+
+    let tokens = site.bao.issued_tokens();
+    // The IDevID login, the node certificate's login; the root token is not in the log.
+    assert!(
+        tokens.len() >= 2,
+        "tokens in the audit log: {}",
+        tokens.len()
+    );
+    for t in &tokens {
+        audit.secret("Vault token (issued at login)", t);
+    }
+    for name in util::dir_entries(&cache) {
+        if name.ends_with(".json") {
+            audit.learn_credential_process(&std::fs::read_to_string(cache.join(name)).unwrap());
+        }
+    }
     audit.finish();
 }
 

@@ -309,23 +309,8 @@ fn storage_key_at_the_handle_is_refused() {
     // A persistent SRK made by tpm2-tools sits where a node key is expected.
     let tpm = Swtpm::start();
     let tcti = tpm.tcti();
-    let env = [("TPM2TOOLS_TCTI", tcti.as_str())];
     let dir = tempfile::tempdir().unwrap();
-    let ctx = dir.path().join("srk.ctx");
-    tool(
-        "tpm2_createprimary",
-        &["-C", "o", "-G", "ecc", "-c", ctx.to_str().unwrap()],
-        &env,
-    )
-    .ok();
-    tool(
-        "tpm2_evictcontrol",
-        &["-C", "o", "-c", ctx.to_str().unwrap(), "0x81000001"],
-        &env,
-    )
-    .ok();
-    tool("tpm2_flushcontext", &["-t"], &env).ok();
-    std::fs::remove_file(&ctx).unwrap();
+    tpm.persist_storage_primary("0x81000001");
     let r = run(
         &[
             "key",

@@ -211,13 +211,7 @@ impl Target {
 
 /// `openssl x509` field of the first certificate in `path`.
 fn openssl_x509(path: &Path, what: &str) -> String {
-    let r = tool(
-        "openssl",
-        &["x509", "-in", path.to_str().unwrap(), "-noout", what],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    r.stdout
+    util::x509::x509_field(path, what)
 }
 
 fn serial(path: &Path) -> String {
@@ -278,14 +272,39 @@ fn assert_error(r: &Run, needles: &[&str]) {
     }
 }
 
+/// The `next-renewal:` time of `enroll`/`renew`'s labelled output (which also names the serial
+/// in Vault's colon form and the expiry).
 fn rfc3339_line(r: &Run) -> String {
-    let line = r.stdout.trim().to_string();
+    let labels: Vec<&str> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_once(": ").map(|(k, _)| k).unwrap_or(l))
+        .collect();
     assert_eq!(
-        line.len(),
-        20,
-        "one RFC 3339 line on stdout: {:?}",
+        labels,
+        ["serial", "not-after", "next-renewal"],
+        "{}",
         r.stdout
     );
+    let serial = r
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("serial: ");
+    assert!(
+        serial
+            .split(':')
+            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit())),
+        "serial in Vault's form: {serial}"
+    );
+    let line = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("next-renewal: "))
+        .unwrap()
+        .to_string();
+    assert_eq!(line.len(), 20, "RFC 3339: {line:?}");
     assert!(line.ends_with('Z') && line.as_bytes()[10] == b'T', "{line}");
     line
 }

@@ -192,8 +192,40 @@ def render(r: dict) -> str:
     for name, label in (("enroll", "fleet enrollment failures"), ("credential_process", "fleet credential-process failures"),
                         ("credential_process_throttled", "fleet credential-process failures at 10 req/s")):
         t.at_most(label, f[name]["failures"], 0, lambda v: f"{v:.0f}")
+    if r.get("vault_ha"):
+        for name in ("steady", "failover"):
+            t.at_most(f"vault_ha.{name} enrollment failures", r["vault_ha"][name]["failures"], 0, lambda v: f"{v:.0f}")
     out += ["", "| target | measured | result |", "|---|---|---|", *t.rows]
+    if r.get("vault_ha"):
+        out += ["", "<!-- bench:vault_ha:begin -->", render_vault_ha(r["vault_ha"]).rstrip("\n"), "<!-- bench:vault_ha:end -->"]
     return "\n".join(out) + "\n"
+
+
+def render_vault_ha(v: dict) -> str:
+    """The HA-failover fleet (vault_ha.py): the same fleet with and without losing the active node."""
+    f = v["failover"]
+    out = [f"Vault HA (`vault_ha.*`), measured {v['date']} at commit {v['commit']} on {v['nproc']} CPU(s), load "
+           f"average {v['loadavg_start'][0]:.1f} at the start; release build: {v['nodes']} nodes (key create + enroll) through one load-balanced address "
+           f"in front of a three-node OpenBao raft cluster (TLS); in the failover run the active node is killed "
+           f"(SIGKILL) {f['killed_after_s']:.1f} s after the release, once half the fleet holds its certificate; "
+           f"a new active node answered {f['new_active_after_s']:.1f} s later.", "",
+           "| vault_ha run | completion s | node median s | failures | certificates | retries (nodes' logs) | max retries one node |",
+           "|---|---|---|---|---|---|---|"]
+    for name, label in (("steady", "`vault_ha.steady`: no failover"), ("failover", "`vault_ha.failover`: active node killed mid-way")):
+        p = v[name]
+        out.append(f"| {label} | {p['completion_s']:.1f} | {p['node_median_s']:.1f} | {p['failures']} | {p['certificates']} | "
+                   f"{p['retries_logged']} | {p['max_retries_one_node']} |")
+    out += ["", f"Extra time the failover costs the fleet (`vault_ha.failover_extra_s`): **{v['failover_extra_s']:.1f} s**."]
+    return "\n".join(out) + "\n"
+
+
+def replace_section(readme: Path, name: str, md: str) -> None:
+    """Replaces what stands between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `readme`."""
+    text = readme.read_text()
+    pattern = re.compile(rf"(<!-- {re.escape(name)}:begin[^>]*-->\n).*?(<!-- {re.escape(name)}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: no <!-- {name}:begin --> ... <!-- {name}:end --> markers")
+    readme.write_text(pattern.sub(lambda m: m.group(1) + md + m.group(2), text))
 
 
 def main() -> None:
@@ -205,11 +237,7 @@ def main() -> None:
     md = render(json.loads(a.results.read_text()))
     a.markdown.write_text(md)
     if a.readme:
-        text = a.readme.read_text()
-        pattern = re.compile(r"(<!-- bench:begin[^>]*-->\n).*?(<!-- bench:end -->)", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"{a.readme}: no <!-- bench:begin --> ... <!-- bench:end --> markers")
-        a.readme.write_text(pattern.sub(lambda m: m.group(1) + md + m.group(2), text))
+        replace_section(a.readme, "bench", md)
 
 
 if __name__ == "__main__":

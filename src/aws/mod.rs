@@ -29,6 +29,7 @@ pub mod credfile;
 pub mod ecr;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod eks;
+pub mod helper;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod imds;
 pub mod inspect;

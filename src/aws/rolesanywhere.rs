@@ -141,12 +141,12 @@ pub fn create_session(
     let started = std::time::Instant::now();
     let out = retry::run(policy, clock, |attempt| {
         if attempt > 0 {
-            log::info!("retrying CreateSession (attempt {})", attempt + 1);
+            log::debug!("retrying CreateSession (attempt {})", attempt + 1);
         }
         let r = create_session_once(client, req, key, SystemTime::now());
         if let Err(e) = &r {
             if e.is_transient() {
-                log::warn!("CreateSession failed transiently: {e}");
+                log::debug!("CreateSession failed transiently: {e}");
             }
         }
         r

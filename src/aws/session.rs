@@ -185,11 +185,30 @@ impl RolesAnywhereSettings {
         args
     }
 
+    /// The certificate for messages: its path, or its URI without any PIN value.
+    fn certificate_name(&self) -> String {
+        match self.token_certificate() {
+            Some(uri) => KeyRef::parse(uri)
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| "pkcs11:(unparsable URI)".into()),
+            None => self.certificate.display().to_string(),
+        }
+    }
+
+    /// The certificate as a `pkcs11:` URI (read from the token), when it is one.
+    fn token_certificate(&self) -> Option<&str> {
+        self.certificate
+            .to_str()
+            .filter(|c| c.starts_with("pkcs11:"))
+    }
+
     /// The same session seen from a run under `root` (tests, image builds): the certificate,
     /// the CA bundle and a key file are taken under it.
     pub fn under_root(mut self, root: &Path) -> RolesAnywhereSettings {
         let r = |p: &Path| crate::fsutil::under_root(root, p);
-        self.certificate = r(&self.certificate);
+        if self.token_certificate().is_none() {
+            self.certificate = r(&self.certificate);
+        }
         self.ca_bundle = self.ca_bundle.as_deref().map(r);
         if let Ok(KeyRef::Path(p)) = KeyRef::parse(&self.key.reference) {
             self.key.reference = r(&p).display().to_string();
@@ -212,14 +231,20 @@ impl RolesAnywhereSettings {
 
     /// Reads the certificate files and checks the settings; builds the HTTP client.
     pub fn prepare(&self) -> anyhow::Result<Session> {
-        let certs = read_certs(&self.certificate, "certificate")?;
+        let certs = match self.token_certificate() {
+            Some(uri) => {
+                let opts = self.key.options()?;
+                vec![crate::key::read_token_certificate(uri, &opts).classed()?]
+            }
+            None => read_certs(&self.certificate, "certificate")?,
+        };
         let leaf_der = certs[0].clone();
         let leaf = Cert::from_der(&leaf_der).classed()?;
         let now = SystemTime::now();
         if leaf.not_after() < now {
             return Err(operator(format!(
                 "certificate {} ({}) expired at {}: renew it (hybridboot renew), or check the clock if that date is wrong",
-                self.certificate.display(),
+                self.certificate_name(),
                 leaf.subject(),
                 chain::rfc3339(leaf.not_after())
             )));
@@ -227,7 +252,7 @@ impl RolesAnywhereSettings {
         if leaf.not_before() > now + Duration::from_secs(300) {
             return Err(operator(format!(
                 "certificate {} is not valid before {}: check the clock (NTP/RTC)",
-                self.certificate.display(),
+                self.certificate_name(),
                 chain::rfc3339(leaf.not_before())
             )));
         }
@@ -346,7 +371,26 @@ pub fn resolve_endpoint(
 impl Session {
     /// Opens the node key (only when a session must actually be made).
     pub fn open_key(&self) -> anyhow::Result<Box<dyn NodeKey>> {
-        self.settings.key.open(OpenMode::Existing)
+        let reference = &self.settings.key.reference;
+        let certificate = self.settings.certificate.display();
+        self.settings.key.open(OpenMode::Existing).map_err(|e| {
+            let missing = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::key::KeyError>(),
+                    Some(crate::key::KeyError::NotFound { .. })
+                )
+            });
+            if missing {
+                // `key create` would make a new key, which cannot match the certificate.
+                operator(format!(
+                    "the key {reference} of certificate {certificate} does not exist, so nothing was sent to IAM Roles Anywhere: restore that key (a new key cannot match the certificate), or enroll a new certificate for a new key"
+                ))
+            } else {
+                e.context(format!(
+                    "opening the key {reference} of certificate {certificate} (nothing was sent to IAM Roles Anywhere)"
+                ))
+            }
+        })
     }
 
     /// Opens the key and makes one CreateSession under `policy`. The long-running commands
@@ -365,12 +409,9 @@ impl Session {
     ) -> anyhow::Result<Credentials> {
         rolesanywhere::create_session(&self.client, &self.request, key, policy, &RealClock).map_err(
             |e| match e {
-                RolesAnywhereError::Sign(sigv4x509::X509SignError::KeyMismatch { .. }) => {
-                    e.classed().context(format!(
-                        "certificate {}",
-                        self.settings.certificate.display()
-                    ))
-                }
+                RolesAnywhereError::Sign(sigv4x509::X509SignError::KeyMismatch { .. }) => e
+                    .classed()
+                    .context(format!("certificate {}", self.settings.certificate_name())),
                 e => e.classed(),
             },
         )

@@ -14,13 +14,15 @@ use crate::aws::credentials::render_credential_process;
 use crate::aws::session::{
     self, CacheSettings, RolesAnywhereSettings, SessionProxy, DEFAULT_SESSION_DURATION,
 };
-use crate::aws::{inspect, serve, update};
+use crate::aws::{helper, inspect, serve, update};
 
 /// The flags of every command that makes a Roles Anywhere session (aws_signing_helper's names).
 #[derive(Args, Debug, Clone)]
 pub struct RolesAnywhereArgs {
-    /// The node certificate (PEM or DER); its first certificate is the leaf.
-    #[arg(long, value_name = "FILE")]
+    /// The node certificate (PEM or DER); its first certificate is the leaf. Or, as
+    /// aws_signing_helper, a PKCS#11 URI of a certificate object on a token
+    /// (`pkcs11:token=..;object=..`: label and/or id name exactly one certificate).
+    #[arg(long, value_name = "FILE|URI")]
     pub certificate: PathBuf,
     /// The certificate's key: handle:0x81.., pkcs11:token=..;object=.., a TSS2 PEM file, or
     /// file:/path (see `hybridboot --help`).
@@ -199,6 +201,7 @@ pub struct ServeArgs {
 
 /// Runs `serve`.
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::process::exit_zero_on_termination("serve").context("setting up SIGTERM handling")?;
     serve::serve(&args.ra.settings(), args.port)
 }
 
@@ -304,4 +307,67 @@ mod tests {
             _ => unreachable!(),
         }
     }
+}
+
+/// `hybridboot sign-string` (aws_signing_helper's): proves the key signs.
+#[derive(Args, Debug)]
+pub struct SignStringArgs {
+    /// The key: handle:0x81.., pkcs11:token=..;object=.., a TSS2 PEM file, or file:/path.
+    #[arg(long, value_name = "REF", visible_alias = "key")]
+    pub private_key: String,
+    /// Accepted for aws_signing_helper command lines (it may name the key's certificate on the
+    /// token); the key alone is signed with.
+    #[arg(long, value_name = "URI")]
+    pub certificate: Option<String>,
+    /// Where the key is.
+    #[command(flatten)]
+    pub key_access: KeyAccessArgs,
+    /// Output: json (a JSON string of the hex signature), text (hex) or bin (raw bytes).
+    #[arg(long, default_value = "json", value_parser = ["json", "text", "bin"])]
+    pub format: String,
+    /// Digest: SHA256 (hybridboot's keys sign SHA-256 digests; SHA384 and SHA512 are refused).
+    #[arg(long, default_value = "SHA256", value_parser = ["SHA256", "SHA384", "SHA512"])]
+    pub digest: String,
+}
+
+/// Runs `sign-string`: signs aws_signing_helper's fixed test string.
+pub fn run_sign_string(args: SignStringArgs) -> anyhow::Result<()> {
+    if args.digest != "SHA256" {
+        return Err(crate::error::operator(format!(
+            "--digest {}: hybridboot signs SHA-256 digests only (what IAM Roles Anywhere uses); pass --digest SHA256",
+            args.digest
+        )));
+    }
+    let format = match args.format.as_str() {
+        "text" => helper::SignFormat::Text,
+        "bin" => helper::SignFormat::Bin,
+        _ => helper::SignFormat::Json,
+    };
+    let key = args
+        .key_access
+        .settings(&args.private_key)
+        .open(crate::key::OpenMode::Existing)?;
+    let out = helper::sign_string(key.as_ref(), format)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&out)
+        .and_then(|_| stdout.flush())
+        .context("writing the signature to stdout")?;
+    Ok(())
+}
+
+/// `hybridboot read-certificate-data` (aws_signing_helper's).
+#[derive(Args, Debug)]
+pub struct ReadCertificateDataArgs {
+    /// The certificate file (PEM or DER); its first certificate is read.
+    #[arg(long, value_name = "FILE")]
+    pub certificate: PathBuf,
+}
+
+/// Runs `read-certificate-data`: the reference's JSON (keyType, certificateData,
+/// serialNumber, supportedAlgorithms), no trailing newline.
+pub fn run_read_certificate_data(args: ReadCertificateDataArgs) -> anyhow::Result<()> {
+    let data = helper::read_certificate_data(&args.certificate)?;
+    print!("{}", serde_json::to_string(&data).expect("serialisable"));
+    Ok(())
 }

@@ -13,6 +13,12 @@ pub struct FirstbootArgs {
     /// Where the configuration is.
     #[command(flatten)]
     pub source: ConfigArgs,
+    /// Show what first boot would do from here, and do none of it: each step as the state file
+    /// and the disk say (done, would run, skipped), then, once the certificate exists, init's
+    /// files (`new`, `changed`, `unchanged`, `remove`) and `systemctl` actions. Creates no key,
+    /// requests no certificate, writes no state and starts nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where the configuration comes from, and the root to work under.
@@ -43,6 +49,13 @@ impl ConfigArgs {
 
 /// Runs `firstboot`.
 pub fn run_firstboot(args: FirstbootArgs) -> anyhow::Result<()> {
+    if args.dry_run {
+        print!(
+            "{}",
+            firstboot::dry_run(&args.source.source())?.render_text()
+        );
+        return Ok(());
+    }
     firstboot::run(&args.source.source())
 }
 
@@ -52,6 +65,18 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The configuration to read when first boot has not run (a node set up by hand): its node
+    /// name and certificate are shown (taken under --root, like every path).
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "SOURCE",
+        default_value = "file:///etc/hybridboot/config.yaml"
+    )]
+    pub config_source: String,
+    /// The BootstrapConfig in its own file [default: the document next to the NodeConfig].
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_config: Option<PathBuf>,
     /// Read under this directory instead of /.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
@@ -59,7 +84,12 @@ pub struct StatusArgs {
 
 /// Runs `status`.
 pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
-    let v = status::collect(&args.root, SystemTime::now())?;
+    let source = ConfigSource {
+        config_source: args.config_source.clone(),
+        bootstrap_config: args.bootstrap_config.clone(),
+        root: args.root.clone(),
+    };
+    let v = status::collect_with_config(&source, SystemTime::now())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {

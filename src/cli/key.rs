@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::error::{self, ResultExt};
 use crate::key::{Algorithm, KeySettings, NodeKey, OpenMode};
+use crate::secret::Secret;
 use crate::{fsutil, x509};
 
 /// How to reach the key: `--key` and the flags that say where its TPM or module is.
@@ -35,8 +36,26 @@ pub struct KeyAccessArgs {
     #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_PKCS11_LIB")]
     pub pkcs11_lib: Option<PathBuf>,
     /// File holding the TPM key's auth value (password), if the key has one.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tpm_key_password", "no_tpm_key_password"])]
     pub tpm_key_auth_file: Option<PathBuf>,
+    /// The TPM key's auth value (aws_signing_helper's flag). It shows in process listings and
+    /// shell history: prefer --tpm-key-auth-file.
+    #[arg(long, value_name = "PASSWORD", conflicts_with = "no_tpm_key_password", value_parser = secret_arg)]
+    pub tpm_key_password: Option<Secret>,
+    /// The TPM key has no auth value (aws_signing_helper requires it for a handle without
+    /// one; for hybridboot it is the default and the flag is accepted as is).
+    #[arg(long)]
+    pub no_tpm_key_password: bool,
+    /// aws_signing_helper's flag for PKCS#11 keys that need the PIN for every signature
+    /// (CKA_ALWAYS_AUTHENTICATE, e.g. PIV slot 9c). hybridboot does not sign with such keys:
+    /// with this flag the error says so; use a key without the attribute (PIV slot 9a).
+    #[arg(long)]
+    pub reuse_pin: bool,
+}
+
+/// A secret flag value: kept out of Debug output.
+fn secret_arg(value: &str) -> Result<Secret, String> {
+    Ok(Secret::new(value))
 }
 
 impl KeyAccessArgs {
@@ -47,6 +66,8 @@ impl KeyAccessArgs {
             tcti: self.tcti.clone(),
             pkcs11_lib: self.pkcs11_lib.clone(),
             tpm_key_auth_file: self.tpm_key_auth_file.clone(),
+            tpm_key_password: self.tpm_key_password.clone(),
+            reuse_pin: self.reuse_pin,
         }
     }
 }
@@ -75,6 +96,29 @@ pub enum KeyCommand {
     Create(KeyCreateArgs),
     /// Print the public key (PEM SubjectPublicKeyInfo) and its algorithm.
     Show(KeyArgs),
+    /// Delete a key that must not be used: a TPM handle holding a key of the wrong algorithm
+    /// (key create refuses to reuse it), a token object of a decommissioned node, a key file.
+    ///
+    /// Without --yes it only says what it would delete (type, algorithm, label or handle,
+    /// fingerprint) and exits 3. With --yes a TPM persistent handle is evicted
+    /// (TPM2_EvictControl), every token object with the URI's object= / id= is destroyed
+    /// (private key, public key, a certificate stored beside them), a key file is removed.
+    /// Storage keys (the parent of other TPM keys) are never deleted. A certificate Vault
+    /// issued for the key stays valid until it expires: revoke it in Vault.
+    ///
+    /// Example: hybridboot key delete --key handle:0x81000002 --tcti device:/dev/tpmrm0 --yes
+    Delete(KeyDeleteArgs),
+}
+
+/// `hybridboot key delete`.
+#[derive(Args, Debug)]
+pub struct KeyDeleteArgs {
+    /// The key.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Delete it. Without this flag nothing is deleted: the command lists what it would delete.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `hybridboot key create`.
@@ -137,6 +181,24 @@ pub fn key_show(args: KeyArgs) -> anyhow::Result<()> {
     println!("# sha256: {}", key.fingerprint());
     print!("{}", key.public_key_pem());
     Ok(())
+}
+
+/// Runs `key delete`.
+pub fn key_delete(args: KeyDeleteArgs) -> anyhow::Result<()> {
+    let deletion = args.key.settings().delete(args.yes)?;
+    if deletion.deleted {
+        for what in &deletion.objects {
+            println!("deleted {what}");
+        }
+        return Ok(());
+    }
+    for what in &deletion.objects {
+        println!("would delete {what}");
+    }
+    Err(error::operator(format!(
+        "nothing deleted ({} object(s) listed above): pass --yes to delete",
+        deletion.objects.len()
+    )))
 }
 
 /// Runs `csr`.

@@ -4,8 +4,10 @@
 //! module and `main.rs` knows clap. One file per command group:
 //!
 //! - [`key`]: the key flags every signing command shares;
+//! - [`factory`]: `factory request`, `factory store` (the production line's IDevID steps);
 //! - [`vault`]: `enroll`, `renew`;
 //! - [`firstboot`]: `firstboot`, `status`;
+//! - [`debug`](mod@debug): `debug`;
 //! - [`aws`]: `credential-process`, `update`, `serve`, `credentials inspect`;
 //! - [`token`]: `token`, `kubeconfig`;
 //! - [`node`]: `config check`, `install`, `uninstall`, `init`;
@@ -13,6 +15,8 @@
 
 pub mod aws;
 pub mod awsauth;
+pub mod debug;
+pub mod factory;
 pub mod firstboot;
 pub mod irsa;
 pub mod key;

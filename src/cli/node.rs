@@ -2,14 +2,16 @@
 //! flags turned into
 //! the settings of [`crate::node`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::error::{self, ResultExt};
 use crate::node::config;
 use crate::node::init::{self, InitSettings, Systemctl};
-use crate::node::install::{self, ContainerdSource, InstallSettings, DEFAULT_MANIFEST};
+use crate::node::install::{
+    self, ContainerdSource, InstallSettings, UninstallSettings, DEFAULT_MANIFEST,
+};
 use crate::node::render::proxy::ProxyEnv;
 use crate::node::render::{AwsOverrides, KubeletVersion};
 use crate::node::sandbox::{self, Outcome, SandboxSettings};
@@ -139,12 +141,26 @@ pub struct UninstallArgs {
     /// Uninstall from under this directory instead of `/`.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
+    /// Do not stop or disable any unit (an image under --root that is not running). Without
+    /// it, kubelet, hybridboot-update and (when hybridboot installed it) containerd are
+    /// stopped and disabled before their files go.
+    #[arg(long)]
+    pub no_stop: bool,
 }
 
-/// Runs `uninstall`.
+/// Runs `uninstall` with systemd as the service manager.
 pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
-    install::uninstall(&args.root)
+    install::uninstall(
+        &UninstallSettings {
+            root: args.root,
+            no_stop: args.no_stop,
+        },
+        &mut Systemctl::from_env(),
+    )
 }
+
+/// Where hybridboot lives in a node image: what the lines init writes name under `--root`.
+pub const DEFAULT_HYBRIDBOOT_PATH: &str = "/usr/bin/hybridboot";
 
 /// Arguments of `hybridboot init`.
 #[derive(Args, Debug)]
@@ -158,14 +174,27 @@ pub struct InitArgs {
     /// Phases to skip (comma separated, repeatable); nodeadm's names are accepted.
     #[arg(long, short = 's', value_name = "NAME,...")]
     pub skip: Vec<String>,
-    /// Write the files but do not reload, enable or restart any unit.
+    /// Write the files but do not reload, enable or restart any unit (implied by --root other
+    /// than /: the units of an image being built are not this machine's).
     #[arg(long)]
     pub no_start: bool,
+    /// With --root: (re)start the units anyway (a root that is the running system's, or tests
+    /// with a recording service manager).
+    #[arg(long, conflicts_with = "no_start")]
+    pub start: bool,
+    /// Show what init would do, and do none of it: every check and remote call runs as usual
+    /// (credentials bypass the session cache), then each file is listed as `new`, `changed`,
+    /// `unchanged` or `remove` against what is on disk, followed by the `systemctl` actions.
+    /// Nothing is written, removed, started or cached. Run it before re-running init with an
+    /// edited NodeConfig to see which units will restart.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Kubelet version (`v1.31.2`) instead of running `<root>/usr/bin/kubelet --version`.
     #[arg(long, value_name = "VERSION")]
     pub kubelet_version: Option<String>,
-    /// The hybridboot path written into credential_process, the kubeconfig and units
-    /// (default: this executable).
+    /// The hybridboot path written into credential_process, the kubeconfig and units: where
+    /// the binary is on the node [default: this executable; with --root other than /,
+    /// /usr/bin/hybridboot, never the build host's path].
     #[arg(long, value_name = "PATH")]
     pub hybridboot_path: Option<PathBuf>,
     /// A private IAM Roles Anywhere endpoint (VPC endpoint): used here and written into the
@@ -190,12 +219,13 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE")]
     pub aws_ca_bundle: Option<PathBuf>,
     /// TPM TCTI of the node key, used here and written into the credential_process line when
-    /// the TPM is not at the default (`device:/dev/tpmrm0`).
-    #[arg(long, value_name = "TCTI")]
+    /// the TPM is not at the default (`device:/dev/tpmrm0`). From the environment too: the
+    /// line runs later without this shell's environment.
+    #[arg(long, value_name = "TCTI", env = "HYBRIDBOOT_TCTI")]
     pub tcti: Option<String>,
     /// PKCS#11 module of the node key when its URI names none, used here and written into the
-    /// credential_process line.
-    #[arg(long, value_name = "FILE")]
+    /// credential_process line (from the environment too, for the same reason).
+    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_PKCS11_LIB")]
     pub pkcs11_lib: Option<PathBuf>,
 }
 
@@ -208,16 +238,29 @@ impl InitArgs {
             })?),
             None => None,
         };
+        let rooted = self.root != Path::new("/");
+        if rooted && !self.no_start && !self.start {
+            log::info!(
+                "--root {}: not starting any unit (--root implies --no-start; --start overrides)",
+                self.root.display()
+            );
+        }
         Ok(InitSettings {
             skip: self.skip.clone(),
-            no_start: self.no_start,
+            no_start: self.no_start || (rooted && !self.start),
             kubelet_version,
-            hybridboot_path: self.hybridboot_path.clone(),
+            hybridboot_path: self
+                .hybridboot_path
+                .clone()
+                .or_else(|| rooted.then(|| PathBuf::from(DEFAULT_HYBRIDBOOT_PATH))),
             aws: AwsOverrides {
                 roles_anywhere_endpoint: self.roles_anywhere_endpoint.clone(),
                 ca_bundle: self.aws_ca_bundle.clone(),
-                tcti: self.tcti.clone(),
-                pkcs11_lib: self.pkcs11_lib.clone(),
+                tcti: self.tcti.clone().filter(|t| !t.is_empty()),
+                pkcs11_lib: self
+                    .pkcs11_lib
+                    .clone()
+                    .filter(|p| !p.as_os_str().is_empty()),
                 // The site's proxy, from this run's environment (HTTPS_PROXY, HTTP_PROXY,
                 // NO_PROXY): written into the drop-ins and the credential_process line.
                 proxy: ProxyEnv::from_env(),
@@ -230,9 +273,15 @@ impl InitArgs {
     }
 }
 
-/// Runs `init` with systemd as the service manager.
+/// Runs `init` with systemd as the service manager (or only prints what it would do).
 pub fn run_init(args: InitArgs) -> anyhow::Result<()> {
-    init::init(&args.settings()?, &mut Systemctl::from_env())
+    let settings = args.settings()?;
+    if args.dry_run {
+        let report = init::dry_run(&settings)?;
+        print!("{}", report.render_text());
+        return Ok(());
+    }
+    init::init(&settings, &mut Systemctl::from_env())
 }
 
 /// Arguments of `hybridboot sandbox-image`.

@@ -47,6 +47,13 @@ pub struct TokenRolesAnywhereArgs {
     /// Trust only the CAs in this PEM bundle for the Roles Anywhere endpoint's TLS certificate.
     #[arg(long, value_name = "FILE", requires = "certificate")]
     pub ca_bundle: Option<PathBuf>,
+    /// PKCS#11 module for a pkcs11: key whose URI names none.
+    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_PKCS11_LIB")]
+    pub pkcs11_lib: Option<PathBuf>,
+    /// TPM TCTI for a TPM key (default: env HYBRIDBOOT_TCTI, then TPM2TOOLS_TCTI, then
+    /// device:/dev/tpmrm0).
+    #[arg(long, value_name = "TCTI", env = "HYBRIDBOOT_TCTI")]
+    pub tcti: Option<String>,
 }
 
 impl TokenRolesAnywhereArgs {
@@ -71,7 +78,14 @@ impl TokenRolesAnywhereArgs {
             ca_bundle: self.ca_bundle.clone(),
             ..RolesAnywhereSettings::new(
                 certificate.clone(),
-                KeySettings::new(key.clone()),
+                KeySettings {
+                    pkcs11_lib: self
+                        .pkcs11_lib
+                        .clone()
+                        .filter(|p| !p.as_os_str().is_empty()),
+                    tcti: self.tcti.clone().filter(|t| !t.is_empty()),
+                    ..KeySettings::new(key.clone())
+                },
                 ta.clone(),
                 profile.clone(),
                 role.clone(),
@@ -219,9 +233,12 @@ pub fn run_kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
         std::path::absolute(p).with_context(|| format!("{flag} {}", p.display()))
     };
     ra.certificate = absolute("--certificate", &ra.certificate)?;
+    // Settings from this shell's environment (HYBRIDBOOT_PKCS11_LIB, HYBRIDBOOT_TCTI) are
+    // written into the plugin line through their flags: kubectl runs the plugin without them.
     for (flag, path) in [
         ("--intermediates", &mut ra.intermediates),
         ("--ca-bundle", &mut ra.ca_bundle),
+        ("--pkcs11-lib", &mut ra.key.pkcs11_lib),
     ] {
         if let Some(p) = path {
             *p = absolute(flag, p)?;
@@ -284,12 +301,28 @@ pub fn run_kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
     );
     match &args.out {
         Some(path) => {
-            fsutil::atomic_write(path, text.as_bytes(), &WriteOptions::private())
+            // Like `aws eks update-kubeconfig`: other clusters in the file are kept.
+            let merged = match std::fs::read_to_string(path) {
+                Ok(existing) => kubeconfig::merge(&existing, &text).map_err(|e| {
+                    error::operator(format!(
+                        "--out {}: cannot merge into it: {e} (nothing written; choose another file)",
+                        path.display()
+                    ))
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => text,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("reading {}", path.display()))
+                        .with_class(Class::Operator)
+                }
+            };
+            fsutil::atomic_write(path, merged.as_bytes(), &WriteOptions::private())
                 .with_context(|| format!("writing {}", path.display()))?;
             log::info!(
-                "kubeconfig for {} written to {}",
+                "kubeconfig for {} merged into {} (current context {})",
                 args.cluster_name,
-                path.display()
+                path.display(),
+                args.cluster_name
             );
         }
         None => print!("{text}"),

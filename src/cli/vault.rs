@@ -26,6 +26,11 @@ pub struct VaultArgs {
     /// Vault Enterprise / OpenBao namespace (X-Vault-Namespace).
     #[arg(long, value_name = "NS", env = "VAULT_NAMESPACE")]
     pub vault_namespace: Option<String>,
+    /// Ask Vault's standby nodes to redirect (307) to the active node instead of forwarding
+    /// our requests to it: the active node's api_addr must then be reachable from here. The
+    /// default, forwarding, suits one load-balanced address.
+    #[arg(long)]
+    pub vault_no_request_forwarding: bool,
     /// Mount path of the PKI secrets engine.
     #[arg(long, value_name = "PATH", default_value = vault::DEFAULT_PKI_MOUNT)]
     pub pki_mount: String,
@@ -127,14 +132,15 @@ impl VaultArgs {
             cert_auth_mount: self.cert_auth_mount.clone(),
             approle_mount: self.approle_mount.clone(),
             timeout: self.timeout,
+            request_forwarding: !self.vault_no_request_forwarding,
         })
     }
 }
 
-/// `hybridboot enroll`: prints the RFC 3339 time the certificate is due for renewal.
+/// `hybridboot enroll`: prints `serial:`, `not-after:` and `next-renewal:` (RFC 3339) lines.
 pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let r = vault::enroll(&args.vault.settings()?)?;
-    println!("{}", x509::chain::rfc3339(r.due));
+    print!("{}", renewal_lines(&r));
     Ok(())
 }
 
@@ -201,6 +207,7 @@ impl clap::Args for RenewArgs {
 /// Runs `renew`; prints the RFC 3339 time of the next renewal on stdout.
 pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
     let own = args.own;
+    let mut state_root = None;
     let (settings, fraction) = match (&own.config_source, args.vault) {
         (Some(source), None) => {
             let source = ConfigSource {
@@ -209,6 +216,7 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
                 root: own.root.clone(),
             };
             let (settings, configured) = firstboot::renewal_settings(&source)?;
+            state_root = Some(own.root.clone());
             (settings, own.renew_before.unwrap_or(configured))
         }
         (None, Some(v)) => (
@@ -227,8 +235,27 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<()> {
         }
     };
     let r = vault::renew_certificate(&settings, fraction)?;
-    println!("{}", x509::chain::rfc3339(r.due));
+    if let (Some(root), Some(login)) = (&state_root, &r.login) {
+        // The certificate is written; a record that cannot be updated is not a failed renewal.
+        if let Err(e) = firstboot::record_login(root, login) {
+            log::warn!("could not record the Vault login for status: {e:#}");
+        }
+    }
+    print!("{}", renewal_lines(&r));
     Ok(())
+}
+
+/// The machine output of `enroll` and `renew`: labelled lines, the serial as Vault prints it.
+fn renewal_lines(r: &vault::Renewal) -> String {
+    format!(
+        "serial: {}
+not-after: {}
+next-renewal: {}
+",
+        r.info.serial_hex,
+        x509::chain::rfc3339(r.info.not_after),
+        x509::chain::rfc3339(r.due)
+    )
 }
 
 #[cfg(test)]

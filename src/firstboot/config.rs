@@ -19,14 +19,20 @@
 //!     address: https://vault.example.com:8200
 //!     caBundle: /etc/hybridboot/vault-ca.pem       # optional
 //!     namespace: edge                 # optional
+//!     requestForwarding: true         # optional; false: standbys redirect (307) instead
 //!     pkiMount: pki_int               # default pki
 //!     role: node
 //!     ttl: 72h                        # optional: the role's ttl
-//!     auth:                           # exactly one of tokenFile / appRole
+//!     auth:                           # exactly one of tokenFile / appRole / deviceCertificate
 //!       appRole:
 //!         roleIdFile: /etc/hybridboot/role-id
 //!         secretIdFile: /etc/hybridboot/secret-id
 //!         wrapped: true
+//!       # deviceCertificate:            # the factory identity (IDevID): no secret on disk
+//!       #   keyRef: handle:0x81000002   # its key, never spec.key.ref
+//!       #   certificate: /etc/hybridboot/idevid.pem
+//!       #   role: factory-devices       # the Vault TLS certificate auth role
+//!       #   mount: cert                 # default cert
 //!     renewal:
 //!       certAuthRole: node            # optional: renew with TLS certificate auth
 //!       renewBefore: "1/3"            # fraction of the lifetime left; default 1/3
@@ -107,6 +113,8 @@ pub struct VaultSpec {
     pub ca_bundle: Option<PathBuf>,
     /// Namespace (`X-Vault-Namespace`).
     pub namespace: Option<String>,
+    /// `requestForwarding`: standbys may forward to the active node (default true).
+    pub request_forwarding: bool,
     /// PKI mount.
     pub pki_mount: String,
     /// PKI role.
@@ -135,6 +143,24 @@ pub enum VaultAuth {
         /// `wrapped`: the secret id file holds a response-wrapping token.
         wrapped: bool,
     },
+    /// The factory identity (IEEE 802.1AR IDevID): a key of its own and the factory CA's
+    /// certificate for it, presented to Vault's TLS certificate auth. Nothing here is a secret.
+    DeviceCertificate(DeviceCertificateSpec),
+}
+
+/// `spec.vault.auth.deviceCertificate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCertificateSpec {
+    /// `keyRef` as written.
+    pub key_reference: String,
+    /// `keyRef` parsed: never the node key.
+    pub key: KeyRef,
+    /// `certificate`: the IDevID certificate (leaf first, then any factory intermediates).
+    pub certificate: PathBuf,
+    /// `role`: the TLS certificate auth role that trusts the factory CA.
+    pub role: String,
+    /// `mount`: where the cert auth method is mounted (default `cert`).
+    pub mount: String,
 }
 
 /// `spec.aws`: where the AWS calls go when not to the region's public endpoints (VPC interface
@@ -195,6 +221,12 @@ pub struct Timeouts {
     pub overall: Duration,
     /// Longest wait for NTP synchronisation.
     pub time_sync: Duration,
+}
+
+impl From<DeviceCertificateSpec> for VaultAuth {
+    fn from(d: DeviceCertificateSpec) -> VaultAuth {
+        VaultAuth::DeviceCertificate(d)
+    }
 }
 
 impl Default for Timeouts {
@@ -263,6 +295,8 @@ struct RawVault {
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
+    request_forwarding: Option<bool>,
+    #[serde(default)]
     pki_mount: Option<String>,
     #[serde(default)]
     role: Option<String>,
@@ -281,6 +315,21 @@ struct RawAuth {
     token_file: Option<String>,
     #[serde(default)]
     app_role: Option<RawAppRole>,
+    #[serde(default)]
+    device_certificate: Option<RawDeviceCertificate>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawDeviceCertificate {
+    #[serde(default)]
+    key_ref: Option<String>,
+    #[serde(default)]
+    certificate: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    mount: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -477,29 +526,76 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
         Some(t) => Some(parse_duration(&t).map_err(|e| invalid("spec.vault.ttl", e))?),
     };
     let auth = v.auth.unwrap_or_default();
-    let auth = match (non_empty(auth.token_file), auth.app_role) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "spec.vault.auth",
-                "give either tokenFile or appRole, not both".into(),
-            ))
-        }
-        (None, None) => {
-            return Err(invalid(
-                "spec.vault.auth",
-                "missing: set tokenFile or appRole (roleIdFile, secretIdFile)".into(),
-            ))
-        }
-        (Some(t), None) => VaultAuth::TokenFile(
-            abs_path("spec.vault.auth.tokenFile", Some(t))?.expect("non-empty"),
-        ),
-        (None, Some(a)) => VaultAuth::AppRole {
+    let token_file = non_empty(auth.token_file);
+    let given = usize::from(token_file.is_some())
+        + usize::from(auth.app_role.is_some())
+        + usize::from(auth.device_certificate.is_some());
+    if given == 0 {
+        return Err(invalid(
+            "spec.vault.auth",
+            "missing: set tokenFile, appRole (roleIdFile, secretIdFile) or deviceCertificate (keyRef, certificate, role)".into(),
+        ));
+    }
+    if given > 1 {
+        return Err(invalid(
+            "spec.vault.auth",
+            "give exactly one of tokenFile, appRole and deviceCertificate".into(),
+        ));
+    }
+    let auth = if let Some(t) = token_file {
+        VaultAuth::TokenFile(abs_path("spec.vault.auth.tokenFile", Some(t))?.expect("non-empty"))
+    } else if let Some(a) = auth.app_role {
+        VaultAuth::AppRole {
             role_id_file: abs_path("spec.vault.auth.appRole.roleIdFile", a.role_id_file)?
                 .ok_or_else(|| invalid("spec.vault.auth.appRole.roleIdFile", "missing".into()))?,
             secret_id_file: abs_path("spec.vault.auth.appRole.secretIdFile", a.secret_id_file)?
                 .ok_or_else(|| invalid("spec.vault.auth.appRole.secretIdFile", "missing".into()))?,
             wrapped: a.wrapped.unwrap_or(false),
-        },
+        }
+    } else {
+        let d = auth.device_certificate.unwrap_or_default();
+        const KEY: &str = "spec.vault.auth.deviceCertificate.keyRef";
+        let key_reference = non_empty(d.key_ref).ok_or_else(|| {
+            invalid(
+                KEY,
+                "missing: the IDevID key, e.g. handle:0x81000002 (its own TPM handle)".into(),
+            )
+        })?;
+        let device_key = KeyRef::parse(&key_reference).map_err(|e| invalid(KEY, e.to_string()))?;
+        // One handle, two identities: the node certificate would replace the factory one's key
+        // binding, and re-creating either would destroy the other.
+        if device_key == key.parsed {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "{key_reference} is spec.key.ref, the node key: the factory identity needs a key of its own (e.g. handle:0x81000002)"
+                ),
+            ));
+        }
+        DeviceCertificateSpec {
+            key_reference,
+            key: device_key,
+            certificate: abs_path(
+                "spec.vault.auth.deviceCertificate.certificate",
+                d.certificate,
+            )?
+            .ok_or_else(|| {
+                invalid(
+                    "spec.vault.auth.deviceCertificate.certificate",
+                    "missing: the IDevID certificate the factory stored, e.g. /etc/hybridboot/idevid.pem".into(),
+                )
+            })?,
+            role: non_empty(d.role).ok_or_else(|| {
+                invalid(
+                    "spec.vault.auth.deviceCertificate.role",
+                    "missing: the Vault TLS certificate auth role that trusts the factory CA".into(),
+                )
+            })?,
+            mount: non_empty(d.mount)
+                .map(|m| m.trim_matches('/').to_string())
+                .unwrap_or_else(|| crate::vault::DEFAULT_CERT_AUTH_MOUNT.into()),
+        }
+        .into()
     };
     let renewal = v.renewal.unwrap_or_default();
     let renew_before = match renewal.renew_before {
@@ -517,6 +613,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
         address,
         ca_bundle: abs_path("spec.vault.caBundle", v.ca_bundle)?,
         namespace: non_empty(v.namespace),
+        request_forwarding: v.request_forwarding.unwrap_or(true),
         pki_mount: non_empty(v.pki_mount).unwrap_or_else(|| crate::vault::DEFAULT_PKI_MOUNT.into()),
         role,
         ttl,
@@ -752,6 +849,12 @@ spec:
         assert_eq!(i.containerd_source, "distro");
         assert_eq!(c.timeouts.overall, Duration::from_secs(1200));
         assert_eq!(c.timeouts.time_sync, Duration::from_secs(120));
+        assert!(c.vault.request_forwarding, "standbys forward unless told");
+        let redirecting = GOOD.replace(
+            "    role: node\n",
+            "    role: node\n    requestForwarding: false\n",
+        );
+        assert!(!parse(&redirecting).unwrap().vault.request_forwarding);
     }
 
     #[test]
@@ -814,10 +917,77 @@ spec:
             "    auth:\n",
             "    auth:\n      tokenFile: /etc/hybridboot/token\n",
         );
-        assert!(parse(&both)
-            .unwrap_err()
-            .to_string()
-            .contains("spec.vault.auth: give either tokenFile or appRole"));
+        assert!(parse(&both).unwrap_err().to_string().contains(
+            "spec.vault.auth: give exactly one of tokenFile, appRole and deviceCertificate"
+        ));
+    }
+
+    /// The IDevID auth method exactly as documented; the node key's handle is refused for it.
+    #[test]
+    fn device_certificate_auth_is_typed_and_never_shares_the_node_key() {
+        let device = GOOD.replace(
+            "      appRole:\n        roleIdFile: /etc/hybridboot/role-id\n        secretIdFile: /etc/hybridboot/secret-id\n        wrapped: true\n",
+            "      deviceCertificate:\n        keyRef: handle:0x81000002\n        certificate: /etc/hybridboot/idevid.pem\n        role: factory-devices\n",
+        );
+        assert_ne!(device, GOOD);
+        let c = parse(&device).unwrap();
+        assert_eq!(
+            c.vault.auth,
+            VaultAuth::DeviceCertificate(DeviceCertificateSpec {
+                key_reference: "handle:0x81000002".into(),
+                key: KeyRef::TpmHandle(0x8100_0002),
+                certificate: "/etc/hybridboot/idevid.pem".into(),
+                role: "factory-devices".into(),
+                mount: "cert".into(),
+            })
+        );
+        let mounted = device.replace(
+            "        role: factory-devices\n",
+            "        role: factory-devices\n        mount: factory-cert/\n",
+        );
+        let VaultAuth::DeviceCertificate(d) = parse(&mounted).unwrap().vault.auth else {
+            panic!("device certificate auth")
+        };
+        assert_eq!(d.mount, "factory-cert");
+
+        let cases = [
+            (
+                "keyRef: handle:0x81000002",
+                "keyRef: handle:0x81000001",
+                "spec.vault.auth.deviceCertificate.keyRef: handle:0x81000001 is spec.key.ref, the node key",
+            ),
+            (
+                "        keyRef: handle:0x81000002\n",
+                "",
+                "spec.vault.auth.deviceCertificate.keyRef: missing",
+            ),
+            (
+                "certificate: /etc/hybridboot/idevid.pem",
+                "certificate: idevid.pem",
+                "spec.vault.auth.deviceCertificate.certificate: \"idevid.pem\" must be an absolute path",
+            ),
+            (
+                "        role: factory-devices\n",
+                "",
+                "spec.vault.auth.deviceCertificate.role: missing",
+            ),
+            (
+                "        role: factory-devices\n",
+                "        role: factory-devices\n        secretIdFile: /x\n",
+                "unknown field `secretIdFile`",
+            ),
+            (
+                "      deviceCertificate:\n",
+                "      tokenFile: /etc/hybridboot/token\n      deviceCertificate:\n",
+                "spec.vault.auth: give exactly one of",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = device.replace(from, to);
+            assert_ne!(text, device, "{from}");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{from:?} -> {e}");
+        }
     }
 
     #[test]

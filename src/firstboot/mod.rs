@@ -23,6 +23,7 @@
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod clock;
 pub mod config;
+mod dry_run;
 pub mod notify;
 mod plan;
 pub mod state;
@@ -36,7 +37,7 @@ use anyhow::Context;
 use crate::error::{self, Class, ResultExt};
 use crate::exit;
 use crate::fsutil;
-use crate::http::{Client, Request};
+use crate::http::{Client, Redirects, Request};
 use crate::key::OpenMode;
 use crate::node::config::{self as nodeconfig, NodeConfig};
 use crate::node::init;
@@ -44,6 +45,7 @@ use crate::node::install;
 use crate::retry::RetryPolicy;
 use crate::vault;
 use config::{BootstrapConfig, VaultAuth};
+pub use dry_run::{dry_run, FirstbootDryRun};
 pub use plan::{renewal_settings, Plan};
 use state::{State, Step};
 
@@ -237,6 +239,18 @@ pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
     }
 }
 
+/// Records who logged in to Vault for a certificate `renew --config-source` just issued, so
+/// that `status` tells whether the node certificate or the factory identity did. Only where
+/// first boot has left its state (a machine without it gets none).
+pub fn record_login(root: &Path, login: &vault::Login) -> anyhow::Result<()> {
+    if !fsutil::under_root(root, Path::new(state::STATE_FILE)).exists() {
+        return Ok(());
+    }
+    let mut st = State::load(root)?;
+    st.vault_login = Some(login.into());
+    st.save(root)
+}
+
 /// A failure and the step it happened in (for the state file's `last_error`).
 struct StepFailed {
     step: Step,
@@ -407,6 +421,17 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
                 path: plan.certificate.clone(),
                 renew_before: plan.renew_before,
             });
+            // Who logged in: this run's login, else (a certificate a killed run wrote before
+            // recording it) the configured method's, which is the only one that enrolls a
+            // first certificate.
+            let login = match &renewal.login {
+                Some(l) => Some(l.clone()),
+                None if st.vault_login.is_none() => vault::configured_login(&settings),
+                None => None,
+            };
+            if let Some(login) = &login {
+                st.vault_login = Some(login.into());
+            }
             Ok(Outcome::Done(renewal))
         })?
         .expect("the enroll step is never skipped");
@@ -482,7 +507,15 @@ fn roles_anywhere_check(
 ) -> anyhow::Result<crate::aws::credentials::Credentials> {
     let creds = init::roles_anywhere_credentials(&configs.node, &init.aws, &init.root, policy)
     .map_err(|e| {
-        if error::class_of(&e) == Class::Operator {
+        // Only the service's own refusal is about the ARNs; a key that could not be opened
+        // or a request that could not be signed never reached it.
+        let refused = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<crate::aws::rolesanywhere::RolesAnywhereError>(),
+                Some(crate::aws::rolesanywhere::RolesAnywhereError::Service(_))
+            )
+        });
+        if refused && error::class_of(&e) == Class::Operator {
             e.context(
                 "IAM Roles Anywhere refused the node: check spec.hybrid.iamRolesAnywhere.trustAnchorArn, profileArn and roleArn in the NodeConfig, and that the trust anchor holds the CA that issues spec.vault.role's certificates",
             )
@@ -516,7 +549,7 @@ fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
     }
     .with_deadline(left);
     let response = client
-        .send_retrying(&Request::get(url), &policy)
+        .send_retrying(&Request::get(url).redirects(Redirects::Vault), &policy)
         .classed()
         .with_context(|| format!("asking Vault at {} for its time", addr.origin()))?;
     let Some(server) = response.date() else {
@@ -538,9 +571,21 @@ fn check_clock_with_vault(plan: &Plan, left: Duration) -> anyhow::Result<()> {
 fn explain_enroll_error(e: anyhow::Error, b: &BootstrapConfig, plan: &Plan) -> anyhow::Error {
     let field = e.chain().find_map(|c| {
         c.downcast_ref::<vault::VaultError>().and_then(|v| match v {
-            vault::VaultError::NotAllowed { .. } => Some(format!(
-                "Vault PKI role {:?} (spec.vault.role) refuses CN {:?}: fix spec.hybrid.iamRolesAnywhere.nodeName in the NodeConfig, or the role's allowed_domains",
-                b.vault.role, plan.node_name
+            vault::VaultError::NotAllowed { .. } => Some(match &b.vault.auth {
+                VaultAuth::DeviceCertificate(d) => format!(
+                    "Vault PKI role {:?} (spec.vault.role) refuses CN {:?} to the factory identity {}: the role binds each device to its own name (allowed_domains templated from the certificate-auth identity), so spec.hybrid.iamRolesAnywhere.nodeName must be this device's own name (its IDevID common name)",
+                    b.vault.role,
+                    plan.node_name,
+                    d.certificate.display()
+                ),
+                _ => format!(
+                    "Vault PKI role {:?} (spec.vault.role) refuses CN {:?}: fix spec.hybrid.iamRolesAnywhere.nodeName in the NodeConfig, or the role's allowed_domains",
+                    b.vault.role, plan.node_name
+                ),
+            }),
+            vault::VaultError::KeyTypeRefused { role, wanted, .. } => Some(format!(
+                "the node key (spec.key.ref {}) does not have the key type Vault PKI role {role:?} (spec.vault.role) requires ({wanted}); spec.hybrid.iamRolesAnywhere.nodeName is not the problem",
+                b.key.reference
             )),
             vault::VaultError::UnknownRole { .. } => Some(
                 "check spec.vault.pkiMount and spec.vault.role".to_string(),
@@ -554,6 +599,10 @@ fn explain_enroll_error(e: anyhow::Error, b: &BootstrapConfig, plan: &Plan) -> a
                 VaultAuth::AppRole { .. } => format!(
                     "the AppRole (spec.vault.auth.appRole) is not allowed to sign with spec.vault.role {:?}, or its secret id is used up",
                     b.vault.role
+                ),
+                VaultAuth::DeviceCertificate(d) => format!(
+                    "the token of cert auth role {:?} (spec.vault.auth.deviceCertificate.role) is not allowed to sign with spec.vault.role {:?}: check the role's token_policies",
+                    d.role, b.vault.role
                 ),
             }),
             vault::VaultError::TtlAboveMax { .. } => Some("lower spec.vault.ttl".to_string()),

@@ -54,7 +54,7 @@ impl Plan {
             },
             tcti: b.key.tcti.clone(),
             pkcs11_lib: b.key.pkcs11_lib.clone(),
-            tpm_key_auth_file: None,
+            ..KeySettings::default()
         };
         let (auth, secret_id_file) = match &b.vault.auth {
             VaultAuth::TokenFile(t) => (SecretAuth::TokenFile(r(t)), None),
@@ -70,6 +70,21 @@ impl Plan {
                 },
                 Some(r(secret_id_file)),
             ),
+            VaultAuth::DeviceCertificate(d) => (
+                SecretAuth::DeviceCertificate(vault::DeviceIdentity {
+                    key: KeySettings {
+                        reference: match &d.key {
+                            KeyRef::Path(p) => r(p).display().to_string(),
+                            _ => d.key_reference.clone(),
+                        },
+                        ..key.clone()
+                    },
+                    certificate: r(&d.certificate),
+                    role: d.role.clone(),
+                    mount: d.mount.clone(),
+                }),
+                None,
+            ),
         };
         let address = Url::parse(&b.vault.address)
             .classed()
@@ -82,6 +97,7 @@ impl Plan {
             auth: Some(auth),
             cert_auth_role: b.vault.cert_auth_role.clone(),
             timeout,
+            request_forwarding: b.vault.request_forwarding,
             ..vault::Settings::new(
                 address,
                 b.vault.role.clone(),

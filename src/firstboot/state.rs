@@ -100,6 +100,38 @@ pub struct CertificateRecord {
     pub renew_before: f64,
 }
 
+/// Who logged in to Vault for the certificate on disk, as recorded at the enroll step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRecord {
+    /// `token`, `approle`, `certificate` (the node certificate) or `device-certificate` (the
+    /// factory identity, IDevID).
+    pub method: String,
+    /// The auth role, when the method has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Subject of the certificate presented (RFC 4514).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Its serial number (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The device's serial number (the subject's serialNumber attribute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_serial: Option<String>,
+}
+
+impl From<&crate::vault::Login> for LoginRecord {
+    fn from(l: &crate::vault::Login) -> LoginRecord {
+        LoginRecord {
+            method: l.method.to_string(),
+            role: l.role.clone(),
+            subject: l.subject.clone(),
+            serial: l.serial.clone(),
+            device_serial: l.device_serial.clone(),
+        }
+    }
+}
+
 /// A step left out, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
@@ -143,6 +175,9 @@ pub struct State {
     /// The certificate.
     #[serde(default)]
     pub certificate: Option<CertificateRecord>,
+    /// Who logged in to Vault for that certificate (kept when a run finds it young).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_login: Option<LoginRecord>,
     /// Expiry of the last AWS credentials obtained (RFC 3339), when known.
     #[serde(default)]
     pub credentials_expiry: Option<String>,

@@ -16,29 +16,10 @@ pub fn collect(root: &Path, now: SystemTime) -> anyhow::Result<Value> {
     let st = State::load(root)?;
     let stamp = fsutil::under_root(root, Path::new(state::STAMP_FILE));
     let joined = stamp.exists();
-    let certificate = st.certificate.as_ref().map(|c| {
-        let path = fsutil::under_root(root, &c.path);
-        let leaf = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| chain::parse_pem_certs(&t).map_err(|e| e.to_string()))
-            .map(|certs| certs[0].clone());
-        match leaf {
-            Ok(leaf) => {
-                let info = leaf.info();
-                json!({
-                    "path": c.path,
-                    "subject": info.subject,
-                    "issuer": info.issuer,
-                    "serial": info.serial_hex,
-                    "notBefore": rfc3339(info.not_before),
-                    "notAfter": rfc3339(info.not_after),
-                    "valid": leaf.check_valid_at(now).is_ok(),
-                    "nextRenewal": rfc3339(crate::vault::renewal_due(info.not_before, info.not_after, c.renew_before)),
-                })
-            }
-            Err(e) => json!({"path": c.path, "error": e}),
-        }
-    });
+    let certificate = st
+        .certificate
+        .as_ref()
+        .map(|c| certificate_json(root, &c.path, c.renew_before, now));
     // In the order first boot runs them, each with how long its last run took.
     let mut steps: Vec<(Step, Value)> = st
         .completed
@@ -71,11 +52,75 @@ pub fn collect(root: &Path, now: SystemTime) -> anyhow::Result<Value> {
         "stamp": if joined { json!(state::STAMP_FILE) } else { Value::Null },
         "key": st.key.as_ref().map(|k| json!({"ref": k.reference, "algorithm": k.algorithm, "fingerprint": k.fingerprint})),
         "certificate": certificate,
+        "vaultLogin": st.vault_login.as_ref().map(|l| json!({
+            "method": l.method,
+            "role": l.role,
+            "subject": l.subject,
+            "serial": l.serial,
+            "deviceSerialNumber": l.device_serial,
+        })),
         "credentialsExpiry": st.credentials_expiry,
         "install": install,
         "steps": steps,
         "lastError": st.last_error.as_ref().map(|e| json!({"step": e.step, "message": e.message, "exitCode": e.exit_code, "at": e.at})),
     }))
+}
+
+/// The certificate at `path` (under `root`) as status shows it.
+fn certificate_json(root: &Path, path: &Path, renew_before: f64, now: SystemTime) -> Value {
+    let full = fsutil::under_root(root, path);
+    let leaf = std::fs::read_to_string(&full)
+        .map_err(|e| format!("{}: {e}", full.display()))
+        .and_then(|t| chain::parse_pem_certs(&t).map_err(|e| e.to_string()))
+        .and_then(|certs| {
+            certs
+                .into_iter()
+                .next()
+                .ok_or_else(|| "no certificate in it".to_string())
+        });
+    match leaf {
+        Ok(leaf) => {
+            let info = leaf.info();
+            json!({
+                "path": path,
+                "subject": info.subject,
+                "issuer": info.issuer,
+                "serial": info.serial_hex,
+                "notBefore": rfc3339(info.not_before),
+                "notAfter": rfc3339(info.not_after),
+                "valid": leaf.check_valid_at(now).is_ok(),
+                "nextRenewal": rfc3339(crate::vault::renewal_due(info.not_before, info.not_after, renew_before)),
+            })
+        }
+        Err(e) => json!({"path": path, "error": e}),
+    }
+}
+
+/// [`collect`], and when first boot has not run (no state file: a node set up by hand with
+/// `enroll` and `init`), what the configuration at `source` names: the node, its certificate.
+pub fn collect_with_config(source: &super::ConfigSource, now: SystemTime) -> anyhow::Result<Value> {
+    let root = &source.root;
+    let mut v = collect(root, now)?;
+    let ran = fsutil::under_root(root, Path::new(state::STATE_FILE)).exists();
+    v["firstBoot"] = json!(if ran { "ran" } else { "not run" });
+    if ran {
+        return Ok(v);
+    }
+    match source.load() {
+        Ok(configs) => {
+            let ira = &configs.node.iam_roles_anywhere;
+            v["config"] = json!(configs.path);
+            v["nodeName"] = json!(ira.node_name);
+            v["certificate"] = certificate_json(
+                root,
+                &ira.certificate_path,
+                configs.bootstrap.vault.renew_before,
+                now,
+            );
+        }
+        Err(e) => v["config"] = json!({"source": source.config_source, "error": format!("{e:#}")}),
+    }
+    Ok(v)
 }
 
 /// The text form.
@@ -87,6 +132,20 @@ pub fn render_text(v: &Value) -> String {
     };
     let mut out = String::new();
     let mut line = |k: &str, val: String| out.push_str(&format!("{k:<22} {val}\n"));
+    if v["firstBoot"] == json!("not run") {
+        line(
+            "first boot",
+            format!(
+                "has not run (no {}): the node was set up by hand (enroll, init), or first boot has not started",
+                state::STATE_FILE
+            ),
+        );
+        match &v["config"] {
+            Value::String(p) => line("config", p.clone()),
+            Value::Null => {}
+            c => line("config", format!("{}: {}", s(&c["source"]), s(&c["error"]))),
+        }
+    }
     line("node", s(&v["nodeName"]));
     line(
         "joined",
@@ -133,6 +192,22 @@ pub fn render_text(v: &Value) -> String {
             ),
         );
         line("  next renewal", s(&c["nextRenewal"]));
+    }
+    let l = &v["vaultLogin"];
+    if !l.is_null() {
+        let role = if l["role"].is_null() {
+            String::new()
+        } else {
+            format!(" (role {})", s(&l["role"]))
+        };
+        line("vault login", format!("{}{role}", s(&l["method"])));
+        if !l["subject"].is_null() {
+            line("  subject", s(&l["subject"]));
+            line("  serial", s(&l["serial"]));
+        }
+        if !l["deviceSerialNumber"].is_null() {
+            line("  device serial", s(&l["deviceSerialNumber"]));
+        }
     }
     line(
         "credentials expiry",
@@ -207,6 +282,13 @@ mod tests {
             path: "/etc/iam/pki/server.pem".into(),
             renew_before: crate::time::DEFAULT_RENEW_BEFORE,
         });
+        st.vault_login = Some(state::LoginRecord {
+            method: "device-certificate".into(),
+            role: Some("factory-devices".into()),
+            subject: Some("CN=hb-0001,SERIALNUMBER=hb-0001".into()),
+            serial: Some("1f03".into()),
+            device_serial: Some("hb-0001".into()),
+        });
         st.last_error = Some(state::LastError {
             step: "enroll".into(),
             message: "Vault at x is sealed".into(),
@@ -219,6 +301,11 @@ mod tests {
         assert!(v["certificate"]["error"].as_str().is_some());
         let text = render_text(&v);
         assert!(text.contains("key fingerprint        sha256 ab"), "{text}");
+        assert_eq!(v["vaultLogin"]["deviceSerialNumber"], json!("hb-0001"));
+        assert!(
+            text.contains("vault login            device-certificate (role factory-devices)\n  subject              CN=hb-0001,SERIALNUMBER=hb-0001\n  serial               1f03\n  device serial        hb-0001\n"),
+            "{text}"
+        );
         assert!(
             text.contains("last error             2026-01-01T00:00:00Z (step enroll, exit 4): Vault at x is sealed"),
             "{text}"

@@ -1,5 +1,6 @@
 //! The client: configuration, and one request-response exchange over one connection.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
@@ -12,6 +13,7 @@ use zeroize::Zeroizing;
 use super::body::{framing, read_body, read_head, BodySink, StatusGatedSink};
 use super::connect::{connect, connect_tunnel, DeadlineStream, Stream};
 use super::error::map_io;
+use super::redirect;
 use super::tls::{self, ClientIdentity, Roots};
 use super::{HttpError, ProxySettings, Request, Response, Scheme};
 use crate::retry::{self, RetryPolicy};
@@ -162,21 +164,53 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Sends one request (one attempt) and returns any complete response, whatever its status.
+    /// Sends one request (one attempt, following the redirects the request allows) and returns
+    /// the final complete response, whatever its status.
     pub fn send(&self, req: &Request) -> Result<Response, HttpError> {
-        let mut body = Vec::new();
         let limit = self.inner.max_response_bytes;
-        let (status, headers, peer) = self.exchange(req, &mut body, limit)?;
-        Ok(Response {
-            peer,
-            status,
-            headers,
-            body: Zeroizing::new(body),
-        })
+        let mut current = Cow::Borrowed(req);
+        let mut hops = 0u32;
+        loop {
+            let mut body = Vec::new();
+            let (status, headers, peer) = self.exchange(&current, &mut body, limit)?;
+            let resp = Response {
+                peer,
+                status,
+                headers,
+                body: Zeroizing::new(body),
+            };
+            match self.follow(&current, &resp, hops)? {
+                Some(next) => {
+                    current = Cow::Owned(next);
+                    hops = hops.saturating_add(1);
+                }
+                None => return Ok(resp),
+            }
+        }
+    }
+
+    /// The next request of a redirect chain, logged; `None` for a final answer.
+    fn follow(
+        &self,
+        req: &Request,
+        resp: &Response,
+        hops: u32,
+    ) -> Result<Option<Request>, HttpError> {
+        let next =
+            redirect::next_request(req, resp.status, resp.header("location"), &resp.peer, hops)?;
+        if let Some(n) = &next {
+            log::info!(
+                "{} answered HTTP {}: following to {n:?}",
+                resp.peer,
+                resp.status
+            );
+        }
+        Ok(next)
     }
 
     /// Sends with the retry policy: transient failures (connection errors, timeouts, 429, 5xx)
-    /// are retried with backoff; a final non-2xx/3xx status is an [`HttpError::Status`].
+    /// are retried with backoff; a final non-2xx status is an error ([`HttpError::Status`], or
+    /// [`HttpError::Redirect`] for a 3xx the request does not follow).
     /// Only for idempotent requests, or requests that are safe to repeat.
     pub fn send_retrying(
         &self,
@@ -185,7 +219,7 @@ impl Client {
     ) -> Result<Response, HttpError> {
         retry::run(policy, &retry::RealClock, |attempt| {
             if attempt > 0 {
-                log::info!("retrying {req:?} (attempt {})", attempt + 1);
+                log::debug!("retrying {req:?} (attempt {})", attempt + 1);
             }
             self.send(req)?.error_for_status()
         })
@@ -199,19 +233,29 @@ impl Client {
         sink: &mut dyn Write,
         limit: usize,
     ) -> Result<Response, HttpError> {
-        let mut tee = StatusGatedSink {
-            sink,
-            error: Vec::new(),
-            ok: None,
-        };
-        let (status, headers, peer) = self.exchange(req, &mut tee, limit)?;
-        let resp = Response {
-            peer,
-            status,
-            headers,
-            body: Zeroizing::new(tee.error),
-        };
-        resp.error_for_status()
+        let mut current = Cow::Borrowed(req);
+        let mut hops = 0u32;
+        loop {
+            let mut tee = StatusGatedSink {
+                sink: &mut *sink,
+                error: Vec::new(),
+                ok: None,
+            };
+            let (status, headers, peer) = self.exchange(&current, &mut tee, limit)?;
+            let resp = Response {
+                peer,
+                status,
+                headers,
+                body: Zeroizing::new(tee.error),
+            };
+            match self.follow(&current, &resp, hops)? {
+                Some(next) => {
+                    current = Cow::Owned(next);
+                    hops = hops.saturating_add(1);
+                }
+                None => return resp.error_for_status(),
+            }
+        }
     }
 
     fn exchange(
@@ -483,6 +527,94 @@ mod tests {
         let e = c.send_retrying(&Request::get(url), &policy).unwrap_err();
         assert_eq!(e.status(), Some(403), "{e}");
         assert_eq!(h.join().unwrap().len(), 4, "403 was not retried");
+    }
+
+    #[test]
+    fn a_redirect_is_an_error_naming_its_location_never_an_empty_success() {
+        let (url, h) = serve(vec![
+            b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/m.yaml?sig=s3cr3t\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 301 Moved\r\nLocation: /new\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ]);
+        let c = client(64);
+        let e = c
+            .send_retrying(&Request::get(url.clone()), &RetryPolicy::default())
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, HttpError::Redirect { code: 302, .. }), "{e:?}");
+        assert!(
+            text.contains("https://elsewhere.example/m.yaml?...") && !text.contains("s3cr3t"),
+            "{text}"
+        );
+        assert!(!e.is_transient());
+        let mut file = Vec::new();
+        let e = c.download(&Request::get(url), &mut file, 64).unwrap_err();
+        assert!(e.to_string().contains("redirecting to /new"), "{e}");
+        assert!(file.is_empty());
+        assert_eq!(h.join().unwrap().len(), 2, "a redirect is not retried");
+    }
+
+    #[test]
+    fn vault_standby_307_is_followed_with_the_same_method_body_and_token() {
+        let (active, active_seen) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"data\":{}}".to_vec(),
+        ]);
+        let location = active.join("v1/pki/sign/node");
+        let (standby, standby_seen) = serve(vec![format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()]);
+        let req = Request::post(standby.join("v1/pki/sign/node"))
+            .redirects(super::super::Redirects::Vault)
+            .secret_header("X-Vault-Token", &Secret::new("s.node-token"))
+            .body("application/json", b"{\"csr\":\"x\"}".to_vec());
+        let r = client(64).send(&req).unwrap().error_for_status().unwrap();
+        assert_eq!((r.status, r.body()), (200, &b"{\"data\":{}}"[..]));
+        assert_eq!(r.peer, active.origin());
+        for seen in [standby_seen, active_seen] {
+            let seen = String::from_utf8(seen.join().unwrap().remove(0)).unwrap();
+            assert!(seen.starts_with("POST /v1/pki/sign/node "), "{seen}");
+            assert!(seen.contains("X-Vault-Token: s.node-token\r\n"), "{seen}");
+            assert!(seen.ends_with("{\"csr\":\"x\"}"), "{seen}");
+        }
+    }
+
+    #[test]
+    fn downloads_refuse_a_redirect_to_plain_http_without_contacting_it() {
+        let (other, _unused) = serve(vec![]);
+        let (url, h) = serve(vec![format!(
+            "HTTP/1.1 302 Found\r\nLocation: {}kubelet\r\nContent-Length: 0\r\n\r\n",
+            other
+        )
+        .into_bytes()]);
+        let mut file = Vec::new();
+        let req = Request::get(url).redirects(super::super::Redirects::Download);
+        let e = client(64).download(&req, &mut file, 64).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(&format!("{other}kubelet")), "{text}");
+        assert!(text.contains("https:// only"), "{text}");
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_server_dying_mid_handshake_is_transient_and_nothing_was_sent() {
+        // A Vault node killed during failover, or a balancer losing its backend: the
+        // connection is accepted, then closed before the TLS handshake completes.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // Reads the whole ClientHello (unread data would turn the close into a reset).
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+        });
+        let url = Url::parse(&format!("https://127.0.0.1:{port}/v1/pki/sign/node")).unwrap();
+        let e = client(64).send(&Request::post(url)).unwrap_err();
+        h.join().unwrap();
+        assert!(e.is_transient(), "{e:?}");
+        assert!(e.before_request_sent(), "{e:?}");
+        assert!(e.to_string().contains("during the handshake"), "{e}");
     }
 
     #[test]

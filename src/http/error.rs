@@ -56,6 +56,17 @@ pub enum HttpError {
         /// `Retry-After`, when the server sent one.
         retry_after: Option<Duration>,
     },
+    #[error("{peer} answered HTTP {code} redirecting to {location}, not followed: {reason}")]
+    Redirect {
+        peer: String,
+        code: u16,
+        /// The `Location`, without its query (which may carry a presigned signature).
+        location: String,
+        reason: String,
+        /// A redirect chain that a failover may end (Vault's standbys pointing at an active
+        /// node that has just changed): worth retrying from the start.
+        transient: bool,
+    },
     #[error("reading CA bundle {path}: {detail}")]
     CaBundle { path: String, detail: String },
     #[error("TLS configuration: {0}")]
@@ -72,14 +83,17 @@ fn excerpt_suffix(excerpt: &str) -> String {
 
 impl Classify for HttpError {
     /// Transient: connection problems, timeouts, 429 and 5xx (the peer may recover).
-    /// Operator: bad URLs, TLS verification, other statuses, CA bundles, oversized answers.
+    /// Operator: bad URLs, TLS verification, other statuses, redirects not followed, CA bundles,
+    /// oversized answers.
     fn class(&self) -> Class {
         let transient = match self {
             HttpError::Resolve { .. }
             | HttpError::Connect { .. }
             | HttpError::Timeout { .. }
             | HttpError::Io { .. } => true,
-            HttpError::Proxy { transient, .. } => *transient,
+            HttpError::Proxy { transient, .. } | HttpError::Redirect { transient, .. } => {
+                *transient
+            }
             HttpError::Status { code, .. } => *code == 429 || (500..600).contains(code),
             _ => false,
         };
@@ -102,6 +116,15 @@ impl HttpError {
                 | HttpError::Proxy { .. }
                 | HttpError::Timeout {
                     phase: "connecting" | "TLS handshake",
+                    ..
+                }
+                | HttpError::Io {
+                    phase: "TLS handshake",
+                    ..
+                }
+                // Answered by standbys' redirects only: no node handled the request.
+                | HttpError::Redirect {
+                    transient: true,
                     ..
                 }
         )
@@ -158,10 +181,15 @@ pub(super) fn map_io(e: io::Error, peer: &str, phase: &'static str) -> HttpError
         };
     }
     if phase == "TLS handshake" && e.kind() == io::ErrorKind::UnexpectedEof {
-        return HttpError::Tls {
+        // Transient: a server that dies (or a load balancer losing its backend) mid-handshake
+        // closes like this; a plain-http server answers garbage instead, a TLS error.
+        return HttpError::Io {
             peer: peer.into(),
-            detail: "the server closed the connection during the handshake (is it speaking TLS?)"
-                .into(),
+            phase,
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection during the handshake (is it speaking TLS?)",
+            ),
         };
     }
     HttpError::Io {

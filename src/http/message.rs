@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use zeroize::Zeroizing;
 
 use super::date::{parse_http_date, parse_retry_after};
+use super::redirect::{shown, Redirects};
 use super::{HttpError, Url};
 use crate::secret::Secret;
 
@@ -32,6 +33,7 @@ pub struct Request {
     pub(super) url: Url,
     pub(super) headers: Vec<(String, HeaderValue)>,
     pub(super) body: Zeroizing<Vec<u8>>,
+    pub(super) redirects: Redirects,
 }
 
 impl fmt::Debug for Request {
@@ -50,6 +52,7 @@ impl Request {
             url,
             headers: Vec::new(),
             body: Zeroizing::new(Vec::new()),
+            redirects: Redirects::None,
         }
     }
     /// `GET url`.
@@ -81,6 +84,11 @@ impl Request {
     pub fn json(self, value: &serde_json::Value) -> Self {
         let bytes = serde_json::to_vec(value).expect("serialising a JSON value cannot fail");
         self.body("application/json", bytes)
+    }
+    /// Which redirects to follow (default: none; a 3xx answer is then an error).
+    pub fn redirects(mut self, redirects: Redirects) -> Self {
+        self.redirects = redirects;
+        self
     }
     /// The URL.
     pub fn url(&self) -> &Url {
@@ -141,10 +149,22 @@ impl Response {
             detail: format!("unexpected JSON: {e}"),
         })
     }
-    /// `Ok(self)` for 1xx-3xx, else [`HttpError::Status`] with a short, printable excerpt.
+    /// `Ok(self)` for 2xx; a 3xx (one the request did not follow) is [`HttpError::Redirect`]
+    /// naming its `Location`; anything else [`HttpError::Status`] with a short, printable excerpt.
     pub fn error_for_status(self) -> Result<Response, HttpError> {
-        if self.status < 400 {
+        if (200..300).contains(&self.status) {
             return Ok(self);
+        }
+        if (300..400).contains(&self.status) {
+            return Err(HttpError::Redirect {
+                peer: self.peer.clone(),
+                code: self.status,
+                location: self
+                    .header("location")
+                    .map_or_else(|| "(none)".into(), shown),
+                reason: "this request follows no such redirect (is the URL the final one?)".into(),
+                transient: false,
+            });
         }
         Err(HttpError::Status {
             retry_after: self.retry_after(),

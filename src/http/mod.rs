@@ -6,7 +6,9 @@
 //! a custom CA or client certificate, and `ureq` 3 only takes an in-memory private key unless one
 //! writes a connector against its unversioned transport API. A request here is one connection
 //! (`Connection: close`), which keeps the state machine small: head parsing by `httparse`,
-//! `Content-Length`, chunked, or read-to-close bodies, a size cap, and deadlines.
+//! `Content-Length`, chunked, or read-to-close bodies, a size cap, and deadlines. Redirects are
+//! followed only as each request allows ([`Redirects`]): downloads to https without credentials,
+//! Vault's standby 307 as Vault's own client does; any other 3xx is an error naming its Location.
 //!
 //! Trust roots: by default the Mozilla roots compiled in from `webpki-roots`, not the system
 //! bundle. The binary is static and lands on images (Yocto, minimal rootfs) that may ship no CA
@@ -28,6 +30,7 @@ mod date;
 mod error;
 mod message;
 mod proxy;
+mod redirect;
 mod tls;
 mod url;
 
@@ -37,5 +40,6 @@ pub use date::{parse_http_date, parse_retry_after};
 pub use error::HttpError;
 pub use message::{Request, Response};
 pub use proxy::{Proxy, ProxySettings};
+pub use redirect::{Redirects, MAX_DOWNLOAD_HOPS};
 pub use tls::ClientIdentity;
 pub use url::{Scheme, Url};

@@ -102,8 +102,13 @@ pub trait NodeKey: Send + Sync + fmt::Debug {
 
     /// SHA-256 of the DER SPKI, lowercase hex: a stable fingerprint for logs and status.
     fn fingerprint(&self) -> String {
-        hex::encode(Sha256::digest(self.public_key_der()))
+        spki_fingerprint(self.public_key_der())
     }
+}
+
+/// SHA-256 of a DER SPKI, lowercase hex: [`NodeKey::fingerprint`] of a key not opened.
+pub fn spki_fingerprint(spki_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(spki_der))
 }
 
 /// Options that apply to opening a key, gathered from flags, environment and configuration.
@@ -118,6 +123,10 @@ pub struct KeyOptions {
     pub pkcs11_pin: Option<Secret>,
     /// File holding the TPM key's auth value (read, used, zeroized).
     pub tpm_auth_file: Option<PathBuf>,
+    /// The TPM key's auth value given directly (`--tpm-key-password`); wins over the file.
+    pub tpm_auth: Option<crate::secret::Secret>,
+    /// `--reuse-pin` was given (keys that need the PIN for every signature).
+    pub pkcs11_reuse_pin: bool,
 }
 
 /// Whether to create the key when it does not exist yet.
@@ -228,6 +237,101 @@ pub fn open(
         }
         KeyRef::Pkcs11(uri) => open_pkcs11(uri, opts, mode),
     }
+}
+
+/// What `key delete` found under a reference, and whether it is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// Each object, in words (type, algorithm, label / handle, fingerprint when readable).
+    pub objects: Vec<String>,
+    /// True when they were deleted; false when only described (no confirmation).
+    pub deleted: bool,
+}
+
+/// `key delete`: finds what `reference` names, whatever its algorithm (a key of a wrong
+/// algorithm, a decommissioned token object), describes it and, when `confirm`, deletes it: a
+/// TPM persistent handle is evicted, token objects with the URI's label / id are destroyed, a
+/// key file is removed. Without `confirm` nothing changes.
+pub fn delete(reference: &KeyRef, opts: &KeyOptions, confirm: bool) -> Result<Deletion, KeyError> {
+    let objects = match reference {
+        KeyRef::TpmHandle(handle) => vec![delete_tpm_handle(*handle, opts, confirm)?],
+        KeyRef::Path(path) => {
+            let kind = if file::is_tss2_pem(path)? {
+                "TSS2 PEM key file (the key exists only in this file)"
+            } else {
+                "private key file"
+            };
+            let what = format!("{kind} {}", path.display());
+            if confirm {
+                crate::fsutil::remove_file(path)
+                    .map_err(|e| KeyError::io(format!("deleting {}", path.display()), e))?;
+            }
+            vec![what]
+        }
+        KeyRef::Pkcs11(uri) => delete_pkcs11(uri, opts, confirm)?,
+    };
+    Ok(Deletion {
+        objects,
+        deleted: confirm,
+    })
+}
+
+#[cfg_attr(not(feature = "tpm"), allow(unused_variables))]
+fn delete_tpm_handle(handle: u32, opts: &KeyOptions, confirm: bool) -> Result<String, KeyError> {
+    #[cfg(feature = "tpm")]
+    {
+        tpm::delete_persistent(handle, opts, confirm)
+    }
+    #[cfg(not(feature = "tpm"))]
+    {
+        Err(KeyError::BackendDisabled {
+            backend: "tss-esapi TPM (key delete)",
+            feature: "tpm",
+        })
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+fn delete_pkcs11(
+    uri: &Pkcs11Uri,
+    opts: &KeyOptions,
+    confirm: bool,
+) -> Result<Vec<String>, KeyError> {
+    pkcs11::delete(uri, opts, confirm)
+}
+
+#[cfg(not(feature = "pkcs11"))]
+fn delete_pkcs11(_: &Pkcs11Uri, _: &KeyOptions, _: bool) -> Result<Vec<String>, KeyError> {
+    Err(KeyError::BackendDisabled {
+        backend: "PKCS#11",
+        feature: "pkcs11",
+    })
+}
+
+/// The DER certificate a `pkcs11:` URI names on its token (aws_signing_helper's
+/// `--certificate pkcs11:...`).
+pub fn read_token_certificate(uri: &str, opts: &KeyOptions) -> Result<Vec<u8>, KeyError> {
+    let reference = KeyRef::parse(uri)?;
+    let KeyRef::Pkcs11(uri) = reference else {
+        return Err(KeyError::BadReference {
+            reference: reference.to_string(),
+            reason: "not a pkcs11: URI".into(),
+        });
+    };
+    read_pkcs11_certificate(&uri, opts)
+}
+
+#[cfg(feature = "pkcs11")]
+fn read_pkcs11_certificate(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Vec<u8>, KeyError> {
+    pkcs11::read_certificate(uri, opts)
+}
+
+#[cfg(not(feature = "pkcs11"))]
+fn read_pkcs11_certificate(_: &Pkcs11Uri, _: &KeyOptions) -> Result<Vec<u8>, KeyError> {
+    Err(KeyError::BackendDisabled {
+        backend: "PKCS#11",
+        feature: "pkcs11",
+    })
 }
 
 /// The TPM backends a binary can contain.

@@ -102,14 +102,9 @@ impl Pkcs11Key {
     /// Opens the key the URI names, generating it on the token when `mode` asks for it and it is
     /// absent.
     pub fn open(uri: &Pkcs11Uri, opts: &KeyOptions, mode: OpenMode) -> Result<Self, KeyError> {
-        let target = Target {
-            uri: uri.clone(),
-            reference: uri.to_string(),
-            module: module_path(uri, opts)?,
-            pin: resolve_pin(uri, opts)?,
-        };
+        let target = Target::new(uri, opts)?;
         let reference = &target.reference;
-        let (ctx, session) = target.connect(matches!(mode, OpenMode::CreateIfAbsent(_)))?;
+        let (ctx, session) = target.connect(matches!(mode, OpenMode::CreateIfAbsent(_)), true)?;
         let private = match find_one(&session, &private_template(uri), reference)? {
             Some(handle) => handle,
             None => match mode {
@@ -125,7 +120,8 @@ impl Pkcs11Key {
             },
         };
 
-        let (algorithm, spki) = read_public(&session, private, reference)?;
+        let (algorithm, spki) =
+            read_public(&session, private, reference).map_err(|e| reuse_pin_note(e, opts))?;
         if let OpenMode::CreateIfAbsent(requested) = mode {
             if requested != algorithm {
                 return Err(KeyError::AlgorithmMismatch {
@@ -163,7 +159,7 @@ impl Pkcs11Key {
     /// public key this `Pkcs11Key` was opened with (never sign silently with a different key).
     fn reconnect(&self) -> Result<Inner, KeyError> {
         let t = &self.target;
-        let (ctx, session) = t.connect(false)?;
+        let (ctx, session) = t.connect(false, true)?;
         let private =
             find_one(&session, &private_template(&t.uri), &t.reference)?.ok_or_else(|| {
                 KeyError::NotFound {
@@ -186,8 +182,24 @@ impl Pkcs11Key {
 }
 
 impl Target {
-    /// Loads the module, finds the token by label, opens a session and logs in.
-    fn connect(&self, read_write: bool) -> Result<(Pkcs11, OwnedSession), KeyError> {
+    /// The token, module and PIN a URI and the options name.
+    fn new(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Target, KeyError> {
+        Ok(Target {
+            uri: uri.clone(),
+            reference: uri.to_string(),
+            module: module_path(uri, opts)?,
+            pin: resolve_pin(uri, opts)?,
+        })
+    }
+
+    /// Loads the module, finds the token by label, opens a session and logs in (with a PIN;
+    /// without one a token that requires login is an error only when `need_login`: public
+    /// objects such as certificates are readable without it).
+    fn connect(
+        &self,
+        read_write: bool,
+        need_login: bool,
+    ) -> Result<(Pkcs11, OwnedSession), KeyError> {
         let label = &self.uri.token;
         let ctx = context(&self.module)?;
         let slot = find_token(&ctx, label, &self.module)?;
@@ -204,7 +216,7 @@ impl Target {
         let session = OwnedSession(Some(session));
         match &self.pin {
             Some(pin) => login(&session, label, pin)?,
-            None if token.login_required() => {
+            None if token.login_required() && need_login => {
                 return Err(KeyError::backend(
                     format!("PKCS#11 token {label:?}"),
                     "needs the user PIN: add ?pin-source=file:/path/to/pin to the URI or set HYBRIDBOOT_PKCS11_PIN",
@@ -306,16 +318,48 @@ fn ckr_name(rv: RvError) -> String {
     out
 }
 
-/// The module to load: the URI's `module-path`, else `--pkcs11-lib` / `HYBRIDBOOT_PKCS11_LIB`.
+/// Where distributions install p11-kit's proxy module, which aws_signing_helper loads when no
+/// module is given (it offers every module p11-kit is configured with).
+pub const P11_KIT_PROXY_PATHS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+    "/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
+    "/usr/lib64/p11-kit-proxy.so",
+    "/usr/lib/p11-kit-proxy.so",
+];
+
+/// The module to load: the URI's `module-path`, else `--pkcs11-lib` / `HYBRIDBOOT_PKCS11_LIB`,
+/// else p11-kit's proxy (as aws_signing_helper).
 fn module_path(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<PathBuf, KeyError> {
-    let path = uri
-        .module_path
-        .clone()
-        .or_else(|| opts.pkcs11_lib.clone())
-        .ok_or_else(|| KeyError::BadReference {
-            reference: uri.to_string(),
-            reason: "no PKCS#11 module given: add ?module-path=/path/to/module.so to the URI, or pass --pkcs11-lib / set HYBRIDBOOT_PKCS11_LIB".into(),
-        })?;
+    module_path_with(uri, opts, P11_KIT_PROXY_PATHS)
+}
+
+/// [`module_path`] with the places p11-kit's proxy may be.
+fn module_path_with(
+    uri: &Pkcs11Uri,
+    opts: &KeyOptions,
+    proxy_paths: &[&str],
+) -> Result<PathBuf, KeyError> {
+    let given = uri.module_path.clone().or_else(|| opts.pkcs11_lib.clone());
+    let path = match given {
+        Some(p) => p,
+        None => proxy_paths
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| KeyError::BadReference {
+                reference: uri.to_string(),
+                reason: format!(
+                    "no PKCS#11 module given and p11-kit's proxy (the default, as aws_signing_helper) is not installed ({}): install p11-kit's modules package, add ?module-path=/path/to/module.so to the URI, or pass --pkcs11-lib / set HYBRIDBOOT_PKCS11_LIB",
+                    proxy_paths.join(", ")
+                ),
+            })?,
+    };
+    if uri.module_path.is_none() && opts.pkcs11_lib.is_none() {
+        log::debug!(
+            "no PKCS#11 module given: using p11-kit's proxy {}",
+            path.display()
+        );
+    }
     if !path.is_file() {
         return Err(KeyError::backend(
             format!("PKCS#11 module {}", path.display()),
@@ -450,6 +494,169 @@ fn login(session: &Session, token: &str, pin: &Secret) -> Result<(), KeyError> {
         )),
         Err(e) => Err(ck(format!("logging in to PKCS#11 token {token:?}"), e)),
     }
+}
+
+/// The DER certificate a PKCS#11 URI names (aws_signing_helper's `--certificate pkcs11:...`):
+/// exactly one certificate object with the URI's label and/or id. A PIN is used when the URI
+/// or the environment gives one; certificates are normally readable without.
+pub fn read_certificate(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Vec<u8>, KeyError> {
+    let target = Target::new(uri, opts)?;
+    let reference = &target.reference;
+    let (_ctx, session) = target.connect(false, false)?;
+    let mut template = vec![Attribute::Class(ObjectClass::CERTIFICATE)];
+    if let Some(label) = &uri.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let found = session.find_objects(&template).map_err(|e| {
+        ck(
+            format!("searching the token for certificate {reference}"),
+            e,
+        )
+    })?;
+    let object = match found.as_slice() {
+        [] => {
+            return Err(KeyError::backend(
+                format!("certificate {reference}"),
+                "no certificate object with this label/id on the token (store it with pkcs11-tool --write-object cert.der --type cert, or give the certificate as a file)",
+            ))
+        }
+        [one] => *one,
+        many => {
+            return Err(KeyError::BadReference {
+                reference: reference.clone(),
+                reason: format!(
+                    "{} certificates on the token match: add id= (CKA_ID) to name one",
+                    many.len()
+                ),
+            })
+        }
+    };
+    session
+        .get_attributes(object, &[AttributeType::Value])
+        .map_err(|e| ck(format!("reading certificate {reference}"), e))?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Value(v) if !v.is_empty() => Some(v),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            KeyError::backend(
+                format!("reading certificate {reference}"),
+                "the certificate object has no CKA_VALUE",
+            )
+        })
+}
+
+/// Says what `--reuse-pin` would need when it was given for a key that needs the PIN for
+/// every signature: the per-signature login aws_signing_helper makes is not implemented here.
+fn reuse_pin_note(e: KeyError, opts: &KeyOptions) -> KeyError {
+    match e {
+        KeyError::Unsupported { reference, detail }
+            if opts.pkcs11_reuse_pin && detail.contains("CKA_ALWAYS_AUTHENTICATE") =>
+        {
+            KeyError::Unsupported {
+                reference,
+                detail: format!(
+                    "{detail}; --reuse-pin was given, but hybridboot does not implement the per-signature login (C_Login CKU_CONTEXT_SPECIFIC) it needs"
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
+/// `key delete` of a token object: every object with the URI's CKA_LABEL and/or CKA_ID (the
+/// private key, its public key, a certificate stored beside them), described, and destroyed
+/// when `confirm`. (The URI parser refuses a URI naming neither label nor id, which would
+/// match the whole token.)
+pub fn delete(uri: &Pkcs11Uri, opts: &KeyOptions, confirm: bool) -> Result<Vec<String>, KeyError> {
+    let reference = uri.to_string();
+    let target = Target::new(uri, opts)?;
+    let (_ctx, session) = target.connect(true, true)?;
+    let mut template = Vec::new();
+    if let Some(label) = &uri.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let found = session
+        .find_objects(&template)
+        .map_err(|e| ck(format!("searching the token for {reference}"), e))?;
+    if found.is_empty() {
+        return Err(KeyError::NotFound { reference });
+    }
+    let mut described = Vec::new();
+    for object in &found {
+        described.push(describe_object(&session, *object, &reference)?);
+    }
+    if confirm {
+        for (object, what) in found.iter().zip(&described) {
+            session
+                .destroy_object(*object)
+                .map_err(|e| ck(format!("deleting {what}"), e))?;
+            log::info!("deleted {what}");
+        }
+    }
+    Ok(described)
+}
+
+/// One token object in words: class, key type, label, id.
+fn describe_object(
+    session: &Session,
+    object: ObjectHandle,
+    reference: &str,
+) -> Result<String, KeyError> {
+    let attrs = session
+        .get_attributes(
+            object,
+            &[
+                AttributeType::Class,
+                AttributeType::KeyType,
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::EcParams,
+                AttributeType::ModulusBits,
+                AttributeType::Modulus,
+            ],
+        )
+        .map_err(|e| ck(format!("reading the attributes of {reference}"), e))?;
+    let (mut class, mut kind, mut label, mut id) = (None, None, String::new(), String::new());
+    let (mut params, mut bits) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::Class(c) => class = Some(c),
+            Attribute::KeyType(t) => kind = Some(t),
+            Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
+            Attribute::Id(v) => id = hex::encode(v),
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::ModulusBits(b) => bits = Some(u64::from(b)),
+            Attribute::Modulus(m) if bits.is_none() && !m.is_empty() => {
+                bits = Some(m.len() as u64 * 8)
+            }
+            _ => {}
+        }
+    }
+    let class = match class {
+        Some(c) if c == ObjectClass::PRIVATE_KEY => "private key".to_string(),
+        Some(c) if c == ObjectClass::PUBLIC_KEY => "public key".to_string(),
+        Some(c) if c == ObjectClass::CERTIFICATE => "certificate".to_string(),
+        Some(c) => format!("object of class {c}"),
+        None => "object".to_string(),
+    };
+    let kind = match kind {
+        Some(t) if t == KeyType::EC => format!(" EC {}", curve_name(params.as_deref())),
+        Some(t) if t == KeyType::RSA => match bits {
+            Some(b) => format!(" RSA {b}-bit"),
+            None => " RSA".to_string(),
+        },
+        Some(t) => format!(" {t}"),
+        None => String::new(),
+    };
+    Ok(format!("PKCS#11 {class}{kind} label {label:?} id {id:?}"))
 }
 
 /// Search template for the private key: CKA_LABEL and/or CKA_ID, class private key.
@@ -818,10 +1025,22 @@ mod tests {
     #[test]
     fn missing_module_is_a_clear_error() {
         let uri = Pkcs11Uri::parse("pkcs11:token=t;object=k?pin-value=s3cr3t-77").unwrap();
-        let err = module_path(&uri, &KeyOptions::default()).unwrap_err();
+        let absent = ["/nonexistent/p11-kit-proxy.so"];
+        let err = module_path_with(&uri, &KeyOptions::default(), &absent).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("--pkcs11-lib"), "{text}");
+        assert!(
+            text.contains("p11-kit's proxy") && text.contains(absent[0]),
+            "{text}"
+        );
         assert!(!text.contains("s3cr3t"), "{text}");
+        // The proxy, where installed, is the default (as aws_signing_helper).
+        let proxy = tempfile::NamedTempFile::new().unwrap();
+        let proxy_path = proxy.path().to_str().unwrap();
+        assert_eq!(
+            module_path_with(&uri, &KeyOptions::default(), &[absent[0], proxy_path]).unwrap(),
+            proxy.path()
+        );
         let opts = KeyOptions {
             pkcs11_lib: Some("/nonexistent/libnothing.so".into()),
             ..Default::default()

@@ -19,6 +19,12 @@ pub struct KeySettings {
     pub pkcs11_lib: Option<PathBuf>,
     /// File holding the TPM key's auth value, if the key has one.
     pub tpm_key_auth_file: Option<PathBuf>,
+    /// The TPM key's auth value itself (aws_signing_helper's `--tpm-key-password`); wins over
+    /// the file.
+    pub tpm_key_password: Option<Secret>,
+    /// aws_signing_helper's `--reuse-pin`: the user PIN would also serve as the per-signature
+    /// PIN of a `CKA_ALWAYS_AUTHENTICATE` key.
+    pub reuse_pin: bool,
 }
 
 impl KeySettings {
@@ -45,7 +51,16 @@ impl KeySettings {
             pkcs11_lib: self.pkcs11_lib.clone(),
             pkcs11_pin: pin,
             tpm_auth_file: self.tpm_key_auth_file.clone(),
+            tpm_auth: self.tpm_key_password.clone(),
+            pkcs11_reuse_pin: self.reuse_pin,
         })
+    }
+
+    /// `key delete`: describes what the reference names and, with `confirm`, deletes it.
+    pub fn delete(&self, confirm: bool) -> anyhow::Result<super::Deletion> {
+        let reference = KeyRef::parse(&self.reference).classed()?;
+        let opts = self.options()?;
+        super::delete(&reference, &opts, confirm).classed()
     }
 
     /// Opens the key.

@@ -268,6 +268,24 @@ fn tcti_of(opts: &KeyOptions) -> String {
 /// Reads the key's auth value from `--tpm-key-auth-file`, trimming one trailing newline (as
 /// `echo` writes it). The bytes are zeroized; tss-esapi's `Auth` zeroizes its own copy.
 fn read_auth(opts: &KeyOptions) -> Result<Option<Auth>, KeyError> {
+    if let Some(password) = &opts.tpm_auth {
+        let raw = password.expose().as_bytes();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if raw.len() > MAX_AUTH_LEN {
+            return Err(KeyError::backend(
+                "--tpm-key-password",
+                format!(
+                    "the auth value is {} bytes long; a TPM key accepts at most {MAX_AUTH_LEN}",
+                    raw.len()
+                ),
+            ));
+        }
+        return Auth::try_from(raw.to_vec())
+            .map(Some)
+            .map_err(|e| tpm_error("--tpm-key-password", e));
+    }
     let Some(path) = &opts.tpm_auth_file else {
         return Ok(None);
     };
@@ -480,6 +498,78 @@ fn describe_public(public: &Public, reference: &str) -> Result<(Algorithm, Vec<u
             "the TPM object is not an asymmetric key".into(),
         )),
     }
+}
+
+/// What a persistent object is, in words (`key delete` names what it would remove).
+fn describe_object(public: &Public) -> String {
+    let attrs = public.object_attributes();
+    let role = if attrs.restricted() && attrs.decrypt() {
+        "storage key"
+    } else if attrs.restricted() && attrs.sign_encrypt() {
+        "restricted signing key"
+    } else if attrs.sign_encrypt() {
+        "signing key"
+    } else if attrs.decrypt() {
+        "decryption key"
+    } else {
+        "object"
+    };
+    let kind = match public {
+        Public::Ecc { parameters, .. } => format!("ECC {:?}", parameters.ecc_curve()),
+        Public::Rsa { parameters, .. } => {
+            format!("RSA {}-bit", u16::from(parameters.key_bits()))
+        }
+        Public::KeyedHash { .. } => "keyed-hash".to_string(),
+        Public::SymCipher { .. } => "symmetric".to_string(),
+    };
+    format!("{kind} {role}")
+}
+
+/// `key delete` of a persistent handle: what is stored there, removed from the TPM with
+/// `TPM2_EvictControl` when `confirm`. A storage key (the parent of other keys) is refused:
+/// deleting it would orphan every key made under it.
+pub fn delete_persistent(
+    handle: u32,
+    opts: &KeyOptions,
+    confirm: bool,
+) -> Result<String, KeyError> {
+    let reference = format!("handle:{handle:#010x}");
+    let tpm_handle = PersistentTpmHandle::new(handle).map_err(|_| KeyError::HandleOutOfRange {
+        handle: format!("{handle:#010x}"),
+    })?;
+    let tcti = tcti_of(opts);
+    let mut ctx = connect(&tcti)?;
+    let object =
+        find_persistent(&mut ctx, tpm_handle, &reference)?.ok_or_else(|| KeyError::NotFound {
+            reference: reference.clone(),
+        })?;
+    let public = read_public(&mut ctx, object, &reference)?;
+    let mut what = format!("TPM {reference} ({tcti}): {}", describe_object(&public));
+    if let Ok((alg, spki)) = describe_public(&public, &reference) {
+        what += &format!(", {alg}, sha256 {}", super::spki_fingerprint(&spki));
+    }
+    let attrs = public.object_attributes();
+    if attrs.restricted() && attrs.decrypt() {
+        return Err(KeyError::Unsupported {
+            reference,
+            detail: format!(
+                "{what}: the parent of other keys; hybridboot deletes only signing keys (use tpm2_evictcontrol if you mean it)"
+            ),
+        });
+    }
+    if confirm {
+        with_password_session(&mut ctx, |c| {
+            c.evict_control(Provision::Owner, object, Persistent::Persistent(tpm_handle))
+        })
+        .map_err(|e| {
+            tpm_error(
+                format!("deleting TPM key {reference} (TPM2_EvictControl)"),
+                e,
+            )
+        })?;
+        log::info!("deleted {what}");
+    }
+    Ok(what)
 }
 
 /// The owner-hierarchy SRK template shared with tpm2-openssl and the TCG provisioning

@@ -68,6 +68,14 @@ pub enum ConfigError {
     /// No BootstrapConfig document where first boot expects one.
     #[error("{}: no document with apiVersion: {HYBRIDBOOT_API_VERSION} and kind: {BOOTSTRAP_KIND}; add one next to the NodeConfig or give --bootstrap-config FILE", path.display())]
     NoBootstrapConfig { path: PathBuf },
+    /// Problems found in the text before parsing (TAB indentation, unsubstituted
+    /// placeholders), every one of them.
+    #[error("{}: {}", path.display(), problems.join("; "))]
+    Text {
+        path: PathBuf,
+        /// One message per problem, each naming its line(s).
+        problems: Vec<String>,
+    },
     /// A value is missing or invalid.
     #[error("{}: {field}: {message}", path.display())]
     Invalid {
@@ -426,6 +434,13 @@ pub fn load(source: &str) -> Result<Loaded, ConfigError> {
 
 /// Parses and validates configuration text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    let problems = text_problems(text);
+    if !problems.is_empty() {
+        return Err(ConfigError::Text {
+            path: path.to_path_buf(),
+            problems,
+        });
+    }
     let mut node: Option<(NodeConfig, Vec<Warning>)> = None;
     let mut bootstrap: Option<RawDocument> = None;
     for doc in split_documents(text) {
@@ -530,6 +545,112 @@ fn raw_doc(first_line: usize, text: String) -> RawDocument {
         first_line,
         text,
     }
+}
+
+/// What the YAML parser would report badly or not at all, each problem with its line: TABs in
+/// indentation (the parser's own message names neither TABs nor spaces), and `$NAME` /
+/// `${NAME}` placeholders a provisioning step forgot to substitute (YAML takes them as text, so
+/// the node would try to join as `$NODE_NAME`).
+pub fn text_problems(text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut tab_lines = Vec::new();
+    // (indent, key) of the mappings enclosing the current line, for the field's path.
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let number = i + 1;
+        let content = line.trim_start_matches([' ', '\t']);
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let lead = &line[..line.len() - content.len()];
+        if lead.contains('\t') {
+            tab_lines.push(number);
+        }
+        if content.starts_with("---") {
+            stack.clear();
+            continue;
+        }
+        let indent = lead.len();
+        let item = content.trim_start_matches("- ");
+        let key = item
+            .split_once(':')
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.contains(' ') && !k.starts_with(['"', '\'', '$', '-']));
+        while stack.last().is_some_and(|(d, _)| *d >= indent) {
+            stack.pop();
+        }
+        let value = strip_comment(item);
+        for placeholder in placeholders(value) {
+            let mut field: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+            if let Some(k) = key {
+                field.push(k);
+            }
+            problems.push(format!(
+                "line {number} ({}): unsubstituted placeholder {placeholder}: put the value in (the step meant to substitute it did not run)",
+                if field.is_empty() { "?".to_string() } else { field.join(".") }
+            ));
+        }
+        if let Some(k) = key {
+            stack.push((indent, k.to_string()));
+        }
+    }
+    if !tab_lines.is_empty() {
+        let list: Vec<String> = tab_lines.iter().map(usize::to_string).collect();
+        problems.insert(
+            0,
+            format!(
+                "{} {} start{} with a TAB; YAML needs spaces for indentation: replace the TABs with spaces",
+                if tab_lines.len() == 1 { "line" } else { "lines" },
+                list.join(", "),
+                if tab_lines.len() == 1 { "s" } else { "" }
+            ),
+        );
+    }
+    problems
+}
+
+/// The line without a trailing ` # comment`.
+fn strip_comment(line: &str) -> &str {
+    match line.find(" #") {
+        Some(i) => &line[..i],
+        None => line,
+    }
+}
+
+/// `${NAME}` and `$NAME` (upper case, as environment variables are written) in `text`.
+fn placeholders(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let rest = &text[i + 1..];
+            if let Some(inner) = rest.strip_prefix('{') {
+                if let Some(end) = inner.find('}') {
+                    let name = &inner[..end];
+                    if !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        found.push(format!("${{{name}}}"));
+                        i += end + 3;
+                        continue;
+                    }
+                }
+            } else {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if name.len() > 1 && name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    found.push(format!("${name}"));
+                    i += name.len() + 1;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    found
 }
 
 pub(crate) fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> ConfigError {
@@ -903,6 +1024,29 @@ pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tabs_and_placeholders_are_all_reported_with_lines_and_fields() {
+        let text = "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: ${CLUSTER}\n  hybrid:\n    iamRolesAnywhere:\n      nodeName: $NODE_NAME # the node\n      roleArn: ${ROLE_ARN}\n";
+        let p = text_problems(text);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("line 5 (spec.cluster.name): unsubstituted placeholder ${CLUSTER}"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("line 8 (spec.hybrid.iamRolesAnywhere.nodeName): unsubstituted placeholder $NODE_NAME"), "{p:?}");
+        assert!(
+            p[2].contains("line 9 (spec.hybrid.iamRolesAnywhere.roleArn)"),
+            "{p:?}"
+        );
+        let tabs = "spec:\n\tcluster:\n\t\tname: x\n  ok: 1\n";
+        assert_eq!(
+            text_problems(tabs)[0],
+            "lines 2, 3 start with a TAB; YAML needs spaces for indentation: replace the TABs with spaces"
+        );
+        // Costs and prices are not placeholders; a lone `$` or lower case is not either.
+        assert!(text_problems("a: costs $5\nb: $x\nc: x # $NOT_EITHER\n").is_empty());
+    }
 
     const GOOD: &str = "\
 ---

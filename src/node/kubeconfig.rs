@@ -66,9 +66,93 @@ users:
     )
 }
 
+/// `new` (one cluster, context and user, as [`render`] makes) merged into the kubeconfig text
+/// `existing` like `aws eks update-kubeconfig` does: entries of the same name are replaced, the
+/// others kept, the new context becomes current, other top-level fields stay. `Err` says what
+/// is wrong with `existing` (nothing is written then).
+pub fn merge(existing: &str, new: &str) -> Result<String, String> {
+    use serde_yaml_ng::Value;
+    let mut old: Value = if existing.trim().is_empty() {
+        Value::Mapping(Default::default())
+    } else {
+        serde_yaml_ng::from_str(existing).map_err(|e| format!("not YAML: {e}"))?
+    };
+    let new: Value =
+        serde_yaml_ng::from_str(new).map_err(|e| format!("rendered kubeconfig: {e}"))?;
+    let Value::Mapping(map) = &mut old else {
+        return Err("not a kubeconfig (the top level is not a mapping)".into());
+    };
+    if let Some(kind) = map.get("kind").and_then(Value::as_str) {
+        if kind != "Config" {
+            return Err(format!("kind is {kind:?}, not Config"));
+        }
+    }
+    for list in ["clusters", "contexts", "users"] {
+        let entries = map
+            .entry(Value::from(list))
+            .or_insert_with(|| Value::Sequence(Vec::new()));
+        if entries.is_null() {
+            *entries = Value::Sequence(Vec::new());
+        }
+        let Value::Sequence(entries) = entries else {
+            return Err(format!("{list} is not a list"));
+        };
+        for item in new[list].as_sequence().into_iter().flatten() {
+            let name = &item["name"];
+            match entries.iter_mut().find(|e| &e["name"] == name) {
+                Some(e) => *e = item.clone(),
+                None => entries.push(item.clone()),
+            }
+        }
+    }
+    for key in ["apiVersion", "kind", "current-context"] {
+        map.insert(Value::from(key), new[key].clone());
+    }
+    serde_yaml_ng::to_string(&old).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_keeps_other_clusters_replaces_the_same_name_and_selects_the_new_context() {
+        let a = render(
+            "a",
+            "us-east-1",
+            "https://a",
+            b"ca",
+            "/usr/bin/hybridboot",
+            &[],
+        );
+        let b = render(
+            "b",
+            "us-east-1",
+            "https://b",
+            b"ca",
+            "/usr/bin/hybridboot",
+            &[],
+        );
+        let both = merge(&a, &b).unwrap();
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&both).unwrap();
+        assert_eq!(v["current-context"], "b");
+        assert_eq!(v["clusters"].as_sequence().unwrap().len(), 2);
+        let a2 = render(
+            "a",
+            "us-east-1",
+            "https://a2",
+            b"ca",
+            "/usr/bin/hybridboot",
+            &[],
+        );
+        let again: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&merge(&both, &a2).unwrap()).unwrap();
+        assert_eq!(again["clusters"].as_sequence().unwrap().len(), 2);
+        assert_eq!(again["clusters"][0]["cluster"]["server"], "https://a2");
+        assert_eq!(again["current-context"], "a");
+        assert!(merge("- a list", &a).is_err());
+        assert!(merge("kind: Pod\n", &a).unwrap_err().contains("Pod"));
+    }
 
     #[test]
     fn rendered_kubeconfig_parses_and_quotes_arguments() {

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::check::{verify_signed, SignRequest};
 use super::{format_duration, parse_duration, VaultError};
 use crate::error::Classify;
-use crate::http::{Client, HttpError, Request, Url};
+use crate::http::{Client, HttpError, Redirects, Request, Url};
 use crate::retry::{self, RetryPolicy};
 use crate::secret::Secret;
 use crate::x509::chain::{self, Cert};
@@ -23,6 +23,7 @@ pub struct Vault {
     namespace: Option<String>,
     deadline: Instant,
     policy: RetryPolicy,
+    forwarding: bool,
 }
 
 #[derive(Deserialize)]
@@ -94,7 +95,14 @@ impl Vault {
                 max_attempts: 30,
                 ..RetryPolicy::default()
             },
+            forwarding: true,
         }
+    }
+
+    /// Whether a standby may forward our requests to the active node (default); without, it
+    /// answers 307 to the active node, which [`Redirects::Vault`] follows.
+    pub fn request_forwarding(self, forwarding: bool) -> Self {
+        Vault { forwarding, ..self }
     }
 
     /// The same Vault through another HTTP client (for mutual TLS).
@@ -118,13 +126,19 @@ impl Vault {
         token: Option<&Secret>,
         idempotent: bool,
     ) -> Result<crate::http::Response, VaultError> {
-        let mut req =
-            Request::post(self.addr.join(&format!("v1/{path}"))).body("application/json", body);
+        // A standby that does not forward answers 307 to the active node: followed as Vault's
+        // own client does (same method, body and token; never down to plain http).
+        let mut req = Request::post(self.addr.join(&format!("v1/{path}")))
+            .redirects(Redirects::Vault)
+            .body("application/json", body);
         if let Some(t) = token {
             req = req.secret_header("X-Vault-Token", t);
         }
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns.clone());
+        }
+        if !self.forwarding {
+            req = req.header("X-Vault-No-Request-Forwarding", "true");
         }
         let policy = self
             .policy
@@ -140,7 +154,7 @@ impl Vault {
             },
             |attempt| {
                 if attempt > 0 {
-                    log::info!("Vault {path}: attempt {}", attempt + 1);
+                    log::debug!("Vault {path}: attempt {}", attempt + 1);
                 }
                 self.http.send(&req)?.error_for_status()
             },
@@ -256,6 +270,28 @@ impl Vault {
             .ok_or_else(|| self.bad(path, "no auth.client_token"))
     }
 
+    /// `sys/capabilities-self`: what `token` may do on `path` (e.g. `["update"]`).
+    pub fn capabilities_self(&self, token: &Secret, path: &str) -> Result<Vec<String>, VaultError> {
+        let r = self.call(
+            "sys/capabilities-self",
+            json!({ "paths": [path] }).to_string().into_bytes(),
+            Some(token),
+            true,
+        )?;
+        let body: serde_json::Value = r.json().map_err(|e| self.bad("sys/capabilities-self", e))?;
+        let caps = body
+            .get(path)
+            .or_else(|| body.get("capabilities"))
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(caps)
+    }
+
     /// `POST <mount>/sign/<role>`.
     pub fn sign(
         &self,
@@ -290,6 +326,21 @@ impl Vault {
                         addr,
                         mount: mount.to_string(),
                         role: role.to_string(),
+                    }
+                }
+                VaultError::Api {
+                    addr,
+                    code: 400,
+                    message,
+                    ..
+                } if key_type_wanted(&message).is_some() => {
+                    let wanted = key_type_wanted(&message).unwrap_or_default();
+                    VaultError::KeyTypeRefused {
+                        fix: key_type_fix(mount, role, &wanted),
+                        addr,
+                        role: role.to_string(),
+                        wanted,
+                        message,
                     }
                 }
                 VaultError::Api {
@@ -400,5 +451,50 @@ mod tests {
             Some(t - Duration::from_secs(600)),
             t
         ));
+    }
+}
+
+/// The key type a PKI role insists on, from Vault's refusal ("role requires keys of type rsa").
+fn key_type_wanted(message: &str) -> Option<String> {
+    let rest = &message[message.find("requires keys of type")? + "requires keys of type".len()..];
+    let word: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!word.is_empty()).then_some(word)
+}
+
+/// Both fixes of a key type refusal: a node key of the wanted type (keys keep their algorithm,
+/// so under a new reference), or a role that accepts the node's key.
+fn key_type_fix(mount: &str, role: &str, wanted: &str) -> String {
+    let key = match wanted {
+        "rsa" => "use an RSA node key: `spec.key.algorithm: rsa-2048` with a new `spec.key.ref` in the BootstrapConfig (or `--algorithm rsa-2048` for `hybridboot key create`)".to_string(),
+        "ec" => "use an ECDSA node key: `spec.key.algorithm: ecdsa-p256` with a new `spec.key.ref` (or `--algorithm ecdsa-p256`)".to_string(),
+        other => format!("hybridboot makes ECDSA P-256 and RSA-2048 keys, not {other}"),
+    };
+    format!(
+        "either {key}, or let the role accept it: `vault write {}/roles/{role} key_type=any` (hybridboot's default key is ECDSA P-256; Vault roles default to key_type=rsa)",
+        mount.trim_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod key_type_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_type_refusal_names_the_type_and_both_fixes() {
+        assert_eq!(
+            key_type_wanted("role requires keys of type rsa").as_deref(),
+            Some("rsa")
+        );
+        assert_eq!(key_type_wanted("common name not allowed"), None);
+        let fix = key_type_fix("pki_int/", "node", "rsa");
+        assert!(fix.contains("spec.key.algorithm: rsa-2048"), "{fix}");
+        assert!(
+            fix.contains("vault write pki_int/roles/node key_type=any"),
+            "{fix}"
+        );
     }
 }

@@ -7,8 +7,9 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 
+use super::device::{self, Login};
 use super::settings::DEFAULT_RENEW_BEFORE;
-use super::{renewal_due, verify_signed, SecretAuth, Settings, SignRequest, Vault};
+use super::{renewal_due, verify_signed, DeviceIdentity, SecretAuth, Settings, SignRequest, Vault};
 use crate::error::{self, ResultExt};
 use crate::http::{Client, ClientIdentity};
 use crate::key::{NodeKey, OpenMode};
@@ -25,6 +26,8 @@ enum Auth {
         wrapped: bool,
     },
     Cert(String),
+    /// The factory identity (IDevID) at TLS certificate auth.
+    Device(DeviceIdentity),
 }
 
 impl Settings {
@@ -41,6 +44,7 @@ impl Settings {
         match &self.auth {
             None => Ok(None),
             Some(SecretAuth::Token(t)) => Ok(Some(Auth::Token(t.clone()))),
+            Some(SecretAuth::DeviceCertificate(d)) => Ok(Some(Auth::Device(d.clone()))),
             Some(SecretAuth::TokenFile(f)) => {
                 let t = Secret::from_file(f)
                     .with_context(|| format!("reading the Vault token file {}", f.display()))?;
@@ -143,6 +147,20 @@ fn login(
             log::info!("logged in to Vault with TLS certificate auth (role {role})");
             Ok((token, None))
         }
+        Auth::Device(d) => device::login(vault, args, d).map(|(token, _)| (token, None)),
+    }
+}
+
+/// Who a successful `login` with `auth` was, for the record.
+fn who(args: &Settings, auth: &Auth, key: &dyn NodeKey) -> Login {
+    match auth {
+        Auth::Token(_) => Login::plain("token", None),
+        Auth::AppRole { .. } => Login::plain("approle", None),
+        Auth::Cert(role) => match current_chain(&args.certificate, key) {
+            Ok(certs) => Login::with_certificate("certificate", role, &certs[0]),
+            Err(_) => Login::plain("certificate", Some(role.clone())),
+        },
+        Auth::Device(d) => Login::plain("device-certificate", Some(d.role.clone())),
     }
 }
 
@@ -167,8 +185,14 @@ fn current_chain(path: &Path, key: &dyn NodeKey) -> anyhow::Result<Vec<Cert>> {
     Ok(certs)
 }
 
-/// Signs a fresh CSR with `auth`, verifies, writes. Returns the new leaf's facts.
-fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Result<CertInfo> {
+/// Signs a fresh CSR with `auth`, verifies, writes. Returns the new leaf's facts and who logged
+/// in. `key` is the only handle on the node key: it is closed while the factory identity's key
+/// is in use.
+fn issue(
+    args: &Settings,
+    auths: Vec<Auth>,
+    key: Arc<dyn NodeKey>,
+) -> anyhow::Result<(CertInfo, Login)> {
     let started = Instant::now();
     let deadline = started + args.timeout;
     let addr = args.address.clone();
@@ -177,7 +201,8 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
         addr.clone(),
         args.namespace.clone().filter(|n| !n.is_empty()),
         deadline,
-    );
+    )
+    .request_forwarding(args.request_forwarding);
     let req = args.sign_request();
     let csr = x509::build_csr(
         key.as_ref(),
@@ -188,12 +213,31 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
         },
     )
     .classed()?;
+    let node_spki = key.public_key_der().to_vec();
+    let mut node_key = Some(key);
 
     // Try the methods in order of preference; a later one only if an earlier one fails.
     let mut logged_in = None;
     let count = auths.len();
     for (i, auth) in auths.iter().enumerate() {
-        match login(&vault, args, auth, &key) {
+        let attempt = match auth {
+            Auth::Device(d) => {
+                // Without a resource manager (/dev/tpm0) a TPM admits one open connection: the
+                // node key's is closed before the factory identity's key opens (the node key is
+                // not needed again unless a later method is tried, which reopens it).
+                node_key = None;
+                device::login(&vault, args, d).map(|(token, who)| (token, None, who))
+            }
+            other => {
+                let key = match &node_key {
+                    Some(k) => k.clone(),
+                    None => node_key.insert(open_key(args)?).clone(),
+                };
+                login(&vault, args, other, &key)
+                    .map(|(token, file)| (token, file, who(args, other, key.as_ref())))
+            }
+        };
+        match attempt {
             Ok(v) => {
                 logged_in = Some(v);
                 break;
@@ -207,7 +251,8 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
             Err(e) => return Err(e),
         }
     }
-    let Some((token, consumed_secret)) = logged_in else {
+    drop(node_key);
+    let Some((token, consumed_secret, who)) = logged_in else {
         return Err(crate::error::operator(
             "no Vault auth method: give --vault-token-file, --approle-role-id-file with --approle-secret-id-file, --cert-auth-role, or set VAULT_TOKEN",
         ));
@@ -216,14 +261,8 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
     let signed = vault
         .sign(&token, &args.pki_mount, &args.pki_role, &csr, &req)
         .classed()?;
-    let issued = verify_signed(
-        &addr.origin(),
-        &signed,
-        key.public_key_der(),
-        &req,
-        SystemTime::now(),
-    )
-    .classed()?;
+    let issued =
+        verify_signed(&addr.origin(), &signed, &node_spki, &req, SystemTime::now()).classed()?;
 
     fsutil::atomic_write(
         &args.certificate,
@@ -253,7 +292,7 @@ fn issue(args: &Settings, auths: Vec<Auth>, key: Arc<dyn NodeKey>) -> anyhow::Re
         args.certificate.display(),
         started.elapsed().as_millis()
     );
-    Ok(issued.info)
+    Ok((issued.info, who))
 }
 
 fn open_key(settings: &Settings) -> anyhow::Result<Arc<dyn NodeKey>> {
@@ -271,12 +310,13 @@ pub fn enroll(settings: &Settings) -> anyhow::Result<Renewal> {
     if let Some(role) = &settings.cert_auth_role {
         auths.push(Auth::Cert(role.clone()));
     }
-    let info = issue(settings, auths, key)?;
+    let (info, login) = issue(settings, auths, key)?;
     let due = renewal_due(info.not_before, info.not_after, DEFAULT_RENEW_BEFORE);
     Ok(Renewal {
         info,
         due,
         issued: true,
+        login: Some(login),
     })
 }
 
@@ -289,6 +329,8 @@ pub struct Renewal {
     pub due: SystemTime,
     /// Whether a new certificate was issued (false: the current one was still young).
     pub issued: bool,
+    /// Who logged in to Vault for it (`None`: nothing was issued).
+    pub login: Option<Login>,
 }
 
 /// The library side of `renew` (also first boot's enroll step): nothing while a certificate for
@@ -331,6 +373,7 @@ pub fn renew_certificate(a: &Settings, renew_before: f64) -> anyhow::Result<Rene
                 info: c.info(),
                 due,
                 issued: false,
+                login: None,
             });
         }
         log::info!("certificate {} is due for renewal", a.certificate.display());
@@ -353,11 +396,12 @@ pub fn renew_certificate(a: &Settings, renew_before: f64) -> anyhow::Result<Rene
             a.certificate.display()
         )));
     }
-    let info = issue(a, auths, key)?;
+    let (info, login) = issue(a, auths, key)?;
     let due = renewal_due(info.not_before, info.not_after, renew_before);
     Ok(Renewal {
         info,
         due,
         issued: true,
+        login: Some(login),
     })
 }

@@ -23,6 +23,16 @@ pub enum VaultError {
         role: String,
         message: String,
     },
+    #[error("Vault at {addr}: PKI role {role:?} requires {wanted} keys and the node key is not one ({message}): {fix}")]
+    KeyTypeRefused {
+        addr: String,
+        role: String,
+        /// The key type the role wants (`rsa`, `ec`, `ed25519`).
+        wanted: String,
+        message: String,
+        /// Both ways out: another node key, or another role setting.
+        fix: String,
+    },
     #[error("Vault at {addr} issued a certificate valid for {issued} instead of the requested {requested}: the requested TTL is above the role's max_ttl; ask for --ttl {issued} or less")]
     TtlAboveMax {
         addr: String,

@@ -14,12 +14,14 @@
 //! - `client`: [`Vault`], the HTTP API (one call with retries, logins, unwrap, `pki/sign`);
 //! - `check`: [`verify_signed`], the pure checks of a signed answer;
 //! - `enroll`: [`enroll`] and [`renew_certificate`], the orchestration;
+//! - `device`: the login with the factory identity (IDevID), and [`Login`], who logged in;
 //! - `settings`: [`Settings`], what enrollment needs, and the defaults.
 //!
 //! [`Secret`]: crate::secret::Secret
 
 mod check;
 mod client;
+mod device;
 mod enroll;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 mod error;
@@ -31,9 +33,10 @@ pub use check::{verify_signed, Issued, SignRequest};
 #[doc(hidden)]
 pub use client::fuzz_answers;
 pub use client::{Signed, Vault};
+pub use device::{configured_login, Login};
 pub use enroll::{enroll, renew_certificate, Renewal};
 pub use error::VaultError;
 pub use settings::{
-    SecretAuth, Settings, DEFAULT_APPROLE_MOUNT, DEFAULT_CERT_AUTH_MOUNT, DEFAULT_PKI_MOUNT,
-    DEFAULT_RENEW_BEFORE, DEFAULT_TIMEOUT,
+    DeviceIdentity, SecretAuth, Settings, DEFAULT_APPROLE_MOUNT, DEFAULT_CERT_AUTH_MOUNT,
+    DEFAULT_PKI_MOUNT, DEFAULT_RENEW_BEFORE, DEFAULT_TIMEOUT,
 };

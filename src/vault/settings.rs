@@ -36,6 +36,22 @@ pub enum SecretAuth {
         /// The secret id file holds a wrapping token: unwrap it (once) first.
         wrapped: bool,
     },
+    /// TLS certificate auth with the factory identity (IEEE 802.1AR IDevID): no secret at all.
+    DeviceCertificate(DeviceIdentity),
+}
+
+/// The factory identity: a key of its own (never the node key) and the certificate the factory
+/// CA issued for it. Both are public or inside the TPM; neither is a secret.
+#[derive(Debug, Clone)]
+pub struct DeviceIdentity {
+    /// The IDevID key.
+    pub key: KeySettings,
+    /// The IDevID certificate (leaf first, then any factory intermediates).
+    pub certificate: PathBuf,
+    /// The TLS certificate auth role that trusts the factory CA.
+    pub role: String,
+    /// Mount path of that cert auth method.
+    pub mount: String,
 }
 
 /// Everything [`enroll`](super::enroll) and [`renew_certificate`](super::renew_certificate) need.
@@ -75,6 +91,11 @@ pub struct Settings {
     pub approle_mount: String,
     /// Give up retrying Vault after this long.
     pub timeout: Duration,
+    /// Let a standby Vault node forward our requests to the active node (Vault's default).
+    /// `false` asks standbys not to (`X-Vault-No-Request-Forwarding`): they answer 307 with the
+    /// active node's `api_addr`, which this node must then reach; the redirect is followed once,
+    /// as Vault's own client does.
+    pub request_forwarding: bool,
 }
 
 impl Settings {
@@ -105,6 +126,7 @@ impl Settings {
             cert_auth_mount: DEFAULT_CERT_AUTH_MOUNT.into(),
             approle_mount: DEFAULT_APPROLE_MOUNT.into(),
             timeout: DEFAULT_TIMEOUT,
+            request_forwarding: true,
         }
     }
 }

@@ -136,9 +136,20 @@ impl Cert {
 
     /// The first subject common name, if any.
     pub fn common_name(&self) -> Option<String> {
+        self.subject_attribute(const_oid::db::rfc4519::CN)
+    }
+
+    /// The subject's serialNumber attribute (X.520; a device's serial number in an IEEE 802.1AR
+    /// IDevID), if any. Not the certificate's serial number.
+    pub fn subject_serial_number(&self) -> Option<String> {
+        self.subject_attribute(const_oid::db::rfc4519::SERIAL_NUMBER)
+    }
+
+    /// The first value of a string attribute of the subject.
+    fn subject_attribute(&self, oid: const_oid::ObjectIdentifier) -> Option<String> {
         for rdn in self.cert.tbs_certificate.subject.0.iter() {
             for atv in rdn.0.iter() {
-                if atv.oid == const_oid::db::rfc4519::CN {
+                if atv.oid == oid {
                     return std::str::from_utf8(atv.value.value())
                         .ok()
                         .map(str::to_string);
@@ -182,7 +193,7 @@ impl Cert {
     pub fn info(&self) -> CertInfo {
         let serial = self.serial_bytes();
         CertInfo {
-            serial_hex: serial_hex(&serial),
+            serial_hex: serial_colon_hex(&serial),
             serial_decimal: bytes_to_decimal(&serial),
             not_before: self.not_before(),
             not_after: self.not_after(),
@@ -273,7 +284,7 @@ fn ring_algorithm(
 /// What callers need to know about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
-    /// Serial, lowercase hex without separators or leading zeros.
+    /// Serial as Vault prints it (`serial_number`): lowercase hex bytes joined by colons.
     pub serial_hex: String,
     /// Serial in decimal (IAM Roles Anywhere `Credential=`).
     pub serial_decimal: String,
@@ -459,6 +470,22 @@ pub fn serial_hex(bytes: &[u8]) -> String {
     }
 }
 
+/// A serial as Vault prints it (`serial_number`): lowercase hex bytes joined by colons, leading
+/// zero bytes dropped.
+pub fn serial_colon_hex(bytes: &[u8]) -> String {
+    let first = bytes
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    bytes
+        .get(first..)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// A big-endian unsigned integer in decimal.
 pub fn bytes_to_decimal(bytes: &[u8]) -> String {
     let mut digits: Vec<u8> = Vec::new(); // little-endian decimal digits
@@ -565,7 +592,8 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(info.serial_hex, "c0ffee0123456789");
+        assert_eq!(info.serial_hex, "c0:ff:ee:01:23:45:67:89");
+        assert_eq!(serial_colon_hex(&[0x00, 0x0d, 0x9c]), "0d:9c");
         assert_eq!(serial_hex(&[0x00, 0x0d, 0x9c]), "d9c");
         assert_eq!(serial_hex(&[0x00]), "0");
         assert_eq!(info.serial_decimal, "13907095862997510025");

@@ -33,6 +33,8 @@ pub enum CsrError {
     CommonName(String),
     #[error("invalid DNS name {0:?}: use letters, digits, '-', '.' and an optional leading '*.'")]
     DnsName(String),
+    #[error("invalid serial number {0:?}: 1..64 printable characters (letters, digits, space and '()+,-./:=?)")]
+    SerialNumber(String),
     #[error("encoding the CSR: {0}")]
     Encoding(#[from] der::Error),
     #[error("signing the CSR with {key}")]
@@ -48,7 +50,9 @@ impl Classify for CsrError {
     /// is our bug.
     fn class(&self) -> Class {
         match self {
-            CsrError::CommonName(_) | CsrError::DnsName(_) => Class::Operator,
+            CsrError::CommonName(_) | CsrError::DnsName(_) | CsrError::SerialNumber(_) => {
+                Class::Operator
+            }
             CsrError::Encoding(_) => Class::Bug,
             CsrError::Sign { source, .. } => source.class(),
         }
@@ -57,16 +61,39 @@ impl Classify for CsrError {
 
 /// Builds a PEM `CERTIFICATE REQUEST` signed by `key`.
 pub fn build_csr(key: &dyn NodeKey, req: &CsrRequest) -> Result<String, CsrError> {
+    build_csr_with_serial(key, req, None)
+}
+
+/// [`build_csr`] whose subject also carries the X.520 serialNumber attribute (a device's serial
+/// number, as an IEEE 802.1AR IDevID names its device): `CN=<cn>, serialNumber=<serial>`.
+pub fn build_csr_with_serial(
+    key: &dyn NodeKey,
+    req: &CsrRequest,
+    serial_number: Option<&str>,
+) -> Result<String, CsrError> {
     let cn = req.common_name.as_str();
     if cn.is_empty() || cn.chars().count() > 64 {
         return Err(CsrError::CommonName(cn.to_string()));
     }
     let cn_value = der::asn1::Any::encode_from(&Utf8StringRef::new(cn)?)?;
-    let rdn = RelativeDistinguishedName(SetOfVec::try_from(vec![AttributeTypeAndValue {
-        oid: const_oid::db::rfc4519::CN,
-        value: cn_value,
-    }])?);
-    let subject: Name = RdnSequence(vec![rdn]);
+    let rdn = |oid, value| -> Result<RelativeDistinguishedName, CsrError> {
+        Ok(RelativeDistinguishedName(SetOfVec::try_from(vec![
+            AttributeTypeAndValue { oid, value },
+        ])?))
+    };
+    let mut rdns = vec![rdn(const_oid::db::rfc4519::CN, cn_value)?];
+    if let Some(serial) = serial_number {
+        // X.520: serialNumber is a PrintableString of at most 64 characters.
+        let printable = der::asn1::PrintableStringRef::new(serial)
+            .ok()
+            .filter(|_| (1..=64).contains(&serial.len()))
+            .ok_or_else(|| CsrError::SerialNumber(serial.to_string()))?;
+        rdns.push(rdn(
+            const_oid::db::rfc4519::SERIAL_NUMBER,
+            der::asn1::Any::encode_from(&printable)?,
+        )?);
+    }
+    let subject: Name = RdnSequence(rdns);
 
     let mut sans = Vec::new();
     for d in &req.dns_names {
@@ -130,16 +157,20 @@ mod tests {
     use super::*;
     use crate::key::{self, Algorithm, KeyRef, OpenMode};
 
-    #[test]
-    fn csr_is_self_consistent() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = KeyRef::Path(dir.path().join("k.pem"));
-        let k = key::open(
+    fn file_key(dir: &std::path::Path) -> Box<dyn NodeKey> {
+        let r = KeyRef::Path(dir.join("k.pem"));
+        key::open(
             &r,
             &Default::default(),
             OpenMode::CreateIfAbsent(Algorithm::EcdsaP256),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn csr_is_self_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = file_key(dir.path());
         let pem = build_csr(
             k.as_ref(),
             &CsrRequest {
@@ -160,6 +191,27 @@ mod tests {
             csr.signature.raw_bytes()
         ));
         assert_eq!(csr.info.subject.to_string(), "CN=node-1.example.com");
+    }
+
+    #[test]
+    fn a_device_csr_names_its_serial_number_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = file_key(dir.path());
+        let req = CsrRequest {
+            common_name: "hb-0001".into(),
+            ..CsrRequest::default()
+        };
+        let pem = build_csr_with_serial(k.as_ref(), &req, Some("hb-0001")).unwrap();
+        let der = pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1;
+        let csr = CertReq::from_der(&der).unwrap();
+        assert_eq!(
+            csr.info.subject.to_string(),
+            "SERIALNUMBER=hb-0001,CN=hb-0001"
+        );
+        for bad in ["", "a_b", "é", &"1".repeat(65)] {
+            let e = build_csr_with_serial(k.as_ref(), &req, Some(bad)).unwrap_err();
+            assert!(matches!(e, CsrError::SerialNumber(_)), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 pub mod chain;
 mod csr;
 
-pub use csr::{build_csr, CsrRequest};
+pub use csr::{build_csr, build_csr_with_serial, CsrRequest};
 
 use crate::key::Algorithm;
 

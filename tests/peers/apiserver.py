@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """A tiny HTTPS stand-in for an EKS API server: answers ``GET /version`` with 200 only for a
-valid EKS bearer token, 401 otherwise. It verifies the token independently of hybridboot:
+valid EKS bearer token, 401 otherwise, and ``POST
+/apis/authentication.k8s.io/v1/selfsubjectreviews`` (201, the user ``aws:<access key id>``) on
+the same terms. It verifies the token independently of hybridboot:
 
 1. ``Authorization: Bearer k8s-aws-v1.<base64url of a presigned URL>``, at most 4096 bytes;
 2. the URL follows aws-iam-authenticator's rules (docs/protocols.md §3): https, host
@@ -166,10 +168,8 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self):  # noqa: N802
-            if self.path == "/_control/stats":
-                with lock:
-                    return self._send(200, dict(stats))
+        def _authenticate(self):
+            """The access key id of a valid token, or None after answering 401."""
             authz = self.headers.get("Authorization", "")
             try:
                 if not authz.startswith("Bearer "):
@@ -183,16 +183,45 @@ def main() -> None:
                     stats["last_error"] = str(e)
                 log.write(f"401: {e}\n")
                 log.flush()
-                return self._send(401, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                        "message": "Unauthorized", "reason": "Unauthorized",
-                                        "code": 401})
+                self._send(401, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                 "message": "Unauthorized", "reason": "Unauthorized",
+                                 "code": 401})
+                return None
             with lock:
                 stats["ok"] += 1
                 stats["last_access_key_id"] = akid
+            return akid
+
+        def do_GET(self):  # noqa: N802
+            if self.path == "/_control/stats":
+                with lock:
+                    return self._send(200, dict(stats))
+            if self._authenticate() is None:
+                return None
             if self.path == "/version":
                 return self._send(200, {"major": "1", "minor": "31",
                                         "gitVersion": "v1.31.0-hybridboot-test",
                                         "platform": "linux/amd64"})
+            return self._send(404, {"kind": "Status", "code": 404, "message": "not found"})
+
+        def do_POST(self):  # noqa: N802
+            length = int(self.headers.get("Content-Length", "0") or 0)
+            body = self.rfile.read(length) if length else b""
+            akid = self._authenticate()
+            if akid is None:
+                return None
+            if self.path == "/apis/authentication.k8s.io/v1/selfsubjectreviews":
+                try:
+                    doc = json.loads(body or b"{}")
+                except ValueError:
+                    doc = {}
+                if doc.get("kind") != "SelfSubjectReview":
+                    return self._send(400, {"kind": "Status", "code": 400,
+                                            "message": "expected a SelfSubjectReview"})
+                return self._send(201, {
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+                    "status": {"userInfo": {"username": f"aws:{akid}",
+                                            "groups": ["system:authenticated"]}}})
             return self._send(404, {"kind": "Status", "code": 404, "message": "not found"})
 
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)

@@ -11,6 +11,9 @@ Control endpoints (not counted):
                                              (with the full Content-Length) and close
   POST /__fault?path=/p&mode=wrong        -> /p is served with one byte flipped (until cleared)
   POST /__fault?path=/p&mode=503          -> GETs of /p answer 503 Service Unavailable (an outage)
+  POST /__fault?path=/p&mode=redirect&to=URL -> GETs of /p answer 302 with Location URL
+  GET  /__creds                           -> JSON list of credential headers (Authorization,
+                                             Cookie, X-Vault-Token, X-Amz-Security-Token) seen
   POST /__clear                           -> removes all faults
 """
 
@@ -25,7 +28,9 @@ from urllib.parse import parse_qs, urlparse
 
 LOCK = threading.Lock()
 COUNTS = {}
-FAULTS = {}  # path -> {"mode": str, "times": int or None}
+FAULTS = {}  # path -> {"mode": str, "times": int or None, "to": str or None}
+CREDS = []  # "path: header" of every GET that carried a credential header
+CREDENTIAL_HEADERS = ("authorization", "cookie", "x-vault-token", "x-amz-security-token")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -53,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             if url.path == "/__fault":
                 times = int(q["times"]) if "times" in q else None
-                FAULTS[q["path"]] = {"mode": q["mode"], "times": times}
+                FAULTS[q["path"]] = {"mode": q["mode"], "times": times, "to": q.get("to")}
             elif url.path == "/__clear":
                 FAULTS.clear()
             else:
@@ -66,19 +71,31 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 body = json.dumps(COUNTS).encode()
             return self.reply(200, body, "application/json")
+        if url.path == "/__creds":
+            with LOCK:
+                body = json.dumps(CREDS).encode()
+            return self.reply(200, body, "application/json")
         rel = url.path.lstrip("/")
         if ".." in rel.split("/"):
             return self.reply(400, b"bad path\n", "text/plain")
         with LOCK:
             COUNTS[url.path] = COUNTS.get(url.path, 0) + 1
+            CREDS.extend(f"{url.path}: {h}" for h in self.headers.keys() if h.lower() in CREDENTIAL_HEADERS)
             fault = FAULTS.get(url.path)
-            mode = None
+            mode = to = None
             if fault is not None:
-                mode = fault["mode"]
+                mode, to = fault["mode"], fault["to"]
                 if fault["times"] is not None:
                     fault["times"] -= 1
                     if fault["times"] <= 0:
                         del FAULTS[url.path]
+        if mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", to)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            return
         if mode == "503":
             return self.reply(503, b"mirror is down for maintenance\n", "text/plain")
         for d in self.server.dirs:

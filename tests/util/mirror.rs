@@ -326,12 +326,21 @@ impl Mirror {
     }
 
     pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.get_json("/__counts")
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         let out = Command::new("curl")
             .args(["-sf", "--cacert", store().join("ca.pem").to_str().unwrap()])
-            .arg(format!("{}/__counts", self.base()))
+            .arg(format!("{}{path}", self.base()))
             .output()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Credential headers the mirror saw, as `path: header` (see install_mirror.py `/__creds`).
+    pub fn credentials_seen(&self) -> Vec<String> {
+        self.get_json("/__creds")
     }
 
     /// GETs of artifact bodies (not the manifest, signature or checksum files).

@@ -1,5 +1,6 @@
 //! Shared test harness: run the built binary, start real peers on free loopback ports.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -248,7 +249,27 @@ pub fn imds(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u
 pub mod config;
 pub mod mirror;
 pub mod openbao;
+pub mod openbao_cluster;
 pub mod peers;
 pub mod softhsm;
 pub mod swtpm;
 pub mod x509;
+
+/// A stand-in for `systemctl` (point `HYBRIDBOOT_SYSTEMCTL` at the first path) that appends
+/// each call's arguments as one line to the second path; with `fail`, it exits 1 instead.
+pub fn systemctl_recorder(dir: &Path, fail: bool) -> (PathBuf, PathBuf) {
+    let script = dir.join(if fail {
+        "systemctl-fail.sh"
+    } else {
+        "systemctl.sh"
+    });
+    let calls = dir.join("systemctl.calls");
+    let body = if fail {
+        "echo \"Failed to disable unit: Access denied\" >&2\nexit 1\n".to_string()
+    } else {
+        format!("echo \"$*\" >> {}\n", calls.display())
+    };
+    std::fs::write(&script, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, calls)
+}

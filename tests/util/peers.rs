@@ -188,6 +188,23 @@ impl Moto {
         serde_json::from_slice(&out.stdout).expect("assume_role JSON")
     }
 
+    /// moto as first boot meets it on this machine: an EKS cluster whose endpoint is
+    /// `https://127.0.0.1:6443`, with a new cluster CA (`<dir>/cluster-ca.pem`, also returned)
+    /// and a remote node network that holds loopback (init's node-IP check).
+    pub fn loopback_cluster(dir: &Path) -> (Moto, PathBuf) {
+        let cluster_ca = MiniCa::root(dir, "cluster-ca").cert;
+        let moto = Moto::start_configured(
+            &[
+                "--eks-ca-file",
+                cluster_ca.to_str().unwrap(),
+                "--eks-endpoint",
+                "https://127.0.0.1:6443",
+            ],
+            &["--remote-node-cidr", "127.0.0.0/8"],
+        );
+        (moto, cluster_ca)
+    }
+
     /// The cluster's name.
     pub fn cluster_name(&self) -> String {
         self.setup["cluster"]["name"].as_str().unwrap().to_string()

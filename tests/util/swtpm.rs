@@ -87,6 +87,25 @@ impl Swtpm {
     pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
+
+    /// An owner-hierarchy storage primary (ECC) made persistent at `handle` with tpm2-tools, as
+    /// other software on a node may leave one.
+    #[cfg_attr(not(feature = "tpm"), allow(dead_code))]
+    pub fn persist_storage_primary(&self, handle: &str) {
+        let tcti = self.tcti();
+        let env = [("TPM2TOOLS_TCTI", tcti.as_str())];
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("srk.ctx");
+        let ctx = ctx.to_str().unwrap();
+        super::tool(
+            "tpm2_createprimary",
+            &["-C", "o", "-G", "ecc", "-c", ctx],
+            &env,
+        )
+        .ok();
+        super::tool("tpm2_evictcontrol", &["-C", "o", "-c", ctx, handle], &env).ok();
+        super::tool("tpm2_flushcontext", &["-t"], &env).ok();
+    }
 }
 
 impl Drop for Swtpm {

@@ -108,3 +108,34 @@ impl OpensslCa {
         (cert, key)
     }
 }
+
+/// The DER form of the PEM certificate `pem`, written next to it (`<pem>.der`); returns its path.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+pub fn cert_to_der(pem: &Path) -> PathBuf {
+    let der = pem.with_extension("der");
+    openssl(
+        Path::new("."),
+        &[
+            "x509",
+            "-in",
+            pem.to_str().unwrap(),
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap(),
+        ],
+    );
+    der
+}
+
+/// One field of the first certificate in `path` as `openssl x509 -noout <what>` prints it
+/// (`-subject`, `-serial`, `-pubkey`, `-enddate`, ...).
+pub fn x509_field(path: &Path, what: &str) -> String {
+    let r = super::tool(
+        "openssl",
+        &["x509", "-in", path.to_str().unwrap(), "-noout", what],
+        &[],
+    );
+    assert_eq!(r.code, 0, "openssl x509 {what}: {}", r.stderr);
+    r.stdout
+}

@@ -357,6 +357,87 @@ fn console(path: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).replace('\r', "")
 }
 
+/// The line side of the factory identity against the TPM state in `tpmdir` (served over TCP
+/// for the time of it): `factory request`, the factory CA's signature, `factory store`.
+/// Returns the stored certificate.
+fn manufacture(bao: &OpenBao, tpmdir: &Path, line: &Path) -> String {
+    std::fs::create_dir_all(line).unwrap();
+    let port = free_port();
+    let pid_file = line.join("swtpm.pid");
+    let r = common::tool(
+        "swtpm",
+        &[
+            "socket",
+            "--tpm2",
+            "--tpmstate",
+            &format!("dir={}", tpmdir.display()),
+            "--server",
+            &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+            "--ctrl",
+            &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+            "--flags",
+            "not-need-init,startup-clear",
+            "--daemon",
+            "--pid",
+            &format!("file={}", pid_file.display()),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "swtpm for the line: {}", r.stderr);
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let env = [("HYBRIDBOOT_TCTI", tcti.as_str())];
+    let csr = line.join("idevid.csr");
+    common::run(
+        &[
+            "factory",
+            "request",
+            "--key",
+            "handle:0x81000002",
+            "--serial-number",
+            NODE,
+            "--out",
+            csr.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .ok();
+    let signed = line.join("idevid-signed.pem");
+    std::fs::write(&signed, bao.factory_sign(&csr, "8760h")).unwrap();
+    let stored = line.join("idevid.pem");
+    common::run(
+        &[
+            "factory",
+            "store",
+            "--key",
+            "handle:0x81000002",
+            "--serial-number",
+            NODE,
+            "--signed",
+            signed.to_str().unwrap(),
+            "--out",
+            stored.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .ok();
+    // Stopped before the guest's swtpm takes the same state.
+    common::terminate(pid);
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the line's swtpm did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(stored).unwrap()
+}
+
 /// Number of OpenBao certificates in the node's PKI mount.
 fn certificate_count(bao: &OpenBao) -> usize {
     let r = bao.bao(&["list", "-format=json", "pki_int/certs"]);
@@ -447,6 +528,7 @@ fn systemd_guest_joins_under_the_shipped_units_through_a_proxy_survives_power_cu
     let eks_name = "eks.hybridboot.test";
     let api_name = "api.hybridboot.test";
     let bao = OpenBao::start();
+    bao.configure_factory();
     let cluster_ca = MiniCa::root(w, "cluster-ca");
     let issued = w.join("issued.json");
     std::fs::write(&issued, r#"{"credentials": []}"#).unwrap();
@@ -512,6 +594,12 @@ fn systemd_guest_joins_under_the_shipped_units_through_a_proxy_survives_power_cu
         std::fs::write(&p, text).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     };
+    // The production line: the factory identity (IDevID) made in the TPM the guest will have,
+    // certified by the factory CA and stored in the guest. Nothing in the guest is a secret.
+    let tpmdir = w.join("tpm");
+    std::fs::create_dir_all(&tpmdir).unwrap();
+    let idevid = manufacture(&bao, &tpmdir, &w.join("line"));
+    put("/etc/hybridboot/idevid.pem", &idevid, 0o644);
     let proxy = format!("http://10.0.2.100:{PROXY_GUEST_PORT}");
     let config = format!(
         "\
@@ -541,12 +629,15 @@ spec:
     address: https://{vault_name}:{vault_port}
     caBundle: /etc/hybridboot/vault-ca.pem
     pkiMount: pki_int
-    role: node
+    role: device
     ttl: {CERT_TTL}
     auth:
-      tokenFile: /etc/hybridboot/vault-token
+      deviceCertificate:
+        keyRef: handle:0x81000002
+        certificate: /etc/hybridboot/idevid.pem
+        role: factory-devices
     renewal:
-      certAuthRole: node
+      certAuthRole: device-nodes
       renewBefore: 1/3
   aws:
     rolesAnywhereEndpoint: https://{ra_name}:{ra_port}
@@ -585,11 +676,6 @@ spec:
             std::fs::read_to_string(&registry_ca.cert).unwrap()
         ),
         0o644,
-    );
-    put(
-        "/etc/hybridboot/vault-token",
-        &format!("{}\n", bao.node_token()),
-        0o600,
     );
     let mut hosts = "127.0.0.1 localhost vm-node\n".to_string();
     if !VIA_PROXY {
@@ -630,9 +716,8 @@ spec:
     f.set_len(256 << 20).unwrap();
     drop(f);
 
-    // TPM and QEMU. One swtpm for all boots: the node key lives in it.
-    let tpmdir = vm.join("tpm");
-    std::fs::create_dir_all(&tpmdir).unwrap();
+    // TPM and QEMU. One swtpm for all boots: the node key lives in it, beside the IDevID key
+    // the line made.
     let tpm_sock = tpmdir.join("sock");
     let _swtpm = Proc::spawn(
         "swtpm",

@@ -275,6 +275,15 @@ fn parse_tcti(opts: &KeyOptions) -> Result<Tcti, KeyError> {
 
 /// The key's auth value from `--tpm-key-auth-file` (empty when not given).
 fn read_auth(opts: &KeyOptions) -> Result<Secret, KeyError> {
+    if let Some(password) = &opts.tpm_auth {
+        if password.expose().len() > 32 {
+            return Err(KeyError::backend(
+                "--tpm-key-password",
+                "the auth value is longer than 32 bytes (the SHA-256 name algorithm's limit)",
+            ));
+        }
+        return Ok(password.clone());
+    }
     match &opts.tpm_auth_file {
         None => Ok(Secret::default()),
         Some(path) => {

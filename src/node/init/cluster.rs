@@ -19,7 +19,7 @@ use crate::retry::RetryPolicy;
 /// The local address the kernel would use to reach the API server (no packet is sent: a UDP
 /// connect only picks a route). When its name does not resolve (a site whose only resolver is
 /// its proxy), the default route's address, as nodeadm takes it.
-pub(super) fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
+pub fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
     let url = http::Url::parse(endpoint).ok()?;
     let host = url.host().trim_matches(['[', ']']).to_string();
     local_address_towards((host.as_str(), url.port())).or_else(|| {
@@ -60,13 +60,35 @@ pub fn node_credentials(
     extra: &AwsOverrides,
     root: &Path,
     policy: &RetryPolicy,
+    dry_run: bool,
 ) -> anyhow::Result<Credentials> {
     let env = |k: &str| std::env::var(k).ok();
     if let Some(c) = crate::aws::sources::from_environment(&env).classed()? {
         log::info!("using AWS credentials from the environment");
         return Ok(c);
     }
+    if dry_run {
+        // A dry run writes nothing, the session cache included.
+        let cache = CacheSettings {
+            no_cache: true,
+            dir: None,
+        };
+        return session::credentials_with(&node_session(cfg, extra, root), &cache, policy);
+    }
     roles_anywhere_credentials(cfg, extra, root, policy)
+}
+
+/// The node's Roles Anywhere settings as this run under `root` uses them.
+fn node_session(
+    cfg: &NodeConfig,
+    extra: &AwsOverrides,
+    root: &Path,
+) -> session::RolesAnywhereSettings {
+    let env = |k: &str| std::env::var(k).ok();
+    // The line is written for the node's own root; this run may work under another.
+    roles_anywhere_settings(cfg, extra)
+        .under_root(root)
+        .with_env_defaults(&env)
 }
 
 /// IAM Roles Anywhere with exactly the settings the aws phase renders into `credential_process`
@@ -79,11 +101,11 @@ pub fn roles_anywhere_credentials(
     policy: &RetryPolicy,
 ) -> anyhow::Result<Credentials> {
     let env = |k: &str| std::env::var(k).ok();
-    // The line is written for the node's own root; this run may work under another.
-    let settings = roles_anywhere_settings(cfg, extra)
-        .under_root(root)
-        .with_env_defaults(&env);
-    session::credentials_with(&settings, &CacheSettings::for_root(root, &env), policy)
+    session::credentials_with(
+        &node_session(cfg, extra, root),
+        &CacheSettings::for_root(root, &env),
+        policy,
+    )
 }
 
 /// Where DescribeCluster goes and whom it trusts.

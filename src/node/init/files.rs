@@ -166,6 +166,18 @@ pub fn files_phase(
     facts: &NodeFacts,
     skip: &Skip,
 ) -> Result<WriteReport, FilesError> {
+    let (files, obsolete) = render_phase(cfg, cluster, facts, skip)?;
+    Ok(apply(root, &files, &obsolete)?)
+}
+
+/// The files of every phase not skipped, and the obsolete files to remove: pure, nothing is
+/// read or written.
+pub fn render_phase(
+    cfg: &NodeConfig,
+    cluster: &ClusterDetails,
+    facts: &NodeFacts,
+    skip: &Skip,
+) -> Result<(Vec<RenderedFile>, Vec<ObsoleteFile>), RenderError> {
     let keep = |phase: FilePhase| !skip.skips(Phase::Files(phase));
     let files: Vec<RenderedFile> = render::render_all(cfg, cluster, facts)?
         .into_iter()
@@ -175,7 +187,37 @@ pub fn files_phase(
         .into_iter()
         .filter(|f| keep(f.phase))
         .collect();
-    Ok(apply(root, &files, &obsolete)?)
+    Ok((files, obsolete))
+}
+
+/// What [`apply`] would report for `files` and `obsolete` under `root`, without writing,
+/// removing or cleaning up anything (`--dry-run`).
+pub fn preview(root: &Path, files: &[RenderedFile], obsolete: &[ObsoleteFile]) -> WriteReport {
+    let mut report = WriteReport::default();
+    for f in files {
+        let target = fsutil::under_root(root, &f.path);
+        let effects = f.effects.iter().copied().filter(|e| *e != Effect::None);
+        if up_to_date(&target, &f.contents, f.mode) {
+            report.unchanged.push(f.path.clone());
+            report.unchanged_effects.extend(effects);
+            continue;
+        }
+        if std::fs::symlink_metadata(&target).is_err() {
+            report.created.push(f.path.clone());
+        }
+        report.changed.push(f.path.clone());
+        report.effects.extend(effects);
+    }
+    for f in obsolete {
+        let target = fsutil::under_root(root, &f.path);
+        if std::fs::symlink_metadata(&target).is_ok() {
+            report.removed.push(f.path.clone());
+            report
+                .effects
+                .extend(f.effects.iter().copied().filter(|e| *e != Effect::None));
+        }
+    }
+    report
 }
 
 /// A file could not be written.
@@ -201,6 +243,8 @@ impl Classify for WriteError {
 pub struct WriteReport {
     /// Files written because they were missing or different (node paths).
     pub changed: Vec<PathBuf>,
+    /// Those of `changed` that did not exist before.
+    pub created: Vec<PathBuf>,
     /// Files already identical.
     pub unchanged: Vec<PathBuf>,
     /// Obsolete files that were removed.
@@ -260,6 +304,7 @@ pub fn write_files(root: &Path, files: &[RenderedFile]) -> Result<WriteReport, W
                 .extend(f.effects.iter().copied().filter(|e| *e != Effect::None));
             continue;
         }
+        let existed = std::fs::symlink_metadata(&target).is_ok();
         fsutil::atomic_write(
             &target,
             &f.contents,
@@ -270,6 +315,9 @@ pub fn write_files(root: &Path, files: &[RenderedFile]) -> Result<WriteReport, W
             source,
         })?;
         log::info!("wrote {}", f.path.display());
+        if !existed {
+            report.created.push(f.path.clone());
+        }
         report.changed.push(f.path.clone());
         report
             .effects

@@ -67,7 +67,7 @@ pub(super) fn ensure_sandbox_image(
         return Ok(());
     }
     let root: &Path = &args.root;
-    let mut credentials = || node_credentials(cfg, extra, root, policy);
+    let mut credentials = || node_credentials(cfg, extra, root, policy, false);
     sandbox::ensure_with(&settings, &info, &socket, &mut credentials)
         .map(|_| ())
         .map_err(|e| e.classed())

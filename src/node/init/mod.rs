@@ -25,16 +25,18 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 
 use crate::error::{self, Class, ResultExt, WithClass};
-use crate::node::render::{AwsOverrides, ClusterDetails, KubeletVersion};
+use crate::node::render::{
+    AwsOverrides, ClusterDetails, KubeletVersion, ObsoleteFile, RenderedFile,
+};
 use crate::node::{checks, config, facts};
 use crate::retry::RetryPolicy;
-use cluster::detect_node_ip;
 pub use cluster::{
-    describe_cluster_by_name, node_credentials, roles_anywhere_credentials, EksTarget,
+    describe_cluster_by_name, detect_node_ip, node_credentials, roles_anywhere_credentials,
+    EksTarget,
 };
 pub use files::{
-    apply, files_phase, remove_obsolete, write_files, FilesError, Phase, Skip, WriteError,
-    WriteReport,
+    apply, files_phase, preview, remove_obsolete, render_phase, write_files, FilesError, Phase,
+    Skip, WriteError, WriteReport,
 };
 pub use image::sandbox_settings;
 pub use units::{plan, ServiceManager, Systemctl, UnitAction};
@@ -106,8 +108,135 @@ fn kubelet_version(args: &InitSettings) -> anyhow::Result<KubeletVersion> {
     }
 }
 
+/// Everything `init` decided before its first write: the files to write and remove, the phases
+/// skipped, and the settings of the run.
+struct Rendered {
+    files: Vec<RenderedFile>,
+    obsolete: Vec<ObsoleteFile>,
+    skip: Skip,
+    cfg: config::NodeConfig,
+    aws: AwsOverrides,
+    policy: RetryPolicy,
+}
+
 /// The whole of `init`, with an injectable service manager.
 pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::Result<()> {
+    let rendered = prepare(args, false)?;
+    let report = apply(&args.root, &rendered.files, &rendered.obsolete)?;
+    log::info!(
+        "files: {} written, {} unchanged, {} removed",
+        report.changed.len(),
+        report.unchanged.len(),
+        report.removed.len()
+    );
+
+    // run
+    let actions = unit_actions(args, &report);
+    if args.no_start || rendered.skip.skips(Phase::Run) {
+        if !actions.is_empty() {
+            log::info!(
+                "not starting anything (--no-start / --skip run): {}",
+                actions
+                    .iter()
+                    .map(UnitAction::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        return Ok(());
+    }
+    for a in &actions {
+        log::info!("{a}");
+        services.apply(a)?;
+    }
+    if actions.is_empty() {
+        log::info!("nothing changed: no unit restarted");
+    }
+
+    // sandbox image (nodeadm pulls it right after starting containerd)
+    if !rendered.skip.skips(Phase::SandboxImage) {
+        image::ensure_sandbox_image(args, &rendered.cfg, &rendered.aws, &rendered.policy)?;
+    }
+    Ok(())
+}
+
+/// What `init --dry-run` found: the file report `init` would make and the unit actions it would
+/// take. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRun {
+    /// Under which root the files were compared.
+    pub root: PathBuf,
+    /// Per file: new, changed, unchanged, removed (as `init` would report them).
+    pub report: WriteReport,
+    /// The systemd actions `init` would take (none with `--no-start` / `--skip run`).
+    pub actions: Vec<UnitAction>,
+}
+
+impl DryRun {
+    /// One line per file (`new`, `changed`, `unchanged`, `remove`) and per unit action, then
+    /// a summary line.
+    pub fn render_text(&self) -> String {
+        let r = &self.report;
+        let mut out = String::new();
+        for p in &r.changed {
+            let word = if r.created.contains(p) {
+                "new"
+            } else {
+                "changed"
+            };
+            out += &format!("{word:<10} {}\n", p.display());
+        }
+        for p in &r.unchanged {
+            out += &format!("{:<10} {}\n", "unchanged", p.display());
+        }
+        for p in &r.removed {
+            out += &format!("{:<10} {}\n", "remove", p.display());
+        }
+        for a in &self.actions {
+            out += &format!("{:<10} {a}\n", "unit");
+        }
+        out += &format!(
+            "dry run: {} new, {} changed, {} unchanged, {} to remove, {} unit action(s); nothing was written\n",
+            r.created.len(),
+            r.changed.len().saturating_sub(r.created.len()),
+            r.unchanged.len(),
+            r.removed.len(),
+            self.actions.len()
+        );
+        out
+    }
+}
+
+/// `init --dry-run`: every check and remote call `init` makes (credentials without touching the
+/// session cache), then the files compared with what is on disk. Writes nothing, starts nothing.
+pub fn dry_run(args: &InitSettings) -> anyhow::Result<DryRun> {
+    let rendered = prepare(args, true)?;
+    let report = preview(&args.root, &rendered.files, &rendered.obsolete);
+    let actions = if args.no_start || rendered.skip.skips(Phase::Run) {
+        Vec::new()
+    } else {
+        unit_actions(args, &report)
+    };
+    Ok(DryRun {
+        root: args.root.clone(),
+        report,
+        actions,
+    })
+}
+
+/// The unit actions a write report requires (with the unchanged files' too when the caller
+/// cannot know whether an interrupted run applied them).
+fn unit_actions(args: &InitSettings, report: &WriteReport) -> Vec<UnitAction> {
+    let mut effects = report.effects.clone();
+    if args.apply_unchanged {
+        effects.extend(report.unchanged_effects.iter().copied());
+    }
+    plan(effects)
+}
+
+/// Everything before the first write: config, checks, credentials, cluster details,
+/// validations, rendering. `dry_run` keeps the session cache untouched.
+fn prepare(args: &InitSettings, dry_run: bool) -> anyhow::Result<Rendered> {
     let env = |k: &str| std::env::var(k).ok();
     // config
     let loaded = config::load(&args.config_source).classed()?;
@@ -150,7 +279,7 @@ pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::R
                 }
             }
         } else {
-            let creds = node_credentials(&cfg, &facts.aws, &args.root, &policy)
+            let creds = node_credentials(&cfg, &facts.aws, &args.root, &policy, dry_run)
                 .context("getting AWS credentials")?;
             let target = EksTarget {
                 endpoint: args.eks_endpoint.clone(),
@@ -208,40 +337,14 @@ pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::R
     }
 
     // files
-    let report = files_phase(&args.root, &cfg, &cluster, &facts, &skip).map_err(|e| match e {
-        FilesError::Render(r) => error::operator(r.to_string()),
-        w => anyhow::Error::new(w),
-    })?;
-    log::info!(
-        "files: {} written, {} unchanged, {} removed",
-        report.changed.len(),
-        report.unchanged.len(),
-        report.removed.len()
-    );
-
-    // run
-    let mut effects = report.effects.clone();
-    if args.apply_unchanged {
-        effects.extend(report.unchanged_effects.iter().copied());
-    }
-    let actions = plan(effects);
-    if args.no_start || skip.skips(Phase::Run) {
-        if !actions.is_empty() {
-            log::info!("not starting anything (--no-start / --skip run): {actions:?}");
-        }
-        return Ok(());
-    }
-    for a in &actions {
-        log::info!("systemd: {a:?}");
-        services.apply(a)?;
-    }
-    if actions.is_empty() {
-        log::info!("nothing changed: no unit restarted");
-    }
-
-    // sandbox image (nodeadm pulls it right after starting containerd)
-    if !skip.skips(Phase::SandboxImage) {
-        image::ensure_sandbox_image(args, &cfg, &facts.aws, &policy)?;
-    }
-    Ok(())
+    let (files, obsolete) =
+        render_phase(&cfg, &cluster, &facts, &skip).map_err(|r| error::operator(r.to_string()))?;
+    Ok(Rendered {
+        files,
+        obsolete,
+        skip,
+        cfg,
+        aws: facts.aws,
+        policy,
+    })
 }

@@ -21,6 +21,25 @@ pub enum UnitAction {
     Restart(String),
 }
 
+impl UnitAction {
+    /// The `systemctl` arguments that carry it out.
+    pub fn systemctl_args(&self) -> Vec<&str> {
+        match self {
+            UnitAction::DaemonReload => vec!["daemon-reload"],
+            UnitAction::Stop(u) => vec!["disable", "--now", u],
+            UnitAction::Enable(u) => vec!["enable", u],
+            UnitAction::Restart(u) => vec!["restart", u],
+        }
+    }
+}
+
+impl std::fmt::Display for UnitAction {
+    /// The command line: `systemctl restart kubelet.service`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "systemctl {}", self.systemctl_args().join(" "))
+    }
+}
+
 /// Starts and stops units; tests use a recorder instead of systemd.
 pub trait ServiceManager {
     /// Carries out one action.
@@ -45,12 +64,7 @@ impl Systemctl {
 
 impl ServiceManager for Systemctl {
     fn apply(&mut self, action: &UnitAction) -> anyhow::Result<()> {
-        let args: Vec<&str> = match action {
-            UnitAction::DaemonReload => vec!["daemon-reload"],
-            UnitAction::Stop(u) => vec!["disable", "--now", u],
-            UnitAction::Enable(u) => vec!["enable", u],
-            UnitAction::Restart(u) => vec!["restart", u],
-        };
+        let args = action.systemctl_args();
         let out = Command::new(&self.program)
             .args(&args)
             .output()
@@ -126,6 +140,27 @@ mod tests {
         assert_eq!(
             plan([Effect::Sysctl]),
             vec![UnitAction::Restart("systemd-sysctl.service".into())]
+        );
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn actions_read_as_the_systemctl_command() {
+        assert_eq!(
+            UnitAction::Restart("kubelet".into()).to_string(),
+            "systemctl restart kubelet"
+        );
+        assert_eq!(
+            UnitAction::Stop("old".into()).to_string(),
+            "systemctl disable --now old"
+        );
+        assert_eq!(
+            UnitAction::DaemonReload.to_string(),
+            "systemctl daemon-reload"
         );
     }
 }

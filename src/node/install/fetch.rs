@@ -103,16 +103,17 @@ impl HttpFetch {
 
 impl Fetch for HttpFetch {
     fn fetch(&self, url: &str, sink: &mut dyn Write, limit: u64) -> Result<(), FetchError> {
-        use crate::http::{HttpError, Request, Url};
+        use crate::http::{HttpError, Redirects, Request, Url};
         let parsed = Url::parse(url).map_err(|e| FetchError::Permanent {
             url: url.into(),
             detail: e.to_string(),
         })?;
         let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-        match self
-            .client
-            .download(&Request::get(parsed), sink, limit_usize)
-        {
+        match self.client.download(
+            &Request::get(parsed).redirects(Redirects::Download),
+            sink,
+            limit_usize,
+        ) {
             Ok(_) => Ok(()),
             Err(HttpError::TooLarge { .. }) => Err(FetchError::TooLarge {
                 url: url.into(),

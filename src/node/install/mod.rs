@@ -33,7 +33,7 @@ use crate::error::{self, Class, Classify, ResultExt, WithClass};
 use crate::fsutil::{self, WriteOptions};
 use fetch::{Fetch, FetchError};
 use manifest::{Artifact, Manifest};
-pub use uninstall::uninstall;
+pub use uninstall::{uninstall, UninstallSettings};
 
 /// nodeadm's release manifest.
 pub const DEFAULT_MANIFEST: &str = "https://hybrid-assets.eks.amazonaws.com/manifest.yaml";

@@ -24,7 +24,7 @@ pub fn roles_anywhere_settings(cfg: &NodeConfig, extra: &AwsOverrides) -> RolesA
         reference: ira.private_key.clone(),
         tcti: extra.tcti.clone(),
         pkcs11_lib: extra.pkcs11_lib.clone(),
-        tpm_key_auth_file: None,
+        ..KeySettings::default()
     };
     RolesAnywhereSettings {
         role_session_name: Some(ira.node_name.clone()),
