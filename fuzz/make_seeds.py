@@ -235,3 +235,17 @@ put("cni_tarball", "duplicate.tar", tar(flat[:2] + [("bridge", R, b"again", 0o75
 # Raw header for a traversal name (tarfile would write it, but keep it explicit).
 put("cni_tarball", "traversal.tar", tar(flat[:2] + [("../../etc/cron.d/x", R, b"* * * * * root id\n", 0o644, None)]))
 put("cni_tarball", "absolute.tar", tar(flat[:2] + [("/etc/x", R, b"x", 0o644, None)]))
+
+# Peer fields: selector byte (the check) + value; 8 = key id, secret, token separated by NUL.
+put("peer_fields", "access-key-id", b"\x00ASIAEXAMPLEKEY1234")
+put("peer_fields", "secret", b"\x01wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+put("peer_fields", "token", b"\x02FwoGZXIvYXdzEJr//////////wEaD+abc-_=")
+put("peer_fields", "token-newline", b"\x02tok\n[evil]\ncredential_process = /bin/sh -c id")
+put("peer_fields", "timestamp", b"\x032024-05-01T13:00:00.123+02:00")
+put("peer_fields", "endpoint", b"\x04https://ABC.gr7.us-west-2.eks.amazonaws.com:443/x")
+put("peer_fields", "cidr", b"\x05fd00:ab::/64")
+put("peer_fields", "name", b"\x06hybrid-test_1.31")
+put("peer_fields", "pem", b"\x07" + root.encode())
+put("peer_fields", "message", b"\x07denied\r\nerror: forged \x1b[31m line")
+put("peer_fields", "credentials", b"\x08ASIAX\x00SECRET+/=\x00TOKEN-_")
+put("peer_fields", "credentials-evil", b"\x08ASIAX\x00SECRET\x00TOK\n[evil]\ncredential_process = id")

@@ -263,10 +263,75 @@ fn process_exists(pid: i32) -> bool {
     }
 }
 
+/// Most symbolic links followed while resolving one path under a root (Linux's own limit).
+const MAX_ROOT_SYMLINKS: usize = 40;
+
 /// `path` under `root` (`--root DIR`): `/etc/x` with root `/tmp/r` is `/tmp/r/etc/x`.
+///
+/// Resolved the way a chroot to `root` would resolve it, so that nothing under `--root` can send
+/// a read or write outside the root: every existing symbolic link on the way (the last
+/// component's too) is followed by hand, an absolute target (`etc/aws -> /elsewhere`) is taken
+/// relative to `root`, and `..` never climbs above `root`. Components that do not exist yet are
+/// appended as they are (the writer creates them inside the root). With root `/` the path is
+/// returned as it is. A symbolic link loop yields a path under `root` that no system call accepts
+/// (it holds a NUL byte), so whatever uses it fails instead of leaving the root.
 pub fn under_root(root: &Path, path: &Path) -> PathBuf {
-    let relative = path.strip_prefix("/").unwrap_or(path);
-    root.join(relative)
+    use std::path::Component;
+    if root == Path::new("/") {
+        return path.to_path_buf();
+    }
+    // Components still to walk, last first (so links push their targets on top).
+    let mut pending: Vec<OsString> = Vec::new();
+    push_components(&mut pending, path);
+    // What is resolved so far, relative to the root.
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0usize;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved
+            .iter()
+            .fold(root.to_path_buf(), |p, c| p.join(c))
+            .join(&name);
+        match fs::read_link(&candidate) {
+            Ok(target) => {
+                links += 1;
+                if links > MAX_ROOT_SYMLINKS {
+                    log::error!(
+                        "{} under {}: too many levels of symbolic links; refusing it",
+                        path.display(),
+                        root.display()
+                    );
+                    let mut refused = OsString::from(root.as_os_str());
+                    refused.push("/\0symlink-loop");
+                    return PathBuf::from(refused);
+                }
+                if target.components().next() == Some(Component::RootDir) {
+                    resolved.clear();
+                }
+                push_components(&mut pending, &target);
+            }
+            // Not a link, or not there (yet): a plain component.
+            Err(_) => resolved.push(name),
+        }
+    }
+    resolved.iter().fold(root.to_path_buf(), |p, c| p.join(c))
+}
+
+/// Pushes the normal and `..` components of `path` onto `stack`, last first.
+fn push_components(stack: &mut Vec<OsString>, path: &Path) {
+    use std::path::Component;
+    let parts: Vec<OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect();
+    stack.extend(parts.into_iter().rev());
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -343,6 +408,51 @@ mod tests {
             under_root(Path::new("/"), Path::new("/etc/x")),
             PathBuf::from("/etc/x")
         );
+    }
+
+    #[test]
+    fn root_paths_resolve_links_as_a_chroot_would() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        // An absolute link is re-rooted, whatever it names on the host.
+        symlink(&outside, root.join("etc/aws")).unwrap();
+        let p = under_root(&root, Path::new("/etc/aws/hybrid/config"));
+        assert!(p.starts_with(&root), "{}", p.display());
+        assert_eq!(
+            p,
+            root.join(outside.strip_prefix("/").unwrap())
+                .join("hybrid/config")
+        );
+        // `..` never climbs above the root, in the path or in a link's target.
+        assert_eq!(
+            under_root(&root, Path::new("/../../etc/x")),
+            root.join("etc/x")
+        );
+        symlink("../../../../x", root.join("etc/up")).unwrap();
+        assert_eq!(under_root(&root, Path::new("/etc/up/y")), root.join("x/y"));
+        // A relative link stays relative to its directory; a final-component link is followed.
+        fs::create_dir_all(root.join("var/real")).unwrap();
+        symlink("real", root.join("var/alias")).unwrap();
+        assert_eq!(
+            under_root(&root, Path::new("/var/alias/f")),
+            root.join("var/real/f")
+        );
+        symlink("/var/real/f", root.join("etc/f")).unwrap();
+        assert_eq!(
+            under_root(&root, Path::new("/etc/f")),
+            root.join("var/real/f")
+        );
+        // A loop is refused: no system call accepts the result.
+        symlink("/etc/b", root.join("etc/a")).unwrap();
+        symlink("/etc/a", root.join("etc/b")).unwrap();
+        let looped = under_root(&root, Path::new("/etc/a/x"));
+        assert!(looped.starts_with(&root));
+        assert!(fs::metadata(&looped).is_err());
+        assert!(atomic_write(&looped, b"x", &WriteOptions::private()).is_err());
     }
 
     #[test]

@@ -417,6 +417,81 @@ pub fn cni_tarball(data: &[u8]) {
     }
 }
 
+/// The checks of peer-supplied fields (`peer_fields`). The first byte picks the check, the
+/// rest is the value. For any input: no panic; an accepted value holds no control character or
+/// white space and respects its length cap; accepted AWS credentials render into a credentials
+/// file of exactly one section and three keys that reads back the same (no injected line);
+/// accepted PEM text holds only marker, base64 and empty lines; a message made one line holds
+/// no control character or line break and is bounded; no error message spans two lines.
+pub fn peer_fields(data: &[u8]) {
+    use crate::peer_fields as pf;
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let value = text.as_ref();
+    let clean = |v: &str| !v.chars().any(|c| c.is_control() || c.is_whitespace());
+    let checked = |r: Result<(), pf::InvalidField>, max: usize| match r {
+        Ok(()) => {
+            assert!(clean(value), "accepted a control character or white space");
+            assert!(value.len() <= max, "accepted {} bytes", value.len());
+        }
+        Err(e) => assert!(!e.to_string().contains('\n'), "{e}"),
+    };
+    match sel % 9 {
+        0 => checked(pf::access_key_id("f", value), pf::MAX_ACCESS_KEY_ID),
+        1 => checked(pf::secret_access_key("f", value), pf::MAX_SECRET_ACCESS_KEY),
+        2 => checked(pf::session_token("f", value), pf::MAX_SESSION_TOKEN),
+        3 => checked(pf::timestamp("f", value), pf::MAX_TIMESTAMP),
+        4 => checked(pf::https_url("f", value), pf::MAX_URL),
+        5 => checked(pf::cidr("f", value), pf::MAX_CIDR),
+        6 => checked(pf::name("f", value), pf::MAX_NAME),
+        7 => {
+            if pf::pem_certificates("f", value).is_ok() {
+                for line in value.split('\n') {
+                    let line = line.strip_suffix('\r').unwrap_or(line);
+                    assert!(
+                        line.is_empty()
+                            || line.starts_with("-----")
+                            || line
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)),
+                        "accepted a PEM line with other text"
+                    );
+                }
+            }
+            let one = pf::one_line(value);
+            assert!(!one.chars().any(|c| c.is_control() || c == '\n'));
+            assert!(one.chars().count() <= pf::MAX_MESSAGE + 3);
+        }
+        _ => {
+            // Three values separated by NUL: key id, secret, token.
+            let mut parts = value.splitn(3, '\0');
+            let creds = credentials::Credentials {
+                access_key_id: parts.next().unwrap_or("").to_string(),
+                secret_access_key: Secret::new(parts.next().unwrap_or("")),
+                session_token: parts.next().map(Secret::new),
+                expiration: None,
+            };
+            let ok = creds.validate().is_ok();
+            match credfile::render("", "default", &creds) {
+                Ok(out) => {
+                    assert!(ok, "the credentials file took what validate refuses");
+                    let lines: Vec<&str> = out.expose().lines().collect();
+                    let want = 3 + usize::from(creds.session_token.is_some());
+                    assert_eq!(lines.len(), want, "injected lines");
+                    assert_eq!(lines[0], "[default]");
+                    assert_eq!(
+                        lines[1].strip_prefix("aws_access_key_id = "),
+                        Some(creds.access_key_id.as_str())
+                    );
+                }
+                Err(e) => assert!(!e.to_string().contains('\n'), "{e}"),
+            }
+        }
+    }
+}
+
 /// A fuzz entry point.
 pub type Entry = fn(&[u8]);
 
@@ -436,4 +511,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("manifest", manifest),
     ("checksum", checksum),
     ("cni_tarball", cni_tarball),
+    ("peer_fields", peer_fields),
 ];

@@ -54,6 +54,7 @@ pub mod key;
 pub mod logging;
 pub mod node;
 pub mod oci;
+pub mod peer_fields;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod process;
 pub mod retry;

@@ -659,6 +659,7 @@ fn botocore_reads_the_profile_we_rewrote_and_the_others_unchanged() {
 
 #[test]
 fn moto_describe_cluster_answer_parses() {
+    use base64::Engine as _;
     use hybridboot::aws::eks;
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers/aws_vectors/moto_describe_cluster.py");
@@ -669,8 +670,27 @@ fn moto_describe_cluster_answer_parses() {
         &[],
     );
     assert_eq!(run.code, 0, "moto failed: {}", run.stderr);
-    let d = eks::parse_describe_cluster("hybrid-1", "us-west-2", 200, None, run.stdout.as_bytes())
-        .unwrap();
+    // moto's default certificateAuthority.data is random bytes, not a certificate: refused
+    // before it could become the node's cluster CA file.
+    let e = eks::parse_describe_cluster("hybrid-1", "us-west-2", 200, None, run.stdout.as_bytes())
+        .unwrap_err();
+    assert!(e.to_string().contains("certificateAuthority.data"), "{e}");
+    // With a real CA (what EKS sends, and what the tests give moto with --eks-ca-file) the
+    // rest of moto's answer parses.
+    let mut answer: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let ca =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/x509/root.pem"))
+            .unwrap();
+    answer["cluster"]["certificateAuthority"]["data"] =
+        base64::engine::general_purpose::STANDARD.encode(ca).into();
+    let d = eks::parse_describe_cluster(
+        "hybrid-1",
+        "us-west-2",
+        200,
+        None,
+        answer.to_string().as_bytes(),
+    )
+    .unwrap();
     assert_eq!(d.name, "hybrid-1");
     assert_eq!(d.status, "ACTIVE");
     assert!(d.endpoint.starts_with("https://"), "{}", d.endpoint);

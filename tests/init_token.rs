@@ -307,6 +307,58 @@ fn init_fills_cluster_details_from_moto_is_idempotent_and_kubectl_gets_in() {
     assert!(!bad.stderr.contains("wrong-secret"));
 }
 
+/// `--root R` with `R/etc/aws` and `R/var/lib/kubelet` linked to an absolute directory outside
+/// R: init resolves them as a chroot to R would (the targets re-rooted inside R) and writes
+/// nothing outside R.
+#[test]
+fn init_under_root_never_follows_a_link_out_of_the_root() {
+    let env = Env::start();
+    let (akid, secret, token) = env.role.clone();
+    let eks = env.moto_endpoint.clone();
+    let run_env: Vec<(&str, &str)> = vec![
+        ("AWS_ACCESS_KEY_ID", &akid),
+        ("AWS_SECRET_ACCESS_KEY", &secret),
+        ("AWS_SESSION_TOKEN", &token),
+        ("AWS_ENDPOINT_URL_EKS", &eks),
+    ];
+    let cfg = env.node_config("node.yaml", |t| t);
+    let root = env.root("root", "node.pem");
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(root.join("var/lib")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("etc/aws")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("var/lib/kubelet")).unwrap();
+    let r = hb(
+        &env,
+        &[
+            "init",
+            "--config-source",
+            &format!("file://{}", cfg.display()),
+            "--root",
+            &root.display().to_string(),
+            "--kubelet-version",
+            "v1.31.0",
+            "--no-start",
+        ],
+        &run_env,
+    );
+    r.ok();
+    assert_eq!(
+        util::dir_entries(&outside),
+        Vec::<String>::new(),
+        "init wrote outside the root: {}",
+        r.stderr
+    );
+    // Where a chroot would have put them: the link targets taken inside the root.
+    let rerooted = root.join(outside.strip_prefix("/").unwrap());
+    assert!(
+        rerooted.join("hybrid/config").is_file(),
+        "{:?}",
+        util::dir_entries(&rerooted)
+    );
+    assert!(rerooted.join("kubeconfig").is_file());
+}
+
 #[test]
 fn token_credentials_from_shared_file_and_credential_process() {
     let env = Env::start();

@@ -507,6 +507,103 @@ fn twenty_concurrent_calls_with_a_cold_cache_make_one_create_session() {
 
 /// A rate limit is not a failure: credential-process (4 attempts for errors) outlasts more
 /// throttled answers than that within its deadline, while as many 503s make it give up.
+/// `credential-process` with its cache left unfinished by a bounded wait: a hang (a FIFO
+/// opened for reading blocks until a writer comes) fails the test instead of stalling it.
+fn hb_bounded(keys: &Keys, args: &[String], dir: &Path) -> Run {
+    let (out, err) = (dir.join("bounded.out"), dir.join("bounded.err"));
+    let mut c = Command::new(util::bin());
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    for (k, v) in keys.env_with(&[]) {
+        c.env(k, v);
+    }
+    let mut child = Background(c.spawn().unwrap());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "credential-process hangs: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&out).unwrap(),
+        stderr: std::fs::read_to_string(&err).unwrap(),
+    }
+}
+
+/// The session cache through the binary: a FIFO or a symbolic link in place of the entry, and a
+/// group-writable cache directory, are refused with a warning saying so, and the caller gets a
+/// fresh session (never a hang, never the linked file's credentials).
+#[test]
+fn credential_cache_refuses_fifos_links_and_loose_directories() {
+    let s = Simple::new(&[]);
+    let cache = s.path("cache");
+    let mut args = s.args();
+    args.extend(["--cache-dir".to_string(), cache.display().to_string()]);
+    let first = parse_creds(&s.keys.hb(&refs(&args), &[]));
+    let entries: Vec<String> = util::dir_entries(&cache)
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = cache.join(&entries[0]);
+    let sessions = || s.ra.stats()["ok"].as_u64().unwrap();
+    let before = sessions();
+
+    // A FIFO: no hang, a fresh session, the entry a regular file again.
+    std::fs::remove_file(&entry).unwrap();
+    let st = Command::new("mkfifo").arg(&entry).status().unwrap();
+    assert!(st.success());
+    let r = hb_bounded(&s.keys, &args, s.dir.path());
+    let fresh = parse_creds(&r);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert_ne!(fresh["AccessKeyId"], first["AccessKeyId"]);
+    assert_eq!(sessions(), before + 1);
+    assert!(std::fs::symlink_metadata(&entry).unwrap().is_file());
+
+    // A symbolic link to a valid entry of ours elsewhere: not followed.
+    let planted = s.path("planted.json");
+    std::fs::copy(&entry, &planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&planted, &entry).unwrap();
+    let r = hb_bounded(&s.keys, &args, s.dir.path());
+    let again = parse_creds(&r);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_ne!(
+        again["AccessKeyId"], fresh["AccessKeyId"],
+        "the link was followed"
+    );
+    assert_eq!(sessions(), before + 2);
+
+    // A group-writable directory: not used, and the warning says what to fix.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let r = hb_bounded(&s.keys, &args, s.dir.path());
+    parse_creds(&r);
+    assert!(
+        r.stderr.contains("group- or world-writable")
+            && r.stderr.contains(&cache.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sessions(), before + 3);
+    let r = hb_bounded(&s.keys, &args, s.dir.path());
+    parse_creds(&r);
+    assert_eq!(
+        sessions(),
+        before + 4,
+        "a loose cache directory is never used"
+    );
+}
+
 #[test]
 fn throttling_does_not_use_up_attempts_but_errors_do() {
     let s = Simple::new(&[]);
@@ -676,6 +773,159 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     panic!("{what}: not within {limit:?}");
 }
 
+/// botocore's credential chain with nothing but IMDS at `endpoint` (the instance-role
+/// provider, IMDSv2): its "method access_key" line and its stderr.
+fn botocore_imds(s: &Simple, endpoint: &str) -> (String, String) {
+    let out = Command::new(util::python())
+        .args([
+            "-c",
+            "import boto3; c = boto3.Session().get_credentials(); print(c.method, c.access_key)",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", s.path("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", s.path("no-credentials"))
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)
+        // A loaded test machine must not make botocore give up on a served request.
+        .env("AWS_METADATA_SERVICE_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One raw request to serve on `port` with `host` as the Host header: status and body.
+fn imds_with_host(port: u16, host: &str, head: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "{head}Host: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// `n` slowloris clients: connections that send half a request head and then nothing, kept
+/// open (reopened as soon as the server closes one) until the returned flag is set.
+fn idle_connections(
+    port: u16,
+    n: usize,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<usize>,
+) {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let open = move || -> Option<TcpStream> {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        c.write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .ok()?;
+        c.set_nonblocking(true).ok()?;
+        Some(c)
+    };
+    let handle = std::thread::spawn(move || {
+        let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| open()).collect();
+        let mut reopened = 0usize;
+        while !flag.load(Ordering::SeqCst) {
+            for slot in conns.iter_mut() {
+                let alive = slot.as_mut().is_some_and(|c| {
+                    let mut b = [0u8; 64];
+                    matches!(c.read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock)
+                });
+                if !alive {
+                    *slot = open();
+                    reopened += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        reopened
+    });
+    (stop, handle)
+}
+
+/// `serve` answers only loopback hosts with its port and the IMDS address (DNS rebinding), and
+/// a client that sends its request is served while 100 idle connections are held open.
+#[test]
+fn serve_refuses_foreign_hosts_and_outlasts_idle_connections() {
+    let s = Simple::new(&[]);
+    let port = util::free_port();
+    let mut args = s.args();
+    args[0] = "serve".into();
+    args.extend(["--port".to_string(), port.to_string(), "-vv".to_string()]);
+    let log = s.path("serve.log");
+    let _serve = spawn_bg(&s.keys, &args, &log);
+    let creds_path = "/latest/meta-data/iam/security-credentials/hybrid-node";
+    wait_until("serve has credentials", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok() && {
+            let token = util::imds_token(port);
+            imds(
+                port,
+                "GET",
+                creds_path,
+                &[("X-aws-ec2-metadata-token", &token)],
+            )
+            .0 == 200
+        }
+    });
+
+    // A page rebound to 127.0.0.1 sends its own name as Host: no token, no credentials.
+    let put = "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n";
+    for host in [
+        format!("rebound.example:{port}"),
+        "rebound.example".to_string(),
+        "127.0.0.1:1".to_string(),
+        format!("169.254.169.254:{port}"),
+    ] {
+        let (st, body) = imds_with_host(port, &host, put);
+        assert_eq!(st, 403, "{host}: {body}");
+        assert!(body.contains("Host not allowed"), "{host}: {body}");
+    }
+    let token = util::imds_token(port);
+    let get = format!("GET {creds_path} HTTP/1.1\r\nX-aws-ec2-metadata-token: {token}\r\n");
+    let (st, body) = imds_with_host(port, &format!("rebound.example:{port}"), &get);
+    assert_eq!(st, 403, "{body}");
+    assert!(!body.contains("AccessKeyId"), "{body}");
+    let (st, body) = imds_with_host(port, &format!("localhost:{port}"), &get);
+    assert_eq!(st, 200, "{body}");
+    let key = serde_json::from_str::<serde_json::Value>(&body).unwrap()["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // botocore pointed at serve, by address and by name.
+    for endpoint in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{port}/"),
+    ] {
+        let (line, err) = botocore_imds(&s, &endpoint);
+        assert_eq!(line, format!("iam-role {key}"), "{endpoint}: {err}");
+    }
+
+    // Slowloris: 100 idle connections held open; botocore is still served, three times.
+    let (stop, idle) = idle_connections(port, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let (line, err) = botocore_imds(&s, &format!("http://127.0.0.1:{port}/"));
+        assert_eq!(
+            line,
+            format!("iam-role {key}"),
+            "while idle clients wait: {err}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reopened = idle.join().unwrap();
+    eprintln!("idle connections reopened by the attacker: {reopened}");
+}
+
 fn access_key_in(file: &Path) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     // The key of profile [default] (other profiles may come first).
@@ -684,6 +934,64 @@ fn access_key_in(file: &Path) -> Option<String> {
         .lines()
         .take_while(|l| !l.starts_with('['))
         .find_map(|l| l.strip_prefix("aws_access_key_id = ").map(str::to_string))
+}
+
+/// A CreateSession answer whose session token carries a line break and an INI section
+/// (`[evil]`, `credential_process = ...`): refused as an operator error (exit 3) before anything
+/// is written, the shared credentials file byte for byte as it was, nothing cached, no forged
+/// log line.
+#[test]
+fn a_session_token_with_a_line_break_is_refused_before_anything_is_written() {
+    let s = Simple::new(&[]);
+    let file = s.path("credentials");
+    let cache = s.path("cache");
+    let mut update = s.args();
+    update[0] = "update".into();
+    update.extend([
+        "--credentials-file".to_string(),
+        file.display().to_string(),
+        "--once".to_string(),
+    ]);
+    s.keys.hb(&refs(&update), &[]).ok();
+    let good = std::fs::read(&file).unwrap();
+
+    s.ra.control(
+        "fault",
+        Some(serde_json::json!({"mode": "newline-token", "forever": true})),
+    );
+    let injected =
+        |r: &Run| r.stderr.contains("[evil]") || r.stderr.contains("credential_process =");
+    let r = s.keys.hb(&refs(&update), &[]);
+    assert_one_clear_line(
+        &r,
+        "update",
+        &["invalid credential set", "sessionToken", "line break"],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(!injected(&r), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        good,
+        "credentials file changed"
+    );
+
+    let mut process = s.args();
+    process.extend(["--cache-dir".to_string(), cache.display().to_string()]);
+    let r = s.keys.hb(&refs(&process), &[]);
+    assert_one_clear_line(&r, "credential-process", &["sessionToken", "line break"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(!injected(&r), "{}", r.stderr);
+    let cached: Vec<String> = util::dir_entries(&cache)
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert!(cached.is_empty(), "cached: {cached:?}");
+    // The endpoint did answer (200) each time: the refusal is ours.
+    assert!(
+        s.ra.stats()["ok"].as_u64().unwrap() >= 3,
+        "{}",
+        s.ra.stats()
+    );
 }
 
 #[test]
@@ -821,29 +1129,11 @@ fn update_keeps_the_last_good_credentials_and_serve_never_serves_empty_keys() {
         assert!(served[f].as_str().is_some_and(|v| !v.is_empty()), "{f}");
     }
     // An SDK (botocore's IMDSv2 provider) takes them from serve.
-    let out = Command::new(util::python())
-        .args([
-            "-c",
-            "import boto3; c = boto3.Session().get_credentials(); print(c.method, c.access_key)",
-        ])
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", s.path("no-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", s.path("no-credentials"))
-        .env(
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-            format!("http://127.0.0.1:{port}/"),
-        )
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&out.stdout);
+    let (line, err) = botocore_imds(&s, &format!("http://127.0.0.1:{port}/"));
     assert_eq!(
-        line.trim(),
+        line,
         format!("iam-role {}", served["AccessKeyId"].as_str().unwrap()),
-        "botocore: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "botocore: {err}"
     );
     let serve_stderr = std::fs::read_to_string(&serve_log).unwrap();
     assert!(!serve_stderr.contains(served["SecretAccessKey"].as_str().unwrap()));

@@ -6,8 +6,14 @@
 //! a cold cache make exactly one request. An entry is used while it has more than
 //! [`REFRESH_MARGIN_SECS`] left.
 //!
-//! A cache that cannot be used (read-only directory, foreign owner) degrades to fetching every
-//! time with a warning: caching is an optimisation, never a reason to fail.
+//! The cache does not trust its directory: the directory must be a real directory owned by us
+//! and writable by nobody else (a group- or world-writable one lets others plant or swap
+//! entries), and entries are opened with `O_NOFOLLOW | O_NONBLOCK` and used only when they are
+//! regular 0600 files of ours, so a symbolic link is never followed and a FIFO planted in place of
+//! an entry cannot block a caller.
+//!
+//! A cache that cannot be used (read-only directory, foreign owner, loose mode) degrades to
+//! fetching every time with a warning: caching is an optimisation, never a reason to fail.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -101,6 +107,11 @@ pub fn dir_for_root(root: &Path, env: impl Fn(&str) -> Option<String>) -> Option
     Some(crate::fsutil::under_root(root, Path::new(DEFAULT_DIR)))
 }
 
+/// The effective uid, which must own the cache directory and its entries.
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 /// Where the credentials came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -135,21 +146,89 @@ impl CredentialCache {
         self.dir.join(format!("rolesanywhere-{key}.lock"))
     }
 
+    /// Whether the cache directory may be trusted: absent (it is created 0700 on first use), or
+    /// a real directory (not a symbolic link) owned by `euid` that neither group nor others may
+    /// write. The error says what is wrong and what to do.
+    pub fn check_dir(&self, euid: u32) -> std::io::Result<()> {
+        let meta = match std::fs::symlink_metadata(&self.dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cache directory {}: {e}", self.dir.display()),
+                ))
+            }
+        };
+        let refuse = |why: String| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "cache directory {} {why}; it must be a directory of uid {euid} with mode \
+                     0700 (fix it, or remove it to have it recreated)",
+                    self.dir.display()
+                ),
+            ))
+        };
+        if meta.file_type().is_symlink() {
+            return refuse("is a symbolic link".into());
+        }
+        if !meta.is_dir() {
+            return refuse("is not a directory".into());
+        }
+        if meta.uid() != euid {
+            return refuse(format!("is owned by uid {}", meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return refuse(format!(
+                "is group- or world-writable (mode {:04o}): others could plant or swap entries",
+                meta.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    }
+
     /// A cached session valid for more than [`REFRESH_MARGIN_SECS`] after `now`, if any. A file
-    /// that is unreadable, malformed, not owned by us or readable by others is ignored.
+    /// that is unreadable, malformed, not a regular file (a symbolic link, a FIFO), not owned by
+    /// us or readable by others is ignored, as is every entry of an untrusted directory
+    /// ([`check_dir`](Self::check_dir)).
     pub fn get(&self, key: &str, now: SystemTime) -> Option<Credentials> {
+        let euid = euid();
+        if let Err(e) = self.check_dir(euid) {
+            log::warn!("ignoring the credential cache: {e}");
+            return None;
+        }
         let path = self.entry_path(key);
-        let file = match File::open(&path) {
+        // O_NOFOLLOW: a link is refused, never followed; O_NONBLOCK: opening a FIFO returns at
+        // once instead of waiting for a writer (it is then refused as not a regular file).
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                log::warn!(
+                    "ignoring credential cache {}: it is a symbolic link (not followed)",
+                    path.display()
+                );
+                return None;
+            }
             Err(e) => {
                 log::warn!("ignoring credential cache {}: {e}", path.display());
                 return None;
             }
         };
         let meta = file.metadata().ok()?;
-        let euid = rustix::process::geteuid().as_raw();
-        if meta.uid() != euid || meta.mode() & 0o077 != 0 || !meta.is_file() {
+        if !meta.is_file() {
+            log::warn!(
+                "ignoring credential cache {}: not a regular file",
+                path.display()
+            );
+            return None;
+        }
+        if meta.uid() != euid || meta.mode() & 0o077 != 0 {
             log::warn!(
                 "ignoring credential cache {}: it must be a 0600 file owned by uid {euid}",
                 path.display()
@@ -199,6 +278,7 @@ impl CredentialCache {
     }
 
     fn ensure_dir(&self) -> std::io::Result<()> {
+        self.check_dir(euid())?;
         if self.dir.is_dir() {
             return Ok(());
         }
@@ -251,6 +331,10 @@ impl CredentialCache {
         now: SystemTime,
         fetch: impl FnOnce() -> Result<Credentials, E>,
     ) -> Result<(Credentials, Source), E> {
+        if let Err(e) = self.check_dir(euid()) {
+            log::warn!("credential cache unusable ({e}): fetching without it");
+            return fetch().map(|c| (c, Source::Fetched));
+        }
         if let Some(c) = self.get(key, now) {
             return Ok((c, Source::Cache));
         }
@@ -461,6 +545,115 @@ mod tests {
         assert!(cache.get("k", from_unix_seconds(t0)).is_none());
         cache.invalidate("k").unwrap();
         assert!(!cache.entry_path("k").exists());
+    }
+
+    fn mkfifo(path: &Path) {
+        let st = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_an_entry_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CredentialCache::new(dir.path().join("cache"));
+        let t0 = 1_700_000_000;
+        cache.put("k", &creds(t0 + 3600, "ASIAOLD")).unwrap();
+        std::fs::remove_file(cache.entry_path("k")).unwrap();
+        mkfifo(&cache.entry_path("k"));
+        // Opening a FIFO for reading without O_NONBLOCK waits for a writer that never comes;
+        // run the call on a thread so a regression fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c2 = cache.clone();
+        std::thread::spawn(move || {
+            let r = c2.get_or_fetch("k", from_unix_seconds(t0), || {
+                Ok::<_, String>(creds(t0 + 3600, "ASIAFRESH"))
+            });
+            let _ = tx.send(r);
+        });
+        let (c, s) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the cache blocked on a FIFO")
+            .unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), s),
+            ("ASIAFRESH", Source::Fetched)
+        );
+        // The fresh session replaced the FIFO with a regular entry.
+        assert!(std::fs::symlink_metadata(cache.entry_path("k"))
+            .unwrap()
+            .is_file());
+    }
+
+    #[test]
+    fn a_symlinked_entry_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CredentialCache::new(dir.path().join("cache"));
+        let t0 = 1_700_000_000;
+        // A valid entry of ours elsewhere, linked in place of the cache entry.
+        let planted = CredentialCache::new(dir.path().join("elsewhere"));
+        planted.put("k", &creds(t0 + 3600, "ASIAPLANTED")).unwrap();
+        cache.put("other", &creds(t0 + 3600, "ASIAX")).unwrap();
+        std::os::unix::fs::symlink(planted.entry_path("k"), cache.entry_path("k")).unwrap();
+        assert!(cache.get("k", from_unix_seconds(t0)).is_none());
+        let (c, s) = cache
+            .get_or_fetch("k", from_unix_seconds(t0), || {
+                Ok::<_, String>(creds(t0 + 3600, "ASIAFRESH"))
+            })
+            .unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), s),
+            ("ASIAFRESH", Source::Fetched)
+        );
+        // The link was replaced, its target left alone.
+        assert!(std::fs::symlink_metadata(cache.entry_path("k"))
+            .unwrap()
+            .is_file());
+        let planted_text = std::fs::read_to_string(planted.entry_path("k")).unwrap();
+        assert!(planted_text.contains("ASIAPLANTED"));
+    }
+
+    #[test]
+    fn an_untrusted_directory_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CredentialCache::new(dir.path().join("cache"));
+        let t0 = 1_700_000_000;
+        cache.put("k", &creds(t0 + 3600, "ASIAOLD")).unwrap();
+        assert!(cache.get("k", from_unix_seconds(t0)).is_some());
+        for mode in [0o770, 0o703, 0o777] {
+            std::fs::set_permissions(cache.dir(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = cache.check_dir(euid()).unwrap_err().to_string();
+            assert!(
+                e.contains("group- or world-writable") && e.contains("0700"),
+                "{e}"
+            );
+            assert!(e.contains(&cache.dir().display().to_string()), "{e}");
+            assert!(cache.get("k", from_unix_seconds(t0)).is_none());
+            let (c, s) = cache
+                .get_or_fetch("k", from_unix_seconds(t0), || {
+                    Ok::<_, String>(creds(t0 + 3600, "ASIAFRESH"))
+                })
+                .unwrap();
+            assert_eq!(
+                (c.access_key_id.as_str(), s),
+                ("ASIAFRESH", Source::Fetched)
+            );
+            // Nothing stored in a directory others can write.
+            let text = std::fs::read_to_string(cache.entry_path("k")).unwrap();
+            assert!(text.contains("ASIAOLD"));
+        }
+        // A foreign owner cannot be set up without root; a uid that is not ours stands in.
+        std::fs::set_permissions(cache.dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = cache.check_dir(euid().wrapping_add(1)).unwrap_err();
+        assert!(e.to_string().contains("is owned by uid"), "{e}");
+        // A directory that is a link is refused too.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(cache.dir(), &link).unwrap();
+        let e = CredentialCache::new(&link).check_dir(euid()).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(cache.check_dir(euid()).is_ok());
     }
 
     #[test]

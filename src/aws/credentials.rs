@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::time::{parse_rfc3339, rfc3339, unix_seconds};
+use crate::peer_fields::{self, InvalidField};
 use crate::secret::Secret;
 
 /// A set of AWS credentials. `Debug` shows the access key id and expiration only.
@@ -47,6 +48,17 @@ impl Credentials {
     pub fn valid_for(&self, now: SystemTime, margin_secs: i64) -> bool {
         self.seconds_left(now).is_none_or(|left| left > margin_secs)
     }
+
+    /// Checks that each field holds only what it can ([`peer_fields`]): what a peer or a
+    /// `credential_process` returned must pass before it is written to a file or served.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        peer_fields::access_key_id("AccessKeyId", &self.access_key_id)?;
+        peer_fields::secret_access_key("SecretAccessKey", self.secret_access_key.expose())?;
+        if let Some(t) = &self.session_token {
+            peer_fields::session_token("SessionToken", t.expose())?;
+        }
+        Ok(())
+    }
 }
 
 /// Why `CreateSession` (or reading its answer) failed. Messages are one line and tell the operator
@@ -84,6 +96,10 @@ pub enum CreateSessionError {
     /// A 2xx answer that is not a credential set.
     #[error("IAM Roles Anywhere answered with an unreadable credential set: {0}")]
     BadResponse(String),
+    /// A credential set with a field that cannot hold what was sent (a line break in the
+    /// session token, ...): nothing is written or served.
+    #[error("IAM Roles Anywhere answered with an invalid credential set, refused before anything was written: {0} (is --endpoint the real service, or a proxy rewriting answers?)")]
+    InvalidField(#[from] InvalidField),
 }
 
 impl Classify for CreateSessionError {
@@ -160,6 +176,11 @@ pub fn parse_create_session_response(body: &[u8]) -> Result<Credentials, CreateS
             "accessKeyId, secretAccessKey or sessionToken is empty".into(),
         ));
     }
+    // Before any of it is used: nothing a peer sends may break the files and logs it reaches.
+    peer_fields::access_key_id("accessKeyId", &c.access_key_id)?;
+    peer_fields::secret_access_key("secretAccessKey", secret_access_key.expose())?;
+    peer_fields::session_token("sessionToken", session_token.expose())?;
+    peer_fields::timestamp("expiration", &c.expiration)?;
     let expiration = parse_rfc3339(&c.expiration).ok_or_else(|| {
         CreateSessionError::BadResponse(format!(
             "expiration {:?} is not an RFC 3339 time",
@@ -189,14 +210,16 @@ pub fn parse_create_session_error(
             .iter()
             .find_map(|n| obj.get(*n).and_then(|v| v.as_str()).map(str::to_string))
     };
-    let message = field(&["message", "Message"]).unwrap_or_else(|| {
-        let t: String = text.trim().chars().take(300).collect();
-        if t.is_empty() {
-            "<empty response body>".to_string()
-        } else {
-            t.split_whitespace().collect::<Vec<_>>().join(" ")
-        }
-    });
+    let message = field(&["message", "Message"])
+        .map(|m| peer_fields::one_line(&m))
+        .unwrap_or_else(|| {
+            let t = peer_fields::one_line(&text);
+            if t.is_empty() {
+                "<empty response body>".to_string()
+            } else {
+                t
+            }
+        });
     // `x-amzn-ErrorType: AccessDeniedException:http://...` or `__type` in the body.
     let kind = error_type_header
         .map(str::to_string)
@@ -286,6 +309,7 @@ pub fn handle_create_session_answer(
                 | CreateSessionError::ClockSkew { message, .. }
                 | CreateSessionError::Unknown { message, .. } => message.clone(),
                 CreateSessionError::BadResponse(m) => m.clone(),
+                CreateSessionError::InvalidField(f) => f.to_string(),
             };
             return Err(CreateSessionError::ClockSkew {
                 skew_secs: Some(skew_secs),
@@ -358,12 +382,16 @@ pub fn parse_credential_process(text: &[u8]) -> Result<Credentials, String> {
     if raw.access_key_id.is_empty() || raw.secret_access_key.is_empty() {
         return Err("credential_process output has an empty AccessKeyId or SecretAccessKey".into());
     }
-    Ok(Credentials {
+    let creds = Credentials {
         access_key_id: raw.access_key_id,
         secret_access_key: Secret::new(raw.secret_access_key),
         session_token: raw.session_token.filter(|t| !t.is_empty()).map(Secret::new),
         expiration,
-    })
+    };
+    creds
+        .validate()
+        .map_err(|e| format!("credential_process output has an invalid {e}"))?;
+    Ok(creds)
 }
 
 #[cfg(test)]
@@ -423,6 +451,41 @@ mod tests {
         assert!(e.contains("missing field `AccessKeyId`"), "{e}");
         let e = parse_credential_process(br#"{"Version":"SECRETVALUE"}"#).unwrap_err();
         assert!(!e.contains("SECRETVALUE"), "{e}");
+    }
+
+    #[test]
+    fn refuses_fields_that_cannot_hold_what_was_sent() {
+        let evil = "SESSIONTOKENVALUE456\\n[evil]\\ncredential_process = /bin/sh -c id";
+        let body = OK.replace("SESSIONTOKENVALUE456", evil);
+        let e = parse_create_session_response(body.as_bytes()).unwrap_err();
+        assert!(matches!(e, CreateSessionError::InvalidField(_)), "{e:?}");
+        assert_eq!(e.class(), Class::Operator);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("sessionToken holds a line break at byte 20"),
+            "{msg}"
+        );
+        assert!(!msg.contains("credential_process") && !msg.contains("SESSIONTOKEN"));
+        for (from, to) in [
+            ("ASIAEXAMPLEKEY", "ASIA EXAMPLE"),
+            ("SECRETKEYVALUE123", "SECRET\\rKEY"),
+            ("2024-05-01T13:00:00Z", "2024-05-01T13:00:00Z\\n"),
+        ] {
+            let body = OK.replace(from, to);
+            assert!(
+                parse_create_session_response(body.as_bytes()).is_err(),
+                "{to}"
+            );
+        }
+        // Error messages stay one line.
+        let e = parse_create_session_error(403, None, br#"{"message":"no\nerror: forged"}"#);
+        assert!(!e.to_string().contains('\n'), "{e}");
+        // What a credential_process prints is checked too.
+        let e = parse_credential_process(
+            br#"{"Version":1,"AccessKeyId":"ASIAX","SecretAccessKey":"S","SessionToken":"a\nb"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("SessionToken holds a line break"), "{e}");
     }
 
     #[test]

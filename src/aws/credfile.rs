@@ -24,6 +24,9 @@ pub enum CredFileError {
     BadProfile(String),
     #[error("{path}: {detail}")]
     Io { path: PathBuf, detail: String },
+    /// Credentials with a field the file cannot hold safely (a line break would add keys).
+    #[error("refusing to write credentials with an invalid {0}")]
+    BadCredentials(#[from] crate::peer_fields::InvalidField),
 }
 
 impl Classify for CredFileError {
@@ -96,6 +99,7 @@ fn is_continuation(line: &str) -> bool {
 /// credentials remove `aws_session_token`. The result holds secrets.
 pub fn render(existing: &str, profile: &str, creds: &Credentials) -> Result<Secret, CredFileError> {
     validate_profile(profile)?;
+    creds.validate()?;
     let mut wanted: Vec<(&str, Option<&str>)> = vec![
         (KEY_ID, Some(creds.access_key_id.as_str())),
         (SECRET, Some(creds.secret_access_key.expose())),
@@ -228,6 +232,20 @@ mod tests {
 
     fn r(existing: &str, profile: &str, c: &Credentials) -> String {
         render(existing, profile, c).unwrap().expose().to_string()
+    }
+
+    #[test]
+    fn credentials_that_would_inject_lines_are_refused() {
+        let evil = "TOK\n[evil]\ncredential_process = /bin/sh -c id";
+        let e = render("[other]\nx = 1\n", "default", &creds("ASIA1", Some(evil))).unwrap_err();
+        assert!(
+            e.to_string().contains("SessionToken holds a line break"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("credential_process"), "{e}");
+        let mut c = creds("ASIA1", None);
+        c.access_key_id = "ASIA1\n[x]".into();
+        assert!(render("", "default", &c).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::credentials::Credentials;
 use super::sigv4::{sign_request, HttpRequest};
 use super::sigv4x509::endpoint_host;
+use crate::peer_fields;
 
 /// The SigV4 service name of EKS.
 pub const SERVICE: &str = "eks";
@@ -205,7 +206,11 @@ pub fn parse_describe_cluster(
     let raw: RawAnswer =
         serde_json::from_slice(body).map_err(|e| bad(format!("not the expected JSON: {e}")))?;
     let c = raw.cluster;
+    let checked = |r: Result<(), peer_fields::InvalidField>| {
+        r.map_err(|e| bad(format!("{e} (nothing was written)")))
+    };
     let state = c.status.unwrap_or_else(|| "UNKNOWN".into());
+    checked(peer_fields::name("cluster.status", &state))?;
     if state != "ACTIVE" {
         return Err(EksError::NotActive {
             cluster: cluster.to_string(),
@@ -216,6 +221,7 @@ pub fn parse_describe_cluster(
         .endpoint
         .filter(|e| !e.is_empty())
         .ok_or_else(|| bad("no endpoint".into()))?;
+    checked(peer_fields::https_url("cluster.endpoint", &endpoint))?;
     let ca_b64 = c
         .certificate_authority
         .and_then(|ca| ca.data)
@@ -224,6 +230,19 @@ pub fn parse_describe_cluster(
     let certificate_authority_pem = base64::engine::general_purpose::STANDARD
         .decode(ca_b64.trim())
         .map_err(|e| bad(format!("certificateAuthority.data is not base64: {e}")))?;
+    // Written as the cluster CA file: it must be PEM certificates and nothing else.
+    let pem = std::str::from_utf8(&certificate_authority_pem).map_err(|_| {
+        bad("certificateAuthority.data is not PEM text (nothing was written)".into())
+    })?;
+    checked(peer_fields::pem_certificates(
+        "certificateAuthority.data",
+        pem,
+    ))?;
+    crate::x509::chain::parse_pem_certs(pem).map_err(|e| {
+        bad(format!(
+            "certificateAuthority.data holds no usable certificate: {e} (nothing was written)"
+        ))
+    })?;
     let net = c.kubernetes_network_config;
     let service_cidr = net.and_then(|n| n.service_ipv4_cidr.or(n.service_ipv6_cidr));
     let (remote_node_cidrs, remote_pod_cidrs) = match c.remote_network_config {
@@ -239,6 +258,24 @@ pub fn parse_describe_cluster(
         ),
         None => (Vec::new(), Vec::new()),
     };
+    if let Some(cidr) = &service_cidr {
+        checked(peer_fields::cidr(
+            "kubernetesNetworkConfig.serviceIpv4Cidr",
+            cidr,
+        ))?;
+    }
+    for cidr in &remote_node_cidrs {
+        checked(peer_fields::cidr("remoteNodeNetworks.cidrs", cidr))?;
+    }
+    for cidr in &remote_pod_cidrs {
+        checked(peer_fields::cidr("remotePodNetworks.cidrs", cidr))?;
+    }
+    if let Some(n) = &c.name {
+        checked(peer_fields::name("cluster.name", n))?;
+    }
+    if let Some(v) = &c.version {
+        checked(peer_fields::name("cluster.version", v))?;
+    }
     Ok(ClusterDetails {
         name: c.name.unwrap_or_else(|| cluster.to_string()),
         status: state,
@@ -267,9 +304,9 @@ fn classify_error(
     };
     let message = field("message")
         .or_else(|| field("Message"))
+        .map(|m| peer_fields::one_line(&m))
         .unwrap_or_else(|| {
-            let t: String = String::from_utf8_lossy(body).chars().take(300).collect();
-            let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
+            let t = peer_fields::one_line(&String::from_utf8_lossy(body));
             if t.is_empty() {
                 "<empty response body>".into()
             } else {
@@ -302,7 +339,7 @@ mod tests {
     use crate::aws::time::from_unix_seconds;
     use crate::secret::Secret;
 
-    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const CA_PEM: &str = include_str!("../../tests/fixtures/x509/root.pem");
 
     fn answer(status: &str) -> String {
         let ca = base64::engine::general_purpose::STANDARD.encode(CA_PEM);
@@ -339,6 +376,51 @@ mod tests {
                     .is_err()
             );
         }
+    }
+
+    #[test]
+    fn fields_that_cannot_hold_what_was_sent_are_refused() {
+        let ok = answer("ACTIVE");
+        let ca = base64::engine::general_purpose::STANDARD.encode(CA_PEM);
+        let junk_ca = base64::engine::general_purpose::STANDARD
+            .encode(format!("{CA_PEM}insecure-skip-tls-verify: true\n"));
+        for (what, body) in [
+            (
+                "cluster.endpoint",
+                ok.replace(
+                    "eks.amazonaws.com\"",
+                    "eks.amazonaws.com\\n    insecure-skip-tls-verify: true\"",
+                ),
+            ),
+            ("cluster.endpoint", ok.replace("https://ABC", "http://ABC")),
+            ("certificateAuthority.data", ok.replace(&ca, &junk_ca)),
+            (
+                "remoteNodeNetworks.cidrs",
+                ok.replace("10.81.0.0/16", "10.81.0.0/16\\n"),
+            ),
+            (
+                "serviceIpv4Cidr",
+                ok.replace("172.16.0.0/16", "172.16.0.0 /16"),
+            ),
+            ("cluster.version", ok.replace("\"1.31\"", "\"1.31\\nx\"")),
+        ] {
+            assert_ne!(body, ok, "{what}: the case must change the answer");
+            let e = parse_describe_cluster("hybrid", "us-west-2", 200, None, body.as_bytes())
+                .unwrap_err();
+            assert!(matches!(e, EksError::BadResponse { .. }), "{what}: {e}");
+            assert!(e.to_string().contains(what), "{what}: {e}");
+            assert_eq!(e.class(), Class::Operator);
+        }
+        // An error message cannot start a new log line.
+        let e = parse_describe_cluster(
+            "hybrid",
+            "us-west-2",
+            403,
+            None,
+            br#"{"message":"denied\nerror: forged"}"#,
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
     }
 
     #[test]

@@ -210,6 +210,80 @@ pub fn parse_request(buf: &[u8]) -> Parse {
     }
 }
 
+/// The IMDS address clients use when nothing points them elsewhere (the node may redirect it
+/// to `serve` with a firewall rule); they send it as `Host` without a port.
+pub const IMDS_IPV4: &str = "169.254.169.254";
+/// EC2's IPv6 IMDS address, as a `Host` value.
+pub const IMDS_IPV6: &str = "[fd00:ec2::254]";
+
+/// Refuses a request whose `Host` is not one `serve` answers to, before anything else (no
+/// token is issued). A web page that an attacker's DNS rebinds to 127.0.0.1 reaches the socket,
+/// but its browser sends the attacker's name as `Host`; only these pass:
+///
+/// - a loopback host (`localhost`, any `127.0.0.0/8` address, `[::1]`) with `serve`'s own
+///   `port` (no port means 80), which is what an SDK pointed at
+///   `AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:<port>/` sends;
+/// - the IMDS addresses ([`IMDS_IPV4`], [`IMDS_IPV6`]) with no port or port 80, which is what
+///   an SDK with the default endpoint sends when the node redirects it to `serve`.
+///
+/// A missing or repeated `Host` is a 400, any other host a 403.
+pub fn check_host(req: &Request, port: u16) -> Option<Response> {
+    let mut hosts = req.headers.iter().filter(|(k, _)| k == "host");
+    let (Some((_, host)), None) = (hosts.next(), hosts.next()) else {
+        return Some(Response::text(400, "exactly one Host header is required\n"));
+    };
+    if host_allowed(host, port) {
+        None
+    } else {
+        Some(Response::text(
+            403,
+            "Host not allowed: use 127.0.0.1, localhost or [::1] with this server's port, or 169.254.169.254\n",
+        ))
+    }
+}
+
+/// Whether `host` (a `Host` header value) names this server: see [`check_host`].
+pub fn host_allowed(host: &str, port: u16) -> bool {
+    let Some((name, given)) = split_host_port(host) else {
+        return false;
+    };
+    let name = name.to_ascii_lowercase();
+    let loopback = name == "localhost"
+        || name == "[::1]"
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback());
+    let imds = name == IMDS_IPV4 || name == IMDS_IPV6;
+    let effective = given.unwrap_or(80);
+    (loopback && effective == port) || (imds && effective == 80)
+}
+
+/// `name[:port]` or `[v6]:port` into the name (brackets kept) and the port, if well formed.
+fn split_host_port(host: &str) -> Option<(&str, Option<u16>)> {
+    let port = |p: &str| -> Option<u16> {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok()
+    };
+    let (name, rest) = if host.starts_with('[') {
+        let end = host.find(']')?;
+        host.split_at(end + 1)
+    } else {
+        match host.find(':') {
+            Some(i) => host.split_at(i),
+            None => (host, ""),
+        }
+    };
+    if name.is_empty() || name == "[]" {
+        return None;
+    }
+    match rest {
+        "" => Some((name, None)),
+        r => Some((name, Some(port(r.strip_prefix(':')?)?))),
+    }
+}
+
 /// What the emulator currently has to serve.
 #[derive(Debug, Clone, Copy)]
 pub struct CredentialView<'a> {
@@ -446,6 +520,54 @@ mod tests {
             },
             || unreachable!(),
         )
+    }
+
+    #[test]
+    fn only_loopback_and_imds_hosts_with_the_right_port_pass() {
+        for ok in [
+            "127.0.0.1:9911",
+            "localhost:9911",
+            "LOCALHOST:9911",
+            "127.1.2.3:9911",
+            "[::1]:9911",
+            "169.254.169.254",
+            "169.254.169.254:80",
+            "[fd00:ec2::254]",
+        ] {
+            assert!(host_allowed(ok, 9911), "{ok}");
+        }
+        for bad in [
+            "evil.example:9911",
+            "evil.example",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "127.0.0.1:9912",
+            "127.0.0.1:09911x",
+            "127.0.0.1:",
+            "localhost",
+            "[::1]",
+            "[::1]9911",
+            "169.254.169.254:9911",
+            "0177.0.0.1:9911",
+            "127.0.0.1.evil.example:9911",
+            "10.0.0.1:9911",
+            "",
+            ":9911",
+            "[]:9911",
+            "[::1",
+        ] {
+            assert!(!host_allowed(bad, 9911), "{bad}");
+        }
+        // On port 80 a loopback host may leave the port out.
+        assert!(host_allowed("127.0.0.1", 80) && host_allowed("localhost:80", 80));
+        let with = |hosts: &str| req(&format!("GET / HTTP/1.1\r\n{hosts}\r\n"));
+        assert_eq!(check_host(&with("Host: 127.0.0.1:9911\r\n"), 9911), None);
+        let r = check_host(&with("Host: rebound.example:9911\r\n"), 9911).unwrap();
+        assert_eq!(r.status, 403);
+        assert!(r.body.expose().contains("Host not allowed"));
+        assert_eq!(check_host(&with(""), 9911).unwrap().status, 400);
+        let two = with("Host: 127.0.0.1:9911\r\nHost: evil.example\r\n");
+        assert_eq!(check_host(&two, 9911).unwrap().status, 400);
     }
 
     #[test]

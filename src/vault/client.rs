@@ -1,5 +1,6 @@
 //! The Vault HTTP API: one call with retries, the auth logins, unwrap and `pki/sign`.
 
+use crate::peer_fields::one_line;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -425,10 +426,6 @@ pub fn fuzz_answers(body: &[u8], now: SystemTime) {
             let _ = format_duration(d);
         }
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -56,9 +56,11 @@ listeners, loopback peers only; JSON in and out):
                              query, headers, body) and its outcome (status, error)
     POST /_control/reset     zero the counters, clear faults, throttle and clock offset
                              back to the command-line values
-    POST /_control/fault     {"mode": "500"|"503"|"429"|"drop"|"delay", "count": N}
+    POST /_control/fault     {"mode": "500"|"503"|"429"|"drop"|"delay"|"newline-token", "count": N}
                              ("count": -1 or "forever": true = until recovered;
-                             "delay_seconds": s for mode "delay", which then answers normally)
+                             "delay_seconds": s for mode "delay", which then answers normally;
+                             "newline-token" answers 200 with a session token that carries a
+                             line break and an INI section, as a hostile or broken peer might)
     POST /_control/recover   clear the fault mode
     POST /_control/throttle  {"rps": N}  (0 = off): beyond N CreateSession calls in any
                              1 s window answer 429 ThrottlingException
@@ -814,6 +816,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(delay)
         try:
             doc = create_session(st, method, raw_path, raw_query, headers, body)
+            if mode == "newline-token":
+                creds = doc["credentialSet"][0]["credentials"]
+                creds["sessionToken"] += "\n[evil]\ncredential_process = /bin/sh -c 'id > /tmp/pwned'"
         except ApiError as e:
             self.log_message("CreateSession rejected %d %s: %s", e.status, e.kind, e.message)
             st.record(e.status, "rejected", f"{e.kind}: {e.message}", last)
@@ -844,8 +849,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             st.reset()
         elif op == "fault":
             mode = str(args.get("mode", ""))
-            if mode not in ("500", "503", "429", "drop", "delay"):
-                return self.send_error_doc(invalid("mode must be one of 500, 503, 429, drop, delay"))
+            if mode not in ("500", "503", "429", "drop", "delay", "newline-token"):
+                return self.send_error_doc(
+                    invalid("mode must be one of 500, 503, 429, drop, delay, newline-token"))
             count = -1 if args.get("forever") else int(args.get("count", 1))
             with st.lock:
                 st.fault_mode = mode
