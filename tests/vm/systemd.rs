@@ -438,6 +438,34 @@ fn manufacture(bao: &OpenBao, tpmdir: &Path, line: &Path) -> String {
     std::fs::read_to_string(stored).unwrap()
 }
 
+/// Searches the raw disk image (every block, so deleted files and the journal too) for each
+/// token and for a PEM private key with its body (the header alone is a string in many
+/// binaries, e.g. libcrypto).
+fn no_secret_on_disk(disk: &Path, tokens: &[String]) {
+    assert!(
+        !tokens.is_empty(),
+        "the audit log shows no token issued: the search would prove nothing"
+    );
+    let d = disk.to_str().unwrap();
+    for token in tokens {
+        let r = common::tool("grep", &["-c", "-a", "-F", "-e", token, d], &[]);
+        assert_eq!(
+            r.stdout.trim(),
+            "0",
+            "a Vault token issued during the run is on the guest's disk {d} (grep exit {})",
+            r.code
+        );
+    }
+    let pem = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/]{16}";
+    let r = common::tool("grep", &["-c", "-a", "-z", "-P", "-e", pem, d], &[]);
+    assert_eq!(
+        r.stdout.trim(),
+        "0",
+        "a PEM private key is on the guest's disk {d}: {}",
+        r.stderr
+    );
+}
+
 /// Number of OpenBao certificates in the node's PKI mount.
 fn certificate_count(bao: &OpenBao) -> usize {
     let r = bao.bao(&["list", "-format=json", "pki_int/certs"]);
@@ -872,6 +900,10 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
     let _ = std::fs::write(artifacts.join("ra.log"), ra.process.log_text());
     let _ = std::fs::write(artifacts.join("apiserver.log"), api.process.log_text());
     let _ = std::fs::write(artifacts.join("registry.log"), registry.log());
+
+    // Zero-secret enrollment: nothing on the guest's disk (files, the journal, free blocks) is a
+    // Vault token OpenBao issued during the run, or a private key in the clear.
+    no_secret_on_disk(&vm.join("disk.img"), &bao.issued_tokens());
     let c = console(&console_log);
     println!(
         "systemd guest: root {:.1} s, assemble {:.1} s, cut 1 at {:.1} s, cut 2 at {:.1} s, joined at {:.1} s, done at {:.1} s",
