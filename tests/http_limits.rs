@@ -10,14 +10,7 @@ use std::time::{Duration, Instant};
 
 use hybridboot::http::{Client, HttpError, Request, Timeouts, Url};
 
-/// Peak resident set of this process so far (kB), from /proc.
-fn peak_rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+use crate::util::peak_rss_kb;
 
 /// Accepts one connection, reads the request head, writes `head`, then calls `body` with the
 /// stream until it returns false or a write fails (the client gave up) or 60 s pass.

@@ -168,6 +168,16 @@ pub fn helper_test(name: &str) -> Command {
     cmd
 }
 
+/// Peak resident set of this process so far (kB), from /proc. Measure in a child process of its
+/// own ([`helper_test`]): the test binary runs every topic's tests in one process.
+pub fn peak_rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a race).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
