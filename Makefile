@@ -15,6 +15,9 @@ build: ## debug build of the binary (all backends)
 	$(CARGO) build --locked
 
 test: setup ## every test: unit, CLI, and against real peers (swtpm, SoftHSM2, ...)
+	@# The VM test's Debian root (minutes to debootstrap when not cached) builds meanwhile;
+	@# vm-test's own call waits for it (the script holds a lock) or finds it cached.
+	mkdir -p target && (bash tests/vm/setup.sh && bash tests/vm/build-debian-root.sh) >target/vm-root.log 2>&1 &
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --features tpm-native --lib
 	$(CARGO) test --locked --features tpm-native --test tests tpm_native::

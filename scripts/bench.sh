@@ -8,7 +8,7 @@
 # target/bench/results.json (raw), target/bench/sign.{md,json} (signing latency per backend).
 # `make bench` also puts the table into README.md between its bench markers (BENCH_README=0:
 # leave README.md alone). Knobs: BENCH_RUNS (7), BENCH_WARM_RUNS
-# (31), BENCH_FLEET_NODES (200).
+# (31), BENCH_FLEET_NODES (200), BENCH_VM (0; 1 = run `make vm-test` first for the VM figures).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/lib.sh"
@@ -51,6 +51,10 @@ HYBRIDBOOT_BENCH_OUT=$out/sign.json cargo bench --locked -q --bench sign -- "${k
 # The TPM part of the first-boot floor: the same TPM commands straight through tss-esapi.
 HYBRIDBOOT_BENCH_N=${BENCH_RUNS:-7} HYBRIDBOOT_BENCH_OUT=$work/tpm-floor.json \
   cargo bench --locked -q --bench tpm_floor
+
+# The VM guests' boot-to-joined times come from the last `make vm-test` (target/vm-artifacts/*.json);
+# BENCH_VM=1 runs it first (minutes under TCG).
+if [ "${BENCH_VM:-0}" = 1 ]; then make -C "$here" vm-test; fi
 
 # Everything else: the Python helpers under scripts/bench/.
 "$venv/bin/python" "$here/scripts/bench/suite.py" --bin "$bin" --work "$work/suite" \

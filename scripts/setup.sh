@@ -18,6 +18,8 @@ APT_PACKAGES=(
   faketime         # tests/firstboot.rs: a clock years off
   socat            # VM test: guestfwd relays to loopback
   time             # make bench: peak RSS (/usr/bin/time -v)
+  docker-registry apache2-utils skopeo  # tests/sandbox.rs: a real registry (htpasswd auth), the image push
+  tinyproxy        # tests/sandbox.rs: the site's HTTP proxy
 )
 
 missing=()

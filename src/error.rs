@@ -192,6 +192,9 @@ pub fn io_class(kind: std::io::ErrorKind) -> Class {
     use std::io::ErrorKind::*;
     match kind {
         NotFound | PermissionDenied | InvalidInput | InvalidData | AlreadyExists => Class::Operator,
+        // A unit's sandbox that does not let it write (ProtectSystem=strict without the path in
+        // ReadWritePaths=), a full disk: a person changes the unit or frees space.
+        ReadOnlyFilesystem | StorageFull => Class::Operator,
         TimedOut | ConnectionRefused | ConnectionReset | Interrupted => Class::Transient,
         _ => Class::Bug,
     }
@@ -272,6 +275,15 @@ mod tests {
             source: std::io::Error::other("x")
         }
         .is_transient());
+    }
+
+    #[test]
+    fn a_write_the_sandbox_or_the_disk_refuses_needs_an_operator() {
+        // Seen under systemd: ProtectSystem=strict without the directory in ReadWritePaths=.
+        let io: Result<(), _> = Err(std::io::Error::from_raw_os_error(30)); // EROFS
+        let e = io.context("writing /etc/iam/pki/server.pem").unwrap_err();
+        assert_eq!(class_of(&e), Class::Operator);
+        assert_eq!(io_class(std::io::ErrorKind::StorageFull), Class::Operator);
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub mod irsa;
 pub mod key;
 pub mod logging;
 pub mod node;
+pub mod oci;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod process;
 pub mod retry;

@@ -95,6 +95,11 @@ enum Command {
     Init(node::InitArgs),
     /// Write a user kubeconfig whose exec plugin is `hybridboot token` with IAM Roles Anywhere.
     Kubeconfig(token::KubeconfigArgs),
+    /// Make sure containerd holds the sandbox image its config pins (init's last step): pulled
+    /// from ECR with the node's credentials, every digest verified, imported with ctr.
+    ///
+    /// Example: hybridboot sandbox-image --config-source file:///etc/eks/nodeconfig.yaml
+    SandboxImage(node::SandboxImageArgs),
 }
 
 fn main() -> ExitCode {
@@ -139,5 +144,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Token(a) => token::run(a),
         Command::Init(a) => node::run_init(a),
         Command::Kubeconfig(a) => token::run_kubeconfig(a),
+        Command::SandboxImage(a) => node::run_sandbox_image(a),
     }
 }

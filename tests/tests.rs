@@ -30,6 +30,7 @@ mod packaging;
 mod pkcs11;
 mod properties;
 mod rolesanywhere;
+mod sandbox;
 mod secrets_audit;
 mod tpm;
 mod tpm_native;

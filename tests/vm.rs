@@ -9,6 +9,8 @@
 use crate::util as common;
 use crate::util::openbao;
 
+mod systemd;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,7 +23,7 @@ fn repo() -> PathBuf {
 }
 
 /// The static binary for `arch` (`make static`), or `HYBRIDBOOT_STATIC_<ARCH>`.
-fn static_binary(arch: &str) -> PathBuf {
+pub(crate) fn static_binary(arch: &str) -> PathBuf {
     let bin = std::env::var_os(format!("HYBRIDBOOT_STATIC_{}", arch.to_ascii_uppercase()))
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(format!("target/dist/hybridboot-{arch}-static")));
@@ -404,6 +406,40 @@ spec:
     // The peers saw the node: a successful CreateSession at the Roles Anywhere endpoint.
     let stats = ra.stats();
     assert!(stats["ok"].as_u64().unwrap_or(0) >= 1, "{stats}");
+
+    write_busybox_timings(arch, &console, elapsed);
+}
+
+/// target/vm-artifacts/busybox-<arch>.json for `make bench`: the guest's uptime when its job
+/// started, first boot's own time (its "first boot done in" line), their sum (boot to joined)
+/// and the whole QEMU run.
+fn write_busybox_timings(arch: &str, console: &str, elapsed: std::time::Duration) {
+    let uptime_start = console
+        .lines()
+        .find_map(|l| l.split("uptime-start ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    let firstboot_s = console
+        .lines()
+        .find_map(|l| l.split("first boot done in ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|ms| ms / 1000.0);
+    let timings = serde_json::json!({
+        "guest": format!("busybox-{arch}"),
+        "boot_to_joined_s": uptime_start.zip(firstboot_s).map(|(a, b)| a + b),
+        "firstboot_s": firstboot_s,
+        "boot_to_job_s": uptime_start,
+        "whole_run_s": elapsed.as_secs_f64(),
+        "note": "busybox initramfs, PID 1 a shell script; first boot run directly, systemctl recorded",
+    });
+    let dir = repo().join("target/vm-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("busybox-{arch}.json")),
+        serde_json::to_string_pretty(&timings).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -160,6 +160,18 @@ def render(r: dict) -> str:
             key = re.sub(r"file:.*/", "file:", k["key"])  # not the run's temporary directory
             out.append(f"| `{key}` | {k['algorithm']} | {k['sign_median_ms']:.2f} | {k['sign_min_ms']:.2f} | {k['sign_max_ms']:.2f} | {k['n']} |")
 
+    vms = r.get("vm") or []
+    out += ["", "VM guests under QEMU (TCG, no KVM) with swtpm, from the last `make vm-test` (BENCH_VM=1 runs it first):", "",
+            "| guest | boot to joined s | first boot s | whole run s | measured | what |", "|---|---|---|---|---|---|"]
+    sec = lambda v: f"{v:.1f}" if isinstance(v, (int, float)) else "n/a"
+    for g in vms:
+        first = g.get("firstboot_unit_s", g.get("firstboot_s"))
+        what = "firstboot unit's own time (ExecMainStart to ExecMainExit)" if "firstboot_unit_s" in g else "hybridboot's `first boot done in`"
+        out.append(f"| {g.get('guest', '?')} | {sec(g.get('boot_to_joined_s'))} | {sec(first)} ({what}) | "
+                   f"{sec(g.get('whole_run_s'))} | {g.get('measured', '?')} | {g.get('note', '')} |")
+    if not vms:
+        out.append("| (none: run `make vm-test`) | | | | | |")
+
     t = Targets()
     ratio = fb["total"]["median"] / floor_total
     t.at_most("firstboot / floor", ratio, 1.5, lambda v: f"{v:.2f}")

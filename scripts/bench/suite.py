@@ -38,6 +38,21 @@ def machine() -> dict:
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def vm_guests(artifacts: Path) -> list[dict]:
+    """The VM guests' timings as the last `make vm-test` wrote them (target/vm-artifacts/*.json):
+    booting guests under TCG takes minutes, so the bench reports the test's figures (with their
+    age) instead of booting them again; BENCH_VM=1 makes bench.sh run `make vm-test` first."""
+    out = []
+    for f in sorted(artifacts.glob("*.json")):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        d["measured"] = dt.datetime.fromtimestamp(f.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        out.append(d)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True)
@@ -82,6 +97,7 @@ def main() -> None:
     results["fleet"] = fleet.fleet(bin, vault, ra, work / "fleet", env)
     if a.sign and a.sign.exists():
         results["sign"] = json.loads(a.sign.read_text())
+    results["vm"] = vm_guests(Path(__file__).resolve().parents[2] / "target" / "vm-artifacts")
     results["suite_seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_end"] = os.getloadavg()
     a.out.write_text(json.dumps(results, indent=1) + "\n")

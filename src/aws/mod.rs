@@ -26,6 +26,7 @@ pub mod cache;
 pub mod credentials;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod credfile;
+pub mod ecr;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod eks;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked

@@ -50,10 +50,58 @@ pub struct RolesAnywhereSettings {
     pub session_duration: u32,
     /// Role session name (usually the node name).
     pub role_session_name: Option<String>,
-    /// Use `HTTPS_PROXY` / `NO_PROXY` from the environment.
-    pub with_proxy: bool,
+    /// Which proxy CreateSession goes through.
+    pub proxy: SessionProxy,
     /// Trust only the CAs in this PEM bundle for the endpoint's TLS certificate.
     pub ca_bundle: Option<PathBuf>,
+}
+
+/// Which proxy a session's requests go through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SessionProxy {
+    /// None: the endpoint is reached directly (the reference's default).
+    #[default]
+    Direct,
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` from the environment (`--with-proxy`).
+    Environment,
+    /// These proxies, whatever the environment says (`--https-proxy`, `--http-proxy`,
+    /// `--no-proxy`): what init writes into the node's `credential_process` line, so that every
+    /// later refresh goes through the site's proxy.
+    Explicit {
+        /// Proxy for https endpoints (`http://host:port`).
+        https_proxy: Option<String>,
+        /// Proxy for plain-http endpoints.
+        http_proxy: Option<String>,
+        /// Hosts, suffixes, IP addresses and CIDR blocks reached directly (comma separated).
+        no_proxy: Option<String>,
+    },
+}
+
+impl SessionProxy {
+    /// The HTTP client's proxy settings.
+    pub fn settings(&self) -> anyhow::Result<ProxySettings> {
+        match self {
+            SessionProxy::Direct => Ok(ProxySettings::none()),
+            SessionProxy::Environment => Ok(ProxySettings::from_env().classed()?),
+            SessionProxy::Explicit {
+                https_proxy,
+                http_proxy,
+                no_proxy,
+            } => {
+                if https_proxy.is_none() && http_proxy.is_none() {
+                    return Err(operator("--no-proxy needs --https-proxy or --http-proxy"));
+                }
+                let pick = |k: &str| match k {
+                    "https_proxy" => https_proxy.clone(),
+                    "http_proxy" => http_proxy.clone(),
+                    "no_proxy" => no_proxy.clone(),
+                    _ => None,
+                };
+                ProxySettings::from_lookup(pick)
+                    .map_err(|e| operator(format!("--https-proxy/--http-proxy: {e}")))
+            }
+        }
+    }
 }
 
 impl RolesAnywhereSettings {
@@ -76,15 +124,15 @@ impl RolesAnywhereSettings {
             endpoint: None,
             session_duration: DEFAULT_SESSION_DURATION,
             role_session_name: None,
-            with_proxy: false,
+            proxy: SessionProxy::Direct,
             ca_bundle: None,
         }
     }
 
     /// The `credential-process` flags and values that say these settings, for a line another
     /// process runs (the node's AWS config, a kubeconfig's exec plugin): nodeadm's five first,
-    /// then whatever is set beyond the defaults. (`with_proxy`, a flag without a value, is
-    /// never part of such a line.)
+    /// then whatever is set beyond the defaults. A flag without a value (`--with-proxy`) comes
+    /// with an empty value.
     pub fn process_args(&self) -> Vec<(&'static str, String)> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let mut args = vec![
@@ -114,6 +162,26 @@ impl RolesAnywhereSettings {
                 .into_iter()
                 .filter_map(|(flag, value)| value.map(|v| (flag, v))),
         );
+        match &self.proxy {
+            SessionProxy::Direct => {}
+            SessionProxy::Environment => args.push(("--with-proxy", String::new())),
+            SessionProxy::Explicit {
+                https_proxy,
+                http_proxy,
+                no_proxy,
+            } => {
+                let explicit = [
+                    ("--https-proxy", https_proxy),
+                    ("--http-proxy", http_proxy),
+                    ("--no-proxy", no_proxy),
+                ];
+                args.extend(
+                    explicit
+                        .into_iter()
+                        .filter_map(|(flag, value)| value.clone().map(|v| (flag, v))),
+                );
+            }
+        }
         args
     }
 
@@ -193,11 +261,7 @@ impl RolesAnywhereSettings {
         if let Some(ca) = &self.ca_bundle {
             b = b.ca_bundle_file(ca).classed()?;
         }
-        b = b.proxy(if self.with_proxy {
-            ProxySettings::from_env().classed()?
-        } else {
-            ProxySettings::none()
-        });
+        b = b.proxy(self.proxy.settings()?);
         let client = b.build().classed()?;
         log::debug!(
             "Roles Anywhere: endpoint {endpoint}, region {region}, certificate {} ({} intermediates)",

@@ -11,7 +11,9 @@ use clap::{Args, Subcommand};
 
 use super::KeyAccessArgs;
 use crate::aws::credentials::render_credential_process;
-use crate::aws::session::{self, CacheSettings, RolesAnywhereSettings, DEFAULT_SESSION_DURATION};
+use crate::aws::session::{
+    self, CacheSettings, RolesAnywhereSettings, SessionProxy, DEFAULT_SESSION_DURATION,
+};
 use crate::aws::{inspect, serve, update};
 
 /// The flags of every command that makes a Roles Anywhere session (aws_signing_helper's names).
@@ -54,8 +56,20 @@ pub struct RolesAnywhereArgs {
     #[command(flatten)]
     pub key_access: KeyAccessArgs,
     /// Use HTTPS_PROXY / NO_PROXY from the environment (off by default, like the reference).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["https_proxy", "http_proxy"])]
     pub with_proxy: bool,
+    /// Proxy for https endpoints (`http://host:port`), whatever the environment says: init
+    /// writes it into the node's credential_process line so every later refresh goes through
+    /// the site's proxy.
+    #[arg(long, value_name = "URL")]
+    pub https_proxy: Option<String>,
+    /// Proxy for plain-http endpoints (`http://host:port`).
+    #[arg(long, value_name = "URL")]
+    pub http_proxy: Option<String>,
+    /// Hosts, domain suffixes, IP addresses and CIDR blocks reached without the proxy (comma
+    /// separated; with --https-proxy or --http-proxy).
+    #[arg(long, value_name = "LIST")]
+    pub no_proxy: Option<String>,
     /// Trust only the CAs in this PEM bundle for the endpoint's TLS certificate (the AWS SDKs'
     /// `AWS_CA_BUNDLE`).
     #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
@@ -76,8 +90,24 @@ impl RolesAnywhereArgs {
             endpoint: self.endpoint.clone(),
             session_duration: self.session_duration,
             role_session_name: self.role_session_name.clone(),
-            with_proxy: self.with_proxy,
+            proxy: self.proxy(),
             ca_bundle: self.ca_bundle.clone(),
+        }
+    }
+}
+
+impl RolesAnywhereArgs {
+    fn proxy(&self) -> SessionProxy {
+        if self.https_proxy.is_some() || self.http_proxy.is_some() || self.no_proxy.is_some() {
+            SessionProxy::Explicit {
+                https_proxy: self.https_proxy.clone(),
+                http_proxy: self.http_proxy.clone(),
+                no_proxy: self.no_proxy.clone(),
+            }
+        } else if self.with_proxy {
+            SessionProxy::Environment
+        } else {
+            SessionProxy::Direct
         }
     }
 }
@@ -241,6 +271,7 @@ mod tests {
                 assert_eq!(a.ra.role_session_name.as_deref(), Some("mock-hybrid-node"));
                 assert_eq!(a.ra.session_duration, 3600);
                 assert!(!a.cache.no_cache && !a.ra.with_proxy);
+                assert_eq!(a.ra.settings().proxy, SessionProxy::Direct);
             }
             _ => unreachable!(),
         }

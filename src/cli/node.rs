@@ -1,4 +1,5 @@
-//! The node commands: `config check`, `install`, `uninstall` and `init`, their flags turned into
+//! The node commands: `config check`, `install`, `uninstall`, `init` and `sandbox-image`, their
+//! flags turned into
 //! the settings of [`crate::node`].
 
 use std::path::PathBuf;
@@ -9,7 +10,9 @@ use crate::error::{self, ResultExt};
 use crate::node::config;
 use crate::node::init::{self, InitSettings, Systemctl};
 use crate::node::install::{self, ContainerdSource, InstallSettings, DEFAULT_MANIFEST};
+use crate::node::render::proxy::ProxyEnv;
 use crate::node::render::{AwsOverrides, KubeletVersion};
+use crate::node::sandbox::{self, Outcome, SandboxSettings};
 
 /// `hybridboot config` subcommands.
 #[derive(Subcommand, Debug)]
@@ -175,6 +178,14 @@ pub struct InitArgs {
     /// AWS_ENDPOINT_URL, then the region's].
     #[arg(long, value_name = "URL")]
     pub eks_endpoint: Option<String>,
+    /// ECR API endpoint for the sandbox image's GetAuthorizationToken [default: the registry
+    /// region's, `https://api.ecr.<region>.amazonaws.com`].
+    #[arg(long, value_name = "URL")]
+    pub ecr_endpoint: Option<String>,
+    /// Where the sandbox image's registry is served (a VPC endpoint or pull-through mirror)
+    /// [default: `https://<registry host of the image>`; `http://` only when written here].
+    #[arg(long, value_name = "URL")]
+    pub ecr_registry_endpoint: Option<String>,
     /// PEM bundle of the CAs of the AWS endpoints' TLS certificates, used here and written into
     /// the credential_process line [default: AWS_CA_BUNDLE for this run only (not written),
     /// then the built-in roots].
@@ -209,8 +220,13 @@ impl InitArgs {
                 ca_bundle: self.aws_ca_bundle.clone(),
                 tcti: self.tcti.clone(),
                 pkcs11_lib: self.pkcs11_lib.clone(),
+                // The site's proxy, from this run's environment (HTTPS_PROXY, HTTP_PROXY,
+                // NO_PROXY): written into the drop-ins and the credential_process line.
+                proxy: ProxyEnv::from_env(),
             },
             eks_endpoint: self.eks_endpoint.clone(),
+            ecr_endpoint: self.ecr_endpoint.clone(),
+            ecr_registry_endpoint: self.ecr_registry_endpoint.clone(),
             ..InitSettings::new(self.config_source.clone(), self.root.clone())
         })
     }
@@ -219,4 +235,74 @@ impl InitArgs {
 /// Runs `init` with systemd as the service manager.
 pub fn run_init(args: InitArgs) -> anyhow::Result<()> {
     init::init(&args.settings()?, &mut Systemctl::from_env())
+}
+
+/// Arguments of `hybridboot sandbox-image`.
+#[derive(Args, Debug)]
+pub struct SandboxImageArgs {
+    /// The NodeConfig whose IAM Roles Anywhere settings give the credentials for ECR (not needed
+    /// when AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are set).
+    #[arg(long, short = 'c', value_name = "SOURCE")]
+    pub config_source: Option<String>,
+    /// Node root (containerd's socket and config are taken under it).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// containerd's config for `containerd config dump` [default: containerd's default].
+    #[arg(long, value_name = "FILE")]
+    pub containerd_config: Option<PathBuf>,
+    /// ECR API endpoint [default: the registry region's].
+    #[arg(long, value_name = "URL")]
+    pub ecr_endpoint: Option<String>,
+    /// Where the image's registry is served [default: https://<registry host>].
+    #[arg(long, value_name = "URL")]
+    pub ecr_registry_endpoint: Option<String>,
+    /// CAs of the ECR endpoint's and the registry's TLS certificates [default: env
+    /// AWS_CA_BUNDLE, then the built-in roots].
+    #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
+    pub aws_ca_bundle: Option<PathBuf>,
+    /// How long to keep retrying an unreachable or failing ECR or registry (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub retry_deadline: String,
+}
+
+impl SandboxImageArgs {
+    /// The settings these flags say.
+    pub fn settings(&self) -> anyhow::Result<SandboxSettings> {
+        let mut settings = SandboxSettings::new(&self.root);
+        settings.containerd_config = self.containerd_config.clone();
+        settings.ecr_endpoint = self.ecr_endpoint.clone();
+        settings.registry_endpoint = self.ecr_registry_endpoint.clone();
+        settings.ca_bundle = self.aws_ca_bundle.clone();
+        let deadline = crate::time::parse_duration(&self.retry_deadline)
+            .map_err(|e| error::operator(format!("--retry-deadline: {e}")))?;
+        settings.retry = settings.retry.with_deadline(deadline);
+        Ok(settings)
+    }
+}
+
+/// Runs `sandbox-image`: init's last step alone.
+pub fn run_sandbox_image(args: SandboxImageArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let retry = settings.retry;
+    let mut credentials = || -> anyhow::Result<crate::aws::credentials::Credentials> {
+        let env = |k: &str| std::env::var(k).ok();
+        if let Some(c) = crate::aws::sources::from_environment(&env).classed()? {
+            return Ok(c);
+        }
+        let source = args.config_source.as_deref().ok_or_else(|| {
+            error::operator("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or give --config-source (the node's IAM Roles Anywhere settings)")
+        })?;
+        let cfg = config::load(source).classed()?;
+        init::roles_anywhere_credentials(&cfg.node, &AwsOverrides::default(), &args.root, &retry)
+    };
+    match sandbox::ensure(&settings, &mut credentials).classed()? {
+        Outcome::Present(image) => println!("{image}: present"),
+        Outcome::Pulled {
+            image,
+            digest,
+            bytes,
+            ..
+        } => println!("{image}: pulled {digest} ({bytes} bytes)"),
+    }
+    Ok(())
 }

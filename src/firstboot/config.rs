@@ -33,7 +33,13 @@
 //!   aws:                              # optional: private (VPC) endpoints and their CA
 //!     rolesAnywhereEndpoint: https://rolesanywhere.us-west-2.amazonaws.com
 //!     eksEndpoint: https://eks.us-west-2.amazonaws.com
+//!     ecrEndpoint: https://api.ecr.us-west-2.amazonaws.com        # GetAuthorizationToken
+//!     ecrRegistryEndpoint: https://mirror.example.com:5000        # where the sandbox image's registry is served
 //!     caBundle: /etc/hybridboot/aws-ca.pem
+//!   proxy:                            # optional: the site's HTTP proxy
+//!     httpsProxy: http://proxy.example.com:3128
+//!     httpProxy: http://proxy.example.com:3128                     # optional
+//!     noProxy: [localhost, 127.0.0.1, .example.internal, 10.0.0.0/8]  # or one comma-separated string
 //!   install:                          # optional: absent = binaries are in the image
 //!     kubernetesVersion: "1.31"
 //!     manifest: https://...           # optional
@@ -69,6 +75,8 @@ pub struct BootstrapConfig {
     pub vault: VaultSpec,
     /// `spec.aws`: endpoint and CA overrides for the AWS calls.
     pub aws: AwsSpec,
+    /// `spec.proxy`: the site's HTTP proxy, if any.
+    pub proxy: Option<ProxyConfig>,
     /// `spec.install`; `None`: the binaries are baked into the image.
     pub install: Option<InstallSpec>,
     /// `spec.timeouts`.
@@ -139,8 +147,30 @@ pub struct AwsSpec {
     pub roles_anywhere_endpoint: Option<String>,
     /// EKS endpoint for DescribeCluster (`https://eks.<region>.amazonaws.com` when unset).
     pub eks_endpoint: Option<String>,
-    /// PEM bundle replacing the built-in roots for both.
+    /// ECR API endpoint for GetAuthorizationToken (`https://api.ecr.<registry region>.<suffix>`
+    /// when unset).
+    pub ecr_endpoint: Option<String>,
+    /// Where the sandbox image's registry is served (a VPC endpoint or pull-through mirror):
+    /// replaces `https://<registry host>` of the image reference (`http://` only when written
+    /// so here).
+    pub ecr_registry_endpoint: Option<String>,
+    /// PEM bundle replacing the built-in roots for all of them.
     pub ca_bundle: Option<PathBuf>,
+}
+
+/// `spec.proxy`: the site's HTTP proxy. First boot puts it into its own environment
+/// (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), so every request it makes and every program it
+/// runs uses it, and init writes it where the node needs it later (containerd and kubelet
+/// drop-ins, the `credential_process` line).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxyConfig {
+    /// Proxy for https URLs (`http://host:port`; tunnelled with CONNECT).
+    pub https_proxy: Option<String>,
+    /// Proxy for plain http URLs.
+    pub http_proxy: Option<String>,
+    /// Hosts, domain suffixes (`.example.com` or `example.com`), IP addresses and CIDR blocks
+    /// reached directly.
+    pub no_proxy: Vec<String>,
 }
 
 /// `spec.install`.
@@ -202,6 +232,8 @@ struct RawSpec {
     vault: Option<RawVault>,
     #[serde(default)]
     aws: Option<RawAws>,
+    #[serde(default)]
+    proxy: Option<RawProxy>,
     #[serde(default)]
     install: Option<RawInstall>,
     #[serde(default)]
@@ -280,7 +312,23 @@ struct RawAws {
     #[serde(default)]
     eks_endpoint: Option<String>,
     #[serde(default)]
+    ecr_endpoint: Option<String>,
+    #[serde(default)]
+    ecr_registry_endpoint: Option<String>,
+    #[serde(default)]
     ca_bundle: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawProxy {
+    #[serde(default)]
+    https_proxy: Option<String>,
+    #[serde(default)]
+    http_proxy: Option<String>,
+    /// A list, or one comma-separated string (the environment variable's form).
+    #[serde(default)]
+    no_proxy: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -494,7 +542,78 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
             a.roles_anywhere_endpoint,
         )?,
         eks_endpoint: endpoint("spec.aws.eksEndpoint", a.eks_endpoint)?,
+        ecr_endpoint: endpoint("spec.aws.ecrEndpoint", a.ecr_endpoint)?,
+        ecr_registry_endpoint: endpoint("spec.aws.ecrRegistryEndpoint", a.ecr_registry_endpoint)?,
         ca_bundle: abs_path("spec.aws.caBundle", a.ca_bundle)?,
+    };
+
+    // spec.proxy
+    let proxy = match spec.proxy {
+        None => None,
+        Some(p) => {
+            let proxy_url = |field: &'static str, v: Option<String>| -> Result<Option<String>, _> {
+                match non_empty(v) {
+                    None => Ok(None),
+                    Some(u) => {
+                        crate::http::Proxy::parse(u.trim())
+                            .map_err(|e| invalid(field, e.to_string()))?;
+                        Ok(Some(u.trim().to_string()))
+                    }
+                }
+            };
+            let https_proxy = proxy_url("spec.proxy.httpsProxy", p.https_proxy)?;
+            let http_proxy = proxy_url("spec.proxy.httpProxy", p.http_proxy)?;
+            if https_proxy.is_none() && http_proxy.is_none() {
+                return Err(invalid(
+                    "spec.proxy",
+                    "set httpsProxy (and httpProxy for plain-http targets), or remove spec.proxy"
+                        .into(),
+                ));
+            }
+            let no_proxy = match p.no_proxy {
+                None | Some(serde_yaml_ng::Value::Null) => Vec::new(),
+                Some(serde_yaml_ng::Value::String(s)) => s.split(',').map(str::to_string).collect(),
+                Some(serde_yaml_ng::Value::Sequence(items)) => items
+                    .into_iter()
+                    .map(|v| match v {
+                        serde_yaml_ng::Value::String(s) => Ok(s),
+                        other => Err(invalid(
+                            "spec.proxy.noProxy",
+                            format!("{other:?}: each entry must be a string (quote it)"),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(invalid(
+                        "spec.proxy.noProxy",
+                        "a list of hosts, suffixes and CIDR blocks, or one comma-separated string"
+                            .into(),
+                    ))
+                }
+            };
+            let no_proxy: Vec<String> = no_proxy
+                .iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect();
+            for e in &no_proxy {
+                if e.contains(char::is_whitespace) || e.contains('=') {
+                    return Err(invalid(
+                        "spec.proxy.noProxy",
+                        format!("{e:?} is not a host, suffix or CIDR block"),
+                    ));
+                }
+                if e.contains('/') {
+                    crate::node::config::parse_cidr(e)
+                        .map_err(|m| invalid("spec.proxy.noProxy", m))?;
+                }
+            }
+            Some(ProxyConfig {
+                https_proxy,
+                http_proxy,
+                no_proxy,
+            })
+        }
     };
 
     // spec.install
@@ -566,6 +685,7 @@ fn validate(path: &Path, raw: RawBootstrap) -> Result<BootstrapConfig, ConfigErr
         key,
         vault,
         aws,
+        proxy,
         install,
         timeouts,
     })
@@ -698,6 +818,66 @@ spec:
             .unwrap_err()
             .to_string()
             .contains("spec.vault.auth: give either tokenFile or appRole"));
+    }
+
+    #[test]
+    fn proxy_and_ecr_endpoints() {
+        let with = GOOD.replace(
+            "  install:\n",
+            "  aws:\n    ecrEndpoint: http://127.0.0.1:5000/\n    ecrRegistryEndpoint: https://mirror.example.com:5443\n  proxy:\n    httpsProxy: http://proxy.example.com:3128\n    noProxy: [localhost, .corp.example, 10.0.0.0/8]\n  install:\n",
+        );
+        let c = parse(&with).unwrap();
+        assert_eq!(c.aws.ecr_endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(
+            c.aws.ecr_registry_endpoint.as_deref(),
+            Some("https://mirror.example.com:5443")
+        );
+        let p = c.proxy.unwrap();
+        assert_eq!(
+            p.https_proxy.as_deref(),
+            Some("http://proxy.example.com:3128")
+        );
+        assert_eq!(p.http_proxy, None);
+        assert_eq!(p.no_proxy, ["localhost", ".corp.example", "10.0.0.0/8"]);
+        // The environment variable's form works too.
+        let comma = with.replace(
+            "noProxy: [localhost, .corp.example, 10.0.0.0/8]",
+            "noProxy: \"localhost, .corp.example\"",
+        );
+        assert_eq!(
+            parse(&comma).unwrap().proxy.unwrap().no_proxy,
+            ["localhost", ".corp.example"]
+        );
+        assert_eq!(parse(GOOD).unwrap().proxy, None);
+        for (from, to, want) in [
+            (
+                "httpsProxy: http://proxy.example.com:3128",
+                "httpsProxy: https://proxy:3128",
+                "spec.proxy.httpsProxy",
+            ),
+            (
+                "    httpsProxy: http://proxy.example.com:3128\n",
+                "",
+                "spec.proxy: set httpsProxy",
+            ),
+            ("10.0.0.0/8]", "10.0.0.0/33]", "spec.proxy.noProxy"),
+            ("[localhost,", "[1,", "spec.proxy.noProxy"),
+            (
+                "ecrEndpoint: http://127.0.0.1:5000/",
+                "ecrEndpoint: 127.0.0.1:5000",
+                "spec.aws.ecrEndpoint",
+            ),
+            (
+                "  proxy:\n",
+                "  proxy:\n    bogus: 1\n",
+                "unknown field `bogus`",
+            ),
+        ] {
+            let text = with.replace(from, to);
+            assert_ne!(text, with, "{from}");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{from:?} -> {e}");
+        }
     }
 
     #[test]

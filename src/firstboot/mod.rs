@@ -97,12 +97,66 @@ impl ConfigSource {
                 ira.private_key
             );
         }
+        if let Some(proxy) = &bootstrap.proxy {
+            export_proxy(proxy);
+        }
         Ok(Configs {
             path: loaded.path,
             node: loaded.node,
             bootstrap,
         })
     }
+}
+
+/// Puts `spec.proxy` into this process's environment (`HTTPS_PROXY`, `HTTP_PROXY`,
+/// `NO_PROXY`, and their lowercase forms, which the HTTP client reads first): every client
+/// built afterwards, every program run (`credential_process`, `ctr`) and init's rendering of
+/// the drop-ins and the credential_process line see the site's proxy. Called while loading the
+/// configuration, before any thread or request exists. It replaces a proxy from the unit's
+/// environment (said in the log).
+fn export_proxy(proxy: &config::ProxyConfig) {
+    let no_proxy = proxy.no_proxy.join(",");
+    let vars: [(&str, &str, Option<&str>); 3] = [
+        ("HTTPS_PROXY", "https_proxy", proxy.https_proxy.as_deref()),
+        ("HTTP_PROXY", "http_proxy", proxy.http_proxy.as_deref()),
+        (
+            "NO_PROXY",
+            "no_proxy",
+            Some(no_proxy.as_str()).filter(|v| !v.is_empty()),
+        ),
+    ];
+    for (upper, lower, value) in vars {
+        let before = std::env::var(lower).or_else(|_| std::env::var(upper)).ok();
+        match value {
+            Some(v) => {
+                if before.as_deref().is_some_and(|b| b != v) {
+                    log::warn!("spec.proxy replaces {upper} from the environment");
+                }
+                std::env::set_var(upper, v);
+                std::env::set_var(lower, v);
+            }
+            None => {
+                if before.is_some() {
+                    log::warn!(
+                        "spec.proxy is set without {upper}: ignoring {upper} from the environment"
+                    );
+                }
+                std::env::remove_var(upper);
+                std::env::remove_var(lower);
+            }
+        }
+    }
+    // Origins only: a proxy URL may carry a password.
+    let shown = |u: Option<&str>| {
+        u.and_then(|u| crate::http::Proxy::parse(u).ok())
+            .map_or_else(|| "none".to_string(), |p| format!("{p:?}"))
+    };
+    log::info!(
+        "proxy from spec.proxy: https {}, http {}, no proxy for [{}]",
+        shown(proxy.https_proxy.as_deref()),
+        shown(proxy.http_proxy.as_deref()),
+        no_proxy
+    );
 }
 
 fn absolute(p: &Path) -> PathBuf {

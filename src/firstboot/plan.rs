@@ -15,6 +15,7 @@ use crate::http::Url;
 use crate::key::{Algorithm, KeyRef, KeySettings};
 use crate::node::init::InitSettings;
 use crate::node::install::{self, ContainerdSource, InstallSettings};
+use crate::node::render::proxy::ProxyEnv;
 use crate::node::render::AwsOverrides;
 use crate::vault::{self, SecretAuth};
 
@@ -111,8 +112,19 @@ impl Plan {
                 ca_bundle: b.aws.ca_bundle.clone(),
                 tcti: b.key.tcti.clone(),
                 pkcs11_lib: b.key.pkcs11_lib.clone(),
+                // spec.proxy, else the unit's environment (a drop-in's Environment=).
+                proxy: match &b.proxy {
+                    Some(p) => Some(ProxyEnv {
+                        https_proxy: p.https_proxy.clone(),
+                        http_proxy: p.http_proxy.clone(),
+                        no_proxy: p.no_proxy.clone(),
+                    }),
+                    None => ProxyEnv::from_env(),
+                },
             },
             eks_endpoint: b.aws.eks_endpoint.clone(),
+            ecr_endpoint: b.aws.ecr_endpoint.clone(),
+            ecr_registry_endpoint: b.aws.ecr_registry_endpoint.clone(),
             ..InitSettings::new(configs.path.display().to_string(), self.root.clone())
         }
     }

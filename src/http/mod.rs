@@ -14,7 +14,8 @@
 //! private CAs that matter (Vault's) are always configured explicitly with a bundle
 //! ([`ClientBuilder::ca_bundle_file`]), which then replaces the defaults.
 //!
-//! Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (lowercase first): `CONNECT` tunnels
+//! Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (lowercase first; `NO_PROXY` takes
+//! hosts, suffixes, IPs, `host:port` and CIDR blocks): `CONNECT` tunnels
 //! for https, absolute-form requests for http.
 //!
 //! One file per concern: [`url`](Url) parsing, proxy selection, TLS (roots and the key-backed

@@ -69,11 +69,10 @@ impl ProxySettings {
 
     /// From any variable lookup (pure; for tests and configuration files).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, HttpError> {
-        let var = |lower: &str, upper: &str| {
-            get(lower)
-                .or_else(|| get(upper))
-                .filter(|v| !v.trim().is_empty())
-        };
+        // An empty variable counts as unset (as in curl): `https_proxy=` must not hide
+        // `HTTPS_PROXY`.
+        let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let var = |lower: &str, upper: &str| set(lower).or_else(|| set(upper));
         let https = var("https_proxy", "HTTPS_PROXY")
             .map(|v| Proxy::parse(v.trim()))
             .transpose()?;
@@ -108,9 +107,18 @@ impl ProxySettings {
 
     fn bypass(&self, url: &Url) -> bool {
         let host = url.host.trim_end_matches('.');
+        let host_ip = host.parse::<std::net::IpAddr>().ok();
         self.no_proxy.iter().any(|entry| {
             if entry == "*" {
                 return true;
+            }
+            // A CIDR block ("10.0.0.0/8", "fd00::/8") matches IP-literal hosts inside it, as in
+            // Go's httpproxy (what containerd and the kubelet use): names are not resolved.
+            if entry.contains('/') {
+                return match (crate::node::config::parse_cidr(entry), host_ip) {
+                    (Ok(net), Some(ip)) => net.contains(ip),
+                    _ => false,
+                };
             }
             // Entries may carry a port ("host:port", "[v6]:port"): then it must match too.
             let (name, port) = match entry.strip_prefix('[') {
@@ -182,6 +190,7 @@ mod tests {
             Some("lower:3128")
         );
         assert_eq!(pick("https://10.0.0.5/"), None);
+        assert_eq!(pick("https://10.0.0.6/").as_deref(), Some("lower:3128"));
         assert_eq!(pick("https://svc.local:8443/"), None);
         assert_eq!(
             pick("https://svc.local:443/").as_deref(),
@@ -197,10 +206,56 @@ mod tests {
             )
         );
         assert!(!format!("{s:?}").contains("p@ss"));
+        let empty_lower = ProxySettings::from_lookup(env(&[
+            ("https_proxy", ""),
+            ("HTTPS_PROXY", "http://upper:3128"),
+        ]))
+        .unwrap();
+        assert!(empty_lower
+            .for_url(&Url::parse("https://a/").unwrap())
+            .is_some());
         let all =
             ProxySettings::from_lookup(env(&[("https_proxy", "http://p:1"), ("no_proxy", "*")]))
                 .unwrap();
         assert!(all.for_url(&Url::parse("https://a/").unwrap()).is_none());
         assert!(ProxySettings::from_lookup(env(&[("https_proxy", "https://p:1")])).is_err());
+    }
+
+    #[test]
+    fn no_proxy_matches_hosts_suffixes_and_cidrs() {
+        let s = ProxySettings::from_lookup(|k| match k {
+            "HTTPS_PROXY" | "HTTP_PROXY" => Some("http://proxy:3128".to_string()),
+            "NO_PROXY" => Some(
+                "example.com, .corp.example, 10.0.0.0/8,192.168.1.0/24 ,fd00::/8,127.0.0.1".into(),
+            ),
+            _ => None,
+        })
+        .unwrap();
+        let direct = |u: &str| s.for_url(&Url::parse(u).unwrap()).is_none();
+        // Hosts and suffixes, with or without the leading dot.
+        assert!(direct("https://example.com/"));
+        assert!(direct("https://api.example.com/"));
+        assert!(!direct("https://notexample.com/"));
+        assert!(direct("https://corp.example/") && direct("https://a.b.corp.example/"));
+        // CIDR blocks match IP literals inside them, v4 and v6, http and https.
+        assert!(direct("https://10.1.2.3:6443/") && direct("http://10.255.0.1/"));
+        assert!(direct("https://192.168.1.77/"));
+        assert!(!direct("https://192.168.2.1/"));
+        assert!(!direct("https://11.0.0.1/"));
+        assert!(direct("https://[fd12::1]:8443/"));
+        assert!(!direct("https://[fe80::1]/"));
+        assert!(direct("http://127.0.0.1:5000/"));
+        assert!(!direct("http://127.0.0.2:5000/"));
+        // A CIDR never matches a name (no resolution), and a bad block matches nothing.
+        assert!(!direct("https://ten.example/"));
+        let bad = ProxySettings::from_lookup(|k| match k {
+            "HTTPS_PROXY" => Some("http://proxy:3128".to_string()),
+            "NO_PROXY" => Some("10.0.0.0/33".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(bad
+            .for_url(&Url::parse("https://10.0.0.1/").unwrap())
+            .is_some());
     }
 }

@@ -13,3 +13,4 @@ pub mod init;
 pub mod install;
 pub mod kubeconfig;
 pub mod render;
+pub mod sandbox;

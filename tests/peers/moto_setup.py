@@ -23,7 +23,8 @@ What it creates:
   sts:AssumeRole (+TagSession, SetSourceIdentity) on the node role. The Roles Anywhere
   test endpoint mints credentials with this key.
 - IAM role ``hybrid-node`` whose trust policy names the user's ARN (moto does not honour
-  ``:root`` principals), with an inline policy allowing eks:DescribeCluster/ListClusters.
+  ``:root`` principals), with inline policies allowing eks:DescribeCluster/ListClusters and the
+  ECR pull (ecr:GetAuthorizationToken, BatchGetImage, GetDownloadUrlForLayer).
 - EKS cluster (ACTIVE) with the service CIDR and, where moto keeps it, the hybrid-node
   remote network config.
 - Finally ``POST /moto-api/reset-auth`` body ``0``: from now on moto checks SigV4
@@ -110,6 +111,27 @@ def setup(
                     {
                         "Effect": "Allow",
                         "Action": ["eks:DescribeCluster", "eks:ListClusters"],
+                        "Resource": "*",
+                    }
+                ],
+            }
+        ),
+    )
+    # What nodeadm's hybrid node role needs to pull the sandbox image from ECR.
+    iam.put_role_policy(
+        RoleName=ROLE,
+        PolicyName="ecr-pull",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": [
+                            "ecr:GetAuthorizationToken",
+                            "ecr:BatchGetImage",
+                            "ecr:GetDownloadUrlForLayer",
+                        ],
                         "Resource": "*",
                     }
                 ],

@@ -19,7 +19,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::{peers_dir, python};
+pub use super::{peers_dir, python};
 
 /// Runs a script of tests/peers with the venv's Python to completion; panics on failure.
 pub fn run_script(script: &str, args: &[&str]) -> String {
@@ -450,7 +450,8 @@ impl RolesAnywhere {
 pub struct ApiServer {
     /// Holds the peer's state until drop.
     _dir: tempfile::TempDir,
-    _process: PeerProcess,
+    /// The peer (its log, for a failing test's report).
+    pub process: PeerProcess,
     pub port: u16,
     /// The CA of its TLS certificate (the cluster CA).
     pub ca: PathBuf,
@@ -459,8 +460,15 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts it for cluster `hybrid-test` in [`REGION`], TLS certificate signed by `ca`.
     pub fn start(ca: &MiniCa, credentials_file: &Path) -> ApiServer {
+        Self::start_with_names(ca, credentials_file, &[])
+    }
+
+    /// [`ApiServer::start`] with a TLS certificate that also names these DNS names (how a VM
+    /// guest reaches it).
+    pub fn start_with_names(ca: &MiniCa, credentials_file: &Path, names: &[&str]) -> ApiServer {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = ca.tls(dir.path());
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (cert, key) = ca.tls_with_names(dir.path(), &names);
         let log = dir.path().join("apiserver.log");
         let args: Vec<String> = vec![
             "--port".into(),
@@ -483,7 +491,7 @@ impl ApiServer {
         let port = process.ready["port"].as_u64().unwrap() as u16;
         ApiServer {
             _dir: dir,
-            _process: process,
+            process,
             port,
             ca: ca.cert.clone(),
         }

@@ -2,7 +2,7 @@
 //! session) and `eks:DescribeCluster`; and the node IP the kernel would use to reach the
 //! cluster.
 
-use std::net::{IpAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -16,19 +16,46 @@ use crate::node::render::aws::roles_anywhere_settings;
 use crate::node::render::AwsOverrides;
 use crate::retry::RetryPolicy;
 
-/// The local address the kernel would use to reach `host` (no packet is sent: a UDP connect
-/// only picks a route). nodeadm takes the default route's address the same way.
+/// The local address the kernel would use to reach the API server (no packet is sent: a UDP
+/// connect only picks a route). When its name does not resolve (a site whose only resolver is
+/// its proxy), the default route's address, as nodeadm takes it.
 pub(super) fn detect_node_ip(endpoint: &str) -> Option<IpAddr> {
     let url = http::Url::parse(endpoint).ok()?;
+    let host = url.host().trim_matches(['[', ']']).to_string();
+    local_address_towards((host.as_str(), url.port())).or_else(|| {
+        let table = std::fs::read_to_string("/proc/net/route").ok()?;
+        let gateway = default_gateway(&table)?;
+        log::info!(
+            "{host} does not resolve here: the node IP is the default route's (gateway {gateway})"
+        );
+        local_address_towards((gateway, 53))
+    })
+}
+
+fn local_address_towards(target: impl std::net::ToSocketAddrs) -> Option<IpAddr> {
     let sock = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    sock.connect((url.host().trim_matches(['[', ']']), url.port()))
-        .ok()?;
+    sock.connect(target).ok()?;
     sock.local_addr().ok().map(|a| a.ip())
+}
+
+/// The IPv4 default route's gateway in `/proc/net/route` (columns Iface, Destination, Gateway,
+/// Flags, ..., Mask; addresses in the kernel's byte order, printed as hex).
+fn default_gateway(table: &str) -> Option<Ipv4Addr> {
+    const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let hex = |i: usize| cols.get(i).and_then(|c| u32::from_str_radix(c, 16).ok());
+        let (dest, gateway, flags, mask) = (hex(1)?, hex(2)?, hex(3)?, hex(7)?);
+        let wanted = RTF_UP | RTF_GATEWAY;
+        (dest == 0 && mask == 0 && flags & wanted == wanted && gateway != 0)
+            .then(|| Ipv4Addr::from(gateway.to_le_bytes()))
+    })
 }
 
 /// Credentials for DescribeCluster: the environment if it has keys (operators and tests), else
 /// [`roles_anywhere_credentials`].
-pub(super) fn node_credentials(
+pub fn node_credentials(
     cfg: &NodeConfig,
     extra: &AwsOverrides,
     root: &Path,
@@ -134,5 +161,19 @@ mod tests {
             Some("127.0.0.1".parse().unwrap())
         );
         assert_eq!(detect_node_ip("not a url"), None);
+    }
+
+    #[test]
+    fn the_default_gateway_comes_from_the_route_table() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(default_gateway(table), Some(Ipv4Addr::new(10, 0, 2, 2)));
+        // No default route, or one that is down: nothing.
+        let down = table.replace("\t0003\t", "\t0002\t");
+        assert_eq!(default_gateway(&down), None);
+        assert_eq!(default_gateway("Iface\tDestination\n"), None);
+        assert_eq!(default_gateway("Iface\nbogus line\n"), None);
     }
 }

@@ -28,6 +28,8 @@ pub enum Phase {
     ClockValidation,
     /// Enabling and restarting units (`run`).
     Run,
+    /// Making sure containerd holds the sandbox image (`sandbox-image`).
+    SandboxImage,
 }
 
 const FILE_PHASES: [FilePhase; 4] = [
@@ -93,6 +95,9 @@ impl Skip {
                 "run" => {
                     skip.phases.insert(Phase::Run);
                 }
+                "sandbox-image" => {
+                    skip.phases.insert(Phase::SandboxImage);
+                }
                 n if NODEADM_ONLY_PHASES.contains(&n) => skip.ignored.push(n.to_string()),
                 n => match FILE_PHASES.iter().find(|p| p.name() == n) {
                     Some(p) => {
@@ -120,6 +125,7 @@ impl Skip {
             "certificate-validation",
             "clock-validation",
             "run",
+            "sandbox-image",
         ]);
         v
     }

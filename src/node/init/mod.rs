@@ -7,10 +7,16 @@
 //!   with the NodeConfig's arguments: what the aws phase's config file runs) -> DescribeCluster
 //!   (only when endpoint, CA or service CIDR is missing) -> node IP check -> files_phase
 //!   -> ServiceManager (only for the effects the write report lists; --no-start skips it)
+//!   -> sandbox image in containerd (pulled from ECR only when missing; `--skip sandbox-image`)
 //! ```
+//!
+//! The site's proxy ([`AwsOverrides::proxy`]: the environment of `hybridboot init`, or
+//! BootstrapConfig `spec.proxy` in first boot) is used by every request and written into the
+//! containerd and kubelet drop-ins and the credential_process line.
 
 mod cluster;
 mod files;
+mod image;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -22,12 +28,15 @@ use crate::error::{self, Class, ResultExt, WithClass};
 use crate::node::render::{AwsOverrides, ClusterDetails, KubeletVersion};
 use crate::node::{checks, config, facts};
 use crate::retry::RetryPolicy;
-pub use cluster::{describe_cluster_by_name, roles_anywhere_credentials, EksTarget};
-use cluster::{detect_node_ip, node_credentials};
+use cluster::detect_node_ip;
+pub use cluster::{
+    describe_cluster_by_name, node_credentials, roles_anywhere_credentials, EksTarget,
+};
 pub use files::{
     apply, files_phase, remove_obsolete, write_files, FilesError, Phase, Skip, WriteError,
     WriteReport,
 };
+pub use image::sandbox_settings;
 pub use units::{plan, ServiceManager, Systemctl, UnitAction};
 
 /// What `init` does and where: built by the command line (`hybridboot init`) or by first boot
@@ -53,6 +62,12 @@ pub struct InitSettings {
     /// EKS endpoint for DescribeCluster [default: env `AWS_ENDPOINT_URL_EKS`, then
     /// `AWS_ENDPOINT_URL`, then the region's].
     pub eks_endpoint: Option<String>,
+    /// ECR API endpoint for the sandbox image's GetAuthorizationToken [default: the registry
+    /// region's].
+    pub ecr_endpoint: Option<String>,
+    /// Where the sandbox image's registry is served (a VPC endpoint or pull-through mirror)
+    /// [default: `https://<registry host of the image>`].
+    pub ecr_registry_endpoint: Option<String>,
     /// Retry policy of the remote calls (first boot bounds it by its own deadline).
     pub retry: Option<RetryPolicy>,
     /// Apply the effects of unchanged files too (first boot after a power cut cannot know
@@ -72,6 +87,8 @@ impl InitSettings {
             hybridboot_path: None,
             aws: AwsOverrides::default(),
             eks_endpoint: None,
+            ecr_endpoint: None,
+            ecr_registry_endpoint: None,
             retry: None,
             apply_unchanged: false,
         }
@@ -220,6 +237,11 @@ pub fn init(args: &InitSettings, services: &mut dyn ServiceManager) -> anyhow::R
     }
     if actions.is_empty() {
         log::info!("nothing changed: no unit restarted");
+    }
+
+    // sandbox image (nodeadm pulls it right after starting containerd)
+    if !skip.skips(Phase::SandboxImage) {
+        image::ensure_sandbox_image(args, &cfg, &facts.aws, &policy)?;
     }
     Ok(())
 }

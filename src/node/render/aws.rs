@@ -2,7 +2,7 @@
 //! `enableCredentialsFile`) the unit that keeps a shared credentials file fresh.
 
 use super::{shell_quote, systemd_quote, AwsOverrides, Effect, NodeFacts, RenderedFile};
-use crate::aws::session::RolesAnywhereSettings;
+use crate::aws::session::{RolesAnywhereSettings, SessionProxy};
 use crate::key::KeySettings;
 use crate::node::config::NodeConfig;
 
@@ -30,6 +30,7 @@ pub fn roles_anywhere_settings(cfg: &NodeConfig, extra: &AwsOverrides) -> RolesA
         role_session_name: Some(ira.node_name.clone()),
         endpoint: extra.roles_anywhere_endpoint.clone(),
         ca_bundle: extra.ca_bundle.clone(),
+        proxy: session_proxy(extra.proxy.as_ref()),
         ..RolesAnywhereSettings::new(
             ira.certificate_path.clone(),
             key,
@@ -40,10 +41,34 @@ pub fn roles_anywhere_settings(cfg: &NodeConfig, extra: &AwsOverrides) -> RolesA
     }
 }
 
+/// The site's proxy as the node's session takes it: named on the line, unless a proxy URL
+/// carries a password, which must not go on a command line or into a world-readable file; then
+/// the line says `--with-proxy` and the kubelet's drop-in gives the exec plugin the proxy.
+fn session_proxy(proxy: Option<&super::proxy::ProxyEnv>) -> SessionProxy {
+    match proxy {
+        None => SessionProxy::Direct,
+        Some(p) if p.has_credentials() => SessionProxy::Environment,
+        Some(p) => SessionProxy::Explicit {
+            https_proxy: p.https_proxy.clone(),
+            http_proxy: p.http_proxy.clone(),
+            no_proxy: (!p.no_proxy.is_empty()).then(|| p.no_proxy_value()),
+        },
+    }
+}
+
 /// The Roles Anywhere arguments shared by `credential-process` and `update`, in nodeadm's order,
 /// then the endpoint overrides (if any): [`roles_anywhere_settings`] as flags.
 pub fn roles_anywhere_args(cfg: &NodeConfig, extra: &AwsOverrides) -> Vec<(&'static str, String)> {
     roles_anywhere_settings(cfg, extra).process_args()
+}
+
+/// `flag value` words of [`roles_anywhere_args`] (an empty value is a flag that takes none).
+pub fn flag_words(args: &[(&'static str, String)]) -> Vec<String> {
+    args.iter()
+        .flat_map(|(flag, value)| {
+            std::iter::once(flag.to_string()).chain((!value.is_empty()).then(|| value.clone()))
+        })
+        .collect()
 }
 
 /// The `credential_process` command line: hybridboot with every argument shell-quoted as needed.
@@ -55,8 +80,10 @@ pub fn credential_process(cfg: &NodeConfig, facts: &NodeFacts) -> String {
     for (flag, value) in roles_anywhere_args(cfg, &facts.aws) {
         line.push(' ');
         line.push_str(flag);
-        line.push(' ');
-        line.push_str(&shell_quote(&value));
+        if !value.is_empty() {
+            line.push(' ');
+            line.push_str(&shell_quote(&value));
+        }
     }
     line
 }
@@ -87,7 +114,11 @@ pub fn update_unit(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
         systemd_quote(&facts.hybridboot_path.display().to_string())
     );
     for (flag, value) in roles_anywhere_args(cfg, &facts.aws) {
-        exec.push_str(&format!(" \\\n        {flag} {}", systemd_quote(&value)));
+        if value.is_empty() {
+            exec.push_str(&format!(" \\\n        {flag}"));
+        } else {
+            exec.push_str(&format!(" \\\n        {flag} {}", systemd_quote(&value)));
+        }
     }
     exec.push_str(&format!(
         " \\\n        --region {}",
@@ -116,4 +147,90 @@ pub fn update_unit(cfg: &NodeConfig, facts: &NodeFacts) -> RenderedFile {
         text,
         &[Effect::DaemonReload, Effect::CredentialsUpdate],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::proxy::ProxyEnv;
+    use super::super::{KubeletVersion, NodeFacts, DEFAULT_ECR_CREDENTIAL_PROVIDER};
+    use super::*;
+
+    const NODE: &str = "\
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  cluster:
+    name: my-cluster
+    region: us-west-2
+  hybrid:
+    iamRolesAnywhere:
+      nodeName: mock-hybrid-node
+      roleArn: arn:aws:iam::123456789010:role/mockHybridNodeRole
+      profileArn: arn:aws:rolesanywhere:us-west-2:123456789010:profile/p1
+      trustAnchorArn: arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t1
+";
+
+    fn facts(proxy: Option<ProxyEnv>) -> NodeFacts {
+        NodeFacts {
+            memory_bytes: 1 << 33,
+            cpus: 2,
+            kubelet_version: KubeletVersion::parse("v1.31.2").unwrap(),
+            hybridboot_path: "/usr/bin/hybridboot".into(),
+            ubuntu: false,
+            ecr_credential_provider: DEFAULT_ECR_CREDENTIAL_PROVIDER.into(),
+            aws: AwsOverrides {
+                proxy,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_proxy_reaches_the_credential_process_line_and_the_update_unit() {
+        let cfg = crate::node::config::parse(std::path::Path::new("/n.yaml"), NODE)
+            .unwrap()
+            .node;
+        let base = "/usr/bin/hybridboot credential-process --certificate /etc/iam/pki/server.pem --private-key /etc/iam/pki/server.key --trust-anchor-arn arn:aws:rolesanywhere:us-west-2:123456789010:trust-anchor/t1 --profile-arn arn:aws:rolesanywhere:us-west-2:123456789010:profile/p1 --role-arn arn:aws:iam::123456789010:role/mockHybridNodeRole --role-session-name mock-hybrid-node";
+        assert_eq!(credential_process(&cfg, &facts(None)), base);
+        let plain = ProxyEnv {
+            https_proxy: Some("http://proxy.example.com:3128".into()),
+            http_proxy: None,
+            no_proxy: vec![
+                "localhost".into(),
+                ".corp.example".into(),
+                "10.0.0.0/8".into(),
+            ],
+        };
+        assert_eq!(
+            credential_process(&cfg, &facts(Some(plain.clone()))),
+            format!("{base} --https-proxy http://proxy.example.com:3128 --no-proxy localhost,.corp.example,10.0.0.0/8")
+        );
+        let unit = String::from_utf8(update_unit(&cfg, &facts(Some(plain))).contents).unwrap();
+        assert!(
+            unit.contains("        --https-proxy http://proxy.example.com:3128 \\\n        --no-proxy localhost,.corp.example,10.0.0.0/8 \\\n        --region us-west-2\n"),
+            "{unit}"
+        );
+        // A password stays off the command line: the proxy then comes from the environment.
+        let secret = ProxyEnv {
+            https_proxy: Some("http://edge:s3cret@proxy:3128".into()),
+            ..Default::default()
+        };
+        let line = credential_process(&cfg, &facts(Some(secret.clone())));
+        assert_eq!(line, format!("{base} --with-proxy"));
+        let unit = String::from_utf8(update_unit(&cfg, &facts(Some(secret))).contents).unwrap();
+        assert!(
+            !unit.contains("s3cret") && unit.contains("        --with-proxy \\\n"),
+            "{unit}"
+        );
+        // The words init runs in-process parse as credential-process arguments.
+        let words = flag_words(&roles_anywhere_args(
+            &cfg,
+            &facts(Some(ProxyEnv {
+                https_proxy: Some("http://p:1".into()),
+                ..Default::default()
+            }))
+            .aws,
+        ));
+        assert_eq!(&words[words.len() - 2..], ["--https-proxy", "http://p:1"]);
+    }
 }

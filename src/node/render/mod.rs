@@ -10,6 +10,7 @@
 pub mod aws;
 pub mod containerd;
 pub mod kubelet;
+pub mod proxy;
 pub mod system;
 
 use crate::error::{Class, Classify};
@@ -119,6 +120,11 @@ pub struct AwsOverrides {
     pub tcti: Option<String>,
     /// `--pkcs11-lib`: the PKCS#11 module when the key URI names none.
     pub pkcs11_lib: Option<PathBuf>,
+    /// The site's HTTP proxy: `--https-proxy/--http-proxy/--no-proxy` of credential-process
+    /// and update (`--with-proxy` when a proxy URL carries a password, which must not be on a
+    /// command line: the refreshes then take it from the kubelet's environment), and the
+    /// containerd and kubelet drop-ins ([`proxy`]).
+    pub proxy: Option<proxy::ProxyEnv>,
 }
 
 /// nodeadm's ECR credential provider location.
@@ -290,6 +296,8 @@ pub fn render_all(
     }
     let mut files: Vec<RenderedFile> = tag(FilePhase::Aws, aws_files).collect();
     files.extend(tag(FilePhase::Containerd, containerd::files(cfg)));
+    // Proxy drop-ins carry their own phases (containerd's, the kubelet's).
+    files.extend(proxy::files(facts.aws.proxy.as_ref(), cluster));
     files.extend(tag(FilePhase::System, vec![system::sysctl()]));
     files.extend(tag(
         FilePhase::Kubelet,

@@ -95,10 +95,12 @@ do_install:append() {
     install -m 0644 ${S}/systemd/hybridboot-renew.timer ${D}${systemd_system_unitdir}/
     install -d ${D}${systemd_unitdir}/system-preset
     install -m 0644 ${S}/systemd/80-hybridboot.preset ${D}${systemd_unitdir}/system-preset/
+    install -d ${D}${nonarch_libdir}/tmpfiles.d
+    install -m 0644 ${S}/systemd/hybridboot-tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/hybridboot.conf
     install -d ${D}${docdir}/${BPN}
     install -m 0644 ${S}/README.md ${D}${docdir}/${BPN}/
 }
 
-FILES:${PN} += "${systemd_system_unitdir} ${systemd_unitdir}/system-preset"
+FILES:${PN} += "${systemd_system_unitdir} ${systemd_unitdir}/system-preset ${nonarch_libdir}/tmpfiles.d"
 # The site configuration (NodeConfig + BootstrapConfig) comes from hybridboot-config.
 RRECOMMENDS:${PN} += "hybridboot-config"
