@@ -65,17 +65,10 @@ const MB: usize = 1024 * 1024;
 /// measurement runs alone in a child process (the helper below), where no other test allocates.
 #[test]
 fn a_100_mb_body_is_refused_at_the_cap_with_bounded_memory() {
-    let r: crate::util::Run = crate::util::helper_test("http_limits::bounded_memory_child")
-        .arg("--nocapture")
-        .output()
-        .expect("running the test binary")
-        .into();
-    eprintln!("{}", r.stderr);
-    r.ok();
-    assert!(
-        r.stdout.contains("BOUNDED MEMORY CHECKED"),
-        "the helper did not run: {}",
-        r.stdout
+    crate::util::run_helper_checked(
+        "http_limits::bounded_memory_child",
+        &[],
+        "BOUNDED MEMORY CHECKED",
     );
 }
 

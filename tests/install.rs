@@ -570,18 +570,10 @@ fn a_huge_tar_extension_header_is_refused_with_bounded_memory() {
     );
     let size = std::fs::metadata(&tgz).unwrap().len();
     assert!(size < 1024 * 1024, "crafted tarball is {size} bytes");
-    let r: Run = util::helper_test("install::cni_bounded_memory_child")
-        .arg("--nocapture")
-        .env("HYBRIDBOOT_TEST_TGZ", &tgz)
-        .output()
-        .expect("running the test binary")
-        .into();
-    eprintln!("{}", r.stderr);
-    r.ok();
-    assert!(
-        r.stdout.contains("CNI BOUNDED MEMORY CHECKED"),
-        "the helper did not run: {}",
-        r.stdout
+    util::run_helper_checked(
+        "install::cni_bounded_memory_child",
+        &[("HYBRIDBOOT_TEST_TGZ", tgz.as_os_str())],
+        "CNI BOUNDED MEMORY CHECKED",
     );
 }
 

@@ -178,6 +178,24 @@ pub fn peak_rss_kb() -> u64 {
         .unwrap()
 }
 
+/// Runs the ignored helper test `name` in a process of its own (with `env`), prints its stderr,
+/// and checks it succeeded and printed `marker` (a helper filtered out would pass silently).
+pub fn run_helper_checked(name: &str, env: &[(&str, &std::ffi::OsStr)], marker: &str) {
+    let r: Run = helper_test(name)
+        .arg("--nocapture")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running the test binary")
+        .into();
+    eprintln!("{}", r.stderr);
+    r.ok();
+    assert!(
+        r.stdout.contains(marker),
+        "the helper {name} did not run: {}",
+        r.stdout
+    );
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a race).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -351,14 +351,9 @@ fn truncate(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::signature::tests::keypair;
     use super::*;
     use ring::signature::{Ed25519KeyPair, KeyPair};
-
-    fn keypair() -> Ed25519KeyPair {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-    }
 
     fn public(kp: &Ed25519KeyPair) -> PublicKey {
         let b64 = base64::engine::general_purpose::STANDARD.encode(kp.public_key());
