@@ -196,6 +196,17 @@ put("manifest", "highest-patch", "1.30\n" + MANIFEST)
 put("manifest", "missing", "1.29.3\n" + MANIFEST)
 put("manifest", "nodeadm-fixture", "M.m\n" + read(os.path.join(ROOT, "tests", "fixtures", "nodeadm", "manifest.yaml")))
 
+# Signed manifest: byte 0 even -> a document as served (signature line last), odd -> the signed
+# lines alone (the target signs them). docs/signed-manifest.md.
+SIGNED = ("hybridboot-signed-manifest 1\nserial 2026120601\nexpires 2027-03-01T00:00:00Z\n"
+          "manifest-sha256 " + "3b" * 32 + "\n"
+          "artifact 1.31.2 linux amd64 kubelet " + "9f" * 32 + "\n"
+          "artifact 1.31.2 linux arm64 cni-plugins " + "0a" * 32 + "\n")
+put("signed_manifest", "document", "\x00" + SIGNED + "signature " + base64.b64encode(bytes(range(64))).decode() + "\n")
+put("signed_manifest", "lines", "\x01" + SIGNED)
+put("signed_manifest", "minimal", "\x01hybridboot-signed-manifest 1\nserial 0\nmanifest-sha256 " + "00" * 32 + "\n")
+put("signed_manifest", "legacy-sig", "\x00" + base64.b64encode(bytes(64)).decode() + "\n")
+
 # Checksum files: byte 0 picks (artifact, file name): 0 kubelet, 1 cni-plugins tarball, 2 kubelet.gz.
 H1, H2 = "ab" * 32, "0123456789abcdefABCDEF" * 2 + "0123456789abcdefABCD"
 put("checksum", "bare", b"\x00" + H1.encode())

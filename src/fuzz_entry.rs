@@ -41,6 +41,72 @@ fn split_header(data: &[u8]) -> (Option<String>, &[u8]) {
     }
 }
 
+/// The signed manifest (`install::signed`). Byte 0 even: the rest is a document as a mirror
+/// serves it: split, verified (against a fixed key, so it fails unless the fuzzer forges
+/// Ed25519), and its lines parsed anyway. Byte 0 odd: the rest is the signed lines, signed here
+/// with that key: opening the document must give exactly what parsing the lines gives. Every
+/// parsed document renders to lines that parse back to the same content, and its checks
+/// (manifest digest, expiry, serial) never panic.
+pub fn signed_manifest(data: &[u8]) {
+    use crate::node::install::{signature::PublicKey, signed};
+    use base64::Engine;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(kp) = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]) else {
+        return;
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(kp.public_key());
+    let Ok(key) = PublicKey::parse(b64.as_bytes(), "fuzz.pub") else {
+        return;
+    };
+    let check_body = |body: &[u8]| {
+        let Ok(m) = signed::parse_body(body, "fuzz") else {
+            return;
+        };
+        let lines = m.render_body();
+        let again = signed::parse_body(lines.as_bytes(), "fuzz")
+            .unwrap_or_else(|e| panic!("rendered {lines:?} does not parse: {e}"));
+        assert_eq!(again.render_body(), lines);
+        assert_eq!(
+            (again.serial, again.manifest_sha256, &again.artifacts),
+            (m.serial, m.manifest_sha256, &m.artifacts)
+        );
+        for installed in [None, Some(m.serial), Some(m.serial.saturating_add(1))] {
+            if let Err(e) = m.check(body, now(), installed, "fuzz") {
+                let _ = e.to_string();
+            }
+        }
+    };
+    if mode % 2 == 0 {
+        if let Err(e) = signed::open(rest, &key, "fuzz") {
+            let _ = e.to_string();
+        }
+        if let Ok((body, _)) = signed::split(rest, "fuzz") {
+            check_body(body);
+        }
+        check_body(rest);
+    } else {
+        let Ok(text) = std::str::from_utf8(rest) else {
+            return;
+        };
+        let Ok(sig) = <[u8; 64]>::try_from(kp.sign(rest).as_ref()) else {
+            return;
+        };
+        let doc = signed::assemble(text, &sig);
+        match (
+            signed::open(doc.as_bytes(), &key, "fuzz"),
+            signed::parse_body(rest, "fuzz"),
+        ) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("open {a:?} but parse_body {b:?} for {text:?}"),
+        }
+        check_body(rest);
+    }
+}
+
 /// NodeConfig (+ BootstrapConfig) YAML, as `init`/`config check` read it.
 pub fn node_config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
@@ -512,4 +578,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("checksum", checksum),
     ("cni_tarball", cni_tarball),
     ("peer_fields", peer_fields),
+    ("signed_manifest", signed_manifest),
 ];

@@ -10,14 +10,7 @@ use std::time::{Duration, Instant};
 
 use hybridboot::http::{Client, HttpError, Request, Timeouts, Url};
 
-/// Peak resident set of this process so far (kB), from /proc.
-fn peak_rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+use crate::util::peak_rss_kb;
 
 /// Accepts one connection, reads the request head, writes `head`, then calls `body` with the
 /// stream until it returns false or a write fails (the client gave up) or 60 s pass.
@@ -72,17 +65,10 @@ const MB: usize = 1024 * 1024;
 /// measurement runs alone in a child process (the helper below), where no other test allocates.
 #[test]
 fn a_100_mb_body_is_refused_at_the_cap_with_bounded_memory() {
-    let r: crate::util::Run = crate::util::helper_test("http_limits::bounded_memory_child")
-        .arg("--nocapture")
-        .output()
-        .expect("running the test binary")
-        .into();
-    eprintln!("{}", r.stderr);
-    r.ok();
-    assert!(
-        r.stdout.contains("BOUNDED MEMORY CHECKED"),
-        "the helper did not run: {}",
-        r.stdout
+    crate::util::run_helper_checked(
+        "http_limits::bounded_memory_child",
+        &[],
+        "BOUNDED MEMORY CHECKED",
     );
 }
 

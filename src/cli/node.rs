@@ -81,7 +81,9 @@ pub struct InstallArgs {
         default_value = DEFAULT_MANIFEST
     )]
     pub manifest: String,
-    /// Ed25519 public key (PEM or base64) that must have signed the manifest (`<manifest>.sig`).
+    /// Ed25519 public key (PEM or base64) that must have signed `<manifest>.signed`, the signed
+    /// manifest carrying the manifest's and every artifact's SHA-256 and a serial that may not
+    /// go down (docs/signed-manifest.md says how a mirror produces it).
     #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_MANIFEST_PUBLIC_KEY")]
     pub manifest_public_key: Option<PathBuf>,
     /// Install under this directory instead of `/` (image builds, tests).

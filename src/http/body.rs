@@ -179,7 +179,8 @@ pub(super) fn framing(
     }
     let lengths = get("content-length");
     if let Some(first) = lengths.first() {
-        let n: u64 = first.parse().map_err(|_| HttpError::Protocol {
+        // Digits only (RFC 9110 §8.6): `u64::from_str` would also take `+5`.
+        let n: u64 = digits(first, 10).ok_or_else(|| HttpError::Protocol {
             peer: peer.into(),
             detail: format!("invalid Content-Length {first:?}"),
         })?;
@@ -244,7 +245,7 @@ pub(super) fn read_body(
         Framing::Chunked => loop {
             let line = read_line(reader, peer)?;
             let size_text = line.split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size_text, 16).map_err(|_| HttpError::Protocol {
+            let size = digits(size_text, 16).ok_or_else(|| HttpError::Protocol {
                 peer: peer.into(),
                 detail: format!("invalid chunk size {size_text:?}"),
             })?;
@@ -268,10 +269,20 @@ pub(super) fn read_body(
         Framing::UntilClose => loop {
             let got = match reader.read(&mut buf) {
                 Ok(n) => n,
-                // Servers that close without TLS close_notify: the framing is "until close"
-                // anyway.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Over TLS only close_notify ends such a body: a connection that just ends
+                // (rustls: UnexpectedEof) may have been cut by anyone on the path, so the body
+                // is truncated, an I/O error (transient), never complete.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(HttpError::Io {
+                        peer: peer.into(),
+                        phase: "reading the response",
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "body truncated: the connection closed without TLS close_notify",
+                        ),
+                    })
+                }
                 Err(e) => return Err(io_err(e)),
             };
             if got == 0 {
@@ -288,6 +299,15 @@ pub(super) fn read_body(
             })?;
         },
     }
+}
+
+/// A number of only `radix` digits (no sign, no spaces, at least one digit), `None` otherwise
+/// or on overflow.
+fn digits(text: &str, radix: u32) -> Option<u64> {
+    if text.is_empty() || !text.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(text, radix).ok()
 }
 
 /// One CRLF-terminated line (at most 4 KiB), without the terminator.

@@ -463,6 +463,32 @@ mod tests {
     }
 
     #[test]
+    fn signed_lengths_and_chunk_sizes_are_refused() {
+        // `+5` parses as 5 for Rust's integer parsers; HTTP allows digits only. A proxy that
+        // reads the other framing would see a different body (request smuggling).
+        let (url, h) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello".to_vec(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: -0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n+0\r\n\r\n"
+                .to_vec(),
+        ]);
+        let c = client(1024);
+        for want in [
+            "Content-Length \"+5\"",
+            "chunk size \"+5\"",
+            "Content-Length \"-0\"",
+            "chunk size \"+0\"",
+        ] {
+            let e = c.send(&Request::get(url.clone())).unwrap_err();
+            assert!(matches!(e, HttpError::Protocol { .. }), "{e:?}");
+            assert!(e.to_string().contains(want), "{e}");
+        }
+        h.join().unwrap();
+    }
+
+    #[test]
     fn size_cap_and_timeouts() {
         let big = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n{}",

@@ -1,7 +1,7 @@
 //! Connections: TCP with deadlines, and `CONNECT` tunnels through a proxy.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
@@ -56,13 +56,9 @@ pub(super) fn connect(
     deadline: Instant,
     peer: &str,
 ) -> Result<TcpStream, HttpError> {
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| HttpError::Resolve {
-            peer: format!("{host}:{port}"),
-            detail: e.to_string(),
-        })?
-        .collect();
+    let addrs = resolve(host, port, deadline, |h, p| {
+        (h.as_str(), p).to_socket_addrs().map(|a| a.collect())
+    })?;
     let mut last = None;
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -101,6 +97,45 @@ pub(super) fn connect(
         None => Err(HttpError::Timeout {
             peer: via,
             phase: "connecting",
+        }),
+    }
+}
+
+/// Resolves `host` with `lookup` (the system's resolver, which cannot be cancelled) on a thread
+/// of its own, waiting no longer than `deadline`: a resolver that hangs costs a thread until it
+/// gives up, never the request's deadline.
+fn resolve(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    lookup: impl FnOnce(String, u16) -> io::Result<Vec<SocketAddr>> + Send + 'static,
+) -> Result<Vec<SocketAddr>, HttpError> {
+    let peer = format!("{host}:{port}");
+    // A literal address needs no resolver.
+    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let _ = tx.send(lookup(name, port));
+        })
+        .map_err(|e| HttpError::Resolve {
+            peer: peer.clone(),
+            detail: format!("cannot start the resolver thread: {e}"),
+        })?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(left) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(HttpError::Resolve {
+            peer,
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(HttpError::Timeout {
+            peer,
+            phase: "resolving the host name",
         }),
     }
 }
@@ -163,4 +198,55 @@ pub(super) fn connect_tunnel(
         detail: format!("HTTP {code} {}", resp.reason.unwrap_or("")),
         transient: matches!(code, 502..=504),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hanging_resolver_is_bound_by_the_deadline() {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let deadline = Instant::now() + Duration::from_millis(200);
+        // A resolver that answers only after the test lets it (as a dead DNS server would
+        // never): the request must end at its deadline with a transient timeout.
+        let e = resolve("mirror.example", 443, deadline, move |_, _| {
+            let _ = wait.recv();
+            Ok(vec![SocketAddr::from(([127, 0, 0, 1], 443))])
+        })
+        .unwrap_err();
+        let _ = release.send(());
+        assert!(
+            matches!(
+                e,
+                HttpError::Timeout {
+                    phase: "resolving the host name",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(crate::error::Classify::is_transient(&e), "{e}");
+        assert!(e.to_string().contains("mirror.example:443"), "{e}");
+        // A resolver that answers in time, and a literal address (no resolver at all).
+        let later = Instant::now() + Duration::from_secs(30);
+        let got = resolve("mirror.example", 443, later, |_, p| {
+            Ok(vec![SocketAddr::from(([127, 0, 0, 2], p))])
+        })
+        .unwrap();
+        assert_eq!(got, vec![SocketAddr::from(([127, 0, 0, 2], 443))]);
+        let got = resolve(
+            "[::1]",
+            8443,
+            later,
+            |_, _| -> io::Result<Vec<SocketAddr>> { panic!("a literal address is not resolved") },
+        )
+        .unwrap();
+        assert_eq!(got, vec!["[::1]:8443".parse().unwrap()]);
+        let e = resolve("nowhere.invalid", 443, later, |_, _| {
+            Err(io::Error::other("no such host"))
+        })
+        .unwrap_err();
+        assert!(matches!(e, HttpError::Resolve { .. }), "{e:?}");
+    }
 }

@@ -115,7 +115,7 @@ impl HttpError {
                 | HttpError::Connect { .. }
                 | HttpError::Proxy { .. }
                 | HttpError::Timeout {
-                    phase: "connecting" | "TLS handshake",
+                    phase: "resolving the host name" | "connecting" | "TLS handshake",
                     ..
                 }
                 | HttpError::Io {

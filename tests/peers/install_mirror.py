@@ -9,6 +9,10 @@ Control endpoints (not counted):
   GET  /__counts                          -> JSON {path: number of GETs}
   POST /__fault?path=/p&mode=cut&times=1  -> the next `times` GETs of /p send half the body
                                              (with the full Content-Length) and close
+  POST /__fault?path=/p&mode=unframed-cut&times=1
+                                          -> the next `times` GETs of /p send no Content-Length
+                                             (a body framed by the connection's close), half the
+                                             body, and close without TLS close_notify
   POST /__fault?path=/p&mode=wrong        -> /p is served with one byte flipped (until cleared)
   POST /__fault?path=/p&mode=503          -> GETs of /p answer 503 Service Unavailable (an outage)
   POST /__fault?path=/p&mode=redirect&to=URL -> GETs of /p answer 302 with Location URL
@@ -108,10 +112,11 @@ class Handler(BaseHTTPRequestHandler):
             body = f.read()
         if mode == "wrong":
             body = bytes([body[0] ^ 0xFF]) + body[1:] if body else b"x"
-        if mode == "cut":
+        if mode in ("cut", "unframed-cut"):
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
+            if mode == "cut":
+                self.send_header("Content-Length", str(len(body)))
             self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body[: len(body) // 2])

@@ -245,8 +245,22 @@ impl Mirror {
     }
 
     /// Writes manifest.yaml (URLs under `scheme`: https to this mirror, or file:// to the
-    /// store) and its signature made with `key` ("sign", "other", or "" for none).
+    /// store), its signed manifest (serial 1) and the legacy detached signature made with `key`
+    /// ("sign", "other", or "" for neither).
     pub fn publish(&self, scheme: &str, cni: Cni, key: &str) {
+        self.publish_with(scheme, cni, key, 1, |t| t);
+    }
+
+    /// [`Mirror::publish`] with the signed manifest's `serial` and an `edit` of the manifest
+    /// text before it is signed.
+    pub fn publish_with(
+        &self,
+        scheme: &str,
+        cni: Cni,
+        key: &str,
+        serial: u64,
+        edit: impl Fn(String) -> String,
+    ) {
         let s = store();
         let base = if scheme == "https" {
             self.base()
@@ -263,6 +277,9 @@ impl Mirror {
         };
         let cni_dir = if cni == Cni::Evil { "evil" } else { "common" };
         let mut text = String::from("supported_eks_releases:\n- major_minor_version: \"1.31\"\n  latest_patch_version: \"2\"\n  patch_releases:\n");
+        // The signed manifest's artifact lines, digests computed from the store as a mirror
+        // operator computes them from the files they publish (gzip'd ones decompressed).
+        let mut digests = String::new();
         for (v, p) in [("1.31.1", "1"), ("1.31.2", "2")] {
             text += &format!("  - version: {v}\n    patch_version: \"{p}\"\n    release_date: \"2026-11-01\"\n    artifacts:\n");
             text += &art("kubelet", v, "kubelet", false);
@@ -284,28 +301,73 @@ impl Mirror {
             text += &art("runc", "common", "runc", false);
             // Another architecture, never to be picked.
             text += "    - {name: kubelet, arch: arm64, os: linux, uri: \"https://nowhere.invalid/k\", checksum_uri: \"https://nowhere.invalid/k.sha256\"}\n";
+            for (name, file) in [
+                ("kubelet", s.join(v).join("kubelet")),
+                ("kubectl", s.join("common/kubectl")),
+                ("cni-plugins", s.join(cni_dir).join(CNI_TGZ)),
+                (
+                    "aws-iam-authenticator",
+                    s.join("common/aws-iam-authenticator"),
+                ),
+                (
+                    "ecr-credential-provider",
+                    s.join("common/ecr-credential-provider"),
+                ),
+                ("containerd", s.join("common/containerd")),
+                ("runc", s.join("common/runc")),
+            ] {
+                digests += &format!("artifact {v} linux amd64 {name} {}\n", sha256_hex(&file));
+            }
         }
         text += "region_config:\n  us-east-1: {partition: aws}\nssm_releases: null\n";
-        let m = self.overlay.path().join("manifest.yaml");
+        let text = edit(text);
+        let dir = self.overlay.path();
+        let m = dir.join("manifest.yaml");
         std::fs::write(&m, &text).unwrap();
-        let sig = self.overlay.path().join("manifest.yaml.sig");
-        let _ = std::fs::remove_file(&sig);
-        if !key.is_empty() {
+        for f in ["manifest.yaml.sig", "manifest.yaml.signed"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        if key.is_empty() {
+            return;
+        }
+        let key = s.join(format!("{key}.key"));
+        let sign = |input: &str, output: &str| {
             sh(
-                self.overlay.path(),
+                dir,
                 "openssl",
                 &[
                     "pkeyutl",
                     "-sign",
                     "-rawin",
                     "-inkey",
-                    s.join(format!("{key}.key")).to_str().unwrap(),
+                    key.to_str().unwrap(),
                     "-in",
-                    "manifest.yaml",
+                    input,
                     "-out",
-                    "manifest.yaml.sig",
+                    output,
                 ],
-            );
+            )
+        };
+        // The detached signature earlier versions checked (over the manifest bytes only): a
+        // mirror in transition serves both; it must not be enough.
+        sign("manifest.yaml", "manifest.yaml.sig");
+        let body = format!(
+            "hybridboot-signed-manifest 1\nserial {serial}\nmanifest-sha256 {}\n{digests}",
+            sha256_hex(&m)
+        );
+        std::fs::write(dir.join("signed.body"), &body).unwrap();
+        sign("signed.body", "signed.sig");
+        let sig: [u8; 64] = std::fs::read(dir.join("signed.sig"))
+            .unwrap()
+            .try_into()
+            .unwrap();
+        std::fs::write(
+            dir.join("manifest.yaml.signed"),
+            hybridboot::node::install::signed::assemble(&body, &sig),
+        )
+        .unwrap();
+        for f in ["signed.body", "signed.sig"] {
+            std::fs::remove_file(dir.join(f)).unwrap();
         }
     }
 

@@ -169,6 +169,34 @@ pub fn helper_test(name: &str) -> Command {
     cmd
 }
 
+/// Peak resident set of this process so far (kB), from /proc. Measure in a child process of its
+/// own ([`helper_test`]): the test binary runs every topic's tests in one process.
+pub fn peak_rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Runs the ignored helper test `name` in a process of its own (with `env`), prints its stderr,
+/// and checks it succeeded and printed `marker` (a helper filtered out would pass silently).
+pub fn run_helper_checked(name: &str, env: &[(&str, &std::ffi::OsStr)], marker: &str) {
+    let r: Run = helper_test(name)
+        .arg("--nocapture")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running the test binary")
+        .into();
+    eprintln!("{}", r.stderr);
+    r.ok();
+    assert!(
+        r.stdout.contains(marker),
+        "the helper {name} did not run: {}",
+        r.stdout
+    );
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a race).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

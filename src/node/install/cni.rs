@@ -7,6 +7,13 @@
 //! no `..`, no absolute paths, no nested directories, no symlinks or hard links (which could
 //! point outside the target), no devices or FIFOs, no setuid bits, and size caps. The whole
 //! archive is checked before the first file is written, so a bad tarball changes nothing.
+//!
+//! Memory stays bounded whatever the archive says: the decompressed stream as a whole is capped
+//! ([`Limits::stream_cap`]), and the extension headers (GNU long names, PAX records), which a
+//! tar reader holds in memory, are read here, each at most [`MAX_EXTENSION_BYTES`], instead of
+//! by the `tar` crate (which reads them whole before any cap applies). A PAX record that would
+//! change an entry's size or link target is refused (the official tarball has none), so every
+//! pass frames the archive the same way.
 
 use crate::error::{Class, Classify};
 use std::io::{self, Read};
@@ -78,25 +85,158 @@ pub struct Entry {
     pub size: u64,
 }
 
+/// Largest GNU long-name or PAX extension header accepted (the plugins' names are short).
+pub const MAX_EXTENSION_BYTES: u64 = 4096;
+
+impl Limits {
+    /// Most decompressed bytes read from a tarball: the files, plus a header, an extension
+    /// header and padding per entry, plus the end-of-archive blocks.
+    pub fn stream_cap(&self) -> u64 {
+        let per_entry = 512 + MAX_EXTENSION_BYTES + 2 * 512;
+        self.max_total_bytes
+            .saturating_add(per_entry.saturating_mul(self.max_entries as u64))
+            .saturating_add(64 * 1024)
+    }
+}
+
+/// A reader that fails once more than `left` bytes have come through.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    cap: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte more means the cap is exceeded; none means the stream just ended.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(format!(
+                    "its decompressed content exceeds {} bytes",
+                    self.cap
+                ))),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+type TarEntry<'a, R> = tar::Entry<'a, Capped<flate2::read::GzDecoder<R>>>;
+
+/// Walks the archive's entries in raw mode, reading the extension headers here (bounded) and
+/// calling `each` with every other entry and its name (a GNU long name or PAX `path` when one
+/// precedes it, else the header's own). Counts every header, extensions included, against
+/// `max_entries`.
+fn walk<R: Read>(
+    tgz: R,
+    limits: &Limits,
+    mut each: impl FnMut(String, &mut TarEntry<'_, R>) -> Result<(), CniError>,
+) -> Result<(), CniError> {
+    let cap = limits.stream_cap();
+    let mut archive = tar::Archive::new(Capped {
+        inner: flate2::read::GzDecoder::new(tgz),
+        left: cap,
+        cap,
+    });
+    let mut long_name: Option<Vec<u8>> = None;
+    let entries = archive.entries().map_err(CniError::Corrupt)?.raw(true);
+    for (n, entry) in entries.enumerate() {
+        if n >= limits.max_entries {
+            return Err(CniError::Limit(format!("{} entries", limits.max_entries)));
+        }
+        let mut entry = entry.map_err(CniError::Corrupt)?;
+        let kind = entry.header().entry_type();
+        let extension = kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
+        if !extension {
+            let raw = match long_name.take() {
+                Some(name) => name,
+                None => entry.path_bytes().into_owned(),
+            };
+            each(String::from_utf8_lossy(&raw).into_owned(), &mut entry)?;
+            continue;
+        }
+        let size = entry.header().entry_size().map_err(CniError::Corrupt)?;
+        if size > MAX_EXTENSION_BYTES {
+            return Err(CniError::Limit(format!(
+                "{MAX_EXTENSION_BYTES} bytes in an extension header ({} of {size} bytes)",
+                if kind.is_gnu_longname() || kind.is_gnu_longlink() {
+                    "a GNU long name"
+                } else {
+                    "PAX records"
+                }
+            )));
+        }
+        if kind.is_gnu_longlink() {
+            return Err(CniError::NotRegular(
+                "(GNU long link name)".into(),
+                "link target",
+            ));
+        }
+        let mut data = Vec::new();
+        (&mut entry)
+            .take(MAX_EXTENSION_BYTES)
+            .read_to_end(&mut data)
+            .map_err(CniError::Corrupt)?;
+        if kind.is_gnu_longname() {
+            if long_name.is_some() {
+                return Err(CniError::Corrupt(io::Error::other(
+                    "two long names for one entry",
+                )));
+            }
+            // GNU tar ends the name with one NUL; any other NUL is refused by `flat_name`.
+            if data.last() == Some(&0) {
+                data.pop();
+            }
+            long_name = Some(data);
+            continue;
+        }
+        for record in tar::PaxExtensions::new(&data) {
+            let record = record.map_err(CniError::Corrupt)?;
+            let key = String::from_utf8_lossy(record.key_bytes()).into_owned();
+            match key.as_str() {
+                "path" if kind.is_pax_local_extensions() => {
+                    if long_name.is_some() {
+                        return Err(CniError::Corrupt(io::Error::other(
+                            "two long names for one entry",
+                        )));
+                    }
+                    long_name = Some(record.value_bytes().to_vec());
+                }
+                "mtime" | "atime" | "ctime" | "uid" | "gid" | "uname" | "gname" | "comment" => {}
+                _ if key.starts_with("SCHILY.") || key.starts_with("LIBARCHIVE.") => {}
+                _ => {
+                    return Err(CniError::Corrupt(io::Error::other(format!(
+                        "a PAX header sets {key:?}, which this extractor does not accept"
+                    ))))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks every entry of a gzip'd tarball without writing anything; returns the files to place.
 pub fn plan(tgz: impl Read, limits: &Limits) -> Result<Vec<Entry>, CniError> {
     let mut out: Vec<Entry> = Vec::new();
     let mut total = 0u64;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    for (n, entry) in archive.entries().map_err(CniError::Corrupt)?.enumerate() {
-        if n >= limits.max_entries {
-            return Err(CniError::Limit(format!("{} entries", limits.max_entries)));
-        }
-        let entry = entry.map_err(CniError::Corrupt)?;
+    walk(tgz, limits, |raw, entry| {
         let header = entry.header();
-        // The raw bytes, not `entry.path()`, which would already have interpreted them.
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let name = match flat_name(&raw)? {
             Some(name) => name,
             None => {
                 // `./` itself: the directory we extract into.
                 if header.entry_type().is_dir() {
-                    continue;
+                    return Ok(());
                 }
                 return Err(CniError::Traversal(raw));
             }
@@ -124,7 +264,8 @@ pub fn plan(tgz: impl Read, limits: &Limits) -> Result<Vec<Entry>, CniError> {
         }
         let mode = header.mode().map_err(CniError::Corrupt)? & 0o755;
         out.push(Entry { name, mode, size });
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -136,12 +277,9 @@ pub fn extract(
     limits: &Limits,
 ) -> Result<Vec<(PathBuf, [u8; 32])>, CniError> {
     let mut placed = Vec::new();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    for entry in archive.entries().map_err(CniError::Corrupt)? {
-        let mut entry = entry.map_err(CniError::Corrupt)?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    walk(tgz, limits, |raw, entry| {
         let Some(name) = flat_name(&raw)? else {
-            continue;
+            return Ok(());
         };
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
@@ -152,7 +290,7 @@ pub fn extract(
         let mut hasher = Sha256::new();
         let max = limits.max_file_bytes;
         fsutil::atomic_write_with(&target, &WriteOptions::public().with_mode(mode), |f| {
-            let mut limited = (&mut entry).take(max + 1);
+            let mut limited = (&mut *entry).take(max + 1);
             let mut buf = vec![0u8; 64 * 1024];
             let mut n_total = 0u64;
             loop {
@@ -171,7 +309,8 @@ pub fn extract(
         })
         .map_err(|e| CniError::Write(target.clone(), e))?;
         placed.push((target, hasher.finalize().into()));
-    }
+        Ok(())
+    })?;
     Ok(placed)
 }
 

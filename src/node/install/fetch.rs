@@ -21,11 +21,12 @@ pub enum FetchError {
     Permanent { url: String, detail: String },
     #[error("{url} is larger than the {limit}-byte limit")]
     TooLarge { url: String, limit: u64 },
-    #[error("{url}: SHA-256 is {got}, the checksum file says {want}; the file was not installed")]
+    #[error("{url}: SHA-256 is {got}, {want_from} says {want}; the file was not installed")]
     Mismatch {
         url: String,
         got: String,
         want: String,
+        want_from: String,
     },
     #[error("writing {path}: {source}")]
     Local {
@@ -284,6 +285,8 @@ pub struct Spec<'a> {
     pub gzip: bool,
     /// Expected SHA-256 of the content.
     pub want: &'a [u8; 32],
+    /// Where `want` comes from, for errors (`the signed manifest`, a checksum URL).
+    pub want_from: &'a str,
     /// Final path.
     pub target: &'a Path,
     /// Mode and ownership of the final file.
@@ -305,6 +308,7 @@ pub fn download_once(
         url,
         gzip,
         want,
+        want_from,
         target,
         opts,
         limit,
@@ -348,6 +352,7 @@ pub fn download_once(
                 url: url.into(),
                 got: hex::encode(got),
                 want: hex::encode(want),
+                want_from: want_from.to_string(),
             });
             return Err(io::Error::other("checksum mismatch"));
         }
@@ -420,6 +425,7 @@ mod tests {
                 url: "x://k",
                 gzip: false,
                 want: &digest(&good),
+                want_from: "the checksum file",
                 target: &target,
                 opts: &opts,
                 limit: 1 << 20,
@@ -441,6 +447,7 @@ mod tests {
                 url: "x://k",
                 gzip: false,
                 want: &[0u8; 32],
+                want_from: "the checksum file",
                 target: &target,
                 opts: &opts,
                 limit: 1 << 20,
@@ -458,6 +465,7 @@ mod tests {
                 url: "x://k",
                 gzip: false,
                 want: &digest(&good),
+                want_from: "the checksum file",
                 target: &target,
                 opts: &opts,
                 limit: 4,
@@ -473,6 +481,7 @@ mod tests {
                 url: "x://k",
                 gzip: false,
                 want: &digest(&good),
+                want_from: "the checksum file",
                 target: &target,
                 opts: &opts,
                 limit: 1 << 20,
@@ -507,6 +516,7 @@ mod tests {
                 url: "x://k.gz",
                 gzip: true,
                 want: &digest(&plain),
+                want_from: "the checksum file",
                 target: &target,
                 opts: &WriteOptions::executable(),
                 limit: 1 << 20,
@@ -521,6 +531,7 @@ mod tests {
                 url: "x://k.gz",
                 gzip: true,
                 want: &digest(&plain),
+                want_from: "the checksum file",
                 target: &target,
                 opts: &WriteOptions::executable(),
                 limit: 100,

@@ -3,8 +3,11 @@
 //!
 //! Differences from nodeadm, on purpose: every file is downloaded to a temporary file beside
 //! its final path, hashed while streaming and renamed into place only when the SHA-256 matches
-//! the published checksum (nodeadm writes first and checks afterwards); the manifest can carry
-//! a detached Ed25519 signature that is checked before any artifact is fetched; files that
+//! the published checksum (nodeadm writes first and checks afterwards); with
+//! `--manifest-public-key` a signed manifest ([`signed`], `<manifest>.signed`) is verified before
+//! any artifact is fetched and then decides every digest (the unsigned checksum files are not
+//! used), a remote manifest may name only `https://` URLs, and a signed manifest older than the
+//! one this node installed from is refused; files that
 //! already match are not fetched again; the CNI tarball is extracted by a strict, flat-only
 //! extractor ([`cni`]). The IAM Roles Anywhere credential process is hybridboot itself (the key
 //! stays in the TPM/HSM), so `aws_signing_helper` is not installed, yet the tracker still says
@@ -21,6 +24,7 @@ pub mod fetch;
 pub mod manifest;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod signature;
+pub mod signed;
 mod uninstall;
 
 use std::collections::BTreeMap;
@@ -143,6 +147,10 @@ pub struct Record {
     pub files: BTreeMap<String, RecordedFile>,
     /// The tracker's fields.
     pub tracker: BTreeMap<String, String>,
+    /// Serial of the signed manifest this install came from; a later install refuses an older
+    /// one (replay). Absent for unsigned installs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_serial: Option<u64>,
 }
 
 /// One placed file.
@@ -292,8 +300,13 @@ fn with_retries<T>(
     Ok((value, attempts))
 }
 
-/// Fetches the manifest (and its signature when a key is configured) and checks it.
-fn load_manifest(src: &dyn Fetch, args: &InstallSettings) -> anyhow::Result<Manifest> {
+/// Fetches the manifest (and, when a key is configured, the signed manifest, which must verify,
+/// sign these manifest bytes, be unexpired and not older than `installed_serial`) and parses it.
+fn load_manifest(
+    src: &dyn Fetch,
+    args: &InstallSettings,
+    installed_serial: Option<u64>,
+) -> anyhow::Result<(Manifest, Option<signed::SignedManifest>)> {
     let limit = manifest::MAX_MANIFEST_BYTES as u64;
     let (bytes, _) = with_retries("manifest", |_| {
         fetch::fetch_small(src, &args.manifest, limit)
@@ -306,19 +319,64 @@ fn load_manifest(src: &dyn Fetch, args: &InstallSettings) -> anyhow::Result<Mani
             .with_class(Class::Operator)?;
         let key =
             signature::PublicKey::parse(&key_text, &key_path.display().to_string()).classed()?;
-        let sig_url = format!("{}.sig", args.manifest);
-        let sig = with_retries("manifest signature", |_| {
-            fetch::fetch_small(src, &sig_url, 4096)
+        let signed_url = signed_url(&args.manifest);
+        let doc = with_retries("signed manifest", |_| {
+            fetch::fetch_small(src, &signed_url, signed::MAX_SIGNED_BYTES as u64)
         })
         .classed()
-        .context("manifest signature required by --manifest-public-key but not available")?
+        .context("signed manifest required by --manifest-public-key but not available (a detached `.sig` of earlier versions is not enough: see docs/signed-manifest.md)")?
         .0;
-        key.verify(&bytes, &sig, &sig_url).classed()?;
-        log::info!("manifest signature {sig_url} verified");
+        let signed = signed::open(&doc, &key, &signed_url).classed()?;
+        signed
+            .check(
+                &bytes,
+                std::time::SystemTime::now(),
+                installed_serial,
+                &signed_url,
+            )
+            .classed()?;
+        log::info!(
+            "manifest signature {signed_url} verified (serial {}, {} artifact digests)",
+            signed.serial,
+            signed.artifacts.len()
+        );
+        let manifest = Manifest::parse(&bytes)
+            .classed()
+            .with_context(|| args.manifest.clone())?;
+        return Ok((manifest, Some(signed)));
     }
-    Manifest::parse(&bytes)
+    let manifest = Manifest::parse(&bytes)
         .classed()
-        .with_context(|| args.manifest.clone())
+        .with_context(|| args.manifest.clone())?;
+    Ok((manifest, None))
+}
+
+/// Where the signed manifest of `manifest` is published: beside it, `.signed` appended.
+pub fn signed_url(manifest: &str) -> String {
+    format!("{manifest}.signed")
+}
+
+/// A manifest fetched over the network may name only `https://` URLs: `http://` would let
+/// anyone on the path swap bytes (and, unsigned, the checksum with them), `file://` would read
+/// whatever the node has. A manifest from the node's own files (`file://`) may name files.
+fn check_scheme(manifest: &str, artifact: &Artifact) -> anyhow::Result<()> {
+    if manifest.starts_with("file://") {
+        return Ok(());
+    }
+    let urls = [
+        Some(artifact.uri.as_str()),
+        artifact.gzip_uri.as_deref(),
+        Some(artifact.checksum_uri.as_str()),
+    ];
+    for url in urls.into_iter().flatten().filter(|u| !u.is_empty()) {
+        if !url.starts_with("https://") {
+            return Err(error::operator(format!(
+                "{manifest}: artifact {} names {url:?}; a remote manifest may only name https:// URLs (http:// and file:// are refused), fix the mirror's manifest",
+                artifact.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One artifact chosen for this node.
@@ -326,6 +384,8 @@ struct Chosen<'a> {
     placement: &'a Placement,
     artifact: Artifact,
     want: [u8; 32],
+    /// Where `want` comes from (for errors).
+    want_from: String,
 }
 
 /// `hybridboot install`: verify offline, or choose the artifacts, place each (verified), note
@@ -338,7 +398,8 @@ pub fn install(args: &InstallSettings) -> anyhow::Result<()> {
         return verify_offline(&root);
     }
     let src = sources(args)?;
-    let manifest = load_manifest(&src, args)?;
+    let previous = read_record(&root)?.unwrap_or_default();
+    let (manifest, signed) = load_manifest(&src, args, previous.manifest_serial)?;
     let release = manifest
         .select(&args.kubernetes_version)
         .classed()
@@ -348,12 +409,23 @@ pub fn install(args: &InstallSettings) -> anyhow::Result<()> {
         release.version,
         args.manifest
     );
-    let chosen = choose(&src, args, &release.version, &release.artifacts, &arch)?;
+    let chosen = choose(
+        &src,
+        args,
+        signed.as_ref(),
+        &release.version,
+        &release.artifacts,
+        &arch,
+    )?;
 
-    let previous = read_record(&root)?.unwrap_or_default();
     let mut record = Record {
         kubernetes_version: release.version.clone(),
         tracker: default_tracker(),
+        // Never lowered: an unsigned install after a signed one keeps the high-water mark.
+        manifest_serial: signed
+            .as_ref()
+            .map(|s| s.serial)
+            .max(previous.manifest_serial),
         ..Record::default()
     };
     // Files of artifacts this run does not touch stay recorded (e.g. containerd with `none`).
@@ -373,10 +445,12 @@ pub fn install(args: &InstallSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Chooses this node's artifacts and fetches every checksum before anything is placed.
+/// Chooses this node's artifacts and, before anything is placed, takes each digest from the
+/// signed manifest (when there is one) or fetches its checksum file.
 fn choose<'a>(
     src: &dyn Fetch,
     args: &InstallSettings,
+    signed: Option<&signed::SignedManifest>,
     version: &str,
     artifacts: &[Artifact],
     arch: &str,
@@ -406,6 +480,32 @@ fn choose<'a>(
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or(artifact.uri.clone());
+        check_scheme(&args.manifest, artifact)?;
+        if let Some(signed) = signed {
+            if url.is_empty() {
+                return Err(error::operator(format!(
+                    "{}: artifact {} has no uri",
+                    args.manifest, artifact.name
+                )));
+            }
+            let want = signed
+                .digest(version, &artifact.os, arch, &artifact.name)
+                .ok_or_else(|| {
+                    error::operator(format!(
+                        "{}: the signed manifest has no digest for {} {version} {}/{arch}; the mirror must sign every artifact it serves",
+                        signed_url(&args.manifest),
+                        artifact.name,
+                        artifact.os
+                    ))
+                })?;
+            chosen.push(Chosen {
+                placement,
+                artifact: artifact.clone(),
+                want,
+                want_from: format!("the signed manifest (serial {})", signed.serial),
+            });
+            continue;
+        }
         if url.is_empty() || artifact.checksum_uri.is_empty() {
             return Err(error::operator(format!(
                 "{}: artifact {} has no uri or checksum_uri",
@@ -434,6 +534,7 @@ fn choose<'a>(
             placement,
             artifact: artifact.clone(),
             want,
+            want_from: artifact.checksum_uri.clone(),
         });
     }
     Ok(chosen)
@@ -482,6 +583,7 @@ fn place(
                         url: &url,
                         gzip,
                         want: &c.want,
+                        want_from: &c.want_from,
                         target: &target,
                         opts: &WriteOptions::executable(),
                         limit: MAX_ARTIFACT_BYTES,
@@ -615,6 +717,7 @@ fn install_cni(
                 url,
                 gzip,
                 want: &c.want,
+                want_from: &c.want_from,
                 target: &staging,
                 opts: &WriteOptions::private(),
                 limit: MAX_ARTIFACT_BYTES,

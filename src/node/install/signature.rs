@@ -79,11 +79,12 @@ fn decode_signature(bytes: &[u8]) -> Option<[u8; 64]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
-    fn keypair() -> Ed25519KeyPair {
+    /// A fresh Ed25519 key pair (also for `signed`'s tests).
+    pub(in crate::node::install) fn keypair() -> Ed25519KeyPair {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
