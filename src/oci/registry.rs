@@ -120,6 +120,12 @@ impl Classify for PullError {
     }
 }
 
+/// Whether following `from` -> `to` would leave TLS (an https registry never sends a layer over
+/// plain http; a registry served over http, as `ecrRegistryEndpoint` may say, can).
+fn is_downgrade(from: &Url, to: &Url) -> bool {
+    from.scheme() == crate::http::Scheme::Https && to.scheme() == crate::http::Scheme::Http
+}
+
 /// An image fetched and verified: the platform manifest and every blob it names.
 #[derive(Debug, Clone)]
 pub struct PulledImage {
@@ -237,7 +243,18 @@ impl<'a> Registry<'a> {
                                 detail: "a relative redirect we do not follow".into(),
                             });
                         };
-                    url = Url::parse(&next).map_err(|e| self.http_error(what, e))?;
+                    let next = Url::parse(&next).map_err(|e| self.http_error(what, e))?;
+                    if is_downgrade(&url, &next) {
+                        return Err(PullError::Unusable {
+                            registry: self.target.name.clone(),
+                            what: what.into(),
+                            detail: format!(
+                                "redirected from https down to plain http ({}): refused",
+                                next.origin()
+                            ),
+                        });
+                    }
+                    url = next;
                     // Redirects go to storage (S3): log without the presigned query.
                     log::debug!("{what}: redirected to {}", url.origin());
                 }
@@ -604,6 +621,23 @@ mod tests {
         .into_bytes();
         r.extend_from_slice(body);
         r
+    }
+
+    #[test]
+    fn a_redirect_from_https_to_plain_http_is_a_downgrade() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(is_downgrade(
+            &u("https://r.example/v2/x"),
+            &u("http://s3.example/l")
+        ));
+        assert!(!is_downgrade(
+            &u("https://r.example/v2/x"),
+            &u("https://s3.example/l")
+        ));
+        assert!(!is_downgrade(
+            &u("http://127.0.0.1:5000/v2/x"),
+            &u("http://127.0.0.1:5001/l")
+        ));
     }
 
     #[test]
