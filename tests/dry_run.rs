@@ -157,6 +157,8 @@ impl Site {
             "v1.31.0",
             "--hybridboot-path",
             "/usr/bin/hybridboot",
+            // --root implies --no-start; the recorder stands in for this root's systemd.
+            "--start",
         ];
         if dry_run {
             args.push("--dry-run");
