@@ -439,9 +439,9 @@ fn manufacture(bao: &OpenBao, tpmdir: &Path, line: &Path) -> String {
 }
 
 /// Searches the raw disk image (every block, so deleted files and the journal too) for each
-/// token and for a PEM private key with its body (the header alone is a string in many
-/// binaries, e.g. libcrypto).
-fn no_secret_on_disk(disk: &Path, tokens: &[String]) {
+/// token, and for PEM private keys with their body beyond those Debian's own root ships (the
+/// header alone is a string in many binaries, and libgnutls embeds a whole test key).
+fn no_secret_on_disk(disk: &Path, debian_root: &Path, tokens: &[String]) {
     assert!(
         !tokens.is_empty(),
         "the audit log shows no token issued: the search would prove nothing"
@@ -456,13 +456,28 @@ fn no_secret_on_disk(disk: &Path, tokens: &[String]) {
             r.code
         );
     }
-    let pem = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/]{16}";
-    let r = common::tool("grep", &["-c", "-a", "-z", "-P", "-e", pem, d], &[]);
-    assert_eq!(
-        r.stdout.trim(),
-        "0",
-        "a PEM private key is on the guest's disk {d}: {}",
-        r.stderr
+    let pem = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/]{40}";
+    let keys = |args: &[&str]| -> std::collections::BTreeSet<String> {
+        let mut all = vec!["-a", "-z", "-P", "-o", "-h", "-e", pem];
+        all.extend_from_slice(args);
+        let r = common::tool("grep", &all, &[]);
+        assert!(r.code <= 1, "grep for PEM keys: {}", r.stderr);
+        r.stdout
+            .split('\0')
+            .filter(|m| !m.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let shipped = keys(&["-r", debian_root.to_str().unwrap()]);
+    let found = keys(&[d]);
+    let ours: Vec<&String> = found.difference(&shipped).collect();
+    assert!(
+        ours.is_empty(),
+        "{} PEM private key(s) on the guest's disk {d} that Debian's root does not ship: {:?}",
+        ours.len(),
+        ours.iter()
+            .map(|k| k.lines().next().unwrap_or(""))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -903,7 +918,11 @@ guestfwd=tcp:10.0.2.100:{NTP_GUEST_PORT}-cmd:socat -T 5 - UDP4:127.0.0.1:{}",
 
     // Zero-secret enrollment: nothing on the guest's disk (files, the journal, free blocks) is a
     // Vault token OpenBao issued during the run, or a private key in the clear.
-    no_secret_on_disk(&vm.join("disk.img"), &bao.issued_tokens());
+    no_secret_on_disk(
+        &vm.join("disk.img"),
+        &root_cache.join("root"),
+        &bao.issued_tokens(),
+    );
     let c = console(&console_log);
     println!(
         "systemd guest: root {:.1} s, assemble {:.1} s, cut 1 at {:.1} s, cut 2 at {:.1} s, joined at {:.1} s, done at {:.1} s",
