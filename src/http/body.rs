@@ -3,12 +3,9 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use super::connect::Stream;
+use super::connect::{Stream, MAX_HEAD_BYTES};
 use super::error::map_io;
 use super::HttpError;
-
-/// Largest response head (status line + headers) we accept.
-pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Fuzzing and corpus-replay entry point (not an API): parses `raw` as the bytes a server sent
 /// for a request with `method`, through the same head, framing and body code as a real exchange,

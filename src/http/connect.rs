@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::body::MAX_HEAD_BYTES;
 use super::error::map_io;
 use super::{HttpError, Proxy, Url};
+
+/// Most bytes of a response head (status line and headers), a proxy's `CONNECT` answer too.
+pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// A byte stream, plain or TLS.
 pub(super) trait Stream: Read + Write {}

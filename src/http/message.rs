@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 use zeroize::Zeroizing;
 
 use super::date::{parse_http_date, parse_retry_after};
-use super::redirect::{shown, Redirects};
 use super::{HttpError, Url};
 use crate::secret::Secret;
 
@@ -189,4 +188,36 @@ fn excerpt(body: &[u8], max: usize) -> String {
         out.push_str("...");
     }
     out
+}
+
+/// Most hops a download follows (a CDN in front of object storage takes one or two).
+pub const MAX_DOWNLOAD_HOPS: u32 = 5;
+
+/// What a request does with a 3xx answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Redirects {
+    /// Follows none: a 3xx answer is an error naming its `Location` (the default).
+    #[default]
+    None,
+    /// Downloads from mirrors: up to [`MAX_DOWNLOAD_HOPS`] hops of 301/302/303/307/308, only to
+    /// `https://`; on the way to another origin every credential header (tokens, `Authorization`,
+    /// cookies) is dropped.
+    Download,
+    /// Vault's standby redirect, followed as Vault's own client does: one hop of 301/302/307/308
+    /// with the same method, body and headers (`X-Vault-Token` included: the active node is the
+    /// same Vault), never from `https://` down to `http://`.
+    Vault,
+}
+
+/// A `Location` for messages: without its query (presigned URLs carry credentials there).
+pub(super) fn shown(location: &str) -> String {
+    let clean: String = location
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    match clean.split_once('?') {
+        Some((before, _)) => format!("{before}?..."),
+        None => clean,
+    }
 }

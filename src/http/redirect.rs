@@ -4,27 +4,8 @@
 //! it may follow ([`Redirects`]); every other 3xx is an [`HttpError::Redirect`] naming where it
 //! pointed, so that an operator sees "the mirror redirects to X" rather than an empty document.
 
-use super::message::HeaderValue;
+use super::message::{shown, HeaderValue, Redirects, MAX_DOWNLOAD_HOPS};
 use super::{HttpError, Request, Scheme, Url};
-
-/// Most hops a download follows (a CDN in front of object storage takes one or two).
-pub const MAX_DOWNLOAD_HOPS: u32 = 5;
-
-/// What a request does with a 3xx answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Redirects {
-    /// Follows none: a 3xx answer is an error naming its `Location` (the default).
-    #[default]
-    None,
-    /// Downloads from mirrors: up to [`MAX_DOWNLOAD_HOPS`] hops of 301/302/303/307/308, only to
-    /// `https://`; on the way to another origin every credential header (tokens, `Authorization`,
-    /// cookies) is dropped.
-    Download,
-    /// Vault's standby redirect, followed as Vault's own client does: one hop of 301/302/307/308
-    /// with the same method, body and headers (`X-Vault-Token` included: the active node is the
-    /// same Vault), never from `https://` down to `http://`.
-    Vault,
-}
 
 /// The request to send next, `None` when `status` is not a redirect this request follows (the
 /// caller then treats the answer as final), or an error when the redirect must not be followed.
@@ -142,19 +123,6 @@ fn resolve(base: &Url, location: &str) -> Result<Url, String> {
         format!("{}{dir}{location}", base.origin())
     };
     Url::parse(&absolute).map_err(|e| e.to_string())
-}
-
-/// A `Location` for messages: without its query (presigned URLs carry credentials there).
-pub(super) fn shown(location: &str) -> String {
-    let clean: String = location
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
-    match clean.split_once('?') {
-        Some((before, _)) => format!("{before}?..."),
-        None => clean,
-    }
 }
 
 #[cfg(test)]
