@@ -71,12 +71,7 @@ impl Site {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        std::fs::copy(&self.ra.tls_ca, etc.join("aws-ca.pem")).unwrap();
-        let bin = root.join("usr/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(bin.join("kubelet"), "#!/bin/sh\necho Kubernetes v1.31.2\n").unwrap();
-        std::fs::set_permissions(bin.join("kubelet"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        util::config::seed_image(root, &self.ra.tls_ca);
         let key = format!("handle:{HANDLE}");
         let node = NodeConfig {
             cluster: self.moto.cluster_name(),

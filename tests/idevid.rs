@@ -131,13 +131,8 @@ impl Site {
     pub(crate) fn configure(&self, root: &Path, node_name: &str, idevid_key: &str, ttl: &str) {
         let etc = root.join("etc/hybridboot");
         std::fs::create_dir_all(&etc).unwrap();
-        std::fs::copy(&self.ra.tls_ca, etc.join("aws-ca.pem")).unwrap();
+        util::config::seed_image(root, &self.ra.tls_ca);
         std::fs::copy(&self.bao.listener_ca, etc.join("vault-ca.pem")).unwrap();
-        let bin = root.join("usr/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(bin.join("kubelet"), "#!/bin/sh\necho Kubernetes v1.31.2\n").unwrap();
-        std::fs::set_permissions(bin.join("kubelet"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
         let node = NodeConfig {
             cluster: self.moto.cluster_name(),
             ..NodeConfig::moto_site(node_name, NODE_KEY).with_endpoint(&self.ra)

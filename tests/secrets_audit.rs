@@ -644,12 +644,8 @@ fn firstboot_at_vvv_never_shows_secret_ids_wrapping_tokens_or_aws_secrets() {
     audit.secret("response-wrapping token (firstboot)", &wrapping);
     audit.secret_file(&etc.join("role-id"), &bao.role_id);
     audit.secret_file(&etc.join("secret-id"), &wrapping);
-    std::fs::copy(&ra.tls_ca, etc.join("aws-ca.pem")).unwrap();
-    // The image's kubelet (init only asks its version) and a systemctl that does nothing.
-    let bin = root.join("usr/bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::write(bin.join("kubelet"), "#!/bin/sh\necho Kubernetes v1.31.2\n").unwrap();
-    std::fs::set_permissions(bin.join("kubelet"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The image's kubelet and CA, and a systemctl that does nothing.
+    util::config::seed_image(&root, &ra.tls_ca);
     let systemctl = w.join("systemctl.sh");
     std::fs::write(&systemctl, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -9,7 +9,23 @@
 //! The rendering is fixed (field order, optional fields left out when `None`), so a test may
 //! edit the text or name a line number of it.
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
 use super::peers::RolesAnywhere;
+
+/// What every node image the tests build holds before first boot, under `root`: the AWS
+/// endpoints' CA at `/etc/hybridboot/aws-ca.pem` and the image's kubelet (a stand-in that
+/// answers `--version`: there is no kubelet package here, and init only asks its version).
+pub fn seed_image(root: &Path, aws_ca: &Path) {
+    let etc = root.join("etc/hybridboot");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::copy(aws_ca, etc.join("aws-ca.pem")).unwrap();
+    let bin = root.join("usr/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("kubelet"), "#!/bin/sh\necho Kubernetes v1.31.2\n").unwrap();
+    std::fs::set_permissions(bin.join("kubelet"), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
 
 /// `apiVersion: node.eks.aws/v1alpha1`, `kind: NodeConfig` with IAM Roles Anywhere.
 #[derive(Clone)]
