@@ -200,6 +200,18 @@ pub fn remove_file(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// Renames `from` over `to` (same file system) durably: both directories are flushed, so the
+/// move survives a power cut once this returns.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to).map_err(|e| with_path(e, "replacing", to))?;
+    let (a, b) = (parent_dir(from), parent_dir(to));
+    sync_dir(&b)?;
+    if a != b {
+        sync_dir(&a)?;
+    }
+    Ok(())
+}
+
 /// Creates a directory and its parents with mode 0755, flushing each new entry.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {

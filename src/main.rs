@@ -122,6 +122,19 @@ enum Command {
     ///
     /// Example: hybridboot init --config-source file:///etc/eks/nodeconfig.yaml
     Init(node::InitArgs),
+    /// Move the node to another Kubernetes version (like `nodeadm upgrade`), crash-safe.
+    ///
+    /// Refuses a downgrade and a kubelet the control plane does not allow (newer than the
+    /// cluster, or more than 3 minor versions older: eks:DescribeCluster tells its version).
+    /// Then downloads and verifies the release's whole set of artifacts beside the installed
+    /// ones (digests or the signed manifest, exactly as `install`), stops kubelet, renames the
+    /// new files into place, records the version, re-runs init (the kubelet's flags and
+    /// configuration depend on its version) and starts kubelet. Interrupted at any point (power
+    /// cut), the same command finishes it; a refused or failed download changes nothing.
+    /// Drain the node first (`kubectl drain NODE --ignore-daemonsets`).
+    ///
+    /// Example: hybridboot upgrade 1.32 --config-source file:///etc/eks/nodeconfig.yaml --manifest https://mirror/manifest.yaml --manifest-public-key /etc/hybridboot/manifest.pub
+    Upgrade(node::UpgradeArgs),
     /// Write a user kubeconfig whose exec plugin is `hybridboot token` with IAM Roles Anywhere.
     Kubeconfig(token::KubeconfigArgs),
     /// Make sure containerd holds the sandbox image its config pins (init's last step): pulled
@@ -181,6 +194,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Uninstall(a) => node::run_uninstall(a),
         Command::Token(a) => token::run(a),
         Command::Init(a) => node::run_init(a),
+        Command::Upgrade(a) => node::run_upgrade(a),
         Command::Kubeconfig(a) => token::run_kubeconfig(a),
         Command::SandboxImage(a) => node::run_sandbox_image(a),
     }

@@ -422,7 +422,7 @@ fn a_mirror_outage_ends_in_exit_4_and_a_missing_release_in_exit_3() {
     assert_eq!(r.code, 4, "{}", r.stderr);
 
     m.control("/__clear");
-    let r = install(&m, root.path(), "1.29.0", &[]);
+    let r = install(&m, root.path(), "1.27.0", &[]);
     assert_eq!(r.code, 3, "{}", r.stderr);
 }
 

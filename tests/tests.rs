@@ -41,6 +41,7 @@ mod secrets_audit;
 mod signing_helper;
 mod tpm;
 mod tpm_native;
+mod upgrade;
 mod vault;
 mod vault_ha;
 mod vm;

@@ -1,4 +1,5 @@
-//! The node commands: `config check`, `install`, `uninstall`, `init` and `sandbox-image`, their
+//! The node commands: `config check`, `install`, `uninstall`, `init`, `upgrade` and
+//! `sandbox-image`, their
 //! flags turned into
 //! the settings of [`crate::node`].
 
@@ -15,6 +16,7 @@ use crate::node::install::{
 use crate::node::render::proxy::ProxyEnv;
 use crate::node::render::{AwsOverrides, KubeletVersion};
 use crate::node::sandbox::{self, Outcome, SandboxSettings};
+use crate::node::upgrade::{self, UpgradeSettings};
 
 /// `hybridboot config` subcommands.
 #[derive(Subcommand, Debug)]
@@ -194,6 +196,15 @@ pub struct InitArgs {
     /// Kubelet version (`v1.31.2`) instead of running `<root>/usr/bin/kubelet --version`.
     #[arg(long, value_name = "VERSION")]
     pub kubelet_version: Option<String>,
+    /// Where the node reaches AWS and finds its key.
+    #[command(flatten)]
+    pub site: NodeSiteArgs,
+}
+
+/// The flags `init` and `upgrade` share: where hybridboot and the node key are, and where the
+/// node reaches AWS.
+#[derive(Args, Debug)]
+pub struct NodeSiteArgs {
     /// The hybridboot path written into credential_process, the kubeconfig and units: where
     /// the binary is on the node [default: this executable; with --root other than /,
     /// /usr/bin/hybridboot, never the build host's path].
@@ -231,6 +242,55 @@ pub struct InitArgs {
     pub pkcs11_lib: Option<PathBuf>,
 }
 
+impl NodeSiteArgs {
+    /// The AWS settings these flags say (the proxy from this run's environment).
+    pub fn aws(&self) -> AwsOverrides {
+        AwsOverrides {
+            roles_anywhere_endpoint: self.roles_anywhere_endpoint.clone(),
+            ca_bundle: self.aws_ca_bundle.clone(),
+            tcti: self.tcti.clone().filter(|t| !t.is_empty()),
+            pkcs11_lib: self
+                .pkcs11_lib
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+            // The site's proxy, from this run's environment (HTTPS_PROXY, HTTP_PROXY,
+            // NO_PROXY): written into the drop-ins and the credential_process line.
+            proxy: ProxyEnv::from_env(),
+        }
+    }
+
+    /// The init settings of `config_source` under `root` with these flags; `--root` other than
+    /// `/` implies `--no-start` unless `start`.
+    pub fn init_settings(
+        &self,
+        config_source: &str,
+        root: &Path,
+        skip: &[String],
+        (no_start, start): (bool, bool),
+    ) -> InitSettings {
+        let rooted = root != Path::new("/");
+        if rooted && !no_start && !start {
+            log::info!(
+                "--root {}: not starting any unit (--root implies --no-start; --start overrides)",
+                root.display()
+            );
+        }
+        InitSettings {
+            skip: skip.to_vec(),
+            no_start: no_start || (rooted && !start),
+            hybridboot_path: self
+                .hybridboot_path
+                .clone()
+                .or_else(|| rooted.then(|| PathBuf::from(DEFAULT_HYBRIDBOOT_PATH))),
+            aws: self.aws(),
+            eks_endpoint: self.eks_endpoint.clone(),
+            ecr_endpoint: self.ecr_endpoint.clone(),
+            ecr_registry_endpoint: self.ecr_registry_endpoint.clone(),
+            ..InitSettings::new(config_source, root.to_path_buf())
+        }
+    }
+}
+
 impl InitArgs {
     /// The settings these flags say.
     pub fn settings(&self) -> anyhow::Result<InitSettings> {
@@ -240,37 +300,14 @@ impl InitArgs {
             })?),
             None => None,
         };
-        let rooted = self.root != Path::new("/");
-        if rooted && !self.no_start && !self.start {
-            log::info!(
-                "--root {}: not starting any unit (--root implies --no-start; --start overrides)",
-                self.root.display()
-            );
-        }
         Ok(InitSettings {
-            skip: self.skip.clone(),
-            no_start: self.no_start || (rooted && !self.start),
             kubelet_version,
-            hybridboot_path: self
-                .hybridboot_path
-                .clone()
-                .or_else(|| rooted.then(|| PathBuf::from(DEFAULT_HYBRIDBOOT_PATH))),
-            aws: AwsOverrides {
-                roles_anywhere_endpoint: self.roles_anywhere_endpoint.clone(),
-                ca_bundle: self.aws_ca_bundle.clone(),
-                tcti: self.tcti.clone().filter(|t| !t.is_empty()),
-                pkcs11_lib: self
-                    .pkcs11_lib
-                    .clone()
-                    .filter(|p| !p.as_os_str().is_empty()),
-                // The site's proxy, from this run's environment (HTTPS_PROXY, HTTP_PROXY,
-                // NO_PROXY): written into the drop-ins and the credential_process line.
-                proxy: ProxyEnv::from_env(),
-            },
-            eks_endpoint: self.eks_endpoint.clone(),
-            ecr_endpoint: self.ecr_endpoint.clone(),
-            ecr_registry_endpoint: self.ecr_registry_endpoint.clone(),
-            ..InitSettings::new(self.config_source.clone(), self.root.clone())
+            ..self.site.init_settings(
+                &self.config_source,
+                &self.root,
+                &self.skip,
+                (self.no_start, self.start),
+            )
         })
     }
 }
@@ -352,4 +389,73 @@ pub fn run_sandbox_image(args: SandboxImageArgs) -> anyhow::Result<()> {
             ..
         } => super::print(&format!("{image}: pulled {digest} ({bytes} bytes)\n")),
     }
+}
+
+/// Arguments of `hybridboot upgrade`.
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    /// Kubernetes version to move to: `1.32` (latest patch in the manifest) or `1.32.1`
+    /// (exactly). Never lower than the installed one; the kubelet may not be newer than the
+    /// control plane nor more than 3 minor versions older.
+    #[arg(value_name = "K8S_VERSION")]
+    pub kubernetes_version: String,
+    /// The node's NodeConfig, as given to `init`: file:///abs/path, file://relative/path or a
+    /// plain path.
+    #[arg(long, short = 'c', value_name = "SOURCE")]
+    pub config_source: String,
+    /// Release manifest (nodeadm's schema), as for `install`: https://... or file:///...
+    #[arg(long, value_name = "URL", default_value = DEFAULT_MANIFEST)]
+    pub manifest: String,
+    /// Ed25519 public key that must have signed `<manifest>.signed`, as for `install`; the
+    /// signed manifest's serial may not be lower than the one the node installed from.
+    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_MANIFEST_PUBLIC_KEY")]
+    pub manifest_public_key: Option<PathBuf>,
+    /// PEM bundle of CAs that sign the mirror's TLS certificate (replaces the built-in roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Architecture of the artifacts [default: this machine's].
+    #[arg(long, value_parser = ["amd64", "arm64"])]
+    pub arch: Option<String>,
+    /// Upgrade the node under this directory instead of `/` (image builds, tests).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Phases to skip (comma separated, repeatable): init's names, `kubelet-version-skew-validation`
+    /// (no DescribeCluster, no skew check), and nodeadm's `pod-validation`, `node-validation`,
+    /// `init-validation` (accepted; drain and cordon the node yourself first).
+    #[arg(long, short = 's', value_name = "NAME,...")]
+    pub skip: Vec<String>,
+    /// Do not stop, start or restart any unit (implied by --root other than /).
+    #[arg(long)]
+    pub no_start: bool,
+    /// With --root: stop and start the units anyway (tests with a recording service manager).
+    #[arg(long, conflicts_with = "no_start")]
+    pub start: bool,
+    /// Where the node reaches AWS and finds its key.
+    #[command(flatten)]
+    pub site: NodeSiteArgs,
+}
+
+impl UpgradeArgs {
+    /// The settings these flags say.
+    pub fn settings(&self) -> UpgradeSettings {
+        UpgradeSettings {
+            kubernetes_version: self.kubernetes_version.clone(),
+            manifest: self.manifest.clone(),
+            manifest_public_key: self.manifest_public_key.clone(),
+            ca_bundle: self.ca_bundle.clone(),
+            arch: self.arch.clone(),
+            init: self.site.init_settings(
+                &self.config_source,
+                &self.root,
+                &self.skip,
+                (self.no_start, self.start),
+            ),
+        }
+    }
+}
+
+/// Runs `upgrade` with systemd as the service manager and prints how it ended.
+pub fn run_upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
+    let outcome = upgrade::upgrade(&args.settings(), &mut Systemctl::from_env())?;
+    super::print(&format!("{outcome}\n"))
 }

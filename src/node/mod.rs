@@ -14,3 +14,4 @@ pub mod install;
 pub mod kubeconfig;
 pub mod render;
 pub mod sandbox;
+pub mod upgrade;

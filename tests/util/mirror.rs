@@ -16,6 +16,14 @@ use sha2::{Digest, Sha256};
 
 use super::x509::OpensslCa;
 
+/// The releases the mirror publishes, by minor (1.31 first: install's tests edit its lines):
+/// 1.28 (before kubelet config drop-ins) and 1.29 are upgrade's.
+pub const RELEASES: &[(&str, &[&str])] = &[
+    ("1.31", &["1.31.1", "1.31.2"]),
+    ("1.28", &["1.28.1"]),
+    ("1.29", &["1.29.1"]),
+];
+
 pub const CNI_TGZ: &str = "cni-plugins-linux-amd64-v1.6.0.tgz";
 
 pub fn sha256_hex(path: &Path) -> String {
@@ -51,7 +59,7 @@ pub fn store() -> &'static Path {
         // Built once under target/ and reused by later runs (it only changes with this file's
         // STORE_VERSION); built in a private directory and renamed, so a half-built store is
         // never used.
-        const STORE_VERSION: &str = "install-store-v1";
+        const STORE_VERSION: &str = "install-store-v2";
         let done = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(STORE_VERSION);
         if done.join("ca.pem").exists() {
             return done;
@@ -90,7 +98,7 @@ pub fn store() -> &'static Path {
             0o755,
         );
         sh(&c, "gzip", &["-k", "aws-iam-authenticator"]);
-        for v in ["1.31.1", "1.31.2"] {
+        for v in RELEASES.iter().flat_map(|(_, patches)| *patches) {
             let k = d.join(v).join("kubelet");
             write(
                 &k,
@@ -103,6 +111,14 @@ pub fn store() -> &'static Path {
                 format!("{hex}  kubelet\n"),
             )
             .unwrap();
+            // The older minors (upgrade's) carry their own kubectl stand-in.
+            let kc = d.join(v).join("kubectl");
+            write(
+                &kc,
+                format!("#!/bin/sh\necho Client Version: v{v}\n").as_bytes(),
+                0o755,
+            );
+            std::fs::write(d.join(v).join("kubectl.sha256"), sha256_hex(&kc)).unwrap();
         }
         for name in [
             "kubectl",
@@ -276,14 +292,20 @@ impl Mirror {
             format!("    - {{name: {name}, arch: amd64, os: linux, uri: \"{base}/{dir}/{file}\", checksum_uri: \"{base}/{dir}/{file}.sha256\"{gz}}}\n")
         };
         let cni_dir = if cni == Cni::Evil { "evil" } else { "common" };
-        let mut text = String::from("supported_eks_releases:\n- major_minor_version: \"1.31\"\n  latest_patch_version: \"2\"\n  patch_releases:\n");
+        let mut text = String::from("supported_eks_releases:\n");
         // The signed manifest's artifact lines, digests computed from the store as a mirror
         // operator computes them from the files they publish (gzip'd ones decompressed).
         let mut digests = String::new();
-        for (v, p) in [("1.31.1", "1"), ("1.31.2", "2")] {
+        for (minor, patches) in RELEASES {
+            let latest = patches.iter().filter_map(|v| v.rsplit('.').next()).last().unwrap();
+            text += &format!("- major_minor_version: \"{minor}\"\n  latest_patch_version: \"{latest}\"\n  patch_releases:\n");
+        for v in *patches {
+            let p = v.rsplit('.').next().unwrap();
+            // 1.31 uses the distribution's real kubectl; the others their own stand-in.
+            let kubectl_dir = if *minor == "1.31" { "common" } else { *v };
             text += &format!("  - version: {v}\n    patch_version: \"{p}\"\n    release_date: \"2026-11-01\"\n    artifacts:\n");
             text += &art("kubelet", v, "kubelet", false);
-            text += &art("kubectl", "common", "kubectl", false);
+            text += &art("kubectl", kubectl_dir, "kubectl", false);
             text += &art("cni-plugins", cni_dir, CNI_TGZ, false);
             text += &art(
                 "aws-iam-authenticator",
@@ -303,7 +325,7 @@ impl Mirror {
             text += "    - {name: kubelet, arch: arm64, os: linux, uri: \"https://nowhere.invalid/k\", checksum_uri: \"https://nowhere.invalid/k.sha256\"}\n";
             for (name, file) in [
                 ("kubelet", s.join(v).join("kubelet")),
-                ("kubectl", s.join("common/kubectl")),
+                ("kubectl", s.join(kubectl_dir).join("kubectl")),
                 ("cni-plugins", s.join(cni_dir).join(CNI_TGZ)),
                 (
                     "aws-iam-authenticator",
@@ -318,6 +340,7 @@ impl Mirror {
             ] {
                 digests += &format!("artifact {v} linux amd64 {name} {}\n", sha256_hex(&file));
             }
+        }
         }
         text += "region_config:\n  us-east-1: {partition: aws}\nssm_releases: null\n";
         let text = edit(text);

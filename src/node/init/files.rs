@@ -42,6 +42,10 @@ const FILE_PHASES: [FilePhase; 4] = [
 /// nodeadm phase names hybridboot has no equivalent for: accepted so that existing
 /// `nodeadm init --skip ...` command lines keep working, and ignored.
 pub const NODEADM_ONLY_PHASES: &[&str] = &[
+    // nodeadm upgrade's drain checks (the operator drains first).
+    "pod-validation",
+    "node-validation",
+    "init-validation",
     "install-validation",
     "cni-validation",
     "credentials-validation",

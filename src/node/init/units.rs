@@ -18,6 +18,10 @@ pub enum UnitAction {
     Enable(String),
     /// `systemctl restart UNIT`.
     Restart(String),
+    /// `systemctl stop UNIT` (stays enabled: `upgrade` while it replaces the binaries).
+    Halt(String),
+    /// `systemctl start UNIT` (a no-op when it already runs).
+    Start(String),
 }
 
 impl UnitAction {
@@ -28,6 +32,8 @@ impl UnitAction {
             UnitAction::Stop(u) => vec!["disable", "--now", u],
             UnitAction::Enable(u) => vec!["enable", u],
             UnitAction::Restart(u) => vec!["restart", u],
+            UnitAction::Halt(u) => vec!["stop", u],
+            UnitAction::Start(u) => vec!["start", u],
         }
     }
 }

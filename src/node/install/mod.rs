@@ -25,6 +25,7 @@ pub mod manifest;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod signature;
 pub mod signed;
+pub mod stage;
 mod uninstall;
 
 use std::collections::BTreeMap;
@@ -540,6 +541,15 @@ fn choose<'a>(
     Ok(chosen)
 }
 
+/// The URL an artifact is fetched from (its gzip'd form when the manifest has one) and whether
+/// it is gzip'd.
+fn source_url(c: &Chosen) -> (String, bool) {
+    match c.artifact.gzip_uri.as_deref().filter(|u| !u.is_empty()) {
+        Some(gz) => (gz.to_string(), true),
+        None => (c.artifact.uri.clone(), false),
+    }
+}
+
 /// Places one chosen artifact (unless it already matches) and records it; returns 1 when it
 /// was downloaded.
 fn place(
@@ -549,73 +559,30 @@ fn place(
     previous: &Record,
     record: &mut Record,
 ) -> anyhow::Result<u32> {
-    let mut downloaded = 0;
-    let name = &c.artifact.name;
-    let gzip = c
-        .artifact
-        .gzip_uri
-        .as_deref()
-        .is_some_and(|u| !u.is_empty());
-    let url = if gzip {
-        c.artifact.gzip_uri.clone().unwrap()
-    } else {
-        c.artifact.uri.clone()
-    };
-    if c.placement.path == CNI_BIN_DIR {
-        downloaded += install_cni(src, root, c, &url, gzip, previous, record)?;
+    let (url, gzip) = source_url(c);
+    let downloaded = if c.placement.path == CNI_BIN_DIR {
+        install_cni(src, root, c, &url, gzip, previous, record)?
     } else {
         let target = fsutil::under_root(root, Path::new(c.placement.path));
-        let current =
-            fetch::sha256_file(&target).with_context(|| format!("reading {}", target.display()))?;
-        if current == Some(c.want) {
-            log::info!(
-                "{name}: {} already matches sha256 {}; not downloaded",
-                c.placement.path,
-                hex::encode(c.want)
-            );
-        } else {
-            let started = std::time::Instant::now();
-            let (bytes, attempts) = with_retries(name, |_| {
-                let mut progress = fetch::Progress::new(name);
-                fetch::download_once(
-                    src,
-                    &fetch::Spec {
-                        url: &url,
-                        gzip,
-                        want: &c.want,
-                        want_from: &c.want_from,
-                        target: &target,
-                        opts: &WriteOptions::executable(),
-                        limit: MAX_ARTIFACT_BYTES,
-                    },
-                    &mut progress,
-                )
-            })
-            .classed()
-            .with_context(|| format!("installing {name}"))?;
-            downloaded += 1;
-            log::info!(
-                "{name}: installed {} ({}, {}, sha256 {}{})",
-                c.placement.path,
-                fetch::human(bytes),
-                fetch::rate(bytes, started),
-                hex::encode(c.want),
-                if attempts > 1 {
-                    format!(", {attempts} attempts")
-                } else {
-                    String::new()
-                }
-            );
-        }
+        let n = fetch_verified(src, c, &target, c.placement.path)?;
         record.files.insert(
             c.placement.path.to_string(),
             RecordedFile {
-                artifact: name.clone(),
+                artifact: c.artifact.name.clone(),
                 sha256: hex::encode(c.want),
             },
         );
-    }
-    record.artifacts.insert(name.clone(), hex::encode(c.want));
+        n
+    };
+    note_artifact(c, record);
+    Ok(downloaded)
+}
+
+/// Records a chosen artifact's digest and its tracker field.
+fn note_artifact(c: &Chosen, record: &mut Record) {
+    record
+        .artifacts
+        .insert(c.artifact.name.clone(), hex::encode(c.want));
     let field = c.placement.tracker;
     let value = if field == "Containerd" {
         "distro"
@@ -623,7 +590,59 @@ fn place(
         "true"
     };
     record.tracker.insert(field.to_string(), value.to_string());
-    Ok(downloaded)
+}
+
+/// Downloads one artifact to `target` (a temporary file beside it, renamed into place only
+/// when the SHA-256 matches) unless `target` already holds it; returns 1 when downloaded.
+/// `shown` is the path as logged (without `--root`).
+fn fetch_verified(
+    src: &dyn Fetch,
+    c: &Chosen,
+    target: &Path,
+    shown: &str,
+) -> anyhow::Result<u32> {
+    let name = &c.artifact.name;
+    let (url, gzip) = source_url(c);
+    let current =
+        fetch::sha256_file(target).with_context(|| format!("reading {}", target.display()))?;
+    if current == Some(c.want) {
+        log::info!(
+            "{name}: {shown} already matches sha256 {}; not downloaded",
+            hex::encode(c.want)
+        );
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let (bytes, attempts) = with_retries(name, |_| {
+        let mut progress = fetch::Progress::new(name);
+        fetch::download_once(
+            src,
+            &fetch::Spec {
+                url: &url,
+                gzip,
+                want: &c.want,
+                want_from: &c.want_from,
+                target,
+                opts: &WriteOptions::executable(),
+                limit: MAX_ARTIFACT_BYTES,
+            },
+            &mut progress,
+        )
+    })
+    .classed()
+    .with_context(|| format!("installing {name}"))?;
+    log::info!(
+        "{name}: installed {shown} ({}, {}, sha256 {}{})",
+        fetch::human(bytes),
+        fetch::rate(bytes, started),
+        hex::encode(c.want),
+        if attempts > 1 {
+            format!(", {attempts} attempts")
+        } else {
+            String::new()
+        }
+    );
+    Ok(1)
 }
 
 /// Capabilities that come from the image or from hybridboot itself.
@@ -682,12 +701,33 @@ fn install_cni(
     previous: &Record,
     record: &mut Record,
 ) -> anyhow::Result<u32> {
+    if let Some(kept) = cni_intact(root, c, previous) {
+        record.files.extend(kept);
+        return Ok(0);
+    }
+    let bin = fsutil::under_root(root, Path::new(CNI_BIN_DIR));
+    for (rel, digest) in fetch_cni(src, root, c, (url, gzip), &bin, CNI_BIN_DIR)? {
+        record.files.insert(
+            Path::new(CNI_BIN_DIR).join(rel).display().to_string(),
+            RecordedFile {
+                artifact: c.artifact.name.clone(),
+                sha256: hex::encode(digest),
+            },
+        );
+    }
+    Ok(1)
+}
+
+/// The recorded CNI files, when the previous install placed this very tarball and every file
+/// it extracted is still as placed.
+fn cni_intact(root: &Path, c: &Chosen, previous: &Record) -> Option<Vec<(String, RecordedFile)>> {
     let name = &c.artifact.name;
     let want_hex = hex::encode(c.want);
-    let previous_files: Vec<(&String, &RecordedFile)> = previous
+    let previous_files: Vec<(String, RecordedFile)> = previous
         .files
         .iter()
         .filter(|(_, f)| &f.artifact == name)
+        .map(|(p, f)| (p.clone(), f.clone()))
         .collect();
     let intact = previous.artifacts.get(name) == Some(&want_hex)
         && !previous_files.is_empty()
@@ -699,14 +739,25 @@ fn install_cni(
                 .as_ref()
                 == Some(&f.sha256)
         });
-    if intact {
-        log::info!("{name}: {CNI_BIN_DIR} already holds tarball sha256 {want_hex}; not downloaded");
-        for (p, f) in previous_files {
-            record.files.insert(p.clone(), f.clone());
-        }
-        return Ok(0);
+    if !intact {
+        return None;
     }
-    // The tarball is staged beside the state, verified, checked entry by entry, then extracted.
+    log::info!("{name}: {CNI_BIN_DIR} already holds tarball sha256 {want_hex}; not downloaded");
+    Some(previous_files)
+}
+
+/// Downloads the CNI tarball (staged beside the state under `root`, verified, checked entry by
+/// entry) and extracts it into `dir` (logged as `shown`); returns each extracted file's name and
+/// SHA-256.
+fn fetch_cni(
+    src: &dyn Fetch,
+    root: &Path,
+    c: &Chosen,
+    (url, gzip): (&str, bool),
+    dir: &Path,
+    shown: &str,
+) -> anyhow::Result<Vec<(PathBuf, [u8; 32])>> {
+    let name = &c.artifact.name;
     let staging = fsutil::under_root(root, Path::new("/var/lib/hybridboot/cni-plugins.tgz"));
     let started = std::time::Instant::now();
     let (bytes, _) = with_retries(name, |_| {
@@ -733,30 +784,26 @@ fn install_cni(
     let result = cni::plan(open()?, &limits).and_then(|_| {
         cni::extract(
             open().map_err(|e| cni::CniError::Corrupt(std::io::Error::other(e.to_string())))?,
-            &fsutil::under_root(root, Path::new(CNI_BIN_DIR)),
+            dir,
             &limits,
         )
     });
     fsutil::remove_file(&staging).ok();
     let placed = result.classed().with_context(|| url.to_string())?;
-    let bin = fsutil::under_root(root, Path::new(CNI_BIN_DIR));
-    for (path, digest) in &placed {
-        let rel = Path::new(CNI_BIN_DIR).join(path.strip_prefix(&bin).unwrap_or(path));
-        record.files.insert(
-            rel.display().to_string(),
-            RecordedFile {
-                artifact: name.clone(),
-                sha256: hex::encode(digest),
-            },
-        );
-    }
     log::info!(
-        "{name}: installed {} files in {CNI_BIN_DIR} (tarball {}, {}, sha256 {want_hex})",
+        "{name}: installed {} files in {shown} (tarball {}, {}, sha256 {})",
         placed.len(),
         fetch::human(bytes),
-        fetch::rate(bytes, started)
+        fetch::rate(bytes, started),
+        hex::encode(c.want)
     );
-    Ok(1)
+    Ok(placed
+        .into_iter()
+        .map(|(path, digest)| {
+            let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+            (rel, digest)
+        })
+        .collect())
 }
 
 /// `--offline`: the artifacts are already in the image; check them against the record.

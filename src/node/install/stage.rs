@@ -1,0 +1,278 @@
+//! Staged installs, for `upgrade`: the whole new set of artifacts is downloaded and verified
+//! beside the installed files before any installed file changes, then moved into place by
+//! renames that can be repeated after a power cut.
+//!
+//! A staged file waits under a hidden name in its final directory (`/usr/bin/.kubelet.hb-upgrade`),
+//! the CNI plugins in a sibling directory (`/opt/cni/.bin.hb-upgrade/`), so every move is a
+//! rename within one file system: atomic, and never a copy. A file that already holds the new
+//! digest is not staged at all.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    choose, cni_intact, default_tracker, fetch, fetch_cni, fetch_verified, host_arch,
+    load_manifest, note_artifact, note_image_capabilities, read_record, signed, sources,
+    source_url, InstallSettings, Manifest, Record, RecordedFile, Sources, CNI_BIN_DIR,
+};
+use crate::error::{self, ResultExt};
+use crate::fsutil;
+
+/// How a staged file's name ends (after a leading dot and the final name).
+pub const STAGED_SUFFIX: &str = ".hb-upgrade";
+/// Where the new CNI plugins wait (beside [`CNI_BIN_DIR`]).
+pub const CNI_STAGING_DIR: &str = "/opt/cni/.bin.hb-upgrade";
+
+/// A release chosen from a manifest that was fetched and verified as `install` verifies it.
+pub struct Resolved {
+    src: Sources,
+    manifest: Manifest,
+    signed: Option<signed::SignedManifest>,
+    arch: String,
+    /// The install record before this run (empty when nothing was installed).
+    pub previous: Record,
+    /// The exact version the manifest gives for the one asked (`1.31` -> `1.31.2`).
+    pub version: String,
+}
+
+/// Fetches and verifies the manifest (signed manifest included, with its replay check against
+/// the install record) and picks the release `args.kubernetes_version` names. Downloads no
+/// artifact.
+pub fn resolve(args: &InstallSettings) -> anyhow::Result<Resolved> {
+    let src = sources(args)?;
+    let previous = read_record(&args.root)?.unwrap_or_default();
+    let (manifest, signed) = load_manifest(&src, args, previous.manifest_serial)?;
+    let version = manifest
+        .select(&args.kubernetes_version)
+        .classed()
+        .with_context(|| args.manifest.clone())?
+        .version
+        .clone();
+    Ok(Resolved {
+        src,
+        manifest,
+        signed,
+        arch: args.arch.clone().unwrap_or_else(|| host_arch().to_string()),
+        previous,
+        version,
+    })
+}
+
+/// One staged file and where it goes (both absolute, without the root).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Move {
+    /// Where the verified file waits.
+    pub staged: String,
+    /// Its final path.
+    pub target: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+}
+
+/// A staged install: what the record becomes once the moves are done.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Staged {
+    /// The install record after the moves.
+    pub record: Record,
+    /// Staged files to rename into place.
+    pub moves: Vec<Move>,
+    /// Files the previous install placed that the new release no longer has.
+    pub remove: Vec<String>,
+}
+
+/// The hidden name a file waits under in its own directory: `/usr/bin/kubelet` ->
+/// `/usr/bin/.kubelet.hb-upgrade`.
+pub fn staged_path(target: &str) -> String {
+    let p = Path::new(target);
+    let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    p.with_file_name(format!(".{name}{STAGED_SUFFIX}"))
+        .display()
+        .to_string()
+}
+
+/// Downloads and verifies every artifact of `resolved` that differs from what is installed,
+/// into the staging names. Nothing installed changes; on failure the staged files are removed.
+pub fn stage(args: &InstallSettings, resolved: &Resolved) -> anyhow::Result<Staged> {
+    let root = &args.root;
+    let release = resolved
+        .manifest
+        .select(&resolved.version)
+        .classed()
+        .with_context(|| args.manifest.clone())?;
+    let chosen = choose(
+        &resolved.src,
+        args,
+        resolved.signed.as_ref(),
+        &release.version,
+        &release.artifacts,
+        &resolved.arch,
+    )?;
+    let previous = &resolved.previous;
+    let mut record = Record {
+        kubernetes_version: release.version.clone(),
+        tracker: default_tracker(),
+        manifest_serial: resolved
+            .signed
+            .as_ref()
+            .map(|s| s.serial)
+            .max(previous.manifest_serial),
+        ..Record::default()
+    };
+    let mut moves = Vec::new();
+    let staged = (|| -> anyhow::Result<()> {
+        for c in &chosen {
+            let name = &c.artifact.name;
+            if c.placement.path == CNI_BIN_DIR {
+                if let Some(kept) = cni_intact(root, c, previous) {
+                    record.files.extend(kept);
+                } else {
+                    let dir = fsutil::under_root(root, Path::new(CNI_STAGING_DIR));
+                    clear_dir(&dir)?;
+                    let placed =
+                        fetch_cni(&resolved.src, root, c, (&source_url(c).0, source_url(c).1), &dir, CNI_STAGING_DIR)?;
+                    for (rel, digest) in placed {
+                        let target = Path::new(CNI_BIN_DIR).join(&rel).display().to_string();
+                        let sha256 = hex::encode(digest);
+                        moves.push(Move {
+                            staged: Path::new(CNI_STAGING_DIR).join(&rel).display().to_string(),
+                            target: target.clone(),
+                            sha256: sha256.clone(),
+                        });
+                        record.files.insert(
+                            target,
+                            RecordedFile {
+                                artifact: name.clone(),
+                                sha256,
+                            },
+                        );
+                    }
+                }
+            } else {
+                let target = c.placement.path;
+                let installed = fsutil::under_root(root, Path::new(target));
+                let current = fetch::sha256_file(&installed)
+                    .with_context(|| format!("reading {}", installed.display()))?;
+                if current == Some(c.want) {
+                    log::info!("{name}: {target} is already the new release's; kept");
+                } else {
+                    let staged = staged_path(target);
+                    fetch_verified(
+                        &resolved.src,
+                        c,
+                        &fsutil::under_root(root, Path::new(&staged)),
+                        &staged,
+                    )?;
+                    moves.push(Move {
+                        staged,
+                        target: target.to_string(),
+                        sha256: hex::encode(c.want),
+                    });
+                }
+                record.files.insert(
+                    target.to_string(),
+                    RecordedFile {
+                        artifact: name.clone(),
+                        sha256: hex::encode(c.want),
+                    },
+                );
+            }
+            note_artifact(c, &mut record);
+        }
+        Ok(())
+    })();
+    if let Err(e) = staged {
+        discard(root, &moves);
+        return Err(e);
+    }
+    note_image_capabilities(root, args.containerd_source, &mut record);
+    let remove = previous
+        .files
+        .iter()
+        .filter(|(path, f)| {
+            !record.files.contains_key(*path) && chosen.iter().any(|c| c.artifact.name == f.artifact)
+        })
+        .map(|(path, _)| path.clone())
+        .collect();
+    Ok(Staged {
+        record,
+        moves,
+        remove,
+    })
+}
+
+/// Removes the regular files in our own staging directory (left by an interrupted run).
+fn clear_dir(dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) {
+            fsutil::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the staged files of an upgrade that will not happen (best effort: a leftover is
+/// harmless and replaced by the next staging).
+pub fn discard(root: &Path, moves: &[Move]) {
+    for m in moves {
+        let _ = fsutil::remove_file(&fsutil::under_root(root, Path::new(&m.staged)));
+    }
+    let _ = std::fs::remove_dir(fsutil::under_root(root, Path::new(CNI_STAGING_DIR)));
+}
+
+/// Moves the staged files into place and removes the dropped ones. Safe to repeat after an
+/// interruption at any point: a move whose staged file is gone is done when the target holds
+/// its digest.
+pub fn apply(root: &Path, staged: &Staged) -> anyhow::Result<()> {
+    for m in &staged.moves {
+        let from = fsutil::under_root(root, Path::new(&m.staged));
+        let to = fsutil::under_root(root, Path::new(&m.target));
+        let digest = |p: &PathBuf| {
+            fetch::sha256_file(p)
+                .with_context(|| format!("reading {}", p.display()))
+                .map(|d| d.map(hex::encode))
+        };
+        match digest(&from)? {
+            Some(d) if d == m.sha256 => {
+                fsutil::rename(&from, &to)
+                    .with_context(|| format!("moving {} to {}", m.staged, m.target))?;
+            }
+            Some(d) => {
+                return Err(error::operator(format!(
+                    "{} changed after it was verified (sha256 {d}, verified {}); remove it and {} and run the upgrade again",
+                    from.display(),
+                    m.sha256,
+                    super::super::upgrade::JOURNAL_PATH
+                )))
+            }
+            None if digest(&to)?.as_deref() == Some(m.sha256.as_str()) => {}
+            None => {
+                return Err(error::operator(format!(
+                    "{} is gone and {} does not hold sha256 {}; remove {} and run the upgrade again",
+                    from.display(),
+                    to.display(),
+                    m.sha256,
+                    super::super::upgrade::JOURNAL_PATH
+                )))
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(fsutil::under_root(root, Path::new(CNI_STAGING_DIR)));
+    for path in &staged.remove {
+        let p = fsutil::under_root(root, Path::new(path));
+        if fsutil::remove_file(&p).with_context(|| format!("removing {}", p.display()))? {
+            log::info!(
+                "removed {path} (not in Kubernetes {})",
+                staged.record.kubernetes_version
+            );
+        }
+    }
+    super::write_state(root, &staged.record)
+}
