@@ -297,50 +297,54 @@ impl Mirror {
         // operator computes them from the files they publish (gzip'd ones decompressed).
         let mut digests = String::new();
         for (minor, patches) in RELEASES {
-            let latest = patches.iter().filter_map(|v| v.rsplit('.').next()).last().unwrap();
+            let latest = patches
+                .iter()
+                .filter_map(|v| v.rsplit('.').next())
+                .last()
+                .unwrap();
             text += &format!("- major_minor_version: \"{minor}\"\n  latest_patch_version: \"{latest}\"\n  patch_releases:\n");
-        for v in *patches {
-            let p = v.rsplit('.').next().unwrap();
-            // 1.31 uses the distribution's real kubectl; the others their own stand-in.
-            let kubectl_dir = if *minor == "1.31" { "common" } else { *v };
-            text += &format!("  - version: {v}\n    patch_version: \"{p}\"\n    release_date: \"2026-11-01\"\n    artifacts:\n");
-            text += &art("kubelet", v, "kubelet", false);
-            text += &art("kubectl", kubectl_dir, "kubectl", false);
-            text += &art("cni-plugins", cni_dir, CNI_TGZ, false);
-            text += &art(
-                "aws-iam-authenticator",
-                "common",
-                "aws-iam-authenticator",
-                true,
-            );
-            text += &art(
-                "ecr-credential-provider",
-                "common",
-                "ecr-credential-provider",
-                false,
-            );
-            text += &art("containerd", "common", "containerd", false);
-            text += &art("runc", "common", "runc", false);
-            // Another architecture, never to be picked.
-            text += "    - {name: kubelet, arch: arm64, os: linux, uri: \"https://nowhere.invalid/k\", checksum_uri: \"https://nowhere.invalid/k.sha256\"}\n";
-            for (name, file) in [
-                ("kubelet", s.join(v).join("kubelet")),
-                ("kubectl", s.join(kubectl_dir).join("kubectl")),
-                ("cni-plugins", s.join(cni_dir).join(CNI_TGZ)),
-                (
+            for v in *patches {
+                let p = v.rsplit('.').next().unwrap();
+                // 1.31 uses the distribution's real kubectl; the others their own stand-in.
+                let kubectl_dir = if *minor == "1.31" { "common" } else { *v };
+                text += &format!("  - version: {v}\n    patch_version: \"{p}\"\n    release_date: \"2026-11-01\"\n    artifacts:\n");
+                text += &art("kubelet", v, "kubelet", false);
+                text += &art("kubectl", kubectl_dir, "kubectl", false);
+                text += &art("cni-plugins", cni_dir, CNI_TGZ, false);
+                text += &art(
                     "aws-iam-authenticator",
-                    s.join("common/aws-iam-authenticator"),
-                ),
-                (
+                    "common",
+                    "aws-iam-authenticator",
+                    true,
+                );
+                text += &art(
                     "ecr-credential-provider",
-                    s.join("common/ecr-credential-provider"),
-                ),
-                ("containerd", s.join("common/containerd")),
-                ("runc", s.join("common/runc")),
-            ] {
-                digests += &format!("artifact {v} linux amd64 {name} {}\n", sha256_hex(&file));
+                    "common",
+                    "ecr-credential-provider",
+                    false,
+                );
+                text += &art("containerd", "common", "containerd", false);
+                text += &art("runc", "common", "runc", false);
+                // Another architecture, never to be picked.
+                text += "    - {name: kubelet, arch: arm64, os: linux, uri: \"https://nowhere.invalid/k\", checksum_uri: \"https://nowhere.invalid/k.sha256\"}\n";
+                for (name, file) in [
+                    ("kubelet", s.join(v).join("kubelet")),
+                    ("kubectl", s.join(kubectl_dir).join("kubectl")),
+                    ("cni-plugins", s.join(cni_dir).join(CNI_TGZ)),
+                    (
+                        "aws-iam-authenticator",
+                        s.join("common/aws-iam-authenticator"),
+                    ),
+                    (
+                        "ecr-credential-provider",
+                        s.join("common/ecr-credential-provider"),
+                    ),
+                    ("containerd", s.join("common/containerd")),
+                    ("runc", s.join("common/runc")),
+                ] {
+                    digests += &format!("artifact {v} linux amd64 {name} {}\n", sha256_hex(&file));
+                }
             }
-        }
         }
         text += "region_config:\n  us-east-1: {partition: aws}\nssm_releases: null\n";
         let text = edit(text);

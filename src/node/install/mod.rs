@@ -592,15 +592,24 @@ fn note_artifact(c: &Chosen, record: &mut Record) {
     record.tracker.insert(field.to_string(), value.to_string());
 }
 
+/// Removes what a download or extraction killed mid-way (power cut) left in `dir`: the
+/// temporary files of dead processes.
+fn remove_stale_temp_files(dir: &Path) -> anyhow::Result<()> {
+    let n = fsutil::remove_stale_temp_files(dir)
+        .with_context(|| format!("cleaning {}", dir.display()))?;
+    if n > 0 {
+        log::info!(
+            "removed {n} temporary files an interrupted run left in {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Downloads one artifact to `target` (a temporary file beside it, renamed into place only
 /// when the SHA-256 matches) unless `target` already holds it; returns 1 when downloaded.
 /// `shown` is the path as logged (without `--root`).
-fn fetch_verified(
-    src: &dyn Fetch,
-    c: &Chosen,
-    target: &Path,
-    shown: &str,
-) -> anyhow::Result<u32> {
+fn fetch_verified(src: &dyn Fetch, c: &Chosen, target: &Path, shown: &str) -> anyhow::Result<u32> {
     let name = &c.artifact.name;
     let (url, gzip) = source_url(c);
     let current =
@@ -612,6 +621,7 @@ fn fetch_verified(
         );
         return Ok(0);
     }
+    remove_stale_temp_files(target.parent().unwrap_or(Path::new("/")))?;
     let started = std::time::Instant::now();
     let (bytes, attempts) = with_retries(name, |_| {
         let mut progress = fetch::Progress::new(name);
@@ -759,6 +769,9 @@ fn fetch_cni(
 ) -> anyhow::Result<Vec<(PathBuf, [u8; 32])>> {
     let name = &c.artifact.name;
     let staging = fsutil::under_root(root, Path::new("/var/lib/hybridboot/cni-plugins.tgz"));
+    for d in [staging.parent().unwrap_or(Path::new("/")), dir] {
+        remove_stale_temp_files(d)?;
+    }
     let started = std::time::Instant::now();
     let (bytes, _) = with_retries(name, |_| {
         let mut progress = fetch::Progress::new(name);

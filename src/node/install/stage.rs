@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     choose, cni_intact, default_tracker, fetch, fetch_cni, fetch_verified, host_arch,
-    load_manifest, note_artifact, note_image_capabilities, read_record, signed, sources,
-    source_url, InstallSettings, Manifest, Record, RecordedFile, Sources, CNI_BIN_DIR,
+    load_manifest, note_artifact, note_image_capabilities, read_record, signed, source_url,
+    sources, InstallSettings, Manifest, Record, RecordedFile, Sources, CNI_BIN_DIR,
 };
 use crate::error::{self, ResultExt};
 use crate::fsutil;
@@ -86,7 +86,10 @@ pub struct Staged {
 /// `/usr/bin/.kubelet.hb-upgrade`.
 pub fn staged_path(target: &str) -> String {
     let p = Path::new(target);
-    let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     p.with_file_name(format!(".{name}{STAGED_SUFFIX}"))
         .display()
         .to_string()
@@ -130,8 +133,14 @@ pub fn stage(args: &InstallSettings, resolved: &Resolved) -> anyhow::Result<Stag
                 } else {
                     let dir = fsutil::under_root(root, Path::new(CNI_STAGING_DIR));
                     clear_dir(&dir)?;
-                    let placed =
-                        fetch_cni(&resolved.src, root, c, (&source_url(c).0, source_url(c).1), &dir, CNI_STAGING_DIR)?;
+                    let placed = fetch_cni(
+                        &resolved.src,
+                        root,
+                        c,
+                        (&source_url(c).0, source_url(c).1),
+                        &dir,
+                        CNI_STAGING_DIR,
+                    )?;
                     for (rel, digest) in placed {
                         let target = Path::new(CNI_BIN_DIR).join(&rel).display().to_string();
                         let sha256 = hex::encode(digest);
@@ -191,7 +200,8 @@ pub fn stage(args: &InstallSettings, resolved: &Resolved) -> anyhow::Result<Stag
         .files
         .iter()
         .filter(|(path, f)| {
-            !record.files.contains_key(*path) && chosen.iter().any(|c| c.artifact.name == f.artifact)
+            !record.files.contains_key(*path)
+                && chosen.iter().any(|c| c.artifact.name == f.artifact)
         })
         .map(|(path, _)| path.clone())
         .collect();
@@ -211,7 +221,10 @@ fn clear_dir(dir: &Path) -> anyhow::Result<()> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) {
+        if entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink())
+        {
             fsutil::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }

@@ -175,6 +175,13 @@ pub fn upgrade(s: &UpgradeSettings, services: &mut dyn ServiceManager) -> anyhow
     // Refuse a bad --skip before anything happens.
     init::Skip::parse(&init_settings.skip).map_err(error::operator)?;
 
+    // What a killed run left beside the journal and the install record.
+    let state_dir = fsutil::under_root(root, Path::new(JOURNAL_PATH))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    fsutil::remove_stale_temp_files(&state_dir)
+        .with_context(|| format!("cleaning {}", state_dir.display()))?;
     if let Some(journal) = read_journal(root)? {
         if !names(&s.kubernetes_version, &journal.to) {
             return Err(error::operator(format!(
@@ -225,7 +232,8 @@ pub fn upgrade(s: &UpgradeSettings, services: &mut dyn ServiceManager) -> anyhow
     let cfg = &loaded.node;
     if skip_skew.is_empty() {
         let cluster = cluster_version(cfg, &init_settings)?;
-        policy::skew(&to, &cluster, &cfg.cluster.name).map_err(|e| error::operator(e.to_string()))?;
+        policy::skew(&to, &cluster, &cfg.cluster.name)
+            .map_err(|e| error::operator(e.to_string()))?;
         log::info!(
             "kubelet {to} is allowed with the control plane of cluster {} ({cluster})",
             cfg.cluster.name
