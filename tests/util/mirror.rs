@@ -297,11 +297,8 @@ impl Mirror {
         // operator computes them from the files they publish (gzip'd ones decompressed).
         let mut digests = String::new();
         for (minor, patches) in RELEASES {
-            let latest = patches
-                .iter()
-                .filter_map(|v| v.rsplit('.').next())
-                .last()
-                .unwrap();
+            // The last patch listed is the latest.
+            let latest = patches[patches.len() - 1].rsplit('.').next().unwrap();
             text += &format!("- major_minor_version: \"{minor}\"\n  latest_patch_version: \"{latest}\"\n  patch_releases:\n");
             for v in *patches {
                 let p = v.rsplit('.').next().unwrap();
