@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use util::config::{firstboot_yaml, BootstrapConfig, NodeConfig};
 
 /// Every file under `root` with its bytes and mode, and every directory: what "wrote nothing"
-/// is compared on.
-fn tree(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+/// is compared on (upgrade's "changed nothing" too).
+pub fn tree(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -9,10 +9,14 @@ use crate::util;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::dry_run::tree;
 use util::config::NodeConfig;
 use util::mirror::{sha256_hex, store, write, Mirror};
 use util::peers::{MiniCa, Moto};
 use util::Run;
+
+/// Every file with its bytes and mode, and every directory.
+type Tree = BTreeMap<String, (Vec<u8>, u32)>;
 
 /// A node under `--root` that install and init set up at one version, in a cluster at another.
 struct Node {
@@ -126,13 +130,12 @@ impl Node {
         util::run(args, &env)
     }
 
-    fn install(&self, version: &str) -> Run {
+    /// `command VERSION` with this node's mirror (signed manifest) and root, then `extra`.
+    fn mirror_args(&self, command: &str, version: &str, extra: &[&str]) -> Vec<String> {
         let s = store();
-        self.hb(&[
-            "install",
+        let mut args: Vec<String> = [
+            command,
             version,
-            "--credential-provider",
-            "iam-ra",
             "--manifest",
             &self.mirror.manifest_url(),
             "--ca-bundle",
@@ -143,40 +146,39 @@ impl Node {
             self.root.to_str().unwrap(),
             "--arch",
             "amd64",
-            // containerd is the distribution's business; leaving it out keeps each run from
-            // hashing its 46 MB again.
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn install(&self, version: &str) -> Run {
+        // containerd is the distribution's business; leaving it out keeps each run from
+        // hashing its 46 MB again.
+        let extra = [
+            "--credential-provider",
+            "iam-ra",
             "--containerd-source",
             "none",
-        ])
+        ];
+        let args = self.mirror_args("install", version, &extra);
+        self.hb(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// `upgrade VERSION` as an operator runs it against this node (units through the recorder).
     fn upgrade_args(&self, version: &str) -> Vec<String> {
-        let s = store();
-        [
-            "upgrade",
-            version,
+        let extra = [
             "--config-source",
             &self.source,
-            "--manifest",
-            &self.mirror.manifest_url(),
-            "--ca-bundle",
-            s.join("ca.pem").to_str().unwrap(),
-            "--manifest-public-key",
-            s.join("sign.pub").to_str().unwrap(),
-            "--root",
-            self.root.to_str().unwrap(),
-            "--arch",
-            "amd64",
             "--hybridboot-path",
             "/usr/bin/hybridboot",
             "--skip",
             "sandbox-image",
             "--start",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ];
+        self.mirror_args("upgrade", version, &extra)
     }
 
     fn upgrade(&self, version: &str) -> Run {
@@ -205,31 +207,8 @@ impl Node {
     }
 }
 
-/// Every file under `root` (relative path -> bytes), symlinks as their target.
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let name = p.strip_prefix(root).unwrap().display().to_string();
-            if meta.is_dir() {
-                out.insert(format!("{name}/"), Vec::new());
-                stack.push(p);
-            } else if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&p).unwrap();
-                out.insert(name, target.display().to_string().into_bytes());
-            } else {
-                out.insert(name, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// `root` is as `before` was: on failure, the paths that differ (not their bytes).
-fn assert_unchanged(root: &Path, before: &BTreeMap<String, Vec<u8>>, what: &str) {
+fn assert_unchanged(root: &Path, before: &Tree, what: &str) {
     let after = tree(root);
     let differ: Vec<&String> = before
         .keys()

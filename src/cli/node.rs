@@ -76,33 +76,38 @@ pub struct InstallArgs {
     /// Credential provider; hybridboot supports IAM Roles Anywhere only.
     #[arg(long, value_parser = ["iam-ra"])]
     pub credential_provider: String,
-    /// Release manifest (nodeadm's schema): https://... or file:///...
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = DEFAULT_MANIFEST
-    )]
-    pub manifest: String,
-    /// Ed25519 public key (PEM or base64) that must have signed `<manifest>.signed`, the signed
-    /// manifest carrying the manifest's and every artifact's SHA-256 and a serial that may not
-    /// go down (docs/signed-manifest.md says how a mirror produces it).
-    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_MANIFEST_PUBLIC_KEY")]
-    pub manifest_public_key: Option<PathBuf>,
+    /// Where the artifacts come from and how they are verified.
+    #[command(flatten)]
+    pub source: ArtifactSourceArgs,
     /// Install under this directory instead of `/` (image builds, tests).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Where containerd comes from.
     #[arg(long, value_enum, default_value = "distro")]
     pub containerd_source: ContainerdSourceArg,
+    /// Never download: verify the artifacts already in the image against the install record.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// The flags `install` and `upgrade` share: the release manifest, its signature key, the
+/// mirror's CAs and the architecture.
+#[derive(Args, Debug)]
+pub struct ArtifactSourceArgs {
+    /// Release manifest (nodeadm's schema): https://... or file:///...
+    #[arg(long, value_name = "URL", default_value = DEFAULT_MANIFEST)]
+    pub manifest: String,
+    /// Ed25519 public key (PEM or base64) that must have signed `<manifest>.signed`, the signed
+    /// manifest carrying the manifest's and every artifact's SHA-256 and a serial that may not
+    /// go down (docs/signed-manifest.md says how a mirror produces it).
+    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_MANIFEST_PUBLIC_KEY")]
+    pub manifest_public_key: Option<PathBuf>,
     /// Architecture of the artifacts [default: this machine's].
     #[arg(long, value_parser = ["amd64", "arm64"])]
     pub arch: Option<String>,
     /// PEM bundle of CAs that sign the mirror's TLS certificate (replaces the built-in roots).
     #[arg(long, value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
-    /// Never download: verify the artifacts already in the image against the install record.
-    #[arg(long)]
-    pub offline: bool,
 }
 
 /// Where containerd comes from (`--containerd-source`).
@@ -120,15 +125,15 @@ impl InstallArgs {
     pub fn settings(&self) -> InstallSettings {
         InstallSettings {
             kubernetes_version: self.kubernetes_version.clone(),
-            manifest: self.manifest.clone(),
-            manifest_public_key: self.manifest_public_key.clone(),
+            manifest: self.source.manifest.clone(),
+            manifest_public_key: self.source.manifest_public_key.clone(),
             root: self.root.clone(),
             containerd_source: match self.containerd_source {
                 ContainerdSourceArg::None => ContainerdSource::None,
                 ContainerdSourceArg::Distro => ContainerdSource::Distro,
             },
-            arch: self.arch.clone(),
-            ca_bundle: self.ca_bundle.clone(),
+            arch: self.source.arch.clone(),
+            ca_bundle: self.source.ca_bundle.clone(),
             offline: self.offline,
         }
     }
@@ -403,19 +408,10 @@ pub struct UpgradeArgs {
     /// plain path.
     #[arg(long, short = 'c', value_name = "SOURCE")]
     pub config_source: String,
-    /// Release manifest (nodeadm's schema), as for `install`: https://... or file:///...
-    #[arg(long, value_name = "URL", default_value = DEFAULT_MANIFEST)]
-    pub manifest: String,
-    /// Ed25519 public key that must have signed `<manifest>.signed`, as for `install`; the
-    /// signed manifest's serial may not be lower than the one the node installed from.
-    #[arg(long, value_name = "FILE", env = "HYBRIDBOOT_MANIFEST_PUBLIC_KEY")]
-    pub manifest_public_key: Option<PathBuf>,
-    /// PEM bundle of CAs that sign the mirror's TLS certificate (replaces the built-in roots).
-    #[arg(long, value_name = "FILE")]
-    pub ca_bundle: Option<PathBuf>,
-    /// Architecture of the artifacts [default: this machine's].
-    #[arg(long, value_parser = ["amd64", "arm64"])]
-    pub arch: Option<String>,
+    /// Where the artifacts come from and how they are verified, as for `install` (the signed
+    /// manifest's serial may not be lower than the one the node installed from).
+    #[command(flatten)]
+    pub source: ArtifactSourceArgs,
     /// Upgrade the node under this directory instead of `/` (image builds, tests).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
@@ -440,10 +436,10 @@ impl UpgradeArgs {
     pub fn settings(&self) -> UpgradeSettings {
         UpgradeSettings {
             kubernetes_version: self.kubernetes_version.clone(),
-            manifest: self.manifest.clone(),
-            manifest_public_key: self.manifest_public_key.clone(),
-            ca_bundle: self.ca_bundle.clone(),
-            arch: self.arch.clone(),
+            manifest: self.source.manifest.clone(),
+            manifest_public_key: self.source.manifest_public_key.clone(),
+            ca_bundle: self.source.ca_bundle.clone(),
+            arch: self.source.arch.clone(),
             init: self.site.init_settings(
                 &self.config_source,
                 &self.root,

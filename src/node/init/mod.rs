@@ -234,10 +234,39 @@ fn unit_actions(args: &InitSettings, report: &WriteReport) -> Vec<UnitAction> {
     plan(effects)
 }
 
+/// eks:DescribeCluster of the NodeConfig's cluster with the credentials (the environment's, else
+/// the node's Roles Anywhere session) and endpoints of `args`; `dry_run` leaves the session cache
+/// untouched. `upgrade` asks it for the control plane's version.
+pub fn describe_node_cluster(
+    cfg: &config::NodeConfig,
+    args: &InitSettings,
+    policy: &RetryPolicy,
+    dry_run: bool,
+) -> anyhow::Result<crate::aws::eks::ClusterDetails> {
+    let env = |k: &str| std::env::var(k).ok();
+    let creds = node_credentials(cfg, &args.aws, &args.root, policy, dry_run)
+        .context("getting AWS credentials")?;
+    let target = EksTarget {
+        endpoint: args.eks_endpoint.clone(),
+        ca_bundle: args
+            .aws
+            .ca_bundle
+            .as_deref()
+            .map(|p| crate::fsutil::under_root(&args.root, p)),
+        retry: Some(*policy),
+    };
+    describe_cluster_by_name(
+        &cfg.cluster.name,
+        &cfg.cluster.region,
+        &creds,
+        &target,
+        &env,
+    )
+}
+
 /// Everything before the first write: config, checks, credentials, cluster details,
 /// validations, rendering. `dry_run` keeps the session cache untouched.
 fn prepare(args: &InitSettings, dry_run: bool) -> anyhow::Result<Rendered> {
-    let env = |k: &str| std::env::var(k).ok();
     // config
     let loaded = config::load(&args.config_source).classed()?;
     for w in &loaded.warnings {
@@ -279,24 +308,7 @@ fn prepare(args: &InitSettings, dry_run: bool) -> anyhow::Result<Rendered> {
                 }
             }
         } else {
-            let creds = node_credentials(&cfg, &facts.aws, &args.root, &policy, dry_run)
-                .context("getting AWS credentials")?;
-            let target = EksTarget {
-                endpoint: args.eks_endpoint.clone(),
-                ca_bundle: args
-                    .aws
-                    .ca_bundle
-                    .as_deref()
-                    .map(|p| crate::fsutil::under_root(&args.root, p)),
-                retry: Some(policy),
-            };
-            let d = describe_cluster_by_name(
-                &cfg.cluster.name,
-                &cfg.cluster.region,
-                &creds,
-                &target,
-                &env,
-            )?;
+            let d = describe_node_cluster(&cfg, args, &policy, dry_run)?;
             remote_node_cidrs = Some(d.remote_node_cidrs.clone());
             let service_cidr = cfg.cluster.cidr.clone().or(d.service_cidr).ok_or_else(|| {
                 error::operator(format!(

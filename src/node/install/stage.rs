@@ -259,20 +259,18 @@ pub fn apply(root: &Path, staged: &Staged) -> anyhow::Result<()> {
             }
             Some(d) => {
                 return Err(error::operator(format!(
-                    "{} changed after it was verified (sha256 {d}, verified {}); remove it and {} and run the upgrade again",
+                    "{} changed after it was verified (sha256 {d}, verified {}); remove it and the upgrade journal, then run the upgrade again",
                     from.display(),
-                    m.sha256,
-                    super::super::upgrade::JOURNAL_PATH
+                    m.sha256
                 )))
             }
             None if digest(&to)?.as_deref() == Some(m.sha256.as_str()) => {}
             None => {
                 return Err(error::operator(format!(
-                    "{} is gone and {} does not hold sha256 {}; remove {} and run the upgrade again",
+                    "{} is gone and {} does not hold sha256 {}; remove the upgrade journal and run the upgrade again",
                     from.display(),
                     to.display(),
-                    m.sha256,
-                    super::super::upgrade::JOURNAL_PATH
+                    m.sha256
                 )))
             }
         }

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{self, Class, ResultExt, WithClass};
 use crate::fsutil::{self, WriteOptions};
 use crate::node::config;
-use crate::node::init::{self, EksTarget, InitSettings, ServiceManager, UnitAction};
+use crate::node::init::{self, InitSettings, ServiceManager, UnitAction};
 use crate::node::install::stage::{self, Staged};
 use crate::node::install::{self, ContainerdSource, InstallSettings};
 use policy::Decision;
@@ -258,26 +258,7 @@ pub fn upgrade(s: &UpgradeSettings, services: &mut dyn ServiceManager) -> anyhow
 
 /// The control plane's `MAJOR.MINOR`, from eks:DescribeCluster as init asks it.
 fn cluster_version(cfg: &config::NodeConfig, s: &InitSettings) -> anyhow::Result<String> {
-    let policy = s.retry.unwrap_or_default();
-    let creds = init::node_credentials(cfg, &s.aws, &s.root, &policy, false)
-        .context("getting AWS credentials for eks:DescribeCluster")?;
-    let target = EksTarget {
-        endpoint: s.eks_endpoint.clone(),
-        ca_bundle: s
-            .aws
-            .ca_bundle
-            .as_deref()
-            .map(|p| fsutil::under_root(&s.root, p)),
-        retry: Some(policy),
-    };
-    let env = |k: &str| std::env::var(k).ok();
-    let d = init::describe_cluster_by_name(
-        &cfg.cluster.name,
-        &cfg.cluster.region,
-        &creds,
-        &target,
-        &env,
-    )?;
+    let d = init::describe_node_cluster(cfg, s, &s.retry.unwrap_or_default(), false)?;
     d.version.ok_or_else(|| {
         error::operator(format!(
             "eks:DescribeCluster of {} answered no Kubernetes version; the skew cannot be checked (--skip {SKIP_SKEW} upgrades without the check)",
@@ -301,7 +282,8 @@ fn finish(
             log::info!("{}", UnitAction::Halt(KUBELET.into()));
             services.apply(&UnitAction::Halt(KUBELET.into()))?;
         }
-        stage::apply(root, &journal.staged)?;
+        stage::apply(root, &journal.staged)
+            .with_context(|| format!("moving the files the journal {JOURNAL_PATH} lists"))?;
         for m in &journal.staged.moves {
             log::debug!("{} <- {}", m.target, m.staged);
         }
