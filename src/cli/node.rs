@@ -167,10 +167,12 @@ pub const DEFAULT_HYBRIDBOOT_PATH: &str = "/usr/bin/hybridboot";
 /// Arguments of `hybridboot init`.
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// file:///abs/path, file://relative/path (nodeadm's form) or a plain path.
+    /// file:///abs/path, file://relative/path (nodeadm's form) or a plain path: the node's
+    /// path, read under --root.
     #[arg(long, short = 'c', value_name = "SOURCE")]
     pub config_source: String,
-    /// Prefix for every file written (tests, image builds).
+    /// The node's / (image builds, tests): the NodeConfig, certificate, CA bundles and every
+    /// file written are taken under it.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Phases to skip (comma separated, repeatable); nodeadm's names are accepted.
@@ -292,7 +294,7 @@ pub struct SandboxImageArgs {
     /// when AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are set).
     #[arg(long, short = 'c', value_name = "SOURCE")]
     pub config_source: Option<String>,
-    /// Node root (containerd's socket and config are taken under it).
+    /// Node root (the NodeConfig, containerd's socket and config are taken under it).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// containerd's config for `containerd config dump` [default: containerd's default].
@@ -340,7 +342,7 @@ pub fn run_sandbox_image(args: SandboxImageArgs) -> anyhow::Result<()> {
         let source = args.config_source.as_deref().ok_or_else(|| {
             error::operator("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or give --config-source (the node's IAM Roles Anywhere settings)")
         })?;
-        let cfg = config::load(source).classed()?;
+        let cfg = config::load_under(source, &args.root).classed()?;
         init::roles_anywhere_credentials(&cfg.node, &AwsOverrides::default(), &args.root, &retry)
     };
     match sandbox::ensure(&settings, &mut credentials).classed()? {
