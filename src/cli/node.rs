@@ -152,13 +152,14 @@ pub struct UninstallArgs {
 
 /// Runs `uninstall` with systemd as the service manager.
 pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
-    install::uninstall(
+    let report = install::uninstall(
         &UninstallSettings {
             root: args.root,
             no_stop: args.no_stop,
         },
         &mut Systemctl::from_env(),
-    )
+    )?;
+    super::print(&report)
 }
 
 /// Where hybridboot lives in a node image: what the lines init writes name under `--root`.
@@ -311,8 +312,8 @@ pub struct SandboxImageArgs {
     #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
     pub aws_ca_bundle: Option<PathBuf>,
     /// How long to keep retrying an unreachable or failing ECR or registry (e.g. 30s, 2m).
-    #[arg(long, value_name = "DURATION", default_value = "2m")]
-    pub retry_deadline: String,
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = crate::time::parse_duration)]
+    pub retry_deadline: std::time::Duration,
 }
 
 impl SandboxImageArgs {
@@ -323,9 +324,7 @@ impl SandboxImageArgs {
         settings.ecr_endpoint = self.ecr_endpoint.clone();
         settings.registry_endpoint = self.ecr_registry_endpoint.clone();
         settings.ca_bundle = self.aws_ca_bundle.clone();
-        let deadline = crate::time::parse_duration(&self.retry_deadline)
-            .map_err(|e| error::operator(format!("--retry-deadline: {e}")))?;
-        settings.retry = settings.retry.with_deadline(deadline);
+        settings.retry = settings.retry.with_deadline(self.retry_deadline);
         Ok(settings)
     }
 }
