@@ -45,7 +45,8 @@ pub use units::{plan, ServiceManager, Systemctl, UnitAction};
 /// from the BootstrapConfig.
 #[derive(Debug, Clone)]
 pub struct InitSettings {
-    /// The NodeConfig: file:///abs/path, file://relative/path (nodeadm's form) or a plain path.
+    /// The NodeConfig: file:///abs/path, file://relative/path (nodeadm's form) or a plain path,
+    /// the node's path (read under `root`).
     pub config_source: String,
     /// Prefix for every file written (tests, image builds).
     pub root: PathBuf,
@@ -268,7 +269,7 @@ pub fn describe_node_cluster(
 /// validations, rendering. `dry_run` keeps the session cache untouched.
 fn prepare(args: &InitSettings, dry_run: bool) -> anyhow::Result<Rendered> {
     // config
-    let loaded = config::load(&args.config_source).classed()?;
+    let loaded = config::load_under(&args.config_source, &args.root).classed()?;
     for w in &loaded.warnings {
         log::warn!("{}: {w}", loaded.path.display());
     }
