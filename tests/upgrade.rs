@@ -68,11 +68,15 @@ impl Node {
             certificate_path: Some("/etc/iam/pki/server.pem".into()),
             ..NodeConfig::moto_site("node-1", "/etc/iam/pki/server.key")
         };
-        let config = d.join("node.yaml");
-        std::fs::write(&config, cfg.yaml()).unwrap();
+        // --config-source is taken under --root, as every node path.
+        write(
+            &root.join("etc/eks/nodeconfig.yaml"),
+            cfg.yaml().as_bytes(),
+            0o644,
+        );
         let (recorder, calls) = util::systemctl_recorder(d, false);
         let mut node = Node {
-            source: format!("file://{}", config.display()),
+            source: "file:///etc/eks/nodeconfig.yaml".into(),
             moto: cluster(d, cluster_version),
             env: Vec::new(),
             mirror: Mirror::start(),

@@ -406,14 +406,15 @@ pub struct UpgradeArgs {
     #[arg(value_name = "K8S_VERSION")]
     pub kubernetes_version: String,
     /// The node's NodeConfig, as given to `init`: file:///abs/path, file://relative/path or a
-    /// plain path.
+    /// plain path: the node's path, read under --root.
     #[arg(long, short = 'c', value_name = "SOURCE")]
     pub config_source: String,
     /// Where the artifacts come from and how they are verified, as for `install` (the signed
     /// manifest's serial may not be lower than the one the node installed from).
     #[command(flatten)]
     pub source: ArtifactSourceArgs,
-    /// Upgrade the node under this directory instead of `/` (image builds, tests).
+    /// The node's / (image builds, tests): the NodeConfig, the install record and every file
+    /// upgrade and init read or write are taken under it.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Phases to skip (comma separated, repeatable): init's names, `kubelet-version-skew-validation`

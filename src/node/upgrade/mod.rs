@@ -158,7 +158,7 @@ fn names(asked: &str, exact: &str) -> bool {
 /// The whole of `upgrade`, with an injectable service manager.
 pub fn upgrade(s: &UpgradeSettings, services: &mut dyn ServiceManager) -> anyhow::Result<Outcome> {
     let root = &s.init.root;
-    let loaded = config::load(&s.init.config_source).classed()?;
+    let loaded = config::load_under(&s.init.config_source, root).classed()?;
     let (skip_skew, init_skip): (Vec<String>, Vec<String>) = s
         .init
         .skip
