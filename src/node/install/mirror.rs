@@ -95,7 +95,9 @@ pub enum MirrorError {
     MirrorUrl { url: String, reason: String },
     #[error("{url}: {reason}; the mirror keeps each file at the path of its URL")]
     UnmirrorablePath { url: String, reason: String },
-    #[error("{first} and {second} would both be stored as {path}; the mirror keeps one file per path")]
+    #[error(
+        "{first} and {second} would both be stored as {path}; the mirror keeps one file per path"
+    )]
     PathClash {
         path: String,
         first: String,
@@ -210,7 +212,9 @@ pub fn mirror_path(url: &str) -> Result<String, MirrorError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-+~".contains(&b))
         {
-            return Err(bad(&format!("path segment {s:?} has characters other than letters, digits and . _ - + ~")));
+            return Err(bad(&format!(
+                "path segment {s:?} has characters other than letters, digits and . _ - + ~"
+            )));
         }
     }
     let rel = segments.join("/");
@@ -234,7 +238,9 @@ pub fn check_mirror_url(url: &str) -> Result<String, MirrorError> {
     let base = url.trim_end_matches('/');
     if let Some(path) = base.strip_prefix("file://") {
         if !path.starts_with('/') {
-            return Err(bad("a file:// mirror URL needs an absolute path (file:///srv/mirror)"));
+            return Err(bad(
+                "a file:// mirror URL needs an absolute path (file:///srv/mirror)",
+            ));
         }
     } else if base.starts_with("https://") {
         let parsed = crate::http::Url::parse(base).map_err(|e| bad(&e.to_string()))?;
@@ -242,7 +248,9 @@ pub fn check_mirror_url(url: &str) -> Result<String, MirrorError> {
             return Err(bad("no query string"));
         }
     } else {
-        return Err(bad("it must be https:// (nodes refuse other schemes from a remote manifest) or file:///"));
+        return Err(bad(
+            "it must be https:// (nodes refuse other schemes from a remote manifest) or file:///",
+        ));
     }
     Ok(base.to_string())
 }
@@ -260,13 +268,13 @@ pub fn plan(
     let shape = |s: &str| MirrorError::Shape(s.to_string());
     let mut doc: Value =
         serde_yaml_ng::from_slice(bytes).map_err(|e| MirrorError::Shape(e.to_string()))?;
-    let top = doc
-        .as_mapping_mut()
-        .ok_or_else(|| shape("not a mapping"))?;
+    let top = doc.as_mapping_mut().ok_or_else(|| shape("not a mapping"))?;
     let mut notes = Vec::new();
     for dropped in ["iam_roles_anywhere_releases", "ssm_releases"] {
         if top.remove(dropped).is_some_and(|v| !v.is_null()) {
-            notes.push(format!("{dropped} left out (hybridboot does not install them)"));
+            notes.push(format!(
+                "{dropped} left out (hybridboot does not install them)"
+            ));
         }
     }
     let eks = top
@@ -306,7 +314,10 @@ pub fn plan(
                     items.push(item);
                 }
                 for arch in arches {
-                    if !items.iter().any(|i| i.key.release == version && &i.key.arch == arch) {
+                    if !items
+                        .iter()
+                        .any(|i| i.key.release == version && &i.key.arch == arch)
+                    {
                         return Err(MirrorError::NoArtifacts {
                             release: version.clone(),
                             os: os.to_string(),
@@ -331,8 +342,14 @@ pub fn plan(
             .as_mapping_mut()
             .ok_or_else(|| shape("a supported_eks_releases entry is not a mapping"))?;
         if latest.is_some_and(|l| !patch_numbers.contains(&l)) {
-            if let Some(highest) = patch_numbers.iter().max_by_key(|p| p.parse::<u64>().unwrap_or(0)) {
-                m.insert("latest_patch_version".into(), Value::String(highest.clone()));
+            if let Some(highest) = patch_numbers
+                .iter()
+                .max_by_key(|p| p.parse::<u64>().unwrap_or(0))
+            {
+                m.insert(
+                    "latest_patch_version".into(),
+                    Value::String(highest.clone()),
+                );
             }
         }
         if let Some(patches) = m.get_mut("patch_releases").and_then(Value::as_sequence_mut) {
@@ -340,16 +357,13 @@ pub fn plan(
         }
         kept_eks.push(minor);
     }
-    let top = doc
-        .as_mapping_mut()
-        .ok_or_else(|| shape("not a mapping"))?;
-    top.insert(
-        "supported_eks_releases".into(),
-        Value::Sequence(kept_eks),
-    );
+    let top = doc.as_mapping_mut().ok_or_else(|| shape("not a mapping"))?;
+    top.insert("supported_eks_releases".into(), Value::Sequence(kept_eks));
     for r in releases {
         if !items.iter().any(|i| &i.key.release == r) {
-            return Err(shape(&format!("patch release {r} has no artifacts to mirror")));
+            return Err(shape(&format!(
+                "patch release {r} has no artifacts to mirror"
+            )));
         }
     }
     let manifest = serde_yaml_ng::to_string(&doc).map_err(|e| MirrorError::Shape(e.to_string()))?;
@@ -582,9 +596,15 @@ pub fn sync(settings: &MirrorSettings) -> anyhow::Result<Summary> {
     let releases = select_releases(&parsed, &settings.kubernetes_versions)
         .classed()
         .with_context(|| manifest_url.clone())?;
-    let plan = plan(&bytes, &releases, &settings.os, &settings.arches, &mirror_url)
-        .classed()
-        .with_context(|| manifest_url.clone())?;
+    let plan = plan(
+        &bytes,
+        &releases,
+        &settings.os,
+        &settings.arches,
+        &mirror_url,
+    )
+    .classed()
+    .with_context(|| manifest_url.clone())?;
     for n in &plan.notes {
         log::info!("{n}");
     }
@@ -639,15 +659,28 @@ pub fn sync(settings: &MirrorSettings) -> anyhow::Result<Summary> {
     let body = content.render_body();
     let document = signed::assemble(&body, &key.sign(body.as_bytes()));
     // What a node will do with it, before it is published.
-    signed::open(document.as_bytes(), &key.public_key(), &signed_path.display().to_string())
-        .and_then(|s| {
-            s.check(plan.manifest.as_bytes(), now, None, "the new signed manifest")
-                .map(|()| s)
-        })
-        .classed()
-        .context("checking the new signed manifest")?;
-    fsutil::atomic_write(&manifest_path, plan.manifest.as_bytes(), &WriteOptions::public())
-        .with_context(|| format!("writing {}", manifest_path.display()))?;
+    signed::open(
+        document.as_bytes(),
+        &key.public_key(),
+        &signed_path.display().to_string(),
+    )
+    .and_then(|s| {
+        s.check(
+            plan.manifest.as_bytes(),
+            now,
+            None,
+            "the new signed manifest",
+        )
+        .map(|()| s)
+    })
+    .classed()
+    .context("checking the new signed manifest")?;
+    fsutil::atomic_write(
+        &manifest_path,
+        plan.manifest.as_bytes(),
+        &WriteOptions::public(),
+    )
+    .with_context(|| format!("writing {}", manifest_path.display()))?;
     fsutil::atomic_write(&signed_path, document.as_bytes(), &WriteOptions::public())
         .with_context(|| format!("writing {}", signed_path.display()))?;
     log::info!(
@@ -845,7 +878,10 @@ fn sync_gzip(
                 return Ok(Outcome::Present);
             }
             Err(e @ FetchError::Local { .. }) => return Err(e).classed(),
-            Err(e) => log::warn!("{}: the copy in the mirror is not right ({e}); fetching it again", item.what()),
+            Err(e) => log::warn!(
+                "{}: the copy in the mirror is not right ({e}); fetching it again",
+                item.what()
+            ),
         }
     }
     let started = std::time::Instant::now();
@@ -955,8 +991,16 @@ ssm_releases: null
         )
         .unwrap();
         assert!(!p.manifest.contains("up.example"), "{}", p.manifest);
-        assert!(!p.manifest.contains("1.31.2") && !p.manifest.contains("1.30"), "{}", p.manifest);
-        assert!(p.manifest.contains("release_date: 2026-10-01"), "{}", p.manifest);
+        assert!(
+            !p.manifest.contains("1.31.2") && !p.manifest.contains("1.30"),
+            "{}",
+            p.manifest
+        );
+        assert!(
+            p.manifest.contains("release_date: 2026-10-01"),
+            "{}",
+            p.manifest
+        );
         assert!(p.manifest.contains("region_config"), "{}", p.manifest);
         assert!(!p.manifest.contains("aws_signing_helper"), "{}", p.manifest);
         // The latest patch named must be one the mirror has.
@@ -969,7 +1013,10 @@ ssm_releases: null
         );
         assert_eq!(p.items.len(), 1);
         assert_eq!(p.items[0].local, "releases/v1.31.1/bin/linux/amd64/kubelet");
-        assert_eq!(p.items[0].upstream.uri, "https://up.example/releases/v1.31.1/bin/linux/amd64/kubelet");
+        assert_eq!(
+            p.items[0].upstream.uri,
+            "https://up.example/releases/v1.31.1/bin/linux/amd64/kubelet"
+        );
     }
 
     #[test]
@@ -989,7 +1036,11 @@ ssm_releases: null
             Some("file:///srv/m/releases/v1.31.2/bin/linux/amd64/kubelet.gz")
         );
         assert!(!p.manifest.contains("zstd_uri"), "{}", p.manifest);
-        assert!(p.notes.iter().any(|n| n.contains("zstd_uri")), "{:?}", p.notes);
+        assert!(
+            p.notes.iter().any(|n| n.contains("zstd_uri")),
+            "{:?}",
+            p.notes
+        );
         assert_eq!(
             p.items[0].gzip_local.as_deref(),
             Some("releases/v1.31.2/bin/linux/amd64/kubelet.gz")
@@ -1006,7 +1057,10 @@ ssm_releases: null
             "https://m",
         )
         .unwrap_err();
-        assert!(matches!(err, MirrorError::NoArtifacts { ref arch, .. } if arch == "arm64"), "{err}");
+        assert!(
+            matches!(err, MirrorError::NoArtifacts { ref arch, .. } if arch == "arm64"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1015,7 +1069,10 @@ ssm_releases: null
             mirror_path("https://h:8443/a/b-1.2_3+x~/c.tgz").unwrap(),
             "a/b-1.2_3+x~/c.tgz"
         );
-        assert_eq!(mirror_path("file:///store/common/kubectl").unwrap(), "store/common/kubectl");
+        assert_eq!(
+            mirror_path("file:///store/common/kubectl").unwrap(),
+            "store/common/kubectl"
+        );
         for bad in [
             "https://h/a/../b",
             "https://h/a//b",
@@ -1048,9 +1105,20 @@ ssm_releases: null
 
     #[test]
     fn mirror_urls() {
-        assert_eq!(check_mirror_url("https://m.example/base/").unwrap(), "https://m.example/base");
-        assert_eq!(check_mirror_url("file:///srv/mirror").unwrap(), "file:///srv/mirror");
-        for bad in ["http://m.example", "file://rel", "m.example", "https://m/?a=1"] {
+        assert_eq!(
+            check_mirror_url("https://m.example/base/").unwrap(),
+            "https://m.example/base"
+        );
+        assert_eq!(
+            check_mirror_url("file:///srv/mirror").unwrap(),
+            "file:///srv/mirror"
+        );
+        for bad in [
+            "http://m.example",
+            "file://rel",
+            "m.example",
+            "https://m/?a=1",
+        ] {
             assert!(check_mirror_url(bad).is_err(), "{bad}");
         }
     }

@@ -74,7 +74,9 @@ pub enum SigningKeyError {
     #[error("signing key {0}: expected an unencrypted PEM `PRIVATE KEY` (PKCS#8 Ed25519), as `openssl genpkey -algorithm ed25519` writes it")]
     BadKey(String),
     /// Group or others may read it.
-    #[error("signing key {path}: mode {mode:04o} lets group or others read it; `chmod 600 {path}`")]
+    #[error(
+        "signing key {path}: mode {mode:04o} lets group or others read it; `chmod 600 {path}`"
+    )]
     Exposed { path: String, mode: u32 },
 }
 
@@ -208,12 +210,9 @@ pub(super) mod tests {
     fn signing_key_signs_what_the_public_key_verifies() {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let private = pem_rfc7468::encode_string(
-            "PRIVATE KEY",
-            pem_rfc7468::LineEnding::LF,
-            pkcs8.as_ref(),
-        )
-        .unwrap();
+        let private =
+            pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, pkcs8.as_ref())
+                .unwrap();
         let key = SigningKey::parse(private.as_bytes(), "k.pem").unwrap();
         let sig = key.sign(b"body\n");
         key.public_key().verify(b"body\n", &sig, "s").unwrap();
@@ -225,7 +224,11 @@ pub(super) mod tests {
         assert!(!debug.contains(&b64.encode(pkcs8.as_ref())), "{debug}");
         // A public key, or garbage, is no signing key; the error names the file only.
         let public = pem(&key.public_key().0);
-        for bad in [public.as_str(), "", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"] {
+        for bad in [
+            public.as_str(),
+            "",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
             assert_eq!(
                 SigningKey::parse(bad.as_bytes(), "k.pem").unwrap_err(),
                 SigningKeyError::BadKey("k.pem".into())
