@@ -14,6 +14,26 @@ use util::{run, tool, Run};
 
 const NO_PROXY: &[(&str, &str)] = &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")];
 
+/// A scratch directory with a fresh signing key ([`signing_key`]) and where the mirror goes.
+struct Scratch {
+    _work: tempfile::TempDir,
+    key: PathBuf,
+    public: PathBuf,
+    dir: PathBuf,
+}
+
+fn scratch() -> Scratch {
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = signing_key(work.path());
+    let dir = work.path().join("mirror");
+    Scratch {
+        _work: work,
+        key,
+        public,
+        dir,
+    }
+}
+
 /// A fresh Ed25519 signing key made as the docs say (openssl genpkey), and its public half.
 fn signing_key(dir: &Path) -> (PathBuf, PathBuf) {
     let key = dir.join("manifest-signing.key");
@@ -153,9 +173,12 @@ fn a_synced_mirror_installs_verified_and_a_rerun_fetches_nothing_again() {
             .map(|l| format!("{l}\n"))
             .collect()
     });
-    let work = tempfile::tempdir().unwrap();
-    let (key, public) = signing_key(work.path());
-    let dir = work.path().join("mirror");
+    let Scratch {
+        _work,
+        key,
+        public,
+        dir,
+    } = scratch();
     let served = Mirror::serve(&dir);
     let s = store();
 
@@ -312,9 +335,12 @@ fn a_synced_mirror_installs_verified_and_a_rerun_fetches_nothing_again() {
 #[test]
 fn several_releases_share_their_common_artifacts() {
     let upstream = Mirror::start();
-    let work = tempfile::tempdir().unwrap();
-    let (key, public) = signing_key(work.path());
-    let dir = work.path().join("mirror");
+    let Scratch {
+        _work,
+        key,
+        public,
+        dir,
+    } = scratch();
     let r = sync(
         &upstream.manifest_url(),
         &dir,
@@ -348,9 +374,9 @@ fn several_releases_share_their_common_artifacts() {
 #[test]
 fn an_artifact_with_a_bad_checksum_is_not_kept_and_ends_in_exit_3() {
     let upstream = Mirror::start();
-    let work = tempfile::tempdir().unwrap();
-    let (key, _) = signing_key(work.path());
-    let dir = work.path().join("mirror");
+    let Scratch {
+        _work, key, dir, ..
+    } = scratch();
     upstream.control("/__fault?path=/common/kubectl&mode=wrong");
     let r = sync(
         &upstream.manifest_url(),
@@ -379,9 +405,9 @@ fn an_artifact_with_a_bad_checksum_is_not_kept_and_ends_in_exit_3() {
 /// published; a signing key that others can read: exit 3 before anything is fetched.
 #[test]
 fn an_upstream_outage_ends_in_exit_4_and_an_exposed_key_in_exit_3() {
-    let work = tempfile::tempdir().unwrap();
-    let (key, _) = signing_key(work.path());
-    let dir = work.path().join("mirror");
+    let Scratch {
+        _work, key, dir, ..
+    } = scratch();
     let down = format!("https://127.0.0.1:{}/manifest.yaml", util::free_port());
     let r = sync(
         &down,

@@ -969,6 +969,11 @@ ssm_releases: null
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    /// The plan for UPSTREAM's `releases` on linux/`arches`.
+    fn plan_of(releases: &[&str], arches: &[&str], url: &str) -> Result<Plan, MirrorError> {
+        plan(UPSTREAM.as_bytes(), &v(releases), "linux", &v(arches), url)
+    }
+
     #[test]
     fn selects_the_latest_patch_of_each_minor_or_what_is_asked() {
         let m = Manifest::parse(UPSTREAM.as_bytes()).unwrap();
@@ -982,14 +987,7 @@ ssm_releases: null
 
     #[test]
     fn rewrites_urls_keeps_the_chosen_releases_and_drops_the_rest() {
-        let p = plan(
-            UPSTREAM.as_bytes(),
-            &v(&["1.31.1"]),
-            "linux",
-            &v(&["amd64"]),
-            "https://mirror.example/eks",
-        )
-        .unwrap();
+        let p = plan_of(&["1.31.1"], &["amd64"], "https://mirror.example/eks").unwrap();
         assert!(!p.manifest.contains("up.example"), "{}", p.manifest);
         assert!(
             !p.manifest.contains("1.31.2") && !p.manifest.contains("1.30"),
@@ -1021,14 +1019,7 @@ ssm_releases: null
 
     #[test]
     fn gzip_and_unknown_url_fields() {
-        let p = plan(
-            UPSTREAM.as_bytes(),
-            &v(&["1.31.2"]),
-            "linux",
-            &v(&["amd64", "arm64"]),
-            "file:///srv/m",
-        )
-        .unwrap();
+        let p = plan_of(&["1.31.2"], &["amd64", "arm64"], "file:///srv/m").unwrap();
         let m = Manifest::parse(p.manifest.as_bytes()).unwrap();
         let arts = &m.select("1.31.2").unwrap().artifacts;
         assert_eq!(
@@ -1049,14 +1040,7 @@ ssm_releases: null
 
     #[test]
     fn an_architecture_the_release_lacks_is_refused() {
-        let err = plan(
-            UPSTREAM.as_bytes(),
-            &v(&["1.31.1"]),
-            "linux",
-            &v(&["amd64", "arm64"]),
-            "https://m",
-        )
-        .unwrap_err();
+        let err = plan_of(&["1.31.1"], &["amd64", "arm64"], "https://m").unwrap_err();
         assert!(
             matches!(err, MirrorError::NoArtifacts { ref arch, .. } if arch == "arm64"),
             "{err}"
