@@ -330,11 +330,16 @@ fn a_synced_mirror_installs_verified_and_a_rerun_fetches_nothing_again() {
     install_from(&served, &public, fresh.path()).ok();
 }
 
-/// Several releases: both patches of 1.31 (`--kubernetes-version` and a positional version
-/// agree), the artifacts they share fetched once.
+/// Several releases and both architectures: both patches of 1.31 (`--kubernetes-version` and a
+/// positional version agree), the artifacts they share fetched once.
 #[test]
-fn several_releases_share_their_common_artifacts() {
+fn several_releases_and_architectures_share_their_common_artifacts() {
     let upstream = Mirror::start();
+    // The arm64 kubelet upstream names a host that does not exist; here a real file.
+    let arm64 = format!("{}/common/ecr-credential-provider", upstream.base());
+    upstream.publish_with("https", Cni::Good, "", 1, |text| {
+        text.replace("https://nowhere.invalid/k", &arm64)
+    });
     let Scratch {
         _work,
         key,
@@ -346,12 +351,12 @@ fn several_releases_share_their_common_artifacts() {
         &dir,
         "https://mirror.example/eks/",
         &key,
-        &["1.31.1", "--kubernetes-version", "1.31"],
+        &["1.31.1", "--kubernetes-version", "1.31", "--arch", "arm64"],
     );
     r.ok();
     assert_eq!(line(&r.stdout, "releases"), "1.31.1 1.31.2");
     assert!(
-        line(&r.stdout, "artifacts").starts_with("14 signed (8 downloaded, 0 already present)"),
+        line(&r.stdout, "artifacts").starts_with("16 signed (8 downloaded, 0 already present)"),
         "{}",
         r.stdout
     );

@@ -112,11 +112,15 @@ impl SyncArtifactsArgs {
                     })?,
             ),
         };
-        let mut arches = self.arch.clone();
+        let mut arches: Vec<String> = Vec::new();
+        for a in &self.arch {
+            if !arches.contains(a) {
+                arches.push(a.clone());
+            }
+        }
         if arches.is_empty() {
             arches.push(host_arch().to_string());
         }
-        arches.dedup();
         Ok(MirrorSettings {
             manifest: self.manifest.clone(),
             kubernetes_versions: self

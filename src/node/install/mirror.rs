@@ -1108,6 +1108,26 @@ ssm_releases: null
     }
 
     #[test]
+    fn the_published_serial_is_read_unverified_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(signed_name());
+        assert_eq!(published_serial(&p).unwrap(), None);
+        let body = SignedManifest {
+            serial: 42,
+            expires: None,
+            manifest_sha256: [0; 32],
+            artifacts: BTreeMap::new(),
+        }
+        .render_body();
+        std::fs::write(&p, signed::assemble(&body, &[0u8; 64])).unwrap();
+        assert_eq!(published_serial(&p).unwrap(), Some(42));
+        std::fs::write(&p, "not a signed manifest\n").unwrap();
+        let err = published_serial(&p).unwrap_err();
+        assert_eq!(crate::error::class_of(&err), Class::Operator);
+        assert!(format!("{err:#}").contains("remove it"), "{err:#}");
+    }
+
+    #[test]
     fn serials_only_grow() {
         let now = crate::time::from_unix_seconds(1_800_000_000);
         assert_eq!(choose_serial(None, None, now).unwrap(), 1_800_000_000);
