@@ -442,6 +442,25 @@ fn an_upstream_outage_ends_in_exit_4_and_an_exposed_key_in_exit_3() {
     assert!(upstream.counts()["/common/kubectl"] > 1, "retried");
     assert!(!dir.join("manifest.yaml").exists());
 
+    // Another run publishing into the same directory: this one waits for nothing and says so.
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".sync-artifacts.lock"))
+        .unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let r = sync(
+        &upstream.manifest_url(),
+        &dir,
+        "https://m.example",
+        &key,
+        &[],
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("another sync-artifacts"), "{}", r.stderr);
+    drop(held);
+
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     upstream.control("/__clear");

@@ -43,7 +43,8 @@ EXAMPLES
 EXIT CODES
   0 mirrored and signed; 3 the operator must act (a checksum that does not match: nothing is
   kept of that artifact and no manifest is written; a bad flag, key or manifest); 4 the
-  upstream is unreachable or failing (run again: what is already in place is kept).";
+  upstream is unreachable or failing, or another run is publishing into DIR (run again: what
+  is already in place is kept).";
 
 /// `hybridboot sync-artifacts`.
 #[derive(Args, Debug)]

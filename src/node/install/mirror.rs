@@ -579,6 +579,7 @@ pub fn sync(settings: &MirrorSettings) -> anyhow::Result<Summary> {
     fsutil::create_dir_all(dir)
         .with_context(|| format!("creating the mirror directory {}", dir.display()))
         .with_class(Class::Operator)?;
+    let _lock = lock(dir)?;
     let signed_path = dir.join(signed_name());
     let serial = choose_serial(settings.serial, published_serial(&signed_path)?, now).classed()?;
 
@@ -699,6 +700,43 @@ pub fn sync(settings: &MirrorSettings) -> anyhow::Result<Summary> {
         downloaded,
         present,
     })
+}
+
+/// The lock file that keeps two runs from publishing into one directory at once (a timer that
+/// fires while the last run still downloads): otherwise their manifests and signed manifests
+/// could end up from different runs.
+pub const LOCK_NAME: &str = ".sync-artifacts.lock";
+
+/// Takes the mirror directory's lock, or fails (transient: the other run ends) if another
+/// run holds it. Released when the returned file is dropped.
+fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_NAME);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(error::transient(format!(
+                    "another sync-artifacts is publishing into {} (it holds {}); run again when it has finished",
+                    dir.display(),
+                    path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(io::Error::from(e))
+                    .with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
 }
 
 /// `https://...` and `file://...` as given; a plain path becomes a `file://` URL.
