@@ -278,7 +278,16 @@ fn a_synced_mirror_installs_verified_and_a_rerun_fetches_nothing_again() {
         "install never reached upstream"
     );
 
-    // Again: nothing fetched again, a higher serial (the UNIX time), still verifying.
+    // Again: nothing fetched again or rewritten, a higher serial (the UNIX time), still
+    // verifying.
+    let inode = |rel: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir.join(rel)).unwrap().ino()
+    };
+    let before = [
+        inode("1.31.2/kubelet"),
+        inode("common/aws-iam-authenticator"),
+    ];
     let r = sync(&upstream.manifest_url(), &dir, &served.base(), &key, &[]);
     r.ok();
     assert!(
@@ -287,6 +296,15 @@ fn a_synced_mirror_installs_verified_and_a_rerun_fetches_nothing_again() {
         r.stdout
     );
     assert!(r.stderr.contains("already present"), "{}", r.stderr);
+    assert_eq!(
+        [
+            inode("1.31.2/kubelet"),
+            inode("common/aws-iam-authenticator")
+        ],
+        before,
+        "files that were right are not replaced"
+    );
+    assert!(!dir.join(".sync-artifacts.gunzip-check").exists());
     assert!(line(&r.stdout, "serial").parse::<u64>().unwrap() > 1_700_000_000);
     assert_eq!(upstream.artifact_gets(), 5, "{:?}", upstream.counts());
     assert!(openssl_verifies(&signed_path, &public));

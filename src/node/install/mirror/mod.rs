@@ -313,6 +313,9 @@ fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// Where a compressed file already in the mirror is decompressed to be checked.
+const GUNZIP_CHECK_NAME: &str = ".sync-artifacts.gunzip-check";
+
 /// `https://...` and `file://...` as given; a plain path becomes a `file://` URL.
 fn manifest_url(given: &str) -> anyhow::Result<String> {
     if given.contains("://") {
@@ -473,13 +476,23 @@ fn sync_gzip(
     let target = dir.join(&item.local);
     let gz_target = dir.join(gz);
     let opts = WriteOptions::public();
-    // Present: the compressed file on disk decompresses to the checksum (which also
-    // re-creates the plain file from it, through the same verified path).
+    // Present: the compressed file on disk decompresses to the checksum, checked through the
+    // same verified path. Its output goes to the plain file when that is missing or wrong,
+    // else to a scratch file removed afterwards (a published file that is right is not
+    // rewritten: tools that copy the mirror on would see it changed).
     if gz_target.is_file() {
         let local_url = format!("file://{}", gz_target.display());
         let mut progress = fetch::Progress::new(&a.name);
-        let local_spec = spec(&local_url, true, want, &a.checksum_uri, &target, &opts);
-        match fetch::download_once(&fetch::FileFetch, &local_spec, &mut progress) {
+        let plain_ok = fetch::sha256_file(&target).ok().flatten().as_ref() == Some(want);
+        let scratch = dir.join(GUNZIP_CHECK_NAME);
+        let check_target = if plain_ok { &scratch } else { &target };
+        let local_spec = spec(&local_url, true, want, &a.checksum_uri, check_target, &opts);
+        let checked = fetch::download_once(&fetch::FileFetch, &local_spec, &mut progress);
+        if plain_ok {
+            fsutil::remove_file(&scratch)
+                .with_context(|| format!("removing {}", scratch.display()))?;
+        }
+        match checked {
             Ok(_) => {
                 log::info!(
                     "{}: {gz} and {} already present (content sha256 {}); not downloaded",
