@@ -73,6 +73,9 @@ pub enum SigningKeyError {
     /// Not an unencrypted PEM PKCS#8 Ed25519 private key.
     #[error("signing key {0}: expected an unencrypted PEM `PRIVATE KEY` (PKCS#8 Ed25519), as `openssl genpkey -algorithm ed25519` writes it")]
     BadKey(String),
+    /// It cannot be read.
+    #[error("signing key {path}: {detail}")]
+    Unreadable { path: String, detail: String },
     /// Group or others may read it.
     #[error(
         "signing key {path}: mode {mode:04o} lets group or others read it; `chmod 600 {path}`"
@@ -120,14 +123,17 @@ impl SigningKey {
     pub fn from_file(path: &std::path::Path) -> Result<SigningKey, SigningKeyError> {
         use std::os::unix::fs::PermissionsExt;
         let source = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|_| SigningKeyError::BadKey(source.clone()))?;
+        let unreadable = |e: std::io::Error| SigningKeyError::Unreadable {
+            path: source.clone(),
+            detail: e.to_string(),
+        };
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(SigningKeyError::Exposed { path: source, mode });
         }
         let pem = zeroize::Zeroizing::new(
-            crate::fsutil::read_capped(path, 64 * 1024)
-                .map_err(|_| SigningKeyError::BadKey(source.clone()))?,
+            crate::fsutil::read_capped(path, 64 * 1024).map_err(unreadable)?,
         );
         SigningKey::parse(&pem, &source)
     }
