@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::error;
 use crate::node::install::mirror::{self, MirrorSettings};
 use crate::node::install::{host_arch, DEFAULT_MANIFEST};
 
@@ -83,36 +82,19 @@ pub struct SyncArtifactsArgs {
     pub serial: Option<u64>,
     /// When nodes stop accepting the signed manifest: RFC 3339 (2027-06-01T00:00:00Z) or a
     /// duration from now (180d). Nodes need a correct clock: leave long margins.
-    #[arg(long, value_name = "TIME|DURATION")]
-    pub expires: Option<String>,
+    #[arg(long, value_name = "TIME|DURATION", value_parser = parse_expires)]
+    pub expires: Option<std::time::SystemTime>,
     /// CAs of the upstream's TLS certificate (replaces the built-in roots).
     #[arg(long, value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
     /// How long each download is retried while the upstream is unreachable or failing.
-    #[arg(long, value_name = "DURATION", default_value = "10m")]
-    pub retry_deadline: String,
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::time::parse_duration)]
+    pub retry_deadline: std::time::Duration,
 }
 
 impl SyncArtifactsArgs {
     /// The settings these flags say.
-    pub fn settings(&self) -> anyhow::Result<MirrorSettings> {
-        let retry_deadline = crate::time::parse_duration(&self.retry_deadline)
-            .map_err(|e| error::operator(format!("--retry-deadline: {e}")))?;
-        let expires = match &self.expires {
-            None => None,
-            Some(text) => Some(
-                crate::time::parse_rfc3339(text)
-                    .or_else(|| {
-                        let d = crate::time::parse_duration(text).ok()?;
-                        std::time::SystemTime::now().checked_add(d)
-                    })
-                    .ok_or_else(|| {
-                        error::operator(format!(
-                            "--expires {text:?}: give an RFC 3339 time (2027-06-01T00:00:00Z) or a duration (180d)"
-                        ))
-                    })?,
-            ),
-        };
+    pub fn settings(&self) -> MirrorSettings {
         let mut arches: Vec<String> = Vec::new();
         for a in &self.arch {
             if !arches.contains(a) {
@@ -122,7 +104,7 @@ impl SyncArtifactsArgs {
         if arches.is_empty() {
             arches.push(host_arch().to_string());
         }
-        Ok(MirrorSettings {
+        MirrorSettings {
             manifest: self.manifest.clone(),
             kubernetes_versions: self
                 .versions
@@ -136,17 +118,31 @@ impl SyncArtifactsArgs {
             mirror_url: self.mirror_url.clone(),
             signing_key: self.signing_key.clone(),
             serial: self.serial,
-            expires,
+            expires: self.expires,
             ca_bundle: self.ca_bundle.clone(),
-            retry_deadline,
-        })
+            retry_deadline: self.retry_deadline,
+        }
     }
+}
+
+/// `--expires`: an RFC 3339 time, or a duration from now.
+fn parse_expires(text: &str) -> Result<std::time::SystemTime, String> {
+    crate::time::parse_rfc3339(text)
+        .or_else(|| {
+            let d = crate::time::parse_duration(text).ok()?;
+            std::time::SystemTime::now().checked_add(d)
+        })
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is neither an RFC 3339 time (2027-06-01T00:00:00Z) nor a duration (180d)"
+            )
+        })
 }
 
 /// Runs `sync-artifacts`; prints labelled lines (`manifest:`, `signed:`, `serial:`,
 /// `releases:`, `artifacts:`) on stdout.
 pub fn run(args: SyncArtifactsArgs) -> anyhow::Result<()> {
-    let s = mirror::sync(&args.settings()?)?;
+    let s = mirror::sync(&args.settings())?;
     super::print(&format!(
         "manifest: {} sha256 {}\nsigned: {}\nserial: {}\nreleases: {}\nartifacts: {} signed ({} downloaded, {} already present)\n",
         s.manifest.display(),
