@@ -443,6 +443,15 @@ fn an_upstream_outage_ends_in_exit_4_and_an_exposed_key_in_exit_3() {
     assert!(r.stderr.contains("fetching the manifest"), "{}", r.stderr);
 
     let upstream = Mirror::start();
+    let again = || {
+        sync(
+            &upstream.manifest_url(),
+            &dir,
+            "https://m.example",
+            &key,
+            &[],
+        )
+    };
     upstream.control("/__fault?path=/common/kubectl&mode=503");
     let r = sync(
         &upstream.manifest_url(),
@@ -468,13 +477,7 @@ fn an_upstream_outage_ends_in_exit_4_and_an_exposed_key_in_exit_3() {
         .open(dir.join(".sync-artifacts.lock"))
         .unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
-    let r = sync(
-        &upstream.manifest_url(),
-        &dir,
-        "https://m.example",
-        &key,
-        &[],
-    );
+    let r = again();
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("another sync-artifacts"), "{}", r.stderr);
     drop(held);
@@ -483,13 +486,7 @@ fn an_upstream_outage_ends_in_exit_4_and_an_exposed_key_in_exit_3() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     upstream.control("/__clear");
     let before = upstream.artifact_gets();
-    let r = sync(
-        &upstream.manifest_url(),
-        &dir,
-        "https://m.example",
-        &key,
-        &[],
-    );
+    let r = again();
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
     assert_eq!(upstream.artifact_gets(), before);

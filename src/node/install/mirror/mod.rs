@@ -284,16 +284,8 @@ pub const LOCK_NAME: &str = ".sync-artifacts.lock";
 /// Takes the mirror directory's lock, or fails (transient: the other run ends) if another
 /// run holds it. Released when the returned file is dropped.
 fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(LOCK_NAME);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let file = fsutil::open_lock_file(&path)?;
     loop {
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(file),
