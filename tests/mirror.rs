@@ -187,7 +187,7 @@ fn a_synced_mirror_installs_verified_and_a_rerun_fetches_nothing_again() {
         &dir,
         &served.base(),
         &key,
-        &["--serial", "5", "--expires", "30d"],
+        &["--serial", "5", "--expires", "30d", "-vvv"],
     );
     r.ok();
     assert_eq!(line(&r.stdout, "serial"), "5");
@@ -201,10 +201,12 @@ fn a_synced_mirror_installs_verified_and_a_rerun_fetches_nothing_again() {
         "{}",
         r.stdout
     );
-    // The private key never shows, not even its base64 body.
+    // The private key never shows, not even its base64 body at -vvv, nor in the mirror.
     let key_text = std::fs::read_to_string(&key).unwrap();
     let key_body = key_text.lines().nth(1).unwrap();
     assert!(!r.stdout.contains(key_body) && !r.stderr.contains(key_body));
+    let out = tool("grep", &["-rlF", key_body, dir.to_str().unwrap()], &[]);
+    assert_eq!(out.code, 1, "the key in {}", out.stdout);
 
     // Files at their URL paths, byte for byte; the gzip'd artifact fetched once, compressed,
     // and kept both ways.
