@@ -424,6 +424,35 @@ fn an_artifact_with_a_bad_checksum_is_not_kept_and_ends_in_exit_3() {
     for f in ["manifest.yaml", "manifest.yaml.signed"] {
         assert!(!dir.join(f).exists(), "{f}");
     }
+
+    // A compressed artifact that does not decompress: the same bytes would come again, so it
+    // is not retried until the deadline (it was, and ended in exit 4), and neither of its
+    // files is kept.
+    upstream.control("/__clear");
+    upstream.control("/__fault?path=/common/aws-iam-authenticator.gz&mode=wrong");
+    let r = sync(
+        &upstream.manifest_url(),
+        &dir,
+        "https://m.example",
+        &key,
+        &["--retry-deadline", "5s"],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("artifact aws-iam-authenticator 1.31.2 linux/amd64"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(upstream.counts()["/common/aws-iam-authenticator.gz"], 1);
+    let kept = util::dir_entries(&dir.join("common"));
+    assert!(
+        kept.iter()
+            .all(|f| !f.starts_with("aws-iam-authenticator")
+                && !f.starts_with(".aws-iam-authenticator")),
+        "{kept:?}"
+    );
+    assert!(!dir.join("manifest.yaml").exists());
 }
 
 /// The upstream unreachable, or failing on an artifact: exit 4 (run again later), nothing
