@@ -3,7 +3,12 @@
 //! A reader (or a machine that loses power) sees either the old content or the new one, never a
 //! mix: the data goes to a temporary file in the same directory, is flushed with `fsync`, renamed
 //! over the target, and the directory is flushed so the rename itself survives a power cut.
+//!
+//! A set of files written together ([`Batch`], init's node files) pays one directory flush per
+//! distinct directory instead of one per file: every file is staged and flushed first, then all
+//! are renamed, then each directory is flushed once.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -129,7 +134,20 @@ impl TempFile {
     /// Fills the file, sets mode and owner, fsyncs, renames it over the target and fsyncs the
     /// directory.
     pub fn commit(mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
-        let mut file = self.file.take().expect("temp file present until commit");
+        self.fill_and_flush(fill)?;
+        self.rename()?;
+        sync_dir(&parent_dir(&self.target))
+    }
+
+    /// Fills the file, sets mode and owner and fsyncs it: its content is durable under the
+    /// temporary name, and the target is untouched.
+    fn fill_and_flush(&mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+        let mut file = self.file.take().ok_or_else(|| {
+            io::Error::other(format!(
+                "temporary file for {} already filled",
+                self.target.display()
+            ))
+        })?;
         fill(&mut file).map_err(|e| with_path(e, "writing", &self.target))?;
         file.flush()?;
         // The umask may have narrowed the mode given to open(2): set it explicitly.
@@ -140,13 +158,131 @@ impl TempFile {
                 .map_err(|e| with_path(e, "setting the owner of", &self.target))?;
         }
         file.sync_all()
-            .map_err(|e| with_path(e, "flushing", &self.target))?;
-        drop(file);
+            .map_err(|e| with_path(e, "flushing", &self.target))
+    }
+
+    /// Renames the (flushed) temporary file over the target; the directory is not flushed.
+    fn rename(&mut self) -> io::Result<()> {
         fs::rename(&self.path, &self.target)
             .map_err(|e| with_path(e, "replacing", &self.target))?;
         // From here the temp path is gone; do not try to remove it on drop.
         self.path = PathBuf::new();
-        sync_dir(&parent_dir(&self.target))
+        Ok(())
+    }
+}
+
+/// Files written together, each atomically, with one directory flush per distinct directory.
+///
+/// [`Batch::stage`] writes each file to a temporary file beside its target and flushes it
+/// (`fsync`); nothing at the targets changes yet. [`Batch::commit`] then renames every staged
+/// file over its target, in staging order, and flushes each distinct directory once (the
+/// directories of the targets and the parents of directories the batch created).
+///
+/// What a crash (power cut, SIGKILL) leaves:
+/// - each target holds its old content (or is absent, if it was) or its whole new content,
+///   never a part: a file is renamed only once its data is durable;
+/// - the set is not atomic: a crash during the renames, or before the directory flushes
+///   returned, can leave any subset of the targets new and the others old. A caller for which
+///   the set belongs together records its completion after `commit` returns (first boot
+///   records init complete in its state file only after init's batch), so that an interrupted
+///   set is recognised and written again; a re-run rewrites only the targets still old;
+/// - staged temporary files of a killed writer stay behind as `.<name>.hbtmp.<pid>.<n>`:
+///   [`remove_stale_temp_files`] removes them on the next run.
+///
+/// Dropping a batch without committing removes its temporary files and changes no target.
+#[derive(Default)]
+pub struct Batch {
+    staged: Vec<TempFile>,
+    /// Directories to flush at commit: those that gained an entry while staging (new
+    /// directories made for a target), in addition to the targets' own.
+    dirs: BTreeSet<PathBuf>,
+}
+
+/// Why [`Batch::commit`] failed, and at which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct CommitError {
+    /// The staged file (index in staging order) whose rename failed, or the first one in the
+    /// directory whose flush failed. Files before it may already be new.
+    pub index: usize,
+    /// The I/O error (its message names the path).
+    #[source]
+    pub source: io::Error,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// How many files are staged.
+    pub fn len(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// True when nothing is staged (a commit then does nothing).
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Stages `data` for `path`: a temporary file beside it, written, with mode and owner set,
+    /// and flushed. Missing parent directories are made (when `opts` asks for it) and flushed
+    /// at commit. On an error nothing of this file is left behind and the batch is unchanged.
+    pub fn stage(&mut self, path: &Path, data: &[u8], opts: &WriteOptions) -> io::Result<()> {
+        let dir = parent_dir(path);
+        if opts.create_parents {
+            create_dir_all_with(&dir, &mut |parent| {
+                self.dirs.insert(parent.to_path_buf());
+                Ok(())
+            })?;
+        }
+        let mut tmp = TempFile::create(
+            path,
+            &WriteOptions {
+                create_parents: false,
+                ..opts.clone()
+            },
+        )?;
+        tmp.fill_and_flush(|f| f.write_all(data))?;
+        self.staged.push(tmp);
+        Ok(())
+    }
+
+    /// Renames every staged file over its target (in staging order), then flushes each
+    /// distinct directory once. Returns the directories flushed, in the order they were. On a
+    /// failed rename the files renamed before it are still made durable (their directories
+    /// flushed) and the remaining temporary files removed.
+    pub fn commit(mut self) -> Result<Vec<PathBuf>, CommitError> {
+        let mut failed = None;
+        let mut dirs: Vec<(PathBuf, usize)> = Vec::new();
+        for (index, tmp) in self.staged.iter_mut().enumerate() {
+            if let Err(source) = tmp.rename() {
+                failed = Some(CommitError { index, source });
+                break;
+            }
+            let dir = parent_dir(&tmp.target);
+            if !dirs.iter().any(|(d, _)| *d == dir) {
+                dirs.push((dir, index));
+            }
+        }
+        // New directories' entries in their parents, after the targets' own directories.
+        for parent in std::mem::take(&mut self.dirs) {
+            if !dirs.iter().any(|(d, _)| *d == parent) {
+                dirs.push((parent, 0));
+            }
+        }
+        let mut flushed = Vec::with_capacity(dirs.len());
+        for (dir, index) in dirs {
+            if let Err(source) = sync_dir(&dir) {
+                return Err(failed.unwrap_or(CommitError { index, source }));
+            }
+            flushed.push(dir);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(flushed),
+        }
     }
 }
 
@@ -202,16 +338,25 @@ pub fn remove_file(path: &Path) -> io::Result<bool> {
 
 /// Creates a directory and its parents with mode 0755, flushing each new entry.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    create_dir_all_with(dir, &mut |parent| sync_dir(parent))
+}
+
+/// [`create_dir_all`], handing the parent of each directory it made to `made_in` (which
+/// flushes it now, or remembers it for later).
+fn create_dir_all_with(
+    dir: &Path,
+    made_in: &mut dyn FnMut(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dir_all(parent)?;
+        create_dir_all_with(parent, made_in)?;
     }
     match fs::create_dir(dir) {
         Ok(()) => {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
-            sync_dir(&parent_dir(dir))
+            made_in(&parent_dir(dir))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(with_path(e, "creating directory", dir)),
@@ -396,6 +541,102 @@ mod tests {
         assert!(err.to_string().contains("disk on fire"));
         assert_eq!(fs::read(&p).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_batch_writes_every_file_and_flushes_each_directory_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("etc")).unwrap();
+        fs::write(d.join("etc/a"), b"old a").unwrap();
+        let mut batch = Batch::new();
+        batch
+            .stage(&d.join("etc/a"), b"new a", &WriteOptions::public())
+            .unwrap();
+        batch
+            .stage(&d.join("etc/b"), b"new b", &WriteOptions::private())
+            .unwrap();
+        batch
+            .stage(&d.join("etc/new/c"), b"new c", &WriteOptions::public())
+            .unwrap();
+        batch
+            .stage(&d.join("var/lib/d"), b"new d", &WriteOptions::executable())
+            .unwrap();
+        // Staged, not yet visible.
+        assert_eq!(fs::read(d.join("etc/a")).unwrap(), b"old a");
+        assert!(!d.join("etc/b").exists());
+        assert_eq!(batch.len(), 4);
+        let flushed = batch.commit().unwrap();
+        for (name, body, mode) in [
+            ("etc/a", "new a", 0o644),
+            ("etc/b", "new b", 0o600),
+            ("etc/new/c", "new c", 0o644),
+            ("var/lib/d", "new d", 0o755),
+        ] {
+            let p = d.join(name);
+            assert_eq!(fs::read(&p).unwrap(), body.as_bytes(), "{name}");
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                mode,
+                "{name}"
+            );
+        }
+        // The targets' directories, then the parents of the directories made (`d` for var,
+        // var for var/lib; etc for etc/new is already flushed): each once.
+        assert_eq!(
+            flushed,
+            vec![
+                d.join("etc"),
+                d.join("etc/new"),
+                d.join("var/lib"),
+                d.to_path_buf(),
+                d.join("var"),
+            ]
+        );
+        assert_eq!(fs::read_dir(d.join("etc")).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_dropped_batch_changes_nothing_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        fs::write(&p, b"old").unwrap();
+        let mut batch = Batch::new();
+        batch.stage(&p, b"new", &WriteOptions::public()).unwrap();
+        drop(batch);
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(Batch::new().commit().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_rename_names_its_file_keeps_the_earlier_ones_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A non-empty directory where the second target goes: rename(2) refuses it.
+        fs::create_dir_all(d.join("b/inside")).unwrap();
+        fs::write(d.join("c"), b"old c").unwrap();
+        let mut batch = Batch::new();
+        for name in ["a", "b", "c"] {
+            batch
+                .stage(&d.join(name), b"new", &WriteOptions::public())
+                .unwrap();
+        }
+        let e = batch.commit().unwrap_err();
+        assert_eq!(e.index, 1);
+        assert!(e.to_string().contains("replacing"), "{e}");
+        assert!(
+            e.to_string().contains(&d.join("b").display().to_string()),
+            "{e}"
+        );
+        assert_eq!(fs::read(d.join("a")).unwrap(), b"new");
+        assert_eq!(fs::read(d.join("c")).unwrap(), b"old c");
+        let mut names: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 
     #[test]
