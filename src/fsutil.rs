@@ -134,35 +134,45 @@ impl TempFile {
     /// Fills the file, sets mode and owner, fsyncs, renames it over the target and fsyncs the
     /// directory.
     pub fn commit(mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
-        self.fill_and_flush(fill)?;
+        self.fill(fill)?;
+        self.sync()?;
         self.rename()?;
         sync_dir(&parent_dir(&self.target))
     }
 
-    /// Fills the file, sets mode and owner and fsyncs it: its content is durable under the
-    /// temporary name, and the target is untouched.
-    fn fill_and_flush(&mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
-        let mut file = self.file.take().ok_or_else(|| {
-            io::Error::other(format!(
-                "temporary file for {} already filled",
-                self.target.display()
-            ))
+    /// Fills the file and sets mode and owner; the file stays open for [`TempFile::sync`].
+    fn fill(&mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+        let target = &self.target;
+        let file = self.file.as_mut().ok_or_else(|| {
+            io::Error::other(format!("{}: temporary file closed", target.display()))
         })?;
-        fill(&mut file).map_err(|e| with_path(e, "writing", &self.target))?;
+        fill(file).map_err(|e| with_path(e, "writing", target))?;
         file.flush()?;
         // The umask may have narrowed the mode given to open(2): set it explicitly.
         file.set_permissions(fs::Permissions::from_mode(self.opts.mode))
-            .map_err(|e| with_path(e, "setting the mode of", &self.target))?;
+            .map_err(|e| with_path(e, "setting the mode of", target))?;
         if let Some((uid, gid)) = self.opts.owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                .map_err(|e| with_path(e, "setting the owner of", &self.target))?;
+            std::os::unix::fs::fchown(&*file, Some(uid), Some(gid))
+                .map_err(|e| with_path(e, "setting the owner of", target))?;
         }
-        file.sync_all()
+        Ok(())
+    }
+
+    /// fsyncs the filled file: its content is durable under the temporary name, and the
+    /// target is untouched.
+    fn sync(&self) -> io::Result<()> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| {
+                io::Error::other(format!("{}: temporary file closed", self.target.display()))
+            })?
+            .sync_all()
             .map_err(|e| with_path(e, "flushing", &self.target))
     }
 
     /// Renames the (flushed) temporary file over the target; the directory is not flushed.
     fn rename(&mut self) -> io::Result<()> {
+        self.file = None;
         fs::rename(&self.path, &self.target)
             .map_err(|e| with_path(e, "replacing", &self.target))?;
         // From here the temp path is gone; do not try to remove it on drop.
@@ -173,10 +183,12 @@ impl TempFile {
 
 /// Files written together, each atomically, with one directory flush per distinct directory.
 ///
-/// [`Batch::stage`] writes each file to a temporary file beside its target and flushes it
-/// (`fsync`); nothing at the targets changes yet. [`Batch::commit`] then renames every staged
-/// file over its target, in staging order, and flushes each distinct directory once (the
-/// directories of the targets and the parents of directories the batch created).
+/// [`Batch::stage`] writes each file to a temporary file beside its target; nothing at the
+/// targets changes yet. [`Batch::commit`] flushes every staged file (`fsync`, all at once: the
+/// file system commits its journal for them together instead of once per file), then, only
+/// once all are durable, renames each over its target in staging order, then flushes each
+/// distinct directory once (the targets' directories and the parents of directories the batch
+/// created; these flushes at once too).
 ///
 /// What a crash (power cut, SIGKILL) leaves:
 /// - each target holds its old content (or is absent, if it was) or its whole new content,
@@ -226,9 +238,10 @@ impl Batch {
         self.staged.is_empty()
     }
 
-    /// Stages `data` for `path`: a temporary file beside it, written, with mode and owner set,
-    /// and flushed. Missing parent directories are made (when `opts` asks for it) and flushed
-    /// at commit. On an error nothing of this file is left behind and the batch is unchanged.
+    /// Stages `data` for `path`: a temporary file beside it, written, with mode and owner set
+    /// (flushed at commit). Missing parent directories are made (when `opts` asks for it) and
+    /// flushed at commit. On an error nothing of this file is left behind and the batch is
+    /// unchanged.
     pub fn stage(&mut self, path: &Path, data: &[u8], opts: &WriteOptions) -> io::Result<()> {
         let dir = parent_dir(path);
         if opts.create_parents {
@@ -244,16 +257,20 @@ impl Batch {
                 ..opts.clone()
             },
         )?;
-        tmp.fill_and_flush(|f| f.write_all(data))?;
+        tmp.fill(|f| f.write_all(data))?;
         self.staged.push(tmp);
         Ok(())
     }
 
-    /// Renames every staged file over its target (in staging order), then flushes each
-    /// distinct directory once. Returns the directories flushed, in the order they were. On a
-    /// failed rename the files renamed before it are still made durable (their directories
-    /// flushed) and the remaining temporary files removed.
+    /// Flushes every staged file, then renames each over its target (in staging order), then
+    /// flushes each distinct directory once. Returns the directories flushed. A failed file
+    /// flush renames nothing; on a failed rename the files renamed before it are still made
+    /// durable (their directories flushed). Temporary files left are removed.
     pub fn commit(mut self) -> Result<Vec<PathBuf>, CommitError> {
+        let flushed = all_at_once(self.staged.iter().map(|t| move || t.sync()).collect());
+        if let Some((index, source)) = first_error(flushed) {
+            return Err(CommitError { index, source });
+        }
         let mut failed = None;
         let mut dirs: Vec<(PathBuf, usize)> = Vec::new();
         for (index, tmp) in self.staged.iter_mut().enumerate() {
@@ -272,18 +289,57 @@ impl Batch {
                 dirs.push((parent, 0));
             }
         }
-        let mut flushed = Vec::with_capacity(dirs.len());
-        for (dir, index) in dirs {
-            if let Err(source) = sync_dir(&dir) {
-                return Err(failed.unwrap_or(CommitError { index, source }));
-            }
-            flushed.push(dir);
+        let results = all_at_once(dirs.iter().map(|(d, _)| move || sync_dir(d)).collect());
+        if let Some((i, source)) = first_error(results) {
+            return Err(failed.unwrap_or(CommitError {
+                index: dirs[i].1,
+                source,
+            }));
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(flushed),
+            None => Ok(dirs.into_iter().map(|(d, _)| d).collect()),
         }
     }
+}
+
+/// Most flushes [`all_at_once`] has in flight.
+const MAX_CONCURRENT_FLUSHES: usize = 16;
+
+/// Runs `jobs` (flushes: each waits on the disk, not the CPU) on threads, at most
+/// [`MAX_CONCURRENT_FLUSHES`] at a time, and returns their results in order. Flushes waiting
+/// together let the file system commit once for all of them. One job runs on this thread.
+fn all_at_once<F>(jobs: Vec<F>) -> Vec<io::Result<()>>
+where
+    F: FnOnce() -> io::Result<()> + Send,
+{
+    if jobs.len() <= 1 {
+        return jobs.into_iter().map(|job| job()).collect();
+    }
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter().peekable();
+    while jobs.peek().is_some() {
+        let wave: Vec<F> = jobs.by_ref().take(MAX_CONCURRENT_FLUSHES).collect();
+        std::thread::scope(|scope| {
+            let running: Vec<_> = wave.into_iter().map(|job| scope.spawn(job)).collect();
+            for handle in running {
+                results.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a flush thread panicked"))),
+                );
+            }
+        });
+    }
+    results
+}
+
+/// The index and error of the first failed result.
+fn first_error(results: Vec<io::Result<()>>) -> Option<(usize, io::Error)> {
+    results
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, r)| r.err().map(|e| (i, e)))
 }
 
 impl Drop for TempFile {

@@ -207,9 +207,11 @@ fn the_model_catches_a_rename_before_fsync() {
 }
 
 // ---------------------------------------------------------------------------
-// A batch (init's node files): killed at every fsync and every rename, each file is old or new,
-// and a re-run converges. The kill is strace's fault injection (SIGKILL on entering the k-th
-// call), so every point of the real syscall sequence is hit, not a timing guess.
+// A batch (init's node files): killed while its files are flushed and at every rename, each
+// file is old or new, and a re-run converges. The kill is strace's fault injection (SIGKILL on
+// entering a call), so the points are the real syscall sequence's, not timing guesses. strace
+// counts calls per thread: the flushes run on threads of their own, each making one call, so
+// the flush phase is hit at its first fsync; the renames, all on the main thread, one by one.
 // ---------------------------------------------------------------------------
 
 use hybridboot::node::init::write_files;
@@ -379,7 +381,7 @@ fn a_batch_flushes_every_file_before_any_rename_and_each_directory_once() {
 }
 
 #[test]
-fn a_batch_killed_at_any_fsync_or_rename_leaves_old_or_new_files_and_a_rerun_converges() {
+fn a_batch_killed_while_flushing_or_at_any_rename_leaves_old_or_new_files_and_a_rerun_converges() {
     let dir = tempfile::tempdir().unwrap();
     // How many fsync and rename calls an uninterrupted batch makes.
     let reference = dir.path().join("reference");
@@ -391,8 +393,7 @@ fn a_batch_killed_at_any_fsync_or_rename_leaves_old_or_new_files_and_a_rerun_con
     assert!(fsyncs >= BATCH.len() && renames == BATCH.len(), "{calls:?}");
 
     let mut partial_sets = 0;
-    let points = (1..=fsyncs)
-        .map(|k| ("fsync,fdatasync", k))
+    let points = std::iter::once(("fsync,fdatasync", 1))
         .chain((1..=renames).map(|k| ("rename,renameat,renameat2", k)));
     for (i, (set, k)) in points.enumerate() {
         let root = dir.path().join(format!("kill{i}"));
