@@ -352,7 +352,10 @@ def main() -> None:
     busy = loaded(bin, vault, moto, ra, ref_node, work / "loaded", env)
     results = json.loads(a.out.read_text()) if a.out.exists() else {}
     results["floor"] = idle["floor"]
-    results["firstboot"] = dict(idle["firstboot"], **figures(idle, busy), loadavg_idle=[round(x, 2) for x in idle_load])
+    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE, text=True).stdout.strip()
+    measured = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit {rev} on {os.cpu_count()} CPU(s), release build"
+    results["firstboot"] = dict(idle["firstboot"], **figures(idle, busy), loadavg_idle=[round(x, 2) for x in idle_load],
+                                measured=measured)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1) + "\n")
     md = report.render_firstboot_load(results["firstboot"])

@@ -209,7 +209,8 @@ def render_firstboot_load(fb: dict) -> str:
     b, ld = fb["loaded"], fb["loaded"]["load"]
     run = ld.get("runnable") or {}
     floor_ms = b["total"]["median"] / fb["over_floor"]
-    out = [f"First boot on a busy machine (`firstboot.over_floor`): {ld['busy_loops']} busy-loop processes "
+    when = f"measured {fb['measured']}: " if fb.get("measured") else ""
+    out = [f"First boot on a busy machine (`firstboot.over_floor`), {when}{ld['busy_loops']} busy-loop processes "
            f"(`while :; do :; done`) started {ld['warmup_s']:.0f} s before the first timed run; load average "
            f"{ld['loadavg_start'][0]:.1f} at the start, {ld['loadavg_end'][0]:.1f} at the end, runnable tasks "
            f"median {run.get('median', 0):.0f} (min {run.get('min', 0):.0f}, max {run.get('max', 0):.0f}); the floor is "
