@@ -8,10 +8,10 @@
 //! full jitter and uses up one of `max_attempts`. A throttled answer (429, `ThrottlingException`)
 //! means the peer works but serves a fixed rate to everyone: it uses up no attempt, and its wait
 //! is decorrelated jitter ([`throttled_delay`]): uniform between `2 * base` and three times the
-//! previous throttled wait, up to `4 * cap` and what is left of the deadline. The ceiling grows
-//! with consecutive throttles (a large fleet spreads out over the time its rate needs), every
-//! wait is drawn afresh (no synchronised waves), and no wait is shorter than `2 * base` (a
-//! throttled node does not come straight back). A node that is never throttled never waits.
+//! previous throttled wait, up to `4 * cap`, 20 s and what is left of the deadline. The
+//! ceiling grows with consecutive throttles (a large fleet spreads out over the time its rate
+//! needs), every wait is drawn afresh (no synchronised waves), and no wait is shorter than
+//! `2 * base` (a throttled node does not come straight back). A node that is never throttled never waits.
 //! `Retry-After` is a floor for both: OpenBao's rate-limit quota sends `Retry-After: 0`, which
 //! must not make a fleet retry at once; IAM Roles Anywhere sends none.
 //!
@@ -108,12 +108,18 @@ pub fn delay(
 /// How much each throttled wait may grow over the previous one (decorrelated jitter).
 pub const THROTTLE_GROWTH: u32 = 3;
 
+/// The longest throttled wait: a throttled node asks again at least this often, so that once
+/// the fleet ahead of it is through it is not left sleeping long past the last grant (a fleet
+/// of 1,000 at 10/s: 20 s keeps it near its 100 s floor, 60 s took 1.5x).
+pub const THROTTLE_CAP: Duration = Duration::from_secs(20);
+
 /// The range of the wait after a throttled answer: `previous` is the wait before the last
 /// retry if that was throttled too (`None` for the first throttle of a run, which counts as
 /// the low end: a fleet throttled together must not come back together). The low end is
 /// `2 * base`; the high end `THROTTLE_GROWTH * previous`, at least the low end, at most
-/// `4 * cap` and `left` (the time left of the deadline). When `left` is below the low end, the
-/// range is empty (`lo > hi`): there is no room for another throttled attempt.
+/// `4 * cap`, [`THROTTLE_CAP`] and `left` (the time left of the deadline). When `left` is
+/// below the low end, the range is empty (`lo > hi`): there is no room for another throttled
+/// attempt.
 pub fn throttled_range(
     policy: &RetryPolicy,
     previous: Option<Duration>,
@@ -121,7 +127,11 @@ pub fn throttled_range(
 ) -> (Duration, Duration) {
     let lo = policy.base.saturating_mul(2);
     let grown = previous.unwrap_or(lo).saturating_mul(THROTTLE_GROWTH);
-    let hi = grown.max(lo).min(policy.cap.saturating_mul(4)).min(left);
+    let hi = grown
+        .max(lo)
+        .min(policy.cap.saturating_mul(4))
+        .min(THROTTLE_CAP)
+        .min(left);
     (lo, hi)
 }
 
@@ -463,6 +473,12 @@ mod tests {
         assert_eq!(
             throttled_range(&p, Some(ms_(300)), long),
             (ms_(200), ms_(900))
+        );
+        // The default policy (cap 15 s): at most THROTTLE_CAP, not 4 * 15 s.
+        let d = RetryPolicy::default();
+        assert_eq!(
+            throttled_range(&d, Some(Duration::from_secs(60)), long),
+            (Duration::from_secs(1), THROTTLE_CAP)
         );
         // The time left caps the range; below the floor there is no room for another try.
         assert_eq!(
