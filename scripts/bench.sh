@@ -14,7 +14,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/lib.sh"
-bin=$here/target/release/hybridboot
+bin=${BENCH_BIN:-$here/target/release/hybridboot}  # BENCH_BIN: another build (before/after)
 out=$here/target/bench
 venv=${HYBRIDBOOT_VENV:-$HOME/.cache/hybridboot/venv}
 mkdir -p "$out"

@@ -11,7 +11,8 @@
 //! previous throttled wait, up to `4 * cap`, 20 s and what is left of the deadline. The
 //! ceiling grows with consecutive throttles (a large fleet spreads out over the time its rate
 //! needs), every wait is drawn afresh (no synchronised waves), and no wait is shorter than
-//! `2 * base` (a throttled node does not come straight back). A node that is never throttled never waits.
+//! `2 * base` (a throttled node does not come straight back). A node that is never throttled
+//! never waits.
 //! `Retry-After` is a floor for both: OpenBao's rate-limit quota sends `Retry-After: 0`, which
 //! must not make a fleet retry at once; IAM Roles Anywhere sends none.
 //!
