@@ -101,6 +101,7 @@ def main() -> None:
             "credential_process": latency.credential_process(static, ra, tpm_node, file_node, ref_node, work / "cp-static", env, sequential=False),
         }
     results["fleet"] = fleet.fleet(bin, vault, ra, work / "fleet", env)
+    results.update(fleet.figures(results["fleet"]))
     results["vault_ha"] = vault_ha.vault_ha(bin, work / "vault-ha", env)
     if a.sign and a.sign.exists():
         results["sign"] = json.loads(a.sign.read_text())
