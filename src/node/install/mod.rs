@@ -22,6 +22,7 @@ pub mod cni;
 pub mod fetch;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod manifest;
+pub mod mirror;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod signature;
 pub mod signed;
@@ -223,7 +224,7 @@ fn write_state(root: &Path, record: &Record) -> anyhow::Result<()> {
 }
 
 /// The machine's architecture in the manifest's words.
-fn host_arch() -> &'static str {
+pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => "arm64",
         _ => "amd64",
@@ -261,8 +262,8 @@ impl Fetch for Sources {
     }
 }
 
-fn sources(args: &InstallSettings) -> anyhow::Result<Sources> {
-    if let Some(ca) = &args.ca_bundle {
+fn sources(ca_bundle: Option<&Path>) -> anyhow::Result<Sources> {
+    if let Some(ca) = ca_bundle {
         if !ca.is_file() {
             return Err(error::operator(format!(
                 "--ca-bundle {}: no such file",
@@ -270,7 +271,7 @@ fn sources(args: &InstallSettings) -> anyhow::Result<Sources> {
             )));
         }
     }
-    let https = fetch::HttpFetch::new(args.ca_bundle.as_deref())
+    let https = fetch::HttpFetch::new(ca_bundle)
         .classed()
         .context("HTTP client")?;
     Ok(Sources {
@@ -282,10 +283,21 @@ fn sources(args: &InstallSettings) -> anyhow::Result<Sources> {
 /// attempt leaves nothing behind). Returns the value and the number of attempts.
 fn with_retries<T>(
     what: &str,
+    op: impl FnMut(u32) -> Result<T, FetchError>,
+) -> Result<(T, u32), FetchError> {
+    with_retries_until(what, RETRY_DEADLINE, op)
+}
+
+/// How long install keeps retrying one download.
+const RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// [`with_retries`] with another overall deadline.
+fn with_retries_until<T>(
+    what: &str,
+    deadline: std::time::Duration,
     mut op: impl FnMut(u32) -> Result<T, FetchError>,
 ) -> Result<(T, u32), FetchError> {
-    let policy =
-        crate::retry::RetryPolicy::default().with_deadline(std::time::Duration::from_secs(600));
+    let policy = crate::retry::RetryPolicy::default().with_deadline(deadline);
     let mut attempts = 0;
     let value = crate::retry::run(&policy, &crate::retry::RealClock, |attempt| {
         attempts = attempt + 1;
@@ -398,7 +410,7 @@ pub fn install(args: &InstallSettings) -> anyhow::Result<()> {
     if args.offline {
         return verify_offline(&root);
     }
-    let src = sources(args)?;
+    let src = sources(args.ca_bundle.as_deref())?;
     let previous = read_record(&root)?.unwrap_or_default();
     let (manifest, signed) = load_manifest(&src, args, previous.manifest_serial)?;
     let release = manifest
