@@ -41,7 +41,7 @@ pub struct Resolved {
 /// the install record) and picks the release `args.kubernetes_version` names. Downloads no
 /// artifact.
 pub fn resolve(args: &InstallSettings) -> anyhow::Result<Resolved> {
-    let src = sources(args)?;
+    let src = sources(args.ca_bundle.as_deref())?;
     let previous = read_record(&args.root)?.unwrap_or_default();
     let (manifest, signed) = load_manifest(&src, args, previous.manifest_serial)?;
     let version = manifest
