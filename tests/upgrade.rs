@@ -79,7 +79,7 @@ impl Node {
             source: "file:///etc/eks/nodeconfig.yaml".into(),
             moto: cluster(d, cluster_version),
             env: Vec::new(),
-            mirror: Mirror::start(),
+            mirror: Mirror::start_with_releases(util::mirror::RELEASES),
             root,
             dir,
             recorder,

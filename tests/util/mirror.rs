@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 
 use super::x509::OpensslCa;
 
-/// The releases the mirror publishes, by minor (1.31 first: install's tests edit its lines):
-/// 1.28 (before kubelet config drop-ins) and 1.29 are upgrade's.
+/// The releases in the store, by minor: 1.31 (what [`Mirror::start`] publishes), 1.28 (before
+/// kubelet config drop-ins) and 1.29 for upgrade's tests.
 pub const RELEASES: &[(&str, &[&str])] = &[
     ("1.31", &["1.31.1", "1.31.2"]),
     ("1.28", &["1.28.1"]),
@@ -203,6 +203,8 @@ pub struct Mirror {
     child: Child,
     pub port: u16,
     pub overlay: tempfile::TempDir,
+    /// The releases its manifest lists (1.31 unless started with more).
+    releases: &'static [(&'static str, &'static [&'static str])],
 }
 
 impl Drop for Mirror {
@@ -221,8 +223,16 @@ pub enum Cni {
 
 impl Mirror {
     pub fn start() -> Mirror {
+        Mirror::start_with_releases(&RELEASES[..1])
+    }
+
+    /// A mirror whose manifest lists `releases` (a part of [`RELEASES`]).
+    pub fn start_with_releases(
+        releases: &'static [(&'static str, &'static [&'static str])],
+    ) -> Mirror {
         let overlay = tempfile::tempdir().unwrap();
-        let m = Mirror::spawn(overlay, &[store()]);
+        let mut m = Mirror::spawn(overlay, &[store()]);
+        m.releases = releases;
         m.publish("https", Cni::Good, "sign");
         m
     }
@@ -262,6 +272,7 @@ impl Mirror {
             child,
             port,
             overlay,
+            releases: &RELEASES[..1],
         }
     }
 
@@ -309,7 +320,7 @@ impl Mirror {
         // The signed manifest's artifact lines, digests computed from the store as a mirror
         // operator computes them from the files they publish (gzip'd ones decompressed).
         let mut digests = String::new();
-        for (minor, patches) in RELEASES {
+        for (minor, patches) in self.releases {
             // The last patch listed is the latest.
             let latest = patches[patches.len() - 1].rsplit('.').next().unwrap();
             text += &format!("- major_minor_version: \"{minor}\"\n  latest_patch_version: \"{latest}\"\n  patch_releases:\n");
