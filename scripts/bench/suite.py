@@ -22,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import downloads
 import fleet
 import firstboot
 import latency
@@ -97,6 +98,7 @@ def main() -> None:
         }
     results["fleet"] = fleet.fleet(bin, vault, ra, work / "fleet", env)
     results["vault_ha"] = vault_ha.vault_ha(bin, work / "vault-ha", env)
+    results["install"] = downloads.downloads(bin, work / "downloads")
     if a.sign and a.sign.exists():
         results["sign"] = json.loads(a.sign.read_text())
     results["vm"] = vm_guests(Path(__file__).resolve().parents[2] / "target" / "vm-artifacts")
