@@ -568,8 +568,8 @@ impl Write for Content {
 }
 
 enum Decode {
-    Plain(Content),
-    Gzip(flate2::write::GzDecoder<Content>),
+    Plain(Box<Content>),
+    Gzip(Box<flate2::write::GzDecoder<Content>>),
 }
 
 impl Decode {
@@ -608,9 +608,9 @@ impl<'p> Partial<'p> {
         };
         Partial {
             decode: if spec.gzip {
-                Decode::Gzip(flate2::write::GzDecoder::new(content))
+                Decode::Gzip(Box::new(flate2::write::GzDecoder::new(content)))
             } else {
-                Decode::Plain(content)
+                Decode::Plain(Box::new(content))
             },
             received: 0,
             validator: None,
@@ -671,9 +671,9 @@ impl<'p> Partial<'p> {
                     failure: None,
                 };
                 self.decode = if gzip {
-                    Decode::Gzip(flate2::write::GzDecoder::new(content))
+                    Decode::Gzip(Box::new(flate2::write::GzDecoder::new(content)))
                 } else {
-                    Decode::Plain(content)
+                    Decode::Plain(Box::new(content))
                 };
                 return;
             }
