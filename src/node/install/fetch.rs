@@ -1025,6 +1025,132 @@ mod tests {
     }
 
     #[test]
+    fn content_range_and_validators() {
+        assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(content_range_start("bytes 0-0/*"), Some(0));
+        for bad in [
+            "bytes 100-99/200",
+            "bytes 100-199/199",
+            "bytes */200",
+            "bytes +1-5/9",
+            "items 1-2/3",
+            "bytes 1-2",
+        ] {
+            assert_eq!(content_range_start(bad), None, "{bad}");
+        }
+        let lm = "Sun, 06 Dec 2026 03:00:00 GMT";
+        assert_eq!(
+            validator(Some("\"abc\""), Some(lm)).as_deref(),
+            Some("\"abc\"")
+        );
+        assert_eq!(validator(Some("W/\"abc\""), Some(lm)).as_deref(), Some(lm));
+        assert_eq!(validator(Some("W/\"abc\""), None), None);
+        assert_eq!(validator(None, Some("yesterday")), None);
+    }
+
+    /// Serves `body` from the partial's offset, cutting each answer after `cut` bytes, as a
+    /// mirror with ranges; `changed` is served for the first answer only (a file replaced
+    /// between the halves, no validator).
+    struct Ranged {
+        body: Vec<u8>,
+        changed: Option<Vec<u8>>,
+        cut: usize,
+        offsets: std::cell::RefCell<Vec<u64>>,
+    }
+
+    impl Fetch for Ranged {
+        fn fetch(&self, _: &str, _: &mut dyn Write, _: u64) -> Result<(), FetchError> {
+            unreachable!("downloads resume through fetch_from")
+        }
+        fn fetch_from(&self, url: &str, p: &mut Partial, _: u64) -> Result<(), FetchError> {
+            let first = self.offsets.borrow().is_empty();
+            let from = p.offset();
+            self.offsets.borrow_mut().push(from);
+            let body = match (&self.changed, first) {
+                (Some(c), true) => c,
+                _ => &self.body,
+            };
+            p.begin(from, None);
+            let rest = &body[from as usize..];
+            let n = rest.len().min(self.cut);
+            p.write_all(&rest[..n]).unwrap();
+            if n < rest.len() {
+                return Err(FetchError::Transient {
+                    url: url.into(),
+                    detail: "connection reset".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drops_resume_at_the_offset_and_a_spliced_file_starts_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("kubelet");
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let policy = crate::retry::RetryPolicy::default();
+        let opts = WriteOptions::executable();
+        fn spec<'a>(want: &'a [u8; 32], target: &'a Path, opts: &'a WriteOptions) -> Spec<'a> {
+            Spec {
+                url: "x://k",
+                gzip: false,
+                want,
+                want_from: "the checksum file",
+                target,
+                opts,
+                limit: 1 << 20,
+            }
+        }
+        let want = digest(&body);
+        let src = Ranged {
+            body: body.clone(),
+            changed: None,
+            cut: 100_000,
+            offsets: Default::default(),
+        };
+        let mut p = Progress::quiet("kubelet");
+        let staged = download(&src, &spec(&want, &target, &opts), &policy, &mut p).unwrap();
+        assert_eq!(*src.offsets.borrow(), vec![0, 100_000, 200_000]);
+        assert_eq!(
+            (staged.attempts, staged.resumed, staged.restarted),
+            (3, 2, 0)
+        );
+        assert!(!target.exists(), "nothing placed before place()");
+        staged.place().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), body);
+
+        // The first half came from another file: the digest catches it, the file starts over.
+        let mut changed = body.clone();
+        changed[5] ^= 1;
+        let src = Ranged {
+            body: body.clone(),
+            changed: Some(changed),
+            cut: 200_000,
+            offsets: Default::default(),
+        };
+        let staged = download(&src, &spec(&want, &target, &opts), &policy, &mut p).unwrap();
+        assert_eq!(*src.offsets.borrow(), vec![0, 200_000, 0, 200_000]);
+        assert_eq!(staged.restarted, 1);
+        staged.place().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), body);
+
+        // A file that never matches fails after the one restart, and leaves no temp file.
+        let src = Ranged {
+            body: body.clone(),
+            changed: None,
+            cut: 200_000,
+            offsets: Default::default(),
+        };
+        let err = download(&src, &spec(&[7u8; 32], &target, &opts), &policy, &mut p)
+            .err()
+            .unwrap();
+        assert!(matches!(err, FetchError::Mismatch { .. }), "{err}");
+        assert_eq!(*src.offsets.borrow(), vec![0, 200_000, 0, 200_000]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
     fn file_urls() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.yaml");
