@@ -9,7 +9,9 @@
 //! used), a remote manifest may name only `https://` URLs, and a signed manifest older than the
 //! one this node installed from is refused; files that
 //! already match are not fetched again; the CNI tarball is extracted by a strict, flat-only
-//! extractor ([`cni`]). The IAM Roles Anywhere credential process is hybridboot itself (the key
+//! extractor ([`cni`]). Artifacts download side by side ([`parallel::DOWNLOADS_AT_ONCE`]), a
+//! dropped download resumes where it stopped ([`fetch::download`]), and nothing is placed until
+//! every download of the set has matched its digest. The IAM Roles Anywhere credential process is hybridboot itself (the key
 //! stays in the TPM/HSM), so `aws_signing_helper` is not installed, yet the tracker still says
 //! `IamRolesAnywhere: true`: that capability is present.
 //!
