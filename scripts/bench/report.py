@@ -228,12 +228,16 @@ def render_downloads(d: dict) -> str:
            f"{d['loadavg_start'][0]:.1f} at the start, {d.get('loadavg_end', [0])[0]:.1f} at the end; release build: `install` of {d['artifact_bytes'] / MIB:.1f} MiB "
            f"({sizes} MiB) from an HTTPS mirror (ETags on) through a relay that cuts every connection after "
            f"{d['drop_mib']:g} MiB; floor: the same files by `curl` into `sha256sum`, one after another, without cuts "
-           f"({d['floor']['seconds']:.2f} s).", "",
+           f"(median {d['floor']['seconds']:.2f} s of {' '.join(f'{x:.2f}' for x in d['floor'].get('runs_s', []))}; "
+           f"the resuming install's runs: {' '.join(f'{x:.2f}' for x in d['drops'].get('runs_s', []))} s).", "",
            "| install run | completed | s | relay bytes / artifact bytes | time / floor | connections cut |",
            "|---|---|---|---|---|---|"]
     for name, label in (("drops", "`install.drops`: resuming (Range, If-Range)"),
-                        ("restart_baseline", "`install.restart_baseline`: every retry from zero")):
-        x = d[name]
+                        ("restart_baseline", "`install.restart_baseline`: every retry from zero"),
+                        ("no_drops", "`install.no_drops`: resuming install, relay never cuts")):
+        x = d.get(name)
+        if x is None:
+            continue
         done = "yes" if x["completed"] else f"no (exit {x['exit']})"
         out.append(f"| {label} | {done} | {x['seconds']:.2f} | {x['bytes_ratio']:.3f} | {x['time_over_floor']:.2f} | {x['drops']} |")
     t = Targets()

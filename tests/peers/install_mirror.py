@@ -56,6 +56,7 @@ CREDENTIAL_HEADERS = ("authorization", "cookie", "x-vault-token", "x-amz-securit
 VALIDATORS = {"etag": False, "last_modified": False}
 HOLD = {"count": 0, "seconds": 0.0}
 LOG = []  # one entry per artifact GET
+ETAGS = {}  # (path, mtime, size, altered) -> ETag
 ACTIVE = {"now": 0, "max": 0}
 ACTIVE_CHANGED = threading.Condition(LOCK)
 
@@ -80,7 +81,16 @@ class Handler(BaseHTTPRequestHandler):
         """An artifact: validators, ranges, holds, cuts; logged."""
         headers = {}
         if VALIDATORS["etag"]:
-            headers["ETag"] = '"%s"' % hashlib.sha256(body).hexdigest()[:32]
+            # Computed once per file version, as a real mirror stores it with the object.
+            st = os.stat(path)
+            key = (path, st.st_mtime_ns, st.st_size, mode in ("wrong", "changed-cut"))
+            with LOCK:
+                tag = ETAGS.get(key)
+            if tag is None:
+                tag = '"%s"' % hashlib.sha256(body).hexdigest()[:32]
+                with LOCK:
+                    ETAGS[key] = tag
+            headers["ETag"] = tag
         if VALIDATORS["last_modified"]:
             mtime = os.stat(path).st_mtime + (1 if mode == "changed-cut" else 0)
             headers["Last-Modified"] = email.utils.formatdate(mtime, usegmt=True)
