@@ -62,8 +62,8 @@ enum Command {
     Firstboot(firstboot::FirstbootArgs),
     /// What first boot left: key, certificate, credentials, install, join stamp, last error.
     Status(firstboot::StatusArgs),
-    /// Why a join fails: every check a join needs, in order, pass or fail with the fix
-    /// (read-only).
+    /// Why a join fails: every check a join needs, in order, pass, warn or fail with the fix
+    /// (read-only; a warning keeps exit code 0).
     ///
     /// Example: hybridboot debug --config-source file:///etc/hybridboot/config.yaml
     Debug(debug::DebugArgs),

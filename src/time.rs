@@ -240,8 +240,11 @@ fn parse_duration_unbounded(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    // A number too large for u64 is simply too long (saturated, refused by the caller), not a
+    // malformed one.
+    let number = |digits: &str| digits.parse::<u64>().unwrap_or(u64::MAX);
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Duration::from_secs(number(s)));
     }
     let mut total = 0u64;
     let mut num = String::new();
@@ -250,9 +253,10 @@ fn parse_duration_unbounded(s: &str) -> Result<Duration, String> {
             num.push(c);
             continue;
         }
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: use e.g. 72h, 30m, 3600s"))?;
+        if num.is_empty() {
+            return Err(format!("invalid duration {s:?}: use e.g. 72h, 30m, 3600s"));
+        }
+        let n = number(&num);
         num.clear();
         let unit = match c {
             's' => 1,
@@ -381,7 +385,14 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
         // Too long for any deadline: refused (saying the limit), never a panic later.
-        for huge in ["9999999999999999d", "18446744073709551615", "36501d"] {
+        for huge in [
+            "9999999999999999d",
+            "18446744073709551615",
+            "36501d",
+            "99999999999999999999",
+            "99999999999999999999s",
+            "1h99999999999999999999m",
+        ] {
             let e = parse_duration(huge).unwrap_err();
             assert!(e.contains("too long") && e.contains("36500d"), "{e}");
         }

@@ -309,6 +309,134 @@ fn debug_passes_on_a_joined_node_and_names_the_fix_of_each_failure_in_turn() {
     assert!(c.values().all(|v| v.0 == "pass"), "{c:#?}");
     assert_eq!(tree(root), before, "debug changed something under --root");
 
+    // AWS's clock 20 s behind ours: works (signatures allow 5 minutes), but a warning with
+    // the fix, and exit 0. Past the 60 s threshold: a failure.
+    site.ra
+        .control("clock", Some(serde_json::json!({"offset_seconds": -20})));
+    let r = debug(root, &e, true);
+    let c = checks(&r);
+    assert_eq!(c["clock-aws"].0, "warn", "{c:#?}");
+    assert!(c["clock-aws"].1.contains("ahead of AWS at"), "{c:#?}");
+    assert!(c["clock-aws"].1.contains("within the 60s"), "{c:#?}");
+    assert!(
+        c["clock-aws"].2.contains("timedatectl set-ntp true"),
+        "{c:#?}"
+    );
+    assert_eq!(c["clock-vault"].0, "pass", "{c:#?}");
+    assert!(c.values().all(|v| v.0 != "fail"), "{c:#?}");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = debug(root, &e, false);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("WARN clock-aws") && l.contains("-> fix: synchronise the clock")),
+        "{}",
+        text.stdout
+    );
+    site.ra
+        .control("clock", Some(serde_json::json!({"offset_seconds": 120})));
+    let r = debug(root, &e, true);
+    site.ra
+        .control("clock", Some(serde_json::json!({"offset_seconds": 0})));
+    assert_fails(&r, "clock-aws", "behind", "timedatectl set-ntp true", 3);
+
+    // A proxy in the environment, but no drop-ins: containerd and the kubelet would not use it.
+    let proxied = |extra: &[(&'static str, &str)]| {
+        let mut v = e.clone();
+        v.retain(|(k, _)| !extra.iter().any(|(x, _)| x == k));
+        v.extend(extra.iter().map(|(k, x)| (*k, x.to_string())));
+        v
+    };
+    let pe = proxied(&[
+        ("HTTPS_PROXY", "http://proxy.example.com:3128"),
+        ("NO_PROXY", "127.0.0.1,.corp.example"),
+        ("no_proxy", "127.0.0.1,.corp.example"),
+    ]);
+    let r = debug(root, &pe, true);
+    assert_fails(
+        &r,
+        "proxy",
+        "containerd.service.d/http-proxy.conf is missing",
+        "run `hybridboot init --config-source file:///etc/hybridboot/config.yaml` again",
+        3,
+    );
+    let f = &checks(&r)["proxy"].2;
+    assert!(
+        f.contains("HTTPS_PROXY=http://proxy.example.com:3128"),
+        "{f}"
+    );
+    assert!(f.contains("daemon-reload"), "{f}");
+    // The drop-ins as init writes them: passes. One that names another proxy, or lacks a
+    // NO_PROXY entry: fails naming the file and the difference.
+    let drop_in = |unit: &str, text: &str| {
+        let d = root.join(format!("etc/systemd/system/{unit}.service.d"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("http-proxy.conf"), text).unwrap();
+    };
+    let good_drop_in = "[Service]\nEnvironment=\"HTTPS_PROXY=http://proxy.example.com:3128\"\nEnvironment=\"NO_PROXY=127.0.0.1,.corp.example,localhost,172.20.0.0/16\"\n";
+    drop_in("containerd", good_drop_in);
+    drop_in("kubelet", good_drop_in);
+    let r = debug(root, &pe, true);
+    let c = checks(&r);
+    assert_eq!(c["proxy"].0, "pass", "{c:#?}");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    drop_in(
+        "kubelet",
+        "[Service]\nEnvironment=\"HTTPS_PROXY=http://old-proxy:8080\" \"NO_PROXY=127.0.0.1\"\n",
+    );
+    let r = debug(root, &pe, true);
+    assert_fails(
+        &r,
+        "proxy",
+        "kubelet.service.d/http-proxy.conf: HTTPS_PROXY is http://old-proxy:8080 instead of http://proxy.example.com:3128",
+        "restart containerd and kubelet",
+        3,
+    );
+    assert!(
+        checks(&r)["proxy"]
+            .1
+            .contains("NO_PROXY lacks .corp.example"),
+        "{:#?}",
+        checks(&r)
+    );
+    // BootstrapConfig spec.proxy is the configuration (it wins over the environment); a
+    // password in it is never shown.
+    let config = root.join("etc/hybridboot/config.yaml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replacen(
+            "kind: BootstrapConfig\nspec:\n",
+            "kind: BootstrapConfig\nspec:\n  proxy:\n    httpsProxy: http://site:pw-9931@proxy.example.com:3128\n    noProxy: [127.0.0.1]\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let r = debug(root, &pe, true);
+    std::fs::write(&config, &good).unwrap();
+    assert_fails(
+        &r,
+        "proxy",
+        "BootstrapConfig spec.proxy",
+        "from BootstrapConfig spec.proxy",
+        3,
+    );
+    assert!(
+        !r.stdout.contains("pw-9931") && !r.stderr.contains("pw-9931"),
+        "{}",
+        r.stdout
+    );
+    // No proxy configured, but drop-ins that set one: a warning.
+    let r = debug(root, &e, true);
+    let c = checks(&r);
+    assert_eq!(c["proxy"].0, "warn", "{c:#?}");
+    assert!(c["proxy"].1.contains("no proxy configured"), "{c:#?}");
+    assert!(c["proxy"].2.contains("remove those drop-ins"), "{c:#?}");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for unit in ["containerd", "kubelet"] {
+        std::fs::remove_dir_all(root.join(format!("etc/systemd/system/{unit}.service.d"))).unwrap();
+    }
+
     // The clock years off.
     let mut off = e.clone();
     off.extend([

@@ -112,11 +112,11 @@ impl Site {
             ),
             1,
         );
-        // First boot reads its configuration under the root.
+        // First boot and init read their configuration under the root.
         let config = if boot {
             root.join("etc/hybridboot/config.yaml")
         } else {
-            d.join("node.yaml")
+            root.join("etc/eks/nodeconfig.yaml")
         };
         std::fs::create_dir_all(config.parent().unwrap()).unwrap();
         std::fs::write(&config, text).unwrap();
@@ -130,8 +130,10 @@ impl Site {
         }
     }
 
+    /// The configuration's path on the node (under `--root`).
     fn source(&self) -> String {
-        format!("file://{}", self.config.display())
+        let node_path = self.config.strip_prefix(&self.root).unwrap();
+        format!("file:///{}", node_path.display())
     }
 
     fn calls(&self) -> String {
@@ -217,6 +219,8 @@ fn init_dry_run_lists_what_init_then_does_and_writes_nothing() {
         ),
     )
     .unwrap();
+    // (The NodeConfig is the node's own file, in the root.)
+    let after_init = tree(&site.root);
     let dry = site.init(true);
     dry.ok();
     assert_eq!(tree(&site.root), after_init, "the dry run changed the root");

@@ -225,7 +225,8 @@ fn node_tpm_openbao_roles_anywhere_describe_cluster_init_kubectl() {
 
     // A NodeConfig without apiServerEndpoint, certificateAuthority and cidr.
     let ra = &cluster.ra;
-    let config = d.join("nodeconfig.yaml");
+    // Under the root (init reads --config-source there), through X.
+    let config = x.join("nodeconfig.yaml");
     std::fs::write(
         &config,
         NodeConfig {

@@ -277,8 +277,13 @@ fn init_under_a_root_starts_nothing_and_names_the_image_path_of_hybridboot() {
         "    region: us-west-2\n",
         &format!("    region: us-west-2\n    apiServerEndpoint: https://api.example.com\n    certificateAuthority: {ca_b64}\n    cidr: 10.100.0.0/16\n"),
     );
-    let config = dir.path().join("node.yaml");
-    std::fs::write(&config, text).unwrap();
+    // The NodeConfig is the node's file: --config-source is taken under the root like every
+    // other path. A NodeConfig at that path outside the root is not read.
+    std::fs::create_dir_all(root.join("etc/eks")).unwrap();
+    std::fs::write(root.join("etc/eks/node.yaml"), &text).unwrap();
+    let config = "file:///etc/eks/node.yaml";
+    let outside = dir.path().join("outside.yaml");
+    std::fs::write(&outside, &text).unwrap();
     // A service manager that must not be asked: it fails.
     let systemctl = dir.path().join("systemctl");
     std::fs::write(&systemctl, "#!/bin/sh\necho called >&2\nexit 1\n").unwrap();
@@ -291,7 +296,7 @@ fn init_under_a_root_starts_nothing_and_names_the_image_path_of_hybridboot() {
         &[
             "init",
             "--config-source",
-            config.to_str().unwrap(),
+            config,
             "--root",
             root.to_str().unwrap(),
             "--kubelet-version",
@@ -337,4 +342,26 @@ fn init_under_a_root_starts_nothing_and_names_the_image_path_of_hybridboot() {
         "{aws_config}"
     );
     assert!(!aws_config.contains("target/debug"), "{aws_config}");
+
+    // The host's file at the same path is not the node's: the error names the path under the
+    // root.
+    let r = run(
+        &[
+            "init",
+            "--config-source",
+            outside.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--kubelet-version",
+            "v1.31.2",
+        ],
+        &[("HYBRIDBOOT_SYSTEMCTL", systemctl.to_str().unwrap())],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let under = root.join(outside.strip_prefix("/").unwrap());
+    assert!(
+        r.stderr.contains(&under.display().to_string()),
+        "{}",
+        r.stderr
+    );
 }

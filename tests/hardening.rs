@@ -304,6 +304,77 @@ fn status_into_a_closed_pipe_ends_quietly() {
     }
 }
 
+/// `uninstall | head -c1` (or a closed stdout) used to panic after the files were gone (exit
+/// 101 from `println!`): the report goes through the same quiet writer as every command's.
+#[test]
+fn uninstall_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for f in [
+        "var/lib/kubelet/kubeconfig",
+        "var/lib/kubelet/pki/kubelet.crt",
+    ] {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "x").unwrap();
+    }
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(util::bin())
+        .args(["uninstall", "--no-stop", "--root", root.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!root.join("var/lib/kubelet/kubeconfig").exists());
+    assert!(!root.join("var/lib/kubelet/pki").exists());
+}
+
+/// A CLI duration beyond the 100-year limit (or beyond any integer) is a usage error that
+/// names the flag and the maximum, before anything runs.
+#[test]
+fn a_huge_timeout_is_a_usage_error_naming_the_flag_and_the_limit() {
+    for (args, flag) in [
+        (
+            vec![
+                "enroll",
+                "--vault-addr",
+                "http://127.0.0.1:1",
+                "--pki-role",
+                "r",
+                "--key",
+                "file:/nonexistent/k.pem",
+                "--common-name",
+                "n",
+                "--certificate",
+                "/nonexistent/c.pem",
+                "--timeout",
+            ],
+            "--timeout",
+        ),
+        (
+            vec!["sandbox-image", "--retry-deadline"],
+            "--retry-deadline",
+        ),
+    ] {
+        for huge in ["99999999999999999999", "99999999999999999999s", "36501d"] {
+            let mut all = args.clone();
+            all.push(huge);
+            let r = run(&all, &[]);
+            assert_eq!(r.code, 2, "{all:?}: {}", r.stderr);
+            assert!(
+                r.stderr.contains(flag) && r.stderr.contains("at most 36500d"),
+                "{all:?}: {}",
+                r.stderr
+            );
+            assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+        }
+    }
+}
+
 /// A state file from a newer release (an A/B rollback booted the older one) used to give "exit 3,
 /// unreadable (unknown field)" with no hint. `status` and `firstboot` name the file, both
 /// versions and what to do, and leave the file as it is.

@@ -96,6 +96,16 @@ impl Env {
     }
 }
 
+/// `cfg` copied into the node's root at /etc/eks/<name>; returns that node path as init's
+/// `--config-source` (read under `--root`, like every path of the node).
+fn source_in(root: &Path, cfg: &Path) -> String {
+    let node_path = Path::new("/etc/eks").join(cfg.file_name().unwrap());
+    let in_root = root.join(node_path.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(in_root.parent().unwrap()).unwrap();
+    std::fs::copy(cfg, &in_root).unwrap();
+    format!("file://{}", node_path.display())
+}
+
 /// Runs hybridboot with no AWS settings inherited, HOME in the tempdir, and `env` on top.
 fn hb(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> util::Run {
     let mut cmd = Command::new(util::bin());
@@ -175,7 +185,7 @@ fn init_fills_cluster_details_from_moto_is_idempotent_and_kubectl_gets_in() {
     .unwrap();
     let cfg = env.node_config("node.yaml", |t| t);
     let root = env.root("root", "node.pem");
-    let source = format!("file://{}", cfg.display());
+    let source = source_in(&root, &cfg);
     let mut run_env: Vec<(&str, &str)> = creds.to_vec();
     let eks = env.moto_endpoint.clone();
     let rec = recorder.display().to_string();
@@ -241,7 +251,9 @@ fn init_fills_cluster_details_from_moto_is_idempotent_and_kubectl_gets_in() {
         second.stderr
     );
 
-    // A kubelet-only change restarts the kubelet and nothing else.
+    // A kubelet-only change (to the node's NodeConfig, in the root) restarts the kubelet and
+    // nothing else.
+    let cfg = root.join("etc/eks/node.yaml");
     std::fs::write(
         &cfg,
         std::fs::read_to_string(&cfg).unwrap().replace(
@@ -333,7 +345,7 @@ fn init_under_root_never_follows_a_link_out_of_the_root() {
         &[
             "init",
             "--config-source",
-            &format!("file://{}", cfg.display()),
+            &source_in(&root, &cfg),
             "--root",
             &root.display().to_string(),
             "--kubelet-version",
@@ -623,6 +635,7 @@ fn bad_inputs_fail_with_one_clear_error_and_write_nothing() {
     for (name, edit, cert, want) in cases {
         let cfg = env.node_config(&format!("{name}.yaml"), edit);
         let root = env.root(&format!("root-{name}"), cert);
+        let source = source_in(&root, &cfg);
         let before = snapshot(&root);
         let mut e = base.clone();
         if name == "inactive" {
@@ -634,7 +647,7 @@ fn bad_inputs_fail_with_one_clear_error_and_write_nothing() {
             &[
                 "init",
                 "--config-source",
-                &cfg.display().to_string(),
+                &source,
                 "--root",
                 &root.display().to_string(),
                 "--kubelet-version",
@@ -688,7 +701,7 @@ fn init_children_get_no_secret_from_the_environment() {
     let root = env.root("root", "node.pem");
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     env_dumper(&root.join("usr/bin/kubelet"), &log, "Kubernetes v1.31.2");
-    let source = format!("file://{}", cfg.display());
+    let source = source_in(&root, &cfg);
     let (eks, rec) = (env.moto_endpoint.clone(), systemctl.display().to_string());
     const VAULT_TOKEN: &str = "hvs.never-for-children-5811";
     const PIN: &str = "pin-never-for-children-5812";

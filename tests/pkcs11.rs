@@ -630,11 +630,6 @@ fn unusable_keys_are_refused_with_one_clear_line() {
             vec!["--key-type", "rsa:1024"],
             "RSA key of 1024 bits",
         ),
-        (
-            "always",
-            vec!["--key-type", "EC:prime256v1", "--always-auth"],
-            "CKA_ALWAYS_AUTHENTICATE",
-        ),
     ] {
         let mut all = vec![
             "--token-label",
@@ -662,6 +657,40 @@ fn unusable_keys_are_refused_with_one_clear_line() {
             assert_eq!(r.stdout, "");
         }
     }
+    // A key that needs the PIN for every signature opens (its public key shows), but signs
+    // only with --reuse-pin: without it, one line saying to pass the flag.
+    fx.hsm
+        .pkcs11_tool(&[
+            "--token-label",
+            "node",
+            "--login",
+            "--pin",
+            pin,
+            "--keypairgen",
+            "--label",
+            "always",
+            "--key-type",
+            "EC:prime256v1",
+            "--always-auth",
+        ])
+        .ok();
+    let reference = format!(
+        "pkcs11:token=node;object=always?pin-source=file:{}",
+        pin_file.display()
+    );
+    let key = ["--key", &reference, "--pkcs11-lib", MODULE];
+    let show = run(&[&["key", "show"][..], &key].concat(), &fx.hsm.env());
+    show.ok();
+    let csr = [&["csr", "--common-name", "node-1"][..], &key].concat();
+    let r = run(&csr, &fx.hsm.env());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("CKA_ALWAYS_AUTHENTICATE") && r.stderr.contains("pass --reuse-pin"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stdout, "");
 }
 
 #[test]

@@ -684,11 +684,14 @@ fn init_writes_the_proxy_where_the_node_needs_it_later() {
     )
     .unwrap();
     let init = |root: &Path, env: &[(&str, &str)]| {
+        // The node's NodeConfig, read under --root.
+        std::fs::create_dir_all(root.join("etc/eks")).unwrap();
+        std::fs::copy(&config, root.join("etc/eks/node.yaml")).unwrap();
         run(
             &[
                 "init",
                 "--config-source",
-                config.to_str().unwrap(),
+                "file:///etc/eks/node.yaml",
                 "--root",
                 root.to_str().unwrap(),
                 "--no-start",

@@ -1056,7 +1056,9 @@ fn aws_commands_at_vvv_never_show_secret_keys_session_tokens_or_pins() {
     let recorder = w.join("systemctl.sh");
     std::fs::write(&recorder, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cfg = w.join("node.yaml");
+    // The node's NodeConfig, read under --root.
+    std::fs::create_dir_all(root.join("etc/eks")).unwrap();
+    let cfg = root.join("etc/eks/node.yaml");
     std::fs::write(
         &cfg,
         NodeConfig {
@@ -1068,7 +1070,7 @@ fn aws_commands_at_vvv_never_show_secret_keys_session_tokens_or_pins() {
         .yaml(),
     )
     .unwrap();
-    let source = format!("file://{}", cfg.display());
+    let source = "file:///etc/eks/node.yaml".to_string();
     let root_s = root.display().to_string();
     let r = hb(
         w,

@@ -2,7 +2,8 @@
 //! with a password under a tpm2-tools primary, made persistent) with `--tpm-key-password`,
 //! `sign-string` checked with openssl over the fixed string computed here from openssl's view
 //! of the public key, `read-certificate-data` against openssl, `version`, the p11-kit proxy as
-//! the default PKCS#11 module, `--reuse-pin`'s refusal, and `serve` exiting 0 on SIGTERM.
+//! the default PKCS#11 module, `--reuse-pin` with keys that need the PIN for every signature,
+//! and `serve` exiting 0 on SIGTERM.
 #![cfg(all(feature = "tpm", feature = "pkcs11"))]
 use crate::util;
 
@@ -256,36 +257,6 @@ fn sign_string_file_and_pkcs11_through_the_p11_kit_proxy() {
     assert!(bin.status.success());
     // RSA PKCS#1 v1.5 is deterministic: the raw form is the hex form's bytes.
     assert_eq!(bin.stdout, hex_decode(&out.stdout));
-
-    // --reuse-pin with a key that needs the PIN for every signature: refused, naming why.
-    hsm.pkcs11_tool(&[
-        "--token-label",
-        "ra-token",
-        "--login",
-        "--pin",
-        "pin-5678",
-        "--keypairgen",
-        "--key-type",
-        "EC:prime256v1",
-        "--label",
-        "piv-9c",
-        "--always-auth",
-    ])
-    .ok();
-    let piv = format!(
-        "pkcs11:token=ra-token;object=piv-9c?pin-source=file:{}",
-        pin.display()
-    );
-    let r = run(
-        &["sign-string", "--private-key", &piv, "--reuse-pin"],
-        &hsm.env(),
-    );
-    assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("CKA_ALWAYS_AUTHENTICATE") && r.stderr.contains("--reuse-pin was given"),
-        "{}",
-        r.stderr
-    );
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
@@ -573,4 +544,130 @@ fn pkcs11_certificate_read_from_the_token() {
         "{}",
         r.stderr
     );
+}
+
+/// A key that needs the PIN for every signature (`CKA_ALWAYS_AUTHENTICATE`, as PIV slot 9c),
+/// made with pkcs11-tool: the reference's PKCS#11 command line with `--reuse-pin` (certificate
+/// and key on the token, the PIN in the URI) gets a session from the Roles Anywhere endpoint,
+/// which checks the signature; without the flag one clear line says to pass it. SoftHSM2 has
+/// no `CKM_ECDSA_SHA256` and signs raw ECDSA only in one call, so an EC key there is refused
+/// saying why. The PIN shows nowhere, not even at -vvv.
+#[test]
+fn reuse_pin_signs_with_a_key_that_needs_the_pin_for_every_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hsm = SoftHsm::new();
+    let pin = "pin-9c-5678";
+    hsm.init_token("piv", "so-1234", pin);
+    for (label, key_type) in [("piv-9c", "rsa:2048"), ("piv-9c-ec", "EC:prime256v1")] {
+        hsm.pkcs11_tool(&[
+            "--token-label",
+            "piv",
+            "--login",
+            "--pin",
+            pin,
+            "--keypairgen",
+            "--key-type",
+            key_type,
+            "--label",
+            label,
+            "--always-auth",
+        ])
+        .ok();
+    }
+    let key = format!("pkcs11:token=piv;object=piv-9c?pin-value={pin}");
+    let env = hsm.hybridboot_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+
+    // The public key needs no signature: shown without the flag.
+    let show = run(&["key", "show", "--key", &key], &env);
+    show.ok();
+    assert!(show.stdout.contains("rsa-2048"), "{}", show.stdout);
+
+    // Without --reuse-pin: no signature, and the error says what to pass.
+    let csr = d.join("node.csr");
+    let csr_args = [
+        "csr",
+        "--key",
+        &key,
+        "--common-name",
+        "node-1",
+        "--out",
+        csr.to_str().unwrap(),
+    ];
+    let r = run(&csr_args, &env);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("CKA_ALWAYS_AUTHENTICATE") && r.stderr.contains("pass --reuse-pin"),
+        "{}",
+        r.stderr
+    );
+    assert!(!csr.exists());
+    let mut with_flag = csr_args.to_vec();
+    with_flag.push("--reuse-pin");
+    run(&with_flag, &env).ok();
+
+    let ca = MiniCa::root(d, "ra-ca");
+    let cert = d.join("node.pem");
+    ca.issue(&csr, &cert, -60, 3600);
+    let der = util::x509::cert_to_der(&cert);
+    hsm.pkcs11_tool(&[
+        "--token-label",
+        "piv",
+        "--login",
+        "--pin",
+        pin,
+        "--write-object",
+        der.to_str().unwrap(),
+        "--type",
+        "cert",
+        "--label",
+        "piv-9c-cert",
+    ])
+    .ok();
+
+    let ra = RolesAnywhere::start(&RaOptions::new(&[&ca.cert]));
+    let mut args: Vec<String> = [
+        "credential-process",
+        "--certificate",
+        "pkcs11:token=piv;object=piv-9c-cert",
+        "--private-key",
+        &key,
+        "--no-cache",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(ra.flags());
+    let mut env_np = env.clone();
+    env_np.extend([("no_proxy", "127.0.0.1"), ("NO_PROXY", "127.0.0.1")]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&refs, &env_np);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("pass --reuse-pin"), "{}", r.stderr);
+    assert!(!r.stderr.contains(pin), "{}", r.stderr);
+    assert_eq!(ra.stats()["ok"], 0, "{}", ra.stats());
+
+    args.extend(["--reuse-pin".to_string(), "-vvv".to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&refs, &env_np);
+    out.ok();
+    let creds: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(creds["Version"], 1);
+    assert!(!out.stderr.contains(pin), "PIN in the log: {}", out.stderr);
+    assert_eq!(ra.stats()["ok"], 1, "{}", ra.stats());
+
+    // The EC key: SoftHSM2 cannot take its signature in parts, and the error says so.
+    let ec = format!("pkcs11:token=piv;object=piv-9c-ec?pin-value={pin}");
+    let r = run(
+        &["sign-string", "--private-key", &ec, "--reuse-pin", "-vvv"],
+        &env,
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("raw CKM_ECDSA signature in parts") && r.stderr.contains("PIV slot 9a"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(pin), "{}", r.stderr);
 }

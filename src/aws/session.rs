@@ -162,6 +162,9 @@ impl RolesAnywhereSettings {
                 .into_iter()
                 .filter_map(|(flag, value)| value.map(|v| (flag, v))),
         );
+        if self.key.reuse_pin {
+            args.push(("--reuse-pin", String::new()));
+        }
         match &self.proxy {
             SessionProxy::Direct => {}
             SessionProxy::Environment => args.push(("--with-proxy", String::new())),
@@ -512,5 +515,19 @@ mod tests {
             resolve_endpoint(None, "eu-west-1", |_| None),
             "https://rolesanywhere.eu-west-1.amazonaws.com"
         );
+    }
+
+    #[test]
+    fn reuse_pin_is_written_into_the_line_as_a_bare_flag() {
+        let mut key = KeySettings::new("pkcs11:token=piv;object=9c");
+        let ra = |key: &KeySettings| {
+            RolesAnywhereSettings::new("/c.pem".into(), key.clone(), "ta", "p", "r").process_args()
+        };
+        assert!(!ra(&key).iter().any(|(f, _)| *f == "--reuse-pin"));
+        key.reuse_pin = true;
+        let args = ra(&key);
+        assert_eq!(args.last(), Some(&("--reuse-pin", String::new())));
+        let words = crate::node::render::aws::flag_words(&args);
+        assert_eq!(words.last().map(String::as_str), Some("--reuse-pin"));
     }
 }

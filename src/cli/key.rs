@@ -46,9 +46,10 @@ pub struct KeyAccessArgs {
     /// one; for hybridboot it is the default and the flag is accepted as is).
     #[arg(long)]
     pub no_tpm_key_password: bool,
-    /// aws_signing_helper's flag for PKCS#11 keys that need the PIN for every signature
-    /// (CKA_ALWAYS_AUTHENTICATE, e.g. PIV slot 9c). hybridboot does not sign with such keys:
-    /// with this flag the error says so; use a key without the attribute (PIV slot 9a).
+    /// For a PKCS#11 key that needs the PIN for every signature (CKA_ALWAYS_AUTHENTICATE, e.g.
+    /// PIV slot 9c): log in again with the user PIN before each signature
+    /// (C_Login CKU_CONTEXT_SPECIFIC), as aws_signing_helper's flag does. Without it such a key
+    /// does not sign.
     #[arg(long)]
     pub reuse_pin: bool,
 }

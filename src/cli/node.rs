@@ -152,13 +152,14 @@ pub struct UninstallArgs {
 
 /// Runs `uninstall` with systemd as the service manager.
 pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
-    install::uninstall(
+    let report = install::uninstall(
         &UninstallSettings {
             root: args.root,
             no_stop: args.no_stop,
         },
         &mut Systemctl::from_env(),
-    )
+    )?;
+    super::print(&report)
 }
 
 /// Where hybridboot lives in a node image: what the lines init writes name under `--root`.
@@ -167,10 +168,12 @@ pub const DEFAULT_HYBRIDBOOT_PATH: &str = "/usr/bin/hybridboot";
 /// Arguments of `hybridboot init`.
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// file:///abs/path, file://relative/path (nodeadm's form) or a plain path.
+    /// file:///abs/path, file://relative/path (nodeadm's form) or a plain path: the node's
+    /// path, read under --root.
     #[arg(long, short = 'c', value_name = "SOURCE")]
     pub config_source: String,
-    /// Prefix for every file written (tests, image builds).
+    /// The node's / (image builds, tests): the NodeConfig, certificate, CA bundles and every
+    /// file written are taken under it.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Phases to skip (comma separated, repeatable); nodeadm's names are accepted.
@@ -292,7 +295,7 @@ pub struct SandboxImageArgs {
     /// when AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are set).
     #[arg(long, short = 'c', value_name = "SOURCE")]
     pub config_source: Option<String>,
-    /// Node root (containerd's socket and config are taken under it).
+    /// Node root (the NodeConfig, containerd's socket and config are taken under it).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// containerd's config for `containerd config dump` [default: containerd's default].
@@ -309,8 +312,8 @@ pub struct SandboxImageArgs {
     #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
     pub aws_ca_bundle: Option<PathBuf>,
     /// How long to keep retrying an unreachable or failing ECR or registry (e.g. 30s, 2m).
-    #[arg(long, value_name = "DURATION", default_value = "2m")]
-    pub retry_deadline: String,
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = crate::time::parse_duration)]
+    pub retry_deadline: std::time::Duration,
 }
 
 impl SandboxImageArgs {
@@ -321,9 +324,7 @@ impl SandboxImageArgs {
         settings.ecr_endpoint = self.ecr_endpoint.clone();
         settings.registry_endpoint = self.ecr_registry_endpoint.clone();
         settings.ca_bundle = self.aws_ca_bundle.clone();
-        let deadline = crate::time::parse_duration(&self.retry_deadline)
-            .map_err(|e| error::operator(format!("--retry-deadline: {e}")))?;
-        settings.retry = settings.retry.with_deadline(deadline);
+        settings.retry = settings.retry.with_deadline(self.retry_deadline);
         Ok(settings)
     }
 }
@@ -340,7 +341,7 @@ pub fn run_sandbox_image(args: SandboxImageArgs) -> anyhow::Result<()> {
         let source = args.config_source.as_deref().ok_or_else(|| {
             error::operator("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or give --config-source (the node's IAM Roles Anywhere settings)")
         })?;
-        let cfg = config::load(source).classed()?;
+        let cfg = config::load_under(source, &args.root).classed()?;
         init::roles_anywhere_credentials(&cfg.node, &AwsOverrides::default(), &args.root, &retry)
     };
     match sandbox::ensure(&settings, &mut credentials).classed()? {

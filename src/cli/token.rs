@@ -54,6 +54,10 @@ pub struct TokenRolesAnywhereArgs {
     /// device:/dev/tpmrm0).
     #[arg(long, value_name = "TCTI", env = "HYBRIDBOOT_TCTI")]
     pub tcti: Option<String>,
+    /// For a PKCS#11 key that needs the PIN for every signature (CKA_ALWAYS_AUTHENTICATE, PIV
+    /// slot 9c): log in again with the user PIN before each signature.
+    #[arg(long, requires = "certificate")]
+    pub reuse_pin: bool,
 }
 
 impl TokenRolesAnywhereArgs {
@@ -84,6 +88,7 @@ impl TokenRolesAnywhereArgs {
                         .clone()
                         .filter(|p| !p.as_os_str().is_empty()),
                     tcti: self.tcti.clone().filter(|t| !t.is_empty()),
+                    reuse_pin: self.reuse_pin,
                     ..KeySettings::new(key.clone())
                 },
                 ta.clone(),
@@ -243,11 +248,7 @@ pub fn run_kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
             *p = absolute(flag, p)?;
         }
     }
-    let ra_args: Vec<String> = ra
-        .process_args()
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_string(), value])
-        .collect();
+    let ra_args = crate::node::render::aws::flag_words(&ra.process_args());
     // The kubeconfig stores the arguments in clear text (and kubectl shows them): a PIN in the
     // key reference would be written into it.
     if let Ok(crate::key::uri::KeyRef::Pkcs11(u)) =

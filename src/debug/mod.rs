@@ -1,5 +1,6 @@
 //! `hybridboot debug`: every check a join depends on, in the order the join needs them, each
-//! answered with pass, fail (and what to fix) or skip (and which earlier check it waits for).
+//! answered with pass, warn or fail (and what to fix) or skip (and which earlier check it waits
+//! for). A warning does not change the exit code.
 //!
 //! ```text
 //! config -> clock (floor, NTP) -> vault (reachable, unsealed) -> clock-vault -> clock-aws
@@ -77,6 +78,8 @@ impl DebugSettings {
 pub enum Outcome {
     /// Fine.
     Pass,
+    /// Works, but something is off (see the remediation); does not change the exit code.
+    Warn,
     /// Something to fix (see the remediation).
     Fail,
     /// Not checked: an earlier check it needs failed, or nothing here can tell.
@@ -88,6 +91,7 @@ impl Outcome {
     pub fn word(self) -> &'static str {
         match self {
             Outcome::Pass => "PASS",
+            Outcome::Warn => "WARN",
             Outcome::Fail => "FAIL",
             Outcome::Skip => "SKIP",
         }
@@ -99,11 +103,11 @@ impl Outcome {
 pub struct Check {
     /// Short stable name (`clock`, `key`, `vault-auth`, ...).
     pub name: &'static str,
-    /// Pass, fail or skip.
+    /// Pass, warn, fail or skip.
     pub outcome: Outcome,
     /// What was found.
     pub detail: String,
-    /// On failure: what to change (field, file, permission or command).
+    /// On a warning or failure: what to change (field, file, permission or command).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
     /// On failure: `operator` (fix something) or `transient` (a peer is unreachable).
@@ -144,6 +148,18 @@ impl Check {
         }
     }
 
+    /// A check that passed with something an operator should still fix (no exit code of its
+    /// own).
+    pub fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name,
+            outcome: Outcome::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+            class: None,
+        }
+    }
+
     /// A check left out, and why.
     pub fn skip(name: &'static str, why: impl Into<String>) -> Check {
         Check {
@@ -164,7 +180,8 @@ pub struct Report {
 }
 
 impl Report {
-    /// One line per check: `PASS|FAIL|SKIP  name  detail`, and on failure `  -> fix: ...`.
+    /// One line per check: `PASS|WARN|FAIL|SKIP  name  detail`, and on a warning or failure
+    /// `  -> fix: ...`.
     pub fn render_text(&self) -> String {
         let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
         let mut out = String::new();
@@ -241,6 +258,11 @@ mod tests {
         };
         assert_eq!(r.class(), None);
         assert!(r.failure().is_none());
+        // A warning changes no exit code.
+        r.checks
+            .push(Check::warn("clock-aws", "20s ahead", "synchronise"));
+        assert_eq!(r.class(), None);
+        assert!(r.failure().is_none());
         r.checks
             .push(Check::fail("vault", Class::Transient, "down", "start it"));
         assert_eq!(r.class(), Some(Class::Transient));
@@ -249,7 +271,7 @@ mod tests {
         assert_eq!(r.class(), Some(Class::Operator));
         let e = r.failure().unwrap();
         assert_eq!(crate::error::class_of(&e), Class::Operator);
-        assert_eq!(e.to_string(), "2 of 4 checks failed: vault, key");
+        assert_eq!(e.to_string(), "2 of 5 checks failed: vault, key");
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub(super) fn run(s: &DebugSettings) -> Report {
                 .push(Check::skip(name, "needs a valid configuration"));
         }
     }
-    r.checks.push(proxy_check(&root));
+    r.checks.push(proxy_check(s, configs.as_ref()));
     r.checks.push(swap_check(&root));
     for unit in ["containerd", "kubelet"] {
         r.checks.push(unit_check(s, unit));
@@ -143,13 +143,34 @@ fn skew_check(name: &'static str, peer: &str, date: Option<SystemTime>) -> Check
     let Some(server) = date else {
         return Check::skip(name, format!("{peer} sent no Date header"));
     };
-    match clock::check_against_server(SystemTime::now(), server, peer) {
-        Ok(()) => Check::pass(
-            name,
-            format!("within {}s of {peer}", clock::MAX_SKEW.as_secs()),
-        ),
-        Err(e) => Check::fail(name, Class::Operator, e.to_string(), CLOCK_FIX),
+    skew_check_at(name, peer, SystemTime::now(), server)
+}
+
+/// This machine's clock against a peer's `Date`: pass within [`clock::WARN_SKEW`], warn
+/// within [`clock::MAX_SKEW`] (signatures still pass, but a clock that drifts this far is not
+/// synchronised and will not stay inside), fail beyond.
+fn skew_check_at(name: &'static str, peer: &str, now: SystemTime, server: SystemTime) -> Check {
+    if let Err(e) = clock::check_against_server(now, server, peer) {
+        return Check::fail(name, Class::Operator, e.to_string(), CLOCK_FIX);
     }
+    let (skew, direction) = clock::skew(now, server);
+    if skew > clock::WARN_SKEW {
+        return Check::warn(
+            name,
+            format!(
+                "{} {} {peer} (still within the {}s that signatures and certificates allow, but more than the {}s of a synchronised clock)",
+                crate::vault::format_duration(skew),
+                if direction == "ahead" { "ahead of" } else { "behind" },
+                clock::MAX_SKEW.as_secs(),
+                clock::WARN_SKEW.as_secs()
+            ),
+            CLOCK_FIX,
+        );
+    }
+    Check::pass(
+        name,
+        format!("within {}s of {peer}", clock::WARN_SKEW.as_secs()),
+    )
 }
 
 fn remote_checks(s: &DebugSettings, configs: &Configs, plan: &Plan, r: &mut Report) {
@@ -840,13 +861,10 @@ fn shown_proxy(value: &str) -> String {
     }
 }
 
-fn proxy_check(root: &Path) -> Check {
-    let var = |k: &str| {
-        std::env::var(k)
-            .or_else(|_| std::env::var(k.to_ascii_lowercase()))
-            .ok()
-            .filter(|v| !v.is_empty())
-    };
+/// The proxy the node is configured with (BootstrapConfig `spec.proxy`, else this process's
+/// environment) against the containerd and kubelet drop-ins init wrote from it.
+fn proxy_check(s: &DebugSettings, configs: Option<&Configs>) -> Check {
+    use render::proxy::{parse_drop_in, ProxyEnv, CONTAINERD_DROP_IN, KUBELET_DROP_IN};
     if let Err(e) = http::ProxySettings::from_env() {
         return Check::fail(
             "proxy",
@@ -855,33 +873,145 @@ fn proxy_check(root: &Path) -> Check {
             "fix HTTPS_PROXY / HTTP_PROXY: http://host:port",
         );
     }
-    let Some(proxy) = var("HTTPS_PROXY").or_else(|| var("HTTP_PROXY")) else {
-        return Check::pass(
+    let (configured, from) = match configs.and_then(|c| c.bootstrap.proxy.as_ref()) {
+        Some(p) => (
+            Some(ProxyEnv {
+                https_proxy: p.https_proxy.clone(),
+                http_proxy: p.http_proxy.clone(),
+                no_proxy: p.no_proxy.clone(),
+            }),
+            "BootstrapConfig spec.proxy",
+        ),
+        None => (
+            ProxyEnv::from_env(),
+            "the environment (HTTPS_PROXY, HTTP_PROXY)",
+        ),
+    };
+    let mut problems = Vec::new();
+    let mut found = Vec::new();
+    for drop_in in [CONTAINERD_DROP_IN, KUBELET_DROP_IN] {
+        let path = under_root(&s.source.root, Path::new(drop_in));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => found.push((drop_in, parse_drop_in(&text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if configured.is_some() {
+                    problems.push(format!("{drop_in} is missing"));
+                }
+            }
+            Err(e) => problems.push(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    let Some(want) = configured else {
+        let stray: Vec<String> = found
+            .iter()
+            .filter_map(|(file, have)| {
+                let proxy = have.https_proxy.as_ref().or(have.http_proxy.as_ref())?;
+                Some(format!("{file} sets {}", shown_proxy(proxy)))
+            })
+            .collect();
+        if stray.is_empty() && problems.is_empty() {
+            return Check::pass(
+                "proxy",
+                "no proxy configured (spec.proxy, HTTPS_PROXY, HTTP_PROXY unset)",
+            );
+        }
+        return Check::warn(
             "proxy",
-            "no proxy configured (HTTPS_PROXY, HTTP_PROXY unset)",
+            format!(
+                "no proxy configured (spec.proxy, HTTPS_PROXY, HTTP_PROXY unset), but {}",
+                [stray, problems].concat().join("; ")
+            ),
+            "if the site has a proxy, set it in the BootstrapConfig's spec.proxy and run init again; if not, remove those drop-ins, then `systemctl daemon-reload` and restart containerd and kubelet",
         );
     };
-    let no_proxy = var("NO_PROXY").unwrap_or_default();
-    let missing: Vec<String> = ["containerd", "kubelet"]
-        .iter()
-        .map(|u| format!("/etc/systemd/system/{u}.service.d/http-proxy.conf"))
-        .filter(|p| !under_root(root, Path::new(p)).exists())
-        .collect();
-    if !missing.is_empty() {
+    for (file, have) in &found {
+        for difference in drop_in_differences(&want, have) {
+            problems.push(format!("{file}: {difference}"));
+        }
+    }
+    let shown = |p: &Option<String>| {
+        p.as_deref()
+            .map_or_else(|| "unset".to_string(), shown_proxy)
+    };
+    if !problems.is_empty() {
         return Check::fail(
             "proxy",
             Class::Operator,
-            format!("HTTPS_PROXY {} is set here, but {} missing: containerd and the kubelet do not see this shell's proxy", shown_proxy(&proxy), missing.join(", ")),
-            format!("write [Service] Environment=\"HTTPS_PROXY={}\" \"NO_PROXY={}\" into {}, then systemctl daemon-reload", shown_proxy(&proxy), no_proxy, missing.join(" and ")),
+            format!(
+                "{from} names HTTPS_PROXY {}, but {}: containerd and the kubelet do not use the site's proxy",
+                shown(&want.https_proxy),
+                problems.join("; ")
+            ),
+            format!(
+                "run `hybridboot init --config-source {}` again: it writes both drop-ins from {from} (or make {CONTAINERD_DROP_IN} and {KUBELET_DROP_IN} say {}), then `systemctl daemon-reload` and restart containerd and kubelet",
+                s.source.config_source,
+                wanted_environment(&want)
+            ),
         );
     }
     Check::pass(
         "proxy",
         format!(
-            "HTTPS_PROXY {}, NO_PROXY {no_proxy:?}; containerd and kubelet drop-ins present",
-            shown_proxy(&proxy)
+            "HTTPS_PROXY {}, NO_PROXY {:?} from {from}; the containerd and kubelet drop-ins say the same",
+            shown(&want.https_proxy),
+            want.no_proxy_value()
         ),
     )
+}
+
+/// The `Environment=` assignments a drop-in for `want` holds (credentials not shown; NO_PROXY
+/// with what init adds).
+fn wanted_environment(want: &render::proxy::ProxyEnv) -> String {
+    let mut no_proxy: Vec<&str> = Vec::new();
+    for e in want.no_proxy.iter().map(String::as_str).chain([
+        "localhost",
+        "127.0.0.1",
+        "<the cluster's service CIDR>",
+    ]) {
+        if !no_proxy.contains(&e) {
+            no_proxy.push(e);
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(p) = &want.https_proxy {
+        out.push(format!("HTTPS_PROXY={}", shown_proxy(p)));
+    }
+    if let Some(p) = &want.http_proxy {
+        out.push(format!("HTTP_PROXY={}", shown_proxy(p)));
+    }
+    out.push(format!("NO_PROXY={}", no_proxy.join(",")));
+    out.join(" ")
+}
+
+/// How a drop-in's proxy differs from the configured one (credentials never shown): another
+/// proxy URL, or `NO_PROXY` entries it lacks (init adds its own, so more is fine).
+fn drop_in_differences(
+    want: &render::proxy::ProxyEnv,
+    have: &render::proxy::ProxyEnv,
+) -> Vec<String> {
+    let shown = |p: &Option<String>| {
+        p.as_deref()
+            .map_or_else(|| "unset".to_string(), shown_proxy)
+    };
+    let mut out = Vec::new();
+    for (name, w, h) in [
+        ("HTTPS_PROXY", &want.https_proxy, &have.https_proxy),
+        ("HTTP_PROXY", &want.http_proxy, &have.http_proxy),
+    ] {
+        if w != h {
+            out.push(format!("{name} is {} instead of {}", shown(h), shown(w)));
+        }
+    }
+    let lacking: Vec<&str> = want
+        .no_proxy
+        .iter()
+        .filter(|w| !have.no_proxy.iter().any(|h| h.eq_ignore_ascii_case(w)))
+        .map(String::as_str)
+        .collect();
+    if !lacking.is_empty() {
+        out.push(format!("NO_PROXY lacks {}", lacking.join(",")));
+    }
+    out
 }
 
 fn swap_check(root: &Path) -> Check {
@@ -1006,6 +1136,67 @@ mod tests {
             "1a:2b:03"
         );
         assert_eq!(chain::serial_colon_hex(&[0x00]), "00");
+    }
+
+    #[test]
+    fn skew_passes_warns_then_fails() {
+        use std::time::UNIX_EPOCH;
+        let server = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |ahead: u64| {
+            skew_check_at(
+                "clock-aws",
+                "AWS",
+                server + Duration::from_secs(ahead),
+                server,
+            )
+        };
+        assert_eq!(at(0).outcome, super::super::Outcome::Pass);
+        assert_eq!(at(5).outcome, super::super::Outcome::Pass);
+        let w = at(6);
+        assert_eq!(w.outcome, super::super::Outcome::Warn);
+        assert!(w.detail.starts_with("6s ahead of AWS"), "{}", w.detail);
+        assert_eq!(w.fix.as_deref(), Some(CLOCK_FIX));
+        assert_eq!(at(60).outcome, super::super::Outcome::Warn);
+        let f = at(61);
+        assert_eq!(f.outcome, super::super::Outcome::Fail);
+        assert_eq!(f.class, Some("operator"));
+        let behind = skew_check_at(
+            "clock-vault",
+            "Vault",
+            server,
+            server + Duration::from_secs(30),
+        );
+        assert!(
+            behind.detail.starts_with("30s behind Vault"),
+            "{}",
+            behind.detail
+        );
+    }
+
+    #[test]
+    fn drop_in_differences_name_the_proxy_and_missing_no_proxy_entries() {
+        use render::proxy::ProxyEnv;
+        let want = ProxyEnv {
+            https_proxy: Some("http://u:secret@p:3128".into()),
+            http_proxy: None,
+            no_proxy: vec![".corp".into(), "10.0.0.0/8".into()],
+        };
+        let same = ProxyEnv {
+            no_proxy: vec![".CORP".into(), "10.0.0.0/8".into(), "localhost".into()],
+            ..want.clone()
+        };
+        assert!(drop_in_differences(&want, &same).is_empty());
+        let other = ProxyEnv {
+            https_proxy: Some("http://old:1".into()),
+            http_proxy: Some("http://old:1".into()),
+            no_proxy: vec!["10.0.0.0/8".into()],
+        };
+        let d = drop_in_differences(&want, &other).join("; ");
+        assert_eq!(
+            d,
+            "HTTPS_PROXY is http://old:1 instead of http://p:3128; HTTP_PROXY is http://old:1 instead of unset; NO_PROXY lacks .corp"
+        );
+        assert!(!wanted_environment(&want).contains("secret"));
     }
 
     #[test]

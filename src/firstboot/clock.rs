@@ -23,6 +23,20 @@ pub fn build_date() -> SystemTime {
 /// valid; a minute leaves room for the `Date` header's one-second resolution and latency.
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
 
+/// A skew above this (and within [`MAX_SKEW`]) still works but is worth a warning in
+/// `debug`: a synchronised clock is within a second of the servers' `Date`, whose resolution
+/// is a second, and the request itself takes a little.
+pub const WARN_SKEW: Duration = Duration::from_secs(5);
+
+/// How far `now` is from `server`'s clock, and whether this machine is `"behind"` or
+/// `"ahead"`.
+pub fn skew(now: SystemTime, server: SystemTime) -> (Duration, &'static str) {
+    match server.duration_since(now) {
+        Ok(d) => (d, "behind"),
+        Err(e) => (e.duration(), "ahead"),
+    }
+}
+
 /// The clock is wrong; the message says by how much and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClockError {
@@ -65,10 +79,7 @@ pub fn check_against_server(
     server: SystemTime,
     peer: &str,
 ) -> Result<(), ClockError> {
-    let (skew, direction) = match server.duration_since(now) {
-        Ok(d) => (d, "behind"),
-        Err(e) => (e.duration(), "ahead"),
-    };
+    let (skew, direction) = skew(now, server);
     if skew > MAX_SKEW {
         return Err(ClockError::Skewed {
             now: rfc3339(now),

@@ -63,7 +63,10 @@ pub struct ConfigSource {
 /// Both documents, validated.
 #[derive(Debug)]
 pub struct Configs {
-    /// Where the NodeConfig came from.
+    /// `--config-source` as given: the node's own path (init's step takes it under the root
+    /// itself).
+    pub source: String,
+    /// Where the NodeConfig was read (under the root).
     pub path: PathBuf,
     /// The NodeConfig.
     pub node: NodeConfig,
@@ -74,9 +77,7 @@ pub struct Configs {
 impl ConfigSource {
     /// Reads and validates the NodeConfig and the BootstrapConfig (under `root`).
     pub fn load(&self) -> anyhow::Result<Configs> {
-        let path = nodeconfig::parse_config_source(&self.config_source).classed()?;
-        let path = fsutil::under_root(&self.root, &absolute(&path));
-        let loaded = nodeconfig::load(&path.display().to_string()).classed()?;
+        let loaded = nodeconfig::load_under(&self.config_source, &self.root).classed()?;
         for w in &loaded.warnings {
             log::warn!("{}: {w}", loaded.path.display());
         }
@@ -103,6 +104,7 @@ impl ConfigSource {
             export_proxy(proxy);
         }
         Ok(Configs {
+            source: self.config_source.clone(),
             path: loaded.path,
             node: loaded.node,
             bootstrap,
@@ -159,16 +161,6 @@ fn export_proxy(proxy: &config::ProxyConfig) {
         shown(proxy.http_proxy.as_deref()),
         no_proxy
     );
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    }
 }
 
 /// `hybridboot firstboot`.

@@ -142,7 +142,7 @@ impl Plan {
             eks_endpoint: b.aws.eks_endpoint.clone(),
             ecr_endpoint: b.aws.ecr_endpoint.clone(),
             ecr_registry_endpoint: b.aws.ecr_registry_endpoint.clone(),
-            ..InitSettings::new(configs.path.display().to_string(), self.root.clone())
+            ..InitSettings::new(configs.source.clone(), self.root.clone())
         }
     }
 }

@@ -10,15 +10,24 @@
 //! Signing takes a SHA-256 digest computed on the host: ECDSA uses the raw `CKM_ECDSA` (SoftHSM
 //! 2.6.1 and many smart cards lack `CKM_ECDSA_SHA256`), RSA uses `CKM_RSA_PKCS` over the DER
 //! `DigestInfo`, so every caller (CSR, TLS client auth, SigV4-X509) can hand in a digest.
+//!
+//! A key that needs the PIN for every signature (`CKA_ALWAYS_AUTHENTICATE`, PIV slot 9c) signs
+//! only with aws_signing_helper's `--reuse-pin`: `C_SignInit`, `C_Login(CKU_CONTEXT_SPECIFIC)`
+//! with the user PIN, then the data. cryptoki 0.12 (the newest release) has no single-part
+//! `C_Sign` after a separate `C_SignInit`, so the data goes in parts (`C_SignUpdate`,
+//! `C_SignFinal`): with the token's own SHA-256 mechanism (`CKM_ECDSA_SHA256`,
+//! `CKM_SHA256_RSA_PKCS`) over the message when the token lists it, else the raw mechanism over
+//! the digest, which tokens that collect the parts accept (OpenSC's module does; SoftHSM2 does
+//! not for `CKM_ECDSA`, and says so).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -47,7 +56,27 @@ pub struct Pkcs11Key {
     spki: Vec<u8>,
     description: String,
     target: Target,
+    /// Set when the key needs the PIN for every signature (`CKA_ALWAYS_AUTHENTICATE`).
+    per_signature: Option<PerSignature>,
     inner: Mutex<Inner>,
+}
+
+/// How a key with `CKA_ALWAYS_AUTHENTICATE` signs.
+#[derive(Debug, Clone, Copy)]
+struct PerSignature {
+    /// `--reuse-pin` was given: the user PIN serves for the per-signature login.
+    reuse_pin: bool,
+    /// The token lists the SHA-256 variant of the key's mechanism (it hashes the message
+    /// itself, in parts); otherwise the raw mechanism gets the digest in parts.
+    hash_on_token: bool,
+}
+
+/// What goes into one signature: the message (for a mechanism that hashes on the token), or
+/// what the raw mechanism signs (the digest, or the RSA `DigestInfo`).
+#[derive(Clone, Copy)]
+enum ToSign<'a> {
+    Message(&'a [u8]),
+    Raw(&'a [u8]),
 }
 
 /// Everything needed to find the key again when the token drops the session (token re-inserted,
@@ -120,8 +149,15 @@ impl Pkcs11Key {
             },
         };
 
-        let (algorithm, spki) =
-            read_public(&session, private, reference).map_err(|e| reuse_pin_note(e, opts))?;
+        let (algorithm, spki, always_auth) = read_public(&session, private, reference)?;
+        let per_signature = if always_auth {
+            Some(PerSignature {
+                reuse_pin: opts.pkcs11_reuse_pin,
+                hash_on_token: lists_hash_mechanism(&ctx, &session, algorithm),
+            })
+        } else {
+            None
+        };
         if let OpenMode::CreateIfAbsent(requested) = mode {
             if requested != algorithm {
                 return Err(KeyError::AlgorithmMismatch {
@@ -138,6 +174,7 @@ impl Pkcs11Key {
             spki,
             description,
             target,
+            per_signature,
             inner: Mutex::new(Inner {
                 _ctx: ctx,
                 session,
@@ -146,13 +183,119 @@ impl Pkcs11Key {
         })
     }
 
-    /// One signature over `data` with the current session.
-    fn sign_with(&self, inner: &Inner, data: &[u8]) -> Result<Vec<u8>, CkError> {
-        let mechanism = match self.algorithm {
-            Algorithm::EcdsaP256 => Mechanism::Ecdsa,
-            Algorithm::Rsa2048 => Mechanism::RsaPkcs,
+    /// One signature with the current session: in one call, or for a key that needs the PIN
+    /// for every signature, `C_SignInit`, the per-signature login, then the data in parts.
+    fn sign_with(&self, inner: &Inner, data: ToSign<'_>) -> Result<Vec<u8>, CkError> {
+        let (mechanism, bytes) = match (self.algorithm, data) {
+            (Algorithm::EcdsaP256, ToSign::Raw(d)) => (Mechanism::Ecdsa, d),
+            (Algorithm::Rsa2048, ToSign::Raw(d)) => (Mechanism::RsaPkcs, d),
+            (Algorithm::EcdsaP256, ToSign::Message(m)) => (Mechanism::EcdsaSha256, m),
+            (Algorithm::Rsa2048, ToSign::Message(m)) => (Mechanism::Sha256RsaPkcs, m),
         };
-        inner.session.sign(&mechanism, inner.private, data)
+        let Some(pin) = self.per_signature.and(self.target.pin.as_ref()) else {
+            return inner.session.sign(&mechanism, inner.private, bytes);
+        };
+        let session = &inner.session;
+        session.sign_init(&mechanism, inner.private)?;
+        // AuthPin zeroizes its copy on drop; `pin` is a zeroizing Secret.
+        let auth = AuthPin::new(pin.expose().into());
+        let signed = session
+            .login(UserType::ContextSpecific, Some(&auth))
+            .and_then(|()| session.sign_update(bytes))
+            .and_then(|()| session.sign_final());
+        if signed.is_err() {
+            // End the operation C_SignInit began (an error ends it on most tokens; this makes
+            // sure), so the next signature can start one. Its own result says nothing new.
+            let _ = session.sign_final();
+        }
+        signed
+    }
+
+    /// Signs `data` through [`Pkcs11Key::sign_with`], reopening a session the token dropped once,
+    /// and returns the signature in the form [`NodeKey::sign_digest`] promises.
+    fn sign_data(&self, data: ToSign<'_>) -> Result<Vec<u8>, KeyError> {
+        let context = || format!("signing with PKCS#11 key {}", self.description);
+        if let Some(per) = self.per_signature {
+            self.check_per_signature(per)?;
+        }
+        // A panic while holding the lock leaves nothing half-done that matters: the session is
+        // still a session, and a broken one is replaced below.
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let signature = match self.sign_with(&inner, data) {
+            Err(CkError::Pkcs11(rv, _)) if session_lost(rv) => {
+                log::warn!(
+                    "PKCS#11 session for {} lost ({}); reopening it",
+                    self.description,
+                    ckr_name(rv)
+                );
+                *inner = self.reconnect()?;
+                self.sign_with(&inner, data)
+            }
+            other => other,
+        }
+        .map_err(|e| self.sign_error(context(), e, data))?;
+        match self.algorithm {
+            Algorithm::EcdsaP256 if signature.len() != 64 => Err(KeyError::backend(
+                context(),
+                format!(
+                    "token returned a {}-byte ECDSA signature, expected 64",
+                    signature.len()
+                ),
+            )),
+            Algorithm::EcdsaP256 => super::ecdsa_raw_to_der(&signature),
+            Algorithm::Rsa2048 => Ok(signature),
+        }
+    }
+
+    /// A key that needs the PIN for every signature signs only with `--reuse-pin` and a PIN.
+    fn check_per_signature(&self, per: PerSignature) -> Result<(), KeyError> {
+        let context = || format!("PKCS#11 key {}", self.description);
+        if !per.reuse_pin {
+            return Err(KeyError::backend(
+                context(),
+                "the key needs the PIN for every signature (CKA_ALWAYS_AUTHENTICATE, e.g. PIV slot 9c): pass --reuse-pin to log in with the user PIN before each signature (aws_signing_helper's flag), or use a key without the attribute (PIV slot 9a)",
+            ));
+        }
+        if self.target.pin.is_none() {
+            return Err(KeyError::backend(
+                context(),
+                "the key needs the PIN for every signature (CKA_ALWAYS_AUTHENTICATE) and --reuse-pin reuses the user PIN, but none was given: add ?pin-source=file:/path/to/pin to the URI or set HYBRIDBOOT_PKCS11_PIN",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A failed signature in words; for the per-signature login, what the token refused.
+    fn sign_error(&self, context: String, e: CkError, data: ToSign<'_>) -> KeyError {
+        let Some(_) = self.per_signature else {
+            return ck(context, e);
+        };
+        match e {
+            CkError::Pkcs11(RvError::PinIncorrect, Function::Login) => KeyError::WrongPin {
+                label: self.target.uri.token.clone(),
+            },
+            CkError::Pkcs11(
+                rv @ (RvError::OperationNotInitialized
+                | RvError::FunctionNotSupported
+                | RvError::FunctionFailed),
+                function @ (Function::SignUpdate | Function::SignFinal),
+            ) if matches!(data, ToSign::Raw(_)) => KeyError::backend(
+                context,
+                format!(
+                    "C_{function:?} failed: {}: the token does not take a raw {} signature in parts, which the per-signature login (--reuse-pin) needs here, and lists no {} to hash on the token; use a key without CKA_ALWAYS_AUTHENTICATE (PIV slot 9a)",
+                    ckr_name(rv),
+                    match self.algorithm {
+                        Algorithm::EcdsaP256 => "CKM_ECDSA",
+                        Algorithm::Rsa2048 => "CKM_RSA_PKCS",
+                    },
+                    match self.algorithm {
+                        Algorithm::EcdsaP256 => "CKM_ECDSA_SHA256",
+                        Algorithm::Rsa2048 => "CKM_SHA256_RSA_PKCS",
+                    },
+                ),
+            ),
+            other => ck(format!("{context} (per-signature login, --reuse-pin)"), other),
+        }
     }
 
     /// A new session on the same token, logged in, with the same key, which must still have the
@@ -166,7 +309,7 @@ impl Pkcs11Key {
                     reference: t.reference.clone(),
                 }
             })?;
-        let (_, spki) = read_public(&session, private, &t.reference)?;
+        let (_, spki, _) = read_public(&session, private, &t.reference)?;
         if spki != self.spki {
             return Err(KeyError::backend(
                 format!("reopening PKCS#11 key {}", self.description),
@@ -242,33 +385,22 @@ impl NodeKey for Pkcs11Key {
             Algorithm::EcdsaP256 => digest.to_vec(),
             Algorithm::Rsa2048 => [SHA256_DIGEST_INFO_PREFIX, digest].concat(),
         };
-        let context = || format!("signing with PKCS#11 key {}", self.description);
-        // A panic while holding the lock leaves nothing half-done that matters: the session is
-        // still a session, and a broken one is replaced below.
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let signature = match self.sign_with(&inner, &data) {
-            Err(CkError::Pkcs11(rv, _)) if session_lost(rv) => {
-                log::warn!(
-                    "PKCS#11 session for {} lost ({}); reopening it",
-                    self.description,
-                    ckr_name(rv)
-                );
-                *inner = self.reconnect()?;
-                self.sign_with(&inner, &data)
+        self.sign_data(ToSign::Raw(&data))
+    }
+
+    /// A key that needs the PIN for every signature, on a token that hashes with the key's
+    /// mechanism itself, gets the message (the token takes that in parts); every other key
+    /// signs the SHA-256 digest.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match self.per_signature {
+            Some(PerSignature {
+                hash_on_token: true,
+                ..
+            }) => self.sign_data(ToSign::Message(message)),
+            _ => {
+                use sha2::{Digest, Sha256};
+                self.sign_digest(&Sha256::digest(message).into())
             }
-            other => other,
-        }
-        .map_err(|e| ck(context(), e))?;
-        match self.algorithm {
-            Algorithm::EcdsaP256 if signature.len() != 64 => Err(KeyError::backend(
-                context(),
-                format!(
-                    "token returned a {}-byte ECDSA signature, expected 64",
-                    signature.len()
-                ),
-            )),
-            Algorithm::EcdsaP256 => super::ecdsa_raw_to_der(&signature),
-            Algorithm::Rsa2048 => Ok(signature),
         }
     }
 
@@ -550,22 +682,23 @@ pub fn read_certificate(uri: &Pkcs11Uri, opts: &KeyOptions) -> Result<Vec<u8>, K
         })
 }
 
-/// Says what `--reuse-pin` would need when it was given for a key that needs the PIN for
-/// every signature: the per-signature login aws_signing_helper makes is not implemented here.
-fn reuse_pin_note(e: KeyError, opts: &KeyOptions) -> KeyError {
-    match e {
-        KeyError::Unsupported { reference, detail }
-            if opts.pkcs11_reuse_pin && detail.contains("CKA_ALWAYS_AUTHENTICATE") =>
-        {
-            KeyError::Unsupported {
-                reference,
-                detail: format!(
-                    "{detail}; --reuse-pin was given, but hybridboot does not implement the per-signature login (C_Login CKU_CONTEXT_SPECIFIC) it needs"
-                ),
-            }
-        }
-        other => other,
-    }
+/// Whether the token signs with the SHA-256 variant of the key's mechanism (for the
+/// per-signature login, which sends the data in parts). A token that cannot say has none.
+/// (Asked for the one mechanism: cryptoki logs an error for every vendor mechanism a full
+/// list holds.)
+fn lists_hash_mechanism(ctx: &Pkcs11, session: &Session, algorithm: Algorithm) -> bool {
+    let wanted = match algorithm {
+        Algorithm::EcdsaP256 => MechanismType::ECDSA_SHA256,
+        Algorithm::Rsa2048 => MechanismType::SHA256_RSA_PKCS,
+    };
+    session
+        .get_session_info()
+        .and_then(|info| ctx.get_mechanism_info(info.slot_id(), wanted))
+        .map(|info| info.sign())
+        .unwrap_or_else(|e| {
+            log::debug!("the token has no {wanted}: {e}");
+            false
+        })
 }
 
 /// `key delete` of a token object: every object with the URI's CKA_LABEL and/or CKA_ID (the
@@ -753,13 +886,14 @@ fn random_id() -> Result<Vec<u8>, KeyError> {
     Ok(id)
 }
 
-/// The algorithm and DER SPKI of a private key, from the key itself where the token exposes the
+/// The algorithm and DER SPKI of a private key, and whether it needs the PIN for every
+/// signature (`CKA_ALWAYS_AUTHENTICATE`), from the key itself where the token exposes the
 /// public parts there, else from the matching public key object.
 fn read_public(
     session: &Session,
     private: ObjectHandle,
     reference: &str,
-) -> Result<(Algorithm, Vec<u8>), KeyError> {
+) -> Result<(Algorithm, Vec<u8>, bool), KeyError> {
     let attrs = session
         .get_attributes(
             private,
@@ -793,14 +927,6 @@ fn read_public(
         reference: reference.to_string(),
         detail,
     };
-    if always_auth {
-        // Each signature would need the PIN again (C_Login CKU_CONTEXT_SPECIFIC); an unattended
-        // node cannot do that safely, and SigV4/TLS sign many times.
-        return Err(unsupported(
-            "the key requires the PIN for every signature (CKA_ALWAYS_AUTHENTICATE, e.g. PIV slot 9c); use a key without it"
-                .into(),
-        ));
-    }
     match key_type {
         Some(t) if t == KeyType::EC => {
             if params.as_deref() != Some(P256_EC_PARAMS) {
@@ -827,7 +953,11 @@ fn read_public(
             let (x, y) = ec_point_xy(&point).map_err(|detail| {
                 KeyError::backend(format!("reading the public key of {reference}"), detail)
             })?;
-            Ok((Algorithm::EcdsaP256, super::p256_spki_from_xy(x, y)?))
+            Ok((
+                Algorithm::EcdsaP256,
+                super::p256_spki_from_xy(x, y)?,
+                always_auth,
+            ))
         }
         Some(t) if t == KeyType::RSA => {
             // RSA private key objects carry the modulus and public exponent; fall back to the
@@ -842,7 +972,7 @@ fn read_public(
             let spki = super::rsa_spki_from_parts(&n, &e)?;
             // Reject other sizes with the same wording as every other backend.
             super::spki_algorithm(&spki, reference)?;
-            Ok((Algorithm::Rsa2048, spki))
+            Ok((Algorithm::Rsa2048, spki, always_auth))
         }
         Some(t) => Err(unsupported(format!("PKCS#11 key type {t}"))),
         None => Err(unsupported("the token does not report CKA_KEY_TYPE".into())),

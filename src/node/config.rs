@@ -406,9 +406,27 @@ pub fn parse_config_source(source: &str) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(source))
 }
 
+/// The file `--config-source` names on the node whose `/` is `root`, by the `--root` rule: a
+/// relative path is taken from the current directory, then the whole path under `root` as a
+/// chroot would resolve it ([`crate::fsutil::under_root`]). With root `/`, the path as given.
+pub fn source_path(source: &str, root: &Path) -> Result<PathBuf, ConfigError> {
+    let path = parse_config_source(source)?;
+    if root == Path::new("/") {
+        return Ok(path);
+    }
+    let absolute = std::path::absolute(&path).unwrap_or(path);
+    Ok(crate::fsutil::under_root(root, &absolute))
+}
+
 /// Reads and validates the configuration at `--config-source`.
 pub fn load(source: &str) -> Result<Loaded, ConfigError> {
-    let path = parse_config_source(source)?;
+    load_under(source, Path::new("/"))
+}
+
+/// Reads and validates the configuration `--config-source` names on the node whose `/` is
+/// `root` (see [`source_path`]); errors name the file under `root`.
+pub fn load_under(source: &str, root: &Path) -> Result<Loaded, ConfigError> {
+    let path = source_path(source, root)?;
     let meta = std::fs::metadata(&path).map_err(|e| ConfigError::Read {
         path: path.clone(),
         source: e,
@@ -1284,6 +1302,33 @@ spec:
         );
         let e = p(&t).unwrap_err().to_string();
         assert!(e.contains("spec.containerd.config: not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn config_source_is_taken_under_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        assert_eq!(
+            source_path("file:///etc/eks/n.yaml", Path::new("/")).unwrap(),
+            Path::new("/etc/eks/n.yaml")
+        );
+        assert_eq!(
+            source_path("file:///etc/eks/n.yaml", r).unwrap(),
+            r.join("etc/eks/n.yaml")
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            source_path("n.yaml", r).unwrap(),
+            r.join(cwd.strip_prefix("/").unwrap()).join("n.yaml")
+        );
+        // Errors name the file under the root.
+        let err = load_under("/etc/eks/absent.yaml", r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&r.join("etc/eks/absent.yaml").display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub use units::{plan, ServiceManager, Systemctl, UnitAction};
 /// from the BootstrapConfig.
 #[derive(Debug, Clone)]
 pub struct InitSettings {
-    /// The NodeConfig: file:///abs/path, file://relative/path (nodeadm's form) or a plain path.
+    /// The NodeConfig: file:///abs/path, file://relative/path (nodeadm's form) or a plain path,
+    /// the node's path (read under `root`).
     pub config_source: String,
     /// Prefix for every file written (tests, image builds).
     pub root: PathBuf,
@@ -239,7 +240,7 @@ fn unit_actions(args: &InitSettings, report: &WriteReport) -> Vec<UnitAction> {
 fn prepare(args: &InitSettings, dry_run: bool) -> anyhow::Result<Rendered> {
     let env = |k: &str| std::env::var(k).ok();
     // config
-    let loaded = config::load(&args.config_source).classed()?;
+    let loaded = config::load_under(&args.config_source, &args.root).classed()?;
     for w in &loaded.warnings {
         log::warn!("{}: {w}", loaded.path.display());
     }

@@ -76,11 +76,12 @@ const KEPT_FILES: &[(&str, &str)] = &[
 
 /// `hybridboot uninstall`: stops and disables the units init enabled (unless `no_stop`),
 /// removes what install placed (unless changed since), the files init writes and the
-/// kubelet's certificates and state; keeps the node's key and certificate.
+/// kubelet's certificates and state; keeps the node's key and certificate. Returns what it
+/// did, a line each, for the command to print.
 pub fn uninstall(
     settings: &UninstallSettings,
     services: &mut dyn ServiceManager,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let root = settings.root.as_path();
     let record = read_record(root)?;
     let exists =
@@ -185,17 +186,18 @@ pub fn uninstall(
     if !settings.no_stop && unit_files_before > 0 {
         services.apply(&UnitAction::DaemonReload)?;
     }
+    let mut report = String::new();
     for unit in &stopped {
-        println!("stopped and disabled {unit}");
+        report.push_str(&format!("stopped and disabled {unit}\n"));
     }
     if !containerd_installed && !settings.no_stop {
-        println!("kept containerd.service running (not installed by hybridboot; `systemctl disable --now containerd` if nothing else uses it)");
+        report.push_str("kept containerd.service running (not installed by hybridboot; `systemctl disable --now containerd` if nothing else uses it)\n");
     }
     for path in &removed {
-        println!("removed {path}");
+        report.push_str(&format!("removed {path}\n"));
     }
     for (path, why) in &kept {
-        println!("kept {path} ({why})");
+        report.push_str(&format!("kept {path} ({why})\n"));
     }
     log::info!(
         "uninstalled: {} units stopped, {} files removed, {} kept",
@@ -209,7 +211,7 @@ pub fn uninstall(
             root.display()
         )));
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Refuses a tree that is a mount point or holds one (pod volumes, a bind mount): removing it

@@ -121,6 +121,74 @@ pub fn drop_in(env: &ProxyEnv, no_proxy: &[String]) -> String {
     text
 }
 
+/// The proxy a drop-in gives its service: the `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` of its
+/// `Environment=` lines (quoted or not, several per line, escapes as systemd reads them: `\\`,
+/// `\"`, `%%`; lowercase names too). What `debug` compares with the configured proxy.
+pub fn parse_drop_in(text: &str) -> ProxyEnv {
+    let mut env = ProxyEnv::default();
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix("Environment=") else {
+            continue;
+        };
+        for word in environment_words(rest) {
+            let Some((name, value)) = word.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().to_string();
+            match name.to_ascii_uppercase().as_str() {
+                "HTTPS_PROXY" => env.https_proxy = Some(value).filter(|v| !v.is_empty()),
+                "HTTP_PROXY" => env.http_proxy = Some(value).filter(|v| !v.is_empty()),
+                "NO_PROXY" => {
+                    env.no_proxy = value
+                        .split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+    }
+    env
+}
+
+/// The assignments of one `Environment=` value: split at unquoted whitespace, quotes removed,
+/// `\\` and `\"` unescaped inside quotes, `%%` read as `%`.
+fn environment_words(value: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = value.chars();
+    let mut quoted = false;
+    let mut started = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            '\\' if quoted => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words.into_iter().map(|w| w.replace("%%", "%")).collect()
+}
+
 /// The drop-ins for `env` (none without a proxy: an operator's own files stay untouched).
 pub fn files(env: Option<&ProxyEnv>, cluster: &ClusterDetails) -> Vec<RenderedFile> {
     let Some(env) = env else {
@@ -148,6 +216,27 @@ pub fn files(env: Option<&ProxyEnv>, cluster: &ClusterDetails) -> Vec<RenderedFi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drop_in_reads_back_as_written_and_as_operators_write_it() {
+        let env = ProxyEnv {
+            https_proxy: Some("http://u:p%41\"q@proxy:3128".into()),
+            http_proxy: Some("http://proxy:3128".into()),
+            no_proxy: vec![".corp.example".into(), "10.0.0.0/8".into()],
+        };
+        let no_proxy = node_no_proxy(&env, &cluster());
+        let back = parse_drop_in(&drop_in(&env, &no_proxy));
+        assert_eq!(back.https_proxy, env.https_proxy);
+        assert_eq!(back.http_proxy, env.http_proxy);
+        assert_eq!(back.no_proxy, no_proxy);
+        // The README's form, and several unquoted assignments on one line.
+        let text = "[Service]\nEnvironment=\"HTTPS_PROXY=http://p:1\"\nEnvironment=http_proxy=http://q:2 NO_PROXY=a,b\n";
+        let back = parse_drop_in(text);
+        assert_eq!(back.https_proxy.as_deref(), Some("http://p:1"));
+        assert_eq!(back.http_proxy.as_deref(), Some("http://q:2"));
+        assert_eq!(back.no_proxy, ["a", "b"]);
+        assert_eq!(parse_drop_in("[Service]\n"), ProxyEnv::default());
+    }
 
     fn cluster() -> ClusterDetails {
         ClusterDetails {
