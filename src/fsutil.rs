@@ -3,7 +3,12 @@
 //! A reader (or a machine that loses power) sees either the old content or the new one, never a
 //! mix: the data goes to a temporary file in the same directory, is flushed with `fsync`, renamed
 //! over the target, and the directory is flushed so the rename itself survives a power cut.
+//!
+//! A set of files written together ([`Batch`], init's node files) pays one directory flush per
+//! distinct directory instead of one per file: every file is staged and flushed first, then all
+//! are renamed, then each directory is flushed once.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -138,25 +143,212 @@ impl TempFile {
     /// Fills the file, sets mode and owner, fsyncs, renames it over the target and fsyncs the
     /// directory.
     pub fn commit(mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
-        let mut file = self.file.take().expect("temp file present until commit");
-        fill(&mut file).map_err(|e| with_path(e, "writing", &self.target))?;
+        self.fill(fill)?;
+        self.sync()?;
+        self.rename()?;
+        sync_dir(&parent_dir(&self.target))
+    }
+
+    /// Fills the file and sets mode and owner; the file stays open for [`TempFile::sync`].
+    fn fill(&mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+        let target = &self.target;
+        let file = self.file.as_mut().ok_or_else(|| {
+            io::Error::other(format!("{}: temporary file closed", target.display()))
+        })?;
+        fill(file).map_err(|e| with_path(e, "writing", target))?;
         file.flush()?;
         // The umask may have narrowed the mode given to open(2): set it explicitly.
         file.set_permissions(fs::Permissions::from_mode(self.opts.mode))
-            .map_err(|e| with_path(e, "setting the mode of", &self.target))?;
+            .map_err(|e| with_path(e, "setting the mode of", target))?;
         if let Some((uid, gid)) = self.opts.owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                .map_err(|e| with_path(e, "setting the owner of", &self.target))?;
+            std::os::unix::fs::fchown(&*file, Some(uid), Some(gid))
+                .map_err(|e| with_path(e, "setting the owner of", target))?;
         }
-        file.sync_all()
-            .map_err(|e| with_path(e, "flushing", &self.target))?;
-        drop(file);
+        Ok(())
+    }
+
+    /// fsyncs the filled file: its content is durable under the temporary name, and the
+    /// target is untouched.
+    fn sync(&self) -> io::Result<()> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| {
+                io::Error::other(format!("{}: temporary file closed", self.target.display()))
+            })?
+            .sync_all()
+            .map_err(|e| with_path(e, "flushing", &self.target))
+    }
+
+    /// Renames the (flushed) temporary file over the target; the directory is not flushed.
+    fn rename(&mut self) -> io::Result<()> {
+        self.file = None;
         fs::rename(&self.path, &self.target)
             .map_err(|e| with_path(e, "replacing", &self.target))?;
         // From here the temp path is gone; do not try to remove it on drop.
         self.path = PathBuf::new();
-        sync_dir(&parent_dir(&self.target))
+        Ok(())
     }
+}
+
+/// Files written together, each atomically, with one directory flush per distinct directory.
+///
+/// [`Batch::stage`] writes each file to a temporary file beside its target; nothing at the
+/// targets changes yet. [`Batch::commit`] flushes every staged file (`fsync`, all at once: the
+/// file system commits its journal for them together instead of once per file), then, only
+/// once all are durable, renames each over its target in staging order, then flushes each
+/// distinct directory once (the targets' directories and the parents of directories the batch
+/// created; these flushes at once too).
+///
+/// What a crash (power cut, SIGKILL) leaves:
+/// - each target holds its old content (or is absent, if it was) or its whole new content,
+///   never a part: a file is renamed only once its data is durable;
+/// - the set is not atomic: a crash during the renames, or before the directory flushes
+///   returned, can leave any subset of the targets new and the others old. A caller for which
+///   the set belongs together records its completion after `commit` returns (first boot
+///   records init complete in its state file only after init's batch), so that an interrupted
+///   set is recognised and written again; a re-run rewrites only the targets still old;
+/// - staged temporary files of a killed writer stay behind as `.<name>.hbtmp.<pid>.<n>`:
+///   [`remove_stale_temp_files`] removes them on the next run.
+///
+/// Dropping a batch without committing removes its temporary files and changes no target.
+#[derive(Default)]
+pub struct Batch {
+    staged: Vec<TempFile>,
+    /// Directories to flush at commit: those that gained an entry while staging (new
+    /// directories made for a target), in addition to the targets' own.
+    dirs: BTreeSet<PathBuf>,
+}
+
+/// Why [`Batch::commit`] failed, and at which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct CommitError {
+    /// The staged file (index in staging order) whose rename failed, or the first one in the
+    /// directory whose flush failed. Files before it may already be new.
+    pub index: usize,
+    /// The I/O error (its message names the path).
+    #[source]
+    pub source: io::Error,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// How many files are staged.
+    pub fn len(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// True when nothing is staged (a commit then does nothing).
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Stages `data` for `path`: a temporary file beside it, written, with mode and owner set
+    /// (flushed at commit). Missing parent directories are made (when `opts` asks for it) and
+    /// flushed at commit. On an error nothing of this file is left behind and the batch is
+    /// unchanged.
+    pub fn stage(&mut self, path: &Path, data: &[u8], opts: &WriteOptions) -> io::Result<()> {
+        let dir = parent_dir(path);
+        if opts.create_parents {
+            create_dir_all_with(&dir, &mut |parent| {
+                self.dirs.insert(parent.to_path_buf());
+                Ok(())
+            })?;
+        }
+        let mut tmp = TempFile::create(
+            path,
+            &WriteOptions {
+                create_parents: false,
+                ..opts.clone()
+            },
+        )?;
+        tmp.fill(|f| f.write_all(data))?;
+        self.staged.push(tmp);
+        Ok(())
+    }
+
+    /// Flushes every staged file, then renames each over its target (in staging order), then
+    /// flushes each distinct directory once. Returns the directories flushed. A failed file
+    /// flush renames nothing; on a failed rename the files renamed before it are still made
+    /// durable (their directories flushed). Temporary files left are removed.
+    pub fn commit(mut self) -> Result<Vec<PathBuf>, CommitError> {
+        let flushed = all_at_once(self.staged.iter().map(|t| move || t.sync()).collect());
+        if let Some((index, source)) = first_error(flushed) {
+            return Err(CommitError { index, source });
+        }
+        let mut failed = None;
+        let mut dirs: Vec<(PathBuf, usize)> = Vec::new();
+        for (index, tmp) in self.staged.iter_mut().enumerate() {
+            if let Err(source) = tmp.rename() {
+                failed = Some(CommitError { index, source });
+                break;
+            }
+            let dir = parent_dir(&tmp.target);
+            if !dirs.iter().any(|(d, _)| *d == dir) {
+                dirs.push((dir, index));
+            }
+        }
+        // New directories' entries in their parents, after the targets' own directories.
+        for parent in std::mem::take(&mut self.dirs) {
+            if !dirs.iter().any(|(d, _)| *d == parent) {
+                dirs.push((parent, 0));
+            }
+        }
+        let results = all_at_once(dirs.iter().map(|(d, _)| move || sync_dir(d)).collect());
+        if let Some((i, source)) = first_error(results) {
+            return Err(failed.unwrap_or(CommitError {
+                index: dirs[i].1,
+                source,
+            }));
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(dirs.into_iter().map(|(d, _)| d).collect()),
+        }
+    }
+}
+
+/// Most flushes [`all_at_once`] has in flight.
+const MAX_CONCURRENT_FLUSHES: usize = 16;
+
+/// Runs `jobs` (flushes: each waits on the disk, not the CPU) on threads, at most
+/// [`MAX_CONCURRENT_FLUSHES`] at a time, and returns their results in order. Flushes waiting
+/// together let the file system commit once for all of them. One job runs on this thread.
+fn all_at_once<F>(jobs: Vec<F>) -> Vec<io::Result<()>>
+where
+    F: FnOnce() -> io::Result<()> + Send,
+{
+    if jobs.len() <= 1 {
+        return jobs.into_iter().map(|job| job()).collect();
+    }
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter().peekable();
+    while jobs.peek().is_some() {
+        let wave: Vec<F> = jobs.by_ref().take(MAX_CONCURRENT_FLUSHES).collect();
+        std::thread::scope(|scope| {
+            let running: Vec<_> = wave.into_iter().map(|job| scope.spawn(job)).collect();
+            for handle in running {
+                results.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a flush thread panicked"))),
+                );
+            }
+        });
+    }
+    results
+}
+
+/// The index and error of the first failed result.
+fn first_error(results: Vec<io::Result<()>>) -> Option<(usize, io::Error)> {
+    results
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, r)| r.err().map(|e| (i, e)))
 }
 
 impl Drop for TempFile {
@@ -211,16 +403,25 @@ pub fn remove_file(path: &Path) -> io::Result<bool> {
 
 /// Creates a directory and its parents with mode 0755, flushing each new entry.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    create_dir_all_with(dir, &mut |parent| sync_dir(parent))
+}
+
+/// [`create_dir_all`], handing the parent of each directory it made to `made_in` (which
+/// flushes it now, or remembers it for later).
+fn create_dir_all_with(
+    dir: &Path,
+    made_in: &mut dyn FnMut(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dir_all(parent)?;
+        create_dir_all_with(parent, made_in)?;
     }
     match fs::create_dir(dir) {
         Ok(()) => {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
-            sync_dir(&parent_dir(dir))
+            made_in(&parent_dir(dir))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(with_path(e, "creating directory", dir)),
@@ -405,6 +606,102 @@ mod tests {
         assert!(err.to_string().contains("disk on fire"));
         assert_eq!(fs::read(&p).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_batch_writes_every_file_and_flushes_each_directory_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("etc")).unwrap();
+        fs::write(d.join("etc/a"), b"old a").unwrap();
+        let mut batch = Batch::new();
+        batch
+            .stage(&d.join("etc/a"), b"new a", &WriteOptions::public())
+            .unwrap();
+        batch
+            .stage(&d.join("etc/b"), b"new b", &WriteOptions::private())
+            .unwrap();
+        batch
+            .stage(&d.join("etc/new/c"), b"new c", &WriteOptions::public())
+            .unwrap();
+        batch
+            .stage(&d.join("var/lib/d"), b"new d", &WriteOptions::executable())
+            .unwrap();
+        // Staged, not yet visible.
+        assert_eq!(fs::read(d.join("etc/a")).unwrap(), b"old a");
+        assert!(!d.join("etc/b").exists());
+        assert_eq!(batch.len(), 4);
+        let flushed = batch.commit().unwrap();
+        for (name, body, mode) in [
+            ("etc/a", "new a", 0o644),
+            ("etc/b", "new b", 0o600),
+            ("etc/new/c", "new c", 0o644),
+            ("var/lib/d", "new d", 0o755),
+        ] {
+            let p = d.join(name);
+            assert_eq!(fs::read(&p).unwrap(), body.as_bytes(), "{name}");
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                mode,
+                "{name}"
+            );
+        }
+        // The targets' directories, then the parents of the directories made (`d` for var,
+        // var for var/lib; etc for etc/new is already flushed): each once.
+        assert_eq!(
+            flushed,
+            vec![
+                d.join("etc"),
+                d.join("etc/new"),
+                d.join("var/lib"),
+                d.to_path_buf(),
+                d.join("var"),
+            ]
+        );
+        assert_eq!(fs::read_dir(d.join("etc")).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_dropped_batch_changes_nothing_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        fs::write(&p, b"old").unwrap();
+        let mut batch = Batch::new();
+        batch.stage(&p, b"new", &WriteOptions::public()).unwrap();
+        drop(batch);
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(Batch::new().commit().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_rename_names_its_file_keeps_the_earlier_ones_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A non-empty directory where the second target goes: rename(2) refuses it.
+        fs::create_dir_all(d.join("b/inside")).unwrap();
+        fs::write(d.join("c"), b"old c").unwrap();
+        let mut batch = Batch::new();
+        for name in ["a", "b", "c"] {
+            batch
+                .stage(&d.join(name), b"new", &WriteOptions::public())
+                .unwrap();
+        }
+        let e = batch.commit().unwrap_err();
+        assert_eq!(e.index, 1);
+        assert!(e.to_string().contains("replacing"), "{e}");
+        assert!(
+            e.to_string().contains(&d.join("b").display().to_string()),
+            "{e}"
+        );
+        assert_eq!(fs::read(d.join("a")).unwrap(), b"new");
+        assert_eq!(fs::read(d.join("c")).unwrap(), b"old c");
+        let mut names: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 
     #[test]

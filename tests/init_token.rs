@@ -230,13 +230,28 @@ fn init_fills_cluster_details_from_moto_is_idempotent_and_kubectl_gets_in() {
     let recorded = std::fs::read_to_string(&calls).unwrap();
     for want in [
         "daemon-reload",
-        "enable containerd.service",
         "restart containerd.service",
-        "enable kubelet.service",
         "restart kubelet.service",
         "restart systemd-sysctl.service",
     ] {
         assert!(recorded.lines().any(|l| l == want), "{want}: {recorded}");
+    }
+    // Both enabled, in one call.
+    let enabled: Vec<&str> = recorded
+        .lines()
+        .filter_map(|l| l.strip_prefix("enable "))
+        .flat_map(|l| l.split(' '))
+        .collect();
+    assert_eq!(
+        recorded
+            .lines()
+            .filter(|l| l.starts_with("enable "))
+            .count(),
+        1,
+        "{recorded}"
+    );
+    for unit in ["containerd.service", "kubelet.service"] {
+        assert!(enabled.contains(&unit), "{unit} not enabled: {recorded}");
     }
     let before = snapshot(&root);
 

@@ -220,3 +220,150 @@ def firstboot(bin: str, vault: Vault, moto: Moto, ra: RolesAnywhere, work: Path,
         "state": {k: state.get(k) for k in ("completed", "skipped")},
         "fsync": fsyncs,
     }
+
+
+# ---------------------------------------------------------------------------
+# First boot over its floor on a busy machine (`firstboot.over_floor`)
+# ---------------------------------------------------------------------------
+
+# Busy-loop processes the loaded measurement starts (default: twice the CPUs, 4 on a 2-core
+# machine: a run queue of 4-6 with what else runs) and how long they run before the first timed
+# run, so that the 1-minute load average has risen towards them.
+LOAD_PROCS = int(os.environ.get("BENCH_LOAD_PROCS", str(2 * (os.cpu_count() or 1))))
+LOAD_WARMUP_S = float(os.environ.get("BENCH_LOAD_WARMUP", "45"))
+REPO = Path(__file__).resolve().parents[2]
+
+
+class BusyLoad:
+    """A known background load: `procs` shell busy loops (`while :; do :; done`, same priority as
+    everything else) for the life of the `with` block, stopped by PID at its end. While it runs,
+    a thread samples the kernel's count of runnable tasks (`procs_running` in /proc/stat) every
+    0.25 s: the instantaneous load, which the 1-minute load average only approaches."""
+
+    def __init__(self, procs: int, warmup_s: float):
+        self.procs, self.warmup_s = procs, warmup_s
+        self.children: list[subprocess.Popen] = []
+        self.samples: list[int] = []
+        self.done = threading.Event()
+
+    def __enter__(self) -> "BusyLoad":
+        self.children = [subprocess.Popen(["sh", "-c", "while :; do :; done"], stdin=subprocess.DEVNULL)
+                         for _ in range(self.procs)]
+        log(f"load: {self.procs} busy loops, {self.warmup_s:.0f} s before measuring")
+        time.sleep(self.warmup_s)
+        self.loadavg_start = os.getloadavg()
+        self.sampler = threading.Thread(target=self.sample, daemon=True)
+        self.sampler.start()
+        return self
+
+    def sample(self) -> None:
+        while not self.done.wait(0.25):
+            with open("/proc/stat") as f:
+                self.samples += [int(l.split()[1]) for l in f if l.startswith("procs_running")]
+
+    def __exit__(self, *exc) -> None:
+        self.loadavg_end = os.getloadavg()
+        self.done.set()
+        self.sampler.join()
+        for c in self.children:
+            c.kill()
+            c.wait()
+
+    def figures(self) -> dict:
+        return {"busy_loops": self.procs, "warmup_s": self.warmup_s,
+                "loadavg_start": [round(x, 2) for x in self.loadavg_start],
+                "loadavg_end": [round(x, 2) for x in self.loadavg_end],
+                "runnable": summary([float(s) for s in self.samples]) if self.samples else None}
+
+
+def tpm_floor(work: Path, env: dict) -> Path:
+    """The TPM part of the floor (benches/tpm_floor.rs) into work/tpm-floor.json: the bench
+    executable BENCH_TPM_FLOOR_BIN names (scripts/bench/firstboot.sh builds it first), else
+    `cargo bench` as scripts/bench.sh runs it. Either way the bench times itself."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "tpm-floor.json"
+    prebuilt = os.environ.get("BENCH_TPM_FLOOR_BIN")
+    argv = [prebuilt, "--bench"] if prebuilt else ["cargo", "bench", "--locked", "-q", "--bench", "tpm_floor"]
+    # cargo and rustup need the caller's HOME, which the bench environment replaces
+    subprocess.run(argv, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, HYBRIDBOOT_TCTI=env["HYBRIDBOOT_TCTI"], HYBRIDBOOT_BENCH_N=str(RUNS),
+                            HYBRIDBOOT_BENCH_OUT=str(out)))
+    return out
+
+
+def over_floor(fl: dict, fb: dict) -> float:
+    """First boot's median over its floor, the floor as the report defines it (report.step_floors:
+    the pieces of the steps first boot did, each measured by a reference client)."""
+    from report import step_floors
+    return fb["total"]["median"] / step_floors(fl, fb)[1]
+
+
+def floor_and_firstboot(bin: str, vault: Vault, moto: Moto, ra: RolesAnywhere, ref_node, work: Path, env: dict,
+                        tpm_json: Path | None = None) -> dict:
+    """The floor and first boot, measured back to back under the same conditions."""
+    import latency
+    tpm_json = tpm_json or tpm_floor(work / "tpm", env)
+    fl = latency.floor(bin, vault, moto, ra, ref_node, work / "floor", env, tpm_json)
+    fb = firstboot(bin, vault, moto, ra, work / "firstboot", env)
+    return {"floor": fl, "firstboot": fb, "over_floor": over_floor(fl, fb)}
+
+
+def loaded(bin: str, vault: Vault, moto: Moto, ra: RolesAnywhere, ref_node, work: Path, env: dict) -> dict:
+    """Floor and first boot again with BusyLoad running: `over_floor` and the load it ran at."""
+    with BusyLoad(LOAD_PROCS, LOAD_WARMUP_S) as load:
+        m = floor_and_firstboot(bin, vault, moto, ra, ref_node, work, env)
+    m["load"] = load.figures()
+    log(f"firstboot under load: {m['firstboot']['total']['median']:.1f} ms over a "
+        f"{m['firstboot']['total']['median'] / m['over_floor']:.1f} ms floor = {m['over_floor']:.2f}x "
+        f"(load average {load.loadavg_end[0]:.1f}, runnable median {m['load']['runnable']['median']:.0f})")
+    return m
+
+
+def figures(idle: dict, busy: dict) -> dict:
+    """What results.json's `firstboot` gains: `over_floor` (loaded), `over_floor_idle`, and the
+    loaded run's figures."""
+    return {"over_floor": round(busy["over_floor"], 3), "over_floor_idle": round(idle["over_floor"], 3),
+            "loaded": {"load": busy["load"], "total": busy["firstboot"]["total"], "steps": busy["firstboot"]["steps"],
+                       "floor": busy["floor"], "fsync": busy["firstboot"]["fsync"]}}
+
+
+def main() -> None:
+    """Alone, without the rest of `make bench` (scripts/bench/firstboot.sh starts the peers):
+    the floor and first boot idle, then both again under BusyLoad; merges them into results.json
+    (`floor`, `firstboot` with `over_floor`, `over_floor_idle`, `loaded`)."""
+    import argparse
+    import latency
+    import report
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin", required=True)
+    p.add_argument("--work", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--readme", type=Path)
+    a = p.parse_args()
+    bin, work = str(Path(a.bin).resolve()), a.work
+    env = latency.base_env(work)
+    env["HYBRIDBOOT_TCTI"] = os.environ["HB_TCTI"]
+    vault, moto, ra = Vault(work / "vault"), Moto(), RolesAnywhere()
+    ref_node = latency.Node(bin, vault, work / "ref-node", f"file:{work / 'ref-node' / 'key.pem'}", "ref-node.example.com", env)
+    log("firstboot and its floor, idle")
+    idle = floor_and_firstboot(bin, vault, moto, ra, ref_node, work / "idle", env)
+    idle_load = os.getloadavg()
+    log(f"firstboot idle: {idle['over_floor']:.2f}x its floor (load average {idle_load[0]:.1f})")
+    busy = loaded(bin, vault, moto, ra, ref_node, work / "loaded", env)
+    results = json.loads(a.out.read_text()) if a.out.exists() else {}
+    results["floor"] = idle["floor"]
+    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE, text=True).stdout.strip()
+    measured = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit {rev} on {os.cpu_count()} CPU(s), release build"
+    results["firstboot"] = dict(idle["firstboot"], **figures(idle, busy), loadavg_idle=[round(x, 2) for x in idle_load],
+                                measured=measured)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=1) + "\n")
+    md = report.render_firstboot_load(results["firstboot"])
+    print(md)
+    if a.readme:
+        report.replace_section(a.readme, "bench:firstboot_load", md)
+    log(f"firstboot: results in {a.out}")
+
+
+if __name__ == "__main__":
+    main()

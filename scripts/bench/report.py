@@ -196,10 +196,42 @@ def render(r: dict) -> str:
         for name in ("steady", "failover"):
             t.at_most(f"vault_ha.{name} enrollment failures", r["vault_ha"][name]["failures"], 0, lambda v: f"{v:.0f}")
     out += ["", "| target | measured | result |", "|---|---|---|", *t.rows]
+    if "over_floor" in fb:
+        out += ["", "<!-- bench:firstboot_load:begin -->", render_firstboot_load(fb).rstrip("\n"), "<!-- bench:firstboot_load:end -->"]
     if r.get("install"):
         out += ["", "<!-- bench:downloads:begin -->", render_downloads(r["install"]).rstrip("\n"), "<!-- bench:downloads:end -->"]
     if r.get("vault_ha"):
         out += ["", "<!-- bench:vault_ha:begin -->", render_vault_ha(r["vault_ha"]).rstrip("\n"), "<!-- bench:vault_ha:end -->"]
+    return "\n".join(out) + "\n"
+
+
+def render_firstboot_load(fb: dict) -> str:
+    """First boot over its floor with the machine loaded (scripts/bench/firstboot.py BusyLoad):
+    floor and first boot measured back to back while busy loops run, next to the idle figure."""
+    b, ld = fb["loaded"], fb["loaded"]["load"]
+    run = ld.get("runnable") or {}
+    floor_ms = b["total"]["median"] / fb["over_floor"]
+    when = f"measured {fb['measured']}: " if fb.get("measured") else ""
+    out = [f"First boot on a busy machine (`firstboot.over_floor`), {when}{ld['busy_loops']} busy-loop processes "
+           f"(`while :; do :; done`) started {ld['warmup_s']:.0f} s before the first timed run; load average "
+           f"{ld['loadavg_start'][0]:.1f} at the start, {ld['loadavg_end'][0]:.1f} at the end, runnable tasks "
+           f"median {run.get('median', 0):.0f} (min {run.get('min', 0):.0f}, max {run.get('max', 0):.0f}); the floor is "
+           f"measured again under the same load.", "",
+           "| first boot, loaded | median ms | min | max | n |", "|---|---|---|---|---|",
+           f"| **firstboot**, start to stamp | {ms(b['total'])} |",
+           f"| &nbsp;&nbsp;its floor (same pieces as above, measured loaded) | {floor_ms:.1f} | | | |"]
+    for step, s in b["steps"].items():
+        out.append(f"| &nbsp;&nbsp;step `{step}` | {ms(s)} |")
+    fs = b.get("fsync")
+    if fs:
+        out.append(f"| &nbsp;&nbsp;time in {fs['calls']} fsync calls (separate runs under strace) | {ms(fs['ms'])} |")
+    idle_load = fb.get("loadavg_idle")
+    idle = f" (load average {idle_load[0]:.1f})" if idle_load else ""
+    out += ["", f"`firstboot.over_floor` loaded: **{fb['over_floor']:.2f}x**; idle{idle}: "
+                f"**{fb['over_floor_idle']:.2f}x**.", ""]
+    t = Targets()
+    t.at_most("`firstboot.over_floor` (loaded)", fb["over_floor"], 1.5, lambda v: f"{v:.2f}")
+    out += ["| target | measured | result |", "|---|---|---|", *t.rows]
     return "\n".join(out) + "\n"
 
 

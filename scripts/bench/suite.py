@@ -81,6 +81,11 @@ def main() -> None:
     results["floor"] = latency.floor(bin, vault, moto, ra, ref_node, work / "floor", env, a.tpm_floor)
     log("firstboot")
     results["firstboot"] = firstboot.firstboot(bin, vault, moto, ra, work / "firstboot", env)
+    log("firstboot and its floor again, under a known load (firstboot.over_floor)")
+    idle = {"over_floor": firstboot.over_floor(results["floor"], results["firstboot"])}
+    results["firstboot"]["loadavg_idle"] = [round(x, 2) for x in os.getloadavg()]
+    busy = firstboot.loaded(bin, vault, moto, ra, ref_node, work / "firstboot-loaded", env)
+    results["firstboot"].update(firstboot.figures(idle, busy))
     log("credential-process cold / warm, reference client, 100 sequential calls")
     results["credential_process"] = latency.credential_process(bin, ra, tpm_node, file_node, ref_node, work / "cp", env)
     log("token warm")

@@ -221,9 +221,9 @@ pub fn parse_config_dump(text: &str) -> Result<DumpInfo, String> {
     })
 }
 
-/// Runs `containerd [--config F] config dump` and parses it.
+/// containerd's effective configuration: the config file itself when it is all of it (see
+/// [`config_file_alone`]: no spawn), else `containerd [--config F] config dump`, parsed.
 pub fn read_config(settings: &SandboxSettings) -> Result<DumpInfo, SandboxError> {
-    let mut cmd = crate::process::command(&settings.containerd, crate::process::ChildEnv::System);
     let config = settings.containerd_config.clone().or_else(|| {
         (settings.root != Path::new("/")).then(|| {
             crate::fsutil::under_root(
@@ -232,6 +232,17 @@ pub fn read_config(settings: &SandboxSettings) -> Result<DumpInfo, SandboxError>
             )
         })
     });
+    let file = config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::node::render::containerd::CONFIG_PATH));
+    if let Some(info) = config_file_alone(&file) {
+        log::debug!(
+            "{}: imports nothing, read as containerd's configuration",
+            file.display()
+        );
+        return Ok(info);
+    }
+    let mut cmd = crate::process::command(&settings.containerd, crate::process::ChildEnv::System);
     if let Some(c) = &config {
         cmd.arg("--config").arg(c);
     }
@@ -256,6 +267,66 @@ pub fn read_config(settings: &SandboxSettings) -> Result<DumpInfo, SandboxError>
     }
     let text = String::from_utf8_lossy(&out.stdout);
     parse_config_dump(&text).map_err(|e| SandboxError::Config(format!("{shown}: {e}")))
+}
+
+/// The sandbox image and socket straight from containerd's config file, when `config dump`
+/// could not say anything else: the file parses, names the sandbox image itself (else
+/// containerd's built-in default applies) and none of its `imports` exists. An import is a path
+/// (relative to the file's directory) or a pattern with one `*` in its last component (init's
+/// `config.d/*.toml`); anything else, or a file that cannot be read, is left to `config dump`.
+/// Saves starting containerd (tens of milliseconds) on every init.
+pub fn config_file_alone(path: &Path) -> Option<DumpInfo> {
+    let text = crate::fsutil::read_capped_string(path, crate::fsutil::MAX_TEXT_FILE).ok()?;
+    let doc: toml::Table = text.parse().ok()?;
+    let dir = path.parent()?;
+    let imports = match doc.get("imports") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()?,
+        Some(_) => return None,
+    };
+    for import in &imports {
+        if import_matches_a_file(dir, import)? {
+            return None;
+        }
+    }
+    parse_config_dump(&text).ok()
+}
+
+/// Whether `import` (resolved against `dir`) names an existing file; `None` when it is a
+/// pattern this does not evaluate.
+fn import_matches_a_file(dir: &Path, import: &str) -> Option<bool> {
+    let path = dir.join(import);
+    let name = path.file_name()?.to_str()?;
+    let parent = path.parent()?;
+    if parent.to_str()?.contains(['*', '?', '[']) || name.contains(['?', '[']) {
+        return None;
+    }
+    let Some((prefix, suffix)) = name.split_once('*') else {
+        return Some(path.exists());
+    };
+    if suffix.contains('*') {
+        return None;
+    }
+    let entries = match std::fs::read_dir(parent) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    for entry in entries {
+        let name = entry.ok()?.file_name();
+        let name = name.to_str()?;
+        // As Go's filepath.Glob: `*` is any run of characters but `/`, hidden files included.
+        if name.len() >= prefix.len() + suffix.len()
+            && name.starts_with(prefix)
+            && name.ends_with(suffix)
+        {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// The last non-empty line of a program's stderr (where `ctr` and `containerd` say why), capped.
@@ -559,6 +630,68 @@ pub fn ensure_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_config_starts_containerd_only_when_the_file_is_not_all_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let mut settings = SandboxSettings::new(&root);
+        settings.containerd = dir.path().join("no-containerd-here");
+        let file = crate::fsutil::under_root(
+            &root,
+            Path::new(crate::node::render::containerd::CONFIG_PATH),
+        );
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            "version = 2\nimports = [\"config.d/*.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"x\"\n",
+        )
+        .unwrap();
+        // No drop-in: read without starting containerd (which does not exist here).
+        assert_eq!(read_config(&settings).unwrap().sandbox_image, "x");
+        // With one, containerd is asked: the error names the program it tried.
+        std::fs::create_dir_all(file.with_file_name("config.d")).unwrap();
+        std::fs::write(file.with_file_name("config.d/site.toml"), "").unwrap();
+        let e = read_config(&settings).unwrap_err().to_string();
+        assert!(e.contains("no-containerd-here"), "{e}");
+    }
+
+    #[test]
+    fn inits_config_is_read_without_containerd_until_a_drop_in_exists() {
+        use crate::node::render::containerd::{base_config, sandbox_image};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        let image = sandbox_image("us-west-2");
+        // init's own file, its absolute import moved into this directory.
+        let drop_ins = dir.path().join("config.d");
+        std::fs::write(
+            &file,
+            base_config(&image).replace("/etc/containerd/config.d", drop_ins.to_str().unwrap()),
+        )
+        .unwrap();
+        // `config.d/*.toml` matching nothing: the file is the configuration.
+        let info = config_file_alone(&file).unwrap();
+        assert_eq!(info.sandbox_image, image);
+        assert_eq!(info.grpc_address, "/run/containerd/containerd.sock");
+        assert_eq!(info.version, 2);
+        std::fs::create_dir(&drop_ins).unwrap();
+        std::fs::write(drop_ins.join("notes.txt"), "").unwrap();
+        assert!(config_file_alone(&file).is_some());
+        // A drop-in may change anything: containerd has to say.
+        std::fs::write(drop_ins.join(".site.toml"), "").unwrap();
+        assert!(config_file_alone(&file).is_none());
+        // Imports of plain paths, patterns it does not evaluate, no sandbox image, no file.
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, "version = 2\nimports = [\"notes.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"x\"\n").unwrap();
+        assert_eq!(config_file_alone(&other).unwrap().sandbox_image, "x");
+        std::fs::write(dir.path().join("notes.toml"), "").unwrap();
+        assert!(config_file_alone(&other).is_none());
+        std::fs::write(&other, "version = 2\nimports = [\"c*/*.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"x\"\n").unwrap();
+        assert!(config_file_alone(&other).is_none());
+        std::fs::write(&other, "version = 2\n").unwrap();
+        assert!(config_file_alone(&other).is_none());
+        assert!(config_file_alone(&dir.path().join("missing.toml")).is_none());
+    }
 
     #[test]
     fn a_real_version_2_dump_names_the_image_and_socket() {

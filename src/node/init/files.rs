@@ -279,6 +279,12 @@ fn up_to_date(path: &Path, contents: &[u8], mode: u32) -> bool {
 
 /// Writes `files` under `root`, each atomically, skipping those already up to date. First
 /// removes the temporary files a writer killed in these directories left (a power cut mid-init).
+///
+/// The files are written as one [`fsutil::Batch`]: each is staged and flushed, then all are
+/// renamed, then each directory is flushed once. A crash leaves every file old or new, never
+/// partial, but possibly only some of them new; a re-run finds those up to date and writes the
+/// rest (first boot records init complete only after this returned, and until then applies the
+/// unchanged files' effects too, so a partial set is repaired, units included).
 pub fn write_files(root: &Path, files: &[RenderedFile]) -> Result<WriteReport, WriteError> {
     let mut report = WriteReport::default();
     let dirs: BTreeSet<PathBuf> = files
@@ -295,6 +301,8 @@ pub fn write_files(root: &Path, files: &[RenderedFile]) -> Result<WriteReport, W
             Err(source) => return Err(WriteError { path: dir, source }),
         }
     }
+    let mut batch = fsutil::Batch::new();
+    let mut staged: Vec<&RenderedFile> = Vec::new();
     for f in files {
         let target = fsutil::under_root(root, &f.path);
         if up_to_date(&target, &f.contents, f.mode) {
@@ -304,20 +312,29 @@ pub fn write_files(root: &Path, files: &[RenderedFile]) -> Result<WriteReport, W
                 .extend(f.effects.iter().copied().filter(|e| *e != Effect::None));
             continue;
         }
-        let existed = std::fs::symlink_metadata(&target).is_ok();
-        fsutil::atomic_write(
-            &target,
-            &f.contents,
-            &WriteOptions::public().with_mode(f.mode),
-        )
-        .map_err(|source| WriteError {
-            path: f.path.clone(),
-            source,
-        })?;
-        log::info!("wrote {}", f.path.display());
-        if !existed {
+        if std::fs::symlink_metadata(&target).is_err() {
             report.created.push(f.path.clone());
         }
+        batch
+            .stage(
+                &target,
+                &f.contents,
+                &WriteOptions::public().with_mode(f.mode),
+            )
+            .map_err(|source| WriteError {
+                path: f.path.clone(),
+                source,
+            })?;
+        staged.push(f);
+    }
+    batch.commit().map_err(|e| WriteError {
+        path: staged
+            .get(e.index)
+            .map_or_else(PathBuf::new, |f| f.path.clone()),
+        source: e.source,
+    })?;
+    for f in staged {
+        log::info!("wrote {}", f.path.display());
         report.changed.push(f.path.clone());
         report
             .effects

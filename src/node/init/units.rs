@@ -10,6 +10,10 @@ use crate::node::render::{aws, Effect};
 /// One systemd operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnitAction {
+    /// `systemctl enable UNIT...`: every unit a plan enables, in one call (enabling only
+    /// links the units for the next boot, so one call does what one per unit did, with one
+    /// process started instead of several).
+    EnableUnits(Vec<String>),
     /// `systemctl daemon-reload`.
     DaemonReload,
     /// `systemctl disable --now UNIT`.
@@ -24,6 +28,9 @@ impl UnitAction {
     /// The `systemctl` arguments that carry it out.
     pub fn systemctl_args(&self) -> Vec<&str> {
         match self {
+            UnitAction::EnableUnits(units) => std::iter::once("enable")
+                .chain(units.iter().map(String::as_str))
+                .collect(),
             UnitAction::DaemonReload => vec!["daemon-reload"],
             UnitAction::Stop(u) => vec!["disable", "--now", u],
             UnitAction::Enable(u) => vec!["enable", u],
@@ -82,15 +89,19 @@ impl ServiceManager for Systemctl {
     }
 }
 
-/// What the effects of a write report require, in order. Containerd and kubelet are enabled
-/// too, so they come back after a reboot.
+/// What the effects of a write report require, in order: units stopped, daemon-reload, then
+/// one `enable` of every unit that is restarted and must come back after a reboot (containerd,
+/// kubelet, the credentials update), then the restarts one by one, in the effects' order (each
+/// `systemctl restart` returns once its unit is up, so the next starts after it).
 pub fn plan(effects: impl IntoIterator<Item = Effect>) -> Vec<UnitAction> {
     let mut out = Vec::new();
-    let restart = |unit: &str, enable: bool, out: &mut Vec<UnitAction>| {
-        if enable {
-            out.push(UnitAction::Enable(unit.into()));
+    let mut enable = Vec::new();
+    let mut restarts = Vec::new();
+    let mut restart = |unit: &str, enabled: bool| {
+        if enabled {
+            enable.push(unit.to_string());
         }
-        out.push(UnitAction::Restart(unit.into()));
+        restarts.push(UnitAction::Restart(unit.into()));
     };
     // BTreeSet order of Effect is already the execution order; sort in case a caller did not.
     let mut effects: Vec<Effect> = effects.into_iter().collect();
@@ -100,14 +111,18 @@ pub fn plan(effects: impl IntoIterator<Item = Effect>) -> Vec<UnitAction> {
         match e {
             Effect::Stop(u) => out.push(UnitAction::Stop(u.into())),
             Effect::DaemonReload => out.push(UnitAction::DaemonReload),
-            Effect::CredentialsUpdate => restart(aws::UPDATE_UNIT_NAME, true, &mut out),
-            Effect::Sysctl => restart("systemd-sysctl.service", false, &mut out),
-            Effect::ModulesLoad => restart("systemd-modules-load.service", false, &mut out),
-            Effect::Containerd => restart("containerd.service", true, &mut out),
-            Effect::Kubelet => restart("kubelet.service", true, &mut out),
+            Effect::CredentialsUpdate => restart(aws::UPDATE_UNIT_NAME, true),
+            Effect::Sysctl => restart("systemd-sysctl.service", false),
+            Effect::ModulesLoad => restart("systemd-modules-load.service", false),
+            Effect::Containerd => restart("containerd.service", true),
+            Effect::Kubelet => restart("kubelet.service", true),
             Effect::None => {}
         }
     }
+    if !enable.is_empty() {
+        out.push(UnitAction::EnableUnits(enable));
+    }
+    out.extend(restarts);
     out
 }
 
@@ -130,11 +145,22 @@ mod tests {
             vec![
                 UnitAction::Stop("aws_signing_helper_update.service".into()),
                 UnitAction::DaemonReload,
-                UnitAction::Enable("containerd.service".into()),
+                UnitAction::EnableUnits(vec![
+                    "containerd.service".into(),
+                    "kubelet.service".into()
+                ]),
                 UnitAction::Restart("containerd.service".into()),
-                UnitAction::Enable("kubelet.service".into()),
                 UnitAction::Restart("kubelet.service".into()),
             ]
+        );
+        assert_eq!(
+            p[2].to_string(),
+            "systemctl enable containerd.service kubelet.service"
+        );
+        // One unit: the same line as before.
+        assert_eq!(
+            plan([Effect::Kubelet])[0].to_string(),
+            "systemctl enable kubelet.service"
         );
         assert_eq!(
             plan([Effect::Sysctl]),
