@@ -401,6 +401,19 @@ pub fn remove_file(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// Opens (creating, mode 0600) a lock file for `flock`: never through a symbolic link, not
+/// inherited by programs started later. The content is never written.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| with_path(e, "opening the lock", path))
+}
+
 /// Creates a directory and its parents with mode 0755, flushing each new entry.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     create_dir_all_with(dir, &mut |parent| sync_dir(parent))

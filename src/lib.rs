@@ -20,6 +20,7 @@
 //! | EKS DescribeCluster, token | [`aws::eks`], [`aws::sts_token`], [`node::init`] | |
 //! | install | [`node::install`] | [`node::install::InstallSettings`] |
 //! | init | [`node::init`] | [`node::init::InitSettings`] |
+//! | the mirror operator's `sync-artifacts` | [`node::install::mirror`] | [`node::install::mirror::MirrorSettings`] |
 //! | `debug`: every check a join needs, read-only | [`debug`] | [`debug::DebugSettings`] |
 //! | first boot, all of the above | [`firstboot`] (steps: [`firstboot::state::Step`]) | [`firstboot::ConfigSource`] |
 //!

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use hybridboot::cli::{aws, awsauth, debug, factory, firstboot, irsa, key, node, token, vault};
+use hybridboot::cli::{
+    aws, awsauth, debug, factory, firstboot, irsa, key, mirror, node, token, vault,
+};
 use hybridboot::{error, exit, logging};
 
 const AFTER_HELP: &str = "\
@@ -114,6 +116,14 @@ enum Command {
     ///
     /// Example: hybridboot uninstall    (then `hybridboot init` joins afresh)
     Uninstall(node::UninstallArgs),
+    /// For a mirror operator (like `nodeadm sync-artifacts`, into a directory): download the
+    /// chosen Kubernetes releases' artifacts, each verified against its published checksum,
+    /// write a manifest naming the mirror's URLs and sign it for `install
+    /// --manifest-public-key`.
+    ///
+    /// Example: hybridboot sync-artifacts 1.31 --arch amd64,arm64 --dir /srv/eks-mirror --mirror-url https://mirror.example/eks --signing-key manifest-signing.key
+    #[command(after_long_help = mirror::AFTER_HELP)]
+    SyncArtifacts(mirror::SyncArtifactsArgs),
     /// Print an EKS ExecCredential (kubectl/kubelet exec credential plugin).
     ///
     /// Example: hybridboot token --cluster-name prod --region us-west-2
@@ -179,6 +189,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Credentials(c) => aws::run_credentials(c),
         Command::Install(a) => node::run_install(a),
         Command::Uninstall(a) => node::run_uninstall(a),
+        Command::SyncArtifacts(a) => mirror::run(a),
         Command::Token(a) => token::run(a),
         Command::Init(a) => node::run_init(a),
         Command::Kubeconfig(a) => token::run_kubeconfig(a),

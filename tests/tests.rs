@@ -31,6 +31,7 @@ mod install;
 mod irsa;
 mod key_delete;
 mod main_job;
+mod mirror;
 mod node_config_cli;
 mod node_golden;
 mod packaging;

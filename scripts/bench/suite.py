@@ -102,6 +102,7 @@ def main() -> None:
             "credential_process": latency.credential_process(static, ra, tpm_node, file_node, ref_node, work / "cp-static", env, sequential=False),
         }
     results["fleet"] = fleet.fleet(bin, vault, ra, work / "fleet", env)
+    results.update(fleet.figures(results["fleet"]))
     results["vault_ha"] = vault_ha.vault_ha(bin, work / "vault-ha", env)
     results["install"] = downloads.downloads(bin, work / "downloads")
     if a.sign and a.sign.exists():

@@ -298,16 +298,7 @@ impl CredentialCache {
     fn lock(&self, key: &str) -> std::io::Result<File> {
         self.ensure_dir()?;
         let path = self.lock_path(key);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| {
-                std::io::Error::new(e.kind(), format!("opening lock {}: {e}", path.display()))
-            })?;
+        let file = fsutil::open_lock_file(&path)?;
         loop {
             let err = match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
                 Ok(()) => return Ok(file),

@@ -136,6 +136,11 @@ pub struct CredentialProcessArgs {
     /// The session cache.
     #[command(flatten)]
     pub cache: CacheArgs,
+    /// How long to keep retrying a failing or throttling endpoint (e.g. 30s, 5m). Errors stop
+    /// after 4 attempts whatever this says; a rate limit is waited out until this deadline
+    /// (a fleet of N nodes behind R sessions/s needs about N/R seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::time::parse_duration)]
+    pub retry_deadline: std::time::Duration,
 }
 
 impl CacheArgs {
@@ -150,7 +155,8 @@ impl CacheArgs {
 
 /// Prints `{"Version":1,...}` for an AWS SDK's `credential_process`.
 pub fn credential_process(args: CredentialProcessArgs) -> anyhow::Result<()> {
-    let creds = session::credentials(&args.ra.settings(), &args.cache.settings())?;
+    let policy = crate::aws::rolesanywhere::interactive_policy().with_deadline(args.retry_deadline);
+    let creds = session::credentials_with(&args.ra.settings(), &args.cache.settings(), &policy)?;
     let out = render_credential_process(&creds);
     let mut stdout = std::io::stdout().lock();
     stdout

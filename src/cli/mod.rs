@@ -11,6 +11,7 @@
 //! - [`aws`]: `credential-process`, `update`, `serve`, `credentials inspect`;
 //! - [`token`]: `token`, `kubeconfig`;
 //! - [`node`]: `config check`, `install`, `uninstall`, `init`;
+//! - [`mirror`]: `sync-artifacts` (the mirror operator's);
 //! - [`irsa`], [`awsauth`]: the files the cluster side publishes.
 
 pub mod aws;
@@ -20,6 +21,7 @@ pub mod factory;
 pub mod firstboot;
 pub mod irsa;
 pub mod key;
+pub mod mirror;
 pub mod node;
 pub mod token;
 pub mod vault;

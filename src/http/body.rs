@@ -4,7 +4,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 use super::connect::{Stream, MAX_HEAD_BYTES};
-use super::error::map_io;
+use super::error::{map_io, STORING_PHASE};
 use super::HttpError;
 
 /// Fuzzing and corpus-replay entry point (not an API): parses `raw` as the bytes a server sent
@@ -237,7 +237,7 @@ pub(super) fn read_body(
                 }
                 sink.write(&buf[..got]).map_err(|e| HttpError::Io {
                     peer: peer.into(),
-                    phase: "storing the response",
+                    phase: STORING_PHASE,
                     source: e,
                 })?;
                 n -= got as u64;
@@ -304,7 +304,7 @@ pub(super) fn read_body(
             }
             sink.write(&buf[..got]).map_err(|e| HttpError::Io {
                 peer: peer.into(),
-                phase: "storing the response",
+                phase: STORING_PHASE,
                 source: e,
             })?;
         },

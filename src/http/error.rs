@@ -81,12 +81,21 @@ fn excerpt_suffix(excerpt: &str) -> String {
     }
 }
 
+/// The phase of an [`HttpError::Io`] that the caller's sink raised while the body was being
+/// stored (a full disk, a gzip stream that does not decompress): not the peer's trouble.
+pub(crate) const STORING_PHASE: &str = "storing the response";
+
 impl Classify for HttpError {
     /// Transient: connection problems, timeouts, 429 and 5xx (the peer may recover).
     /// Operator: bad URLs, TLS verification, other statuses, redirects not followed, CA bundles,
-    /// oversized answers.
+    /// oversized answers, and a body the caller could not store (asking again brings the same
+    /// bytes: a corrupt gzip stream would otherwise be fetched until the deadline).
     fn class(&self) -> Class {
         let transient = match self {
+            HttpError::Io {
+                phase: STORING_PHASE,
+                ..
+            } => false,
             HttpError::Resolve { .. }
             | HttpError::Connect { .. }
             | HttpError::Timeout { .. }
@@ -214,5 +223,21 @@ fn describe_certificate_error(e: &rustls::CertificateError) -> String {
         C::Revoked => "its certificate is revoked".into(),
         C::BadSignature => "its certificate has a bad signature".into(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_the_caller_cannot_store_is_not_the_peers_trouble() {
+        let io = |phase| HttpError::Io {
+            peer: "m:443".into(),
+            phase,
+            source: io::Error::new(io::ErrorKind::InvalidInput, "invalid gzip header"),
+        };
+        assert_eq!(io(STORING_PHASE).class(), Class::Operator);
+        assert_eq!(io("reading the response").class(), Class::Transient);
     }
 }

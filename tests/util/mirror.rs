@@ -205,14 +205,29 @@ pub enum Cni {
 
 impl Mirror {
     pub fn start() -> Mirror {
-        let s = store();
         let overlay = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/install_mirror.py"))
+        let m = Mirror::spawn(overlay, &[store()]);
+        m.publish("https", Cni::Good, "sign");
+        m
+    }
+
+    /// A mirror that serves `dir` alone (what a mirror operator publishes), over HTTPS with
+    /// the store's test CA. The overlay is an empty directory searched first.
+    pub fn serve(dir: &Path) -> Mirror {
+        Mirror::spawn(tempfile::tempdir().unwrap(), &[dir])
+    }
+
+    fn spawn(overlay: tempfile::TempDir, dirs: &[&Path]) -> Mirror {
+        let s = store();
+        let mut cmd = Command::new("python3");
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/install_mirror.py"))
             .args(["--cert", s.join("server.pem").to_str().unwrap()])
             .args(["--key", s.join("server.key").to_str().unwrap()])
-            .args(["--dir", overlay.path().to_str().unwrap()])
-            .args(["--dir", s.to_str().unwrap()])
+            .args(["--dir", overlay.path().to_str().unwrap()]);
+        for d in dirs {
+            cmd.args(["--dir", d.to_str().unwrap()]);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -227,13 +242,11 @@ impl Mirror {
             .unwrap_or_else(|| panic!("mirror said {line:?}"))
             .parse()
             .unwrap();
-        let m = Mirror {
+        Mirror {
             child,
             port,
             overlay,
-        };
-        m.publish("https", Cni::Good, "sign");
-        m
+        }
     }
 
     pub fn base(&self) -> String {

@@ -24,6 +24,7 @@ pub mod cni;
 pub mod fetch;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod manifest;
+pub mod mirror;
 pub mod parallel;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod signature;
@@ -225,7 +226,7 @@ fn write_state(root: &Path, record: &Record) -> anyhow::Result<()> {
 }
 
 /// The machine's architecture in the manifest's words.
-fn host_arch() -> &'static str {
+pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => "arm64",
         _ => "amd64",
@@ -282,8 +283,8 @@ impl Fetch for Sources {
 /// `make bench` can measure the restart-from-zero baseline with the same binary.
 pub const NO_RESUME_ENV: &str = "HYBRIDBOOT_BENCH_NO_RESUME";
 
-fn sources(args: &InstallSettings) -> anyhow::Result<Sources> {
-    if let Some(ca) = &args.ca_bundle {
+fn sources(ca_bundle: Option<&Path>) -> anyhow::Result<Sources> {
+    if let Some(ca) = ca_bundle {
         if !ca.is_file() {
             return Err(error::operator(format!(
                 "--ca-bundle {}: no such file",
@@ -291,7 +292,7 @@ fn sources(args: &InstallSettings) -> anyhow::Result<Sources> {
             )));
         }
     }
-    let mut https = fetch::HttpFetch::new(args.ca_bundle.as_deref())
+    let mut https = fetch::HttpFetch::new(ca_bundle)
         .classed()
         .context("HTTP client")?;
     if std::env::var_os(NO_RESUME_ENV).is_some_and(|v| v == "1") {
@@ -307,10 +308,21 @@ fn sources(args: &InstallSettings) -> anyhow::Result<Sources> {
 /// attempt leaves nothing behind). Returns the value and the number of attempts.
 fn with_retries<T>(
     what: &str,
+    op: impl FnMut(u32) -> Result<T, FetchError>,
+) -> Result<(T, u32), FetchError> {
+    with_retries_until(what, RETRY_DEADLINE, op)
+}
+
+/// How long install keeps retrying one download.
+const RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// [`with_retries`] with another overall deadline.
+fn with_retries_until<T>(
+    what: &str,
+    deadline: std::time::Duration,
     mut op: impl FnMut(u32) -> Result<T, FetchError>,
 ) -> Result<(T, u32), FetchError> {
-    let policy =
-        crate::retry::RetryPolicy::default().with_deadline(std::time::Duration::from_secs(600));
+    let policy = crate::retry::RetryPolicy::default().with_deadline(deadline);
     let mut attempts = 0;
     let value = crate::retry::run(&policy, &crate::retry::RealClock, |attempt| {
         attempts = attempt + 1;
@@ -423,7 +435,7 @@ pub fn install(args: &InstallSettings) -> anyhow::Result<()> {
     if args.offline {
         return verify_offline(&root);
     }
-    let src = sources(args)?;
+    let src = sources(args.ca_bundle.as_deref())?;
     let previous = read_record(&root)?.unwrap_or_default();
     let (manifest, signed) = load_manifest(&src, args, previous.manifest_serial)?;
     let release = manifest
@@ -640,7 +652,7 @@ fn need(root: &Path, c: &Chosen, previous: &Record) -> anyhow::Result<Option<Dow
 
 /// The retry policy of one artifact's download: the project's, within 10 minutes.
 fn download_policy() -> crate::retry::RetryPolicy {
-    crate::retry::RetryPolicy::default().with_deadline(std::time::Duration::from_secs(600))
+    crate::retry::RetryPolicy::default().with_deadline(RETRY_DEADLINE)
 }
 
 /// A download that failed, with its artifact's name.

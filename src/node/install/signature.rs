@@ -1,5 +1,6 @@
-//! Manifest authenticity beyond TLS: a detached Ed25519 signature (`<manifest>.sig`) over the
-//! manifest's exact bytes, checked against a public key baked into the image. Pure.
+//! Manifest authenticity beyond TLS: Ed25519 signatures checked against a public key baked into
+//! the image ([`PublicKey`]), and made by the mirror operator's private key ([`SigningKey`],
+//! `sync-artifacts`). Pure, but for reading the key file.
 
 use crate::error::{Class, Classify};
 use base64::Engine;
@@ -66,6 +67,93 @@ impl PublicKey {
     }
 }
 
+/// Why a manifest signing key could not be used. Never shows key material.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SigningKeyError {
+    /// Not an unencrypted PEM PKCS#8 Ed25519 private key.
+    #[error("signing key {0}: expected an unencrypted PEM `PRIVATE KEY` (PKCS#8 Ed25519), as `openssl genpkey -algorithm ed25519` writes it")]
+    BadKey(String),
+    /// It cannot be read.
+    #[error("signing key {path}: {detail}")]
+    Unreadable { path: String, detail: String },
+    /// Group or others may read it.
+    #[error(
+        "signing key {path}: mode {mode:04o} lets group or others read it; `chmod 600 {path}`"
+    )]
+    Exposed { path: String, mode: u32 },
+}
+
+impl Classify for SigningKeyError {
+    /// The operator gives the key file.
+    fn class(&self) -> Class {
+        Class::Operator
+    }
+}
+
+/// An Ed25519 private key that signs manifests (the mirror operator's). Its `Debug` shows only
+/// the public key.
+pub struct SigningKey(ring::signature::Ed25519KeyPair);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use ring::signature::KeyPair;
+        write!(
+            f,
+            "SigningKey(public {})",
+            base64::engine::general_purpose::STANDARD.encode(self.0.public_key())
+        )
+    }
+}
+
+impl SigningKey {
+    /// Parses PEM PKCS#8 (v1 as openssl writes it, or v2); `source` names it in errors.
+    pub fn parse(pem: &[u8], source: &str) -> Result<SigningKey, SigningKeyError> {
+        let bad = || SigningKeyError::BadKey(source.to_string());
+        let (label, der) = pem_rfc7468::decode_vec(pem).map_err(|_| bad())?;
+        let der = zeroize::Zeroizing::new(der);
+        if label != "PRIVATE KEY" {
+            return Err(bad());
+        }
+        ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map(SigningKey)
+            .map_err(|_| bad())
+    }
+
+    /// Reads and parses a key file, refusing one that group or others can read.
+    pub fn from_file(path: &std::path::Path) -> Result<SigningKey, SigningKeyError> {
+        use std::os::unix::fs::PermissionsExt;
+        let source = path.display().to_string();
+        let unreadable = |e: std::io::Error| SigningKeyError::Unreadable {
+            path: source.clone(),
+            detail: e.to_string(),
+        };
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(SigningKeyError::Exposed { path: source, mode });
+        }
+        let pem = zeroize::Zeroizing::new(
+            crate::fsutil::read_capped(path, 64 * 1024).map_err(unreadable)?,
+        );
+        SigningKey::parse(&pem, &source)
+    }
+
+    /// The Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.0.sign(message).as_ref());
+        out
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        use ring::signature::KeyPair;
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(self.0.public_key().as_ref());
+        PublicKey(raw)
+    }
+}
+
 fn decode_signature(bytes: &[u8]) -> Option<[u8; 64]> {
     if bytes.len() == 64 {
         return bytes.try_into().ok();
@@ -122,6 +210,36 @@ pub(super) mod tests {
             other.verify(msg, sig.as_ref(), "s"),
             Err(SignatureError::Mismatch(_))
         ));
+    }
+
+    #[test]
+    fn signing_key_signs_what_the_public_key_verifies() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let private =
+            pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, pkcs8.as_ref())
+                .unwrap();
+        let key = SigningKey::parse(private.as_bytes(), "k.pem").unwrap();
+        let sig = key.sign(b"body\n");
+        key.public_key().verify(b"body\n", &sig, "s").unwrap();
+        assert!(key.public_key().verify(b"body!\n", &sig, "s").is_err());
+        // Debug shows the public half only.
+        let debug = format!("{key:?}");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert!(debug.contains(&b64.encode(key.public_key().0)), "{debug}");
+        assert!(!debug.contains(&b64.encode(pkcs8.as_ref())), "{debug}");
+        // A public key, or garbage, is no signing key; the error names the file only.
+        let public = pem(&key.public_key().0);
+        for bad in [
+            public.as_str(),
+            "",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            assert_eq!(
+                SigningKey::parse(bad.as_bytes(), "k.pem").unwrap_err(),
+                SigningKeyError::BadKey("k.pem".into())
+            );
+        }
     }
 
     #[test]
