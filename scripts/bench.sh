@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks (make bench, after the release build): first boot against its physical floor,
 # credential-process and token latency against the reference client, size and memory, and a
-# 1,000-node fleet against OpenBao and one Roles Anywhere endpoint, free and throttled.
-# Everything runs on the local peers (swtpm, OpenBao, moto, tests/peers/rolesanywhere.py) on
-# loopback ports.
+# 1,000-node fleet against OpenBao and one Roles Anywhere endpoint, free and throttled, and
+# install's downloads through a relay that cuts every connection (scripts/bench/downloads.py,
+# BENCH_DROP_MIB). Everything runs on the local peers (swtpm, OpenBao, moto,
+# tests/peers/rolesanywhere.py) on loopback ports.
 #
 # Results: target/bench/results.md (table, PASS/FAIL per target; never fails the build),
 # target/bench/results.json (raw), target/bench/sign.{md,json} (signing latency per backend).

@@ -131,6 +131,15 @@ impl TempFile {
         &self.path
     }
 
+    /// Another handle on the same open temporary file, to fill it over several steps (a
+    /// download resumed after drops) before [`TempFile::commit`] (with a no-op fill) places it.
+    pub fn handle(&self) -> io::Result<File> {
+        match &self.file {
+            Some(f) => f.try_clone(),
+            None => Err(io::Error::other("the temporary file is already committed")),
+        }
+    }
+
     /// Fills the file, sets mode and owner, fsyncs, renames it over the target and fsyncs the
     /// directory.
     pub fn commit(mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {

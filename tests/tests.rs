@@ -17,6 +17,7 @@ mod awsauth;
 mod cli;
 mod debug;
 mod dist;
+mod downloads;
 mod dry_run;
 mod e2e;
 mod first_try;

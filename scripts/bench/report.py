@@ -182,6 +182,8 @@ def render(r: dict) -> str:
     out += ["", "| target | measured | result |", "|---|---|---|", *t.rows]
     if "over_floor" in fb:
         out += ["", "<!-- bench:firstboot_load:begin -->", render_firstboot_load(fb).rstrip("\n"), "<!-- bench:firstboot_load:end -->"]
+    if r.get("install"):
+        out += ["", "<!-- bench:downloads:begin -->", render_downloads(r["install"]).rstrip("\n"), "<!-- bench:downloads:end -->"]
     if r.get("vault_ha"):
         out += ["", "<!-- bench:vault_ha:begin -->", render_vault_ha(r["vault_ha"]).rstrip("\n"), "<!-- bench:vault_ha:end -->"]
     return "\n".join(out) + "\n"
@@ -275,6 +277,32 @@ def render_vault_ha(v: dict) -> str:
         out.append(f"| {label} | {p['completion_s']:.1f} | {p['node_median_s']:.1f} | {p['failures']} | {p['certificates']} | "
                    f"{p['retries_logged']} | {p['max_retries_one_node']} |")
     out += ["", f"Extra time the failover costs the fleet (`vault_ha.failover_extra_s`): **{v['failover_extra_s']:.1f} s**."]
+    return "\n".join(out) + "\n"
+
+
+def render_downloads(d: dict) -> str:
+    """Downloads through a link that drops (downloads.py): resuming, the restart baseline, the floor."""
+    sizes = ", ".join(f"{n} {b / MIB:.1f}" for n, b in d["artifacts"].items())
+    out = [f"Downloads (`install.*`), measured {d['date']} at commit {d['commit']} on {d['nproc']} CPU(s), load average "
+           f"{d['loadavg_start'][0]:.1f} at the start, {d.get('loadavg_end', [0])[0]:.1f} at the end; release build: `install` of {d['artifact_bytes'] / MIB:.1f} MiB "
+           f"({sizes} MiB) from an HTTPS mirror (ETags on) through a relay that cuts every connection after "
+           f"{d['drop_mib']:g} MiB; floor: the same files by `curl` into `sha256sum`, one after another, without cuts "
+           f"(median {d['floor']['seconds']:.2f} s of {' '.join(f'{x:.2f}' for x in d['floor'].get('runs_s', []))}; "
+           f"the resuming install's runs: {' '.join(f'{x:.2f}' for x in d['drops'].get('runs_s', []))} s).", "",
+           "| install run | completed | s | relay bytes / artifact bytes | time / floor | connections cut |",
+           "|---|---|---|---|---|---|"]
+    for name, label in (("drops", "`install.drops`: resuming (Range, If-Range)"),
+                        ("restart_baseline", "`install.restart_baseline`: every retry from zero"),
+                        ("no_drops", "`install.no_drops`: resuming install, relay never cuts")):
+        x = d.get(name)
+        if x is None:
+            continue
+        done = "yes" if x["completed"] else f"no (exit {x['exit']})"
+        out.append(f"| {label} | {done} | {x['seconds']:.2f} | {x['bytes_ratio']:.3f} | {x['time_over_floor']:.2f} | {x['drops']} |")
+    t = Targets()
+    t.at_most("install.drops.bytes_ratio", d["drops"]["bytes_ratio"], 1.1, lambda v: f"{v:.3f}")
+    t.at_most("install.drops.time_over_floor", d["drops"]["time_over_floor"], 1.5, lambda v: f"{v:.2f}")
+    out += ["", "| target | measured | result |", "|---|---|---|", *t.rows]
     return "\n".join(out) + "\n"
 
 

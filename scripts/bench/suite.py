@@ -22,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import downloads
 import fleet
 import firstboot
 import latency
@@ -103,6 +104,7 @@ def main() -> None:
     results["fleet"] = fleet.fleet(bin, vault, ra, work / "fleet", env)
     results.update(fleet.figures(results["fleet"]))
     results["vault_ha"] = vault_ha.vault_ha(bin, work / "vault-ha", env)
+    results["install"] = downloads.downloads(bin, work / "downloads")
     if a.sign and a.sign.exists():
         results["sign"] = json.loads(a.sign.read_text())
     results["vm"] = vm_guests(Path(__file__).resolve().parents[2] / "target" / "vm-artifacts")

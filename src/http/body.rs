@@ -32,9 +32,16 @@ pub fn parse_response_bytes(
 
 /// Where a body goes: a buffer, or a file for 2xx downloads.
 pub(super) trait BodySink {
-    fn start(&mut self, _status: u16) {}
+    /// The head arrived (before any body byte); an error ends the exchange.
+    fn start(&mut self, _status: u16, _headers: &[(String, String)]) -> Result<(), HttpError> {
+        Ok(())
+    }
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
 }
+
+/// What a download's caller checks in a 2xx head before its body reaches the sink (a resumed
+/// download: 206 with the asked-for `Content-Range`, or 200 and the whole content again).
+pub type AcceptHead<'a> = &'a mut dyn FnMut(u16, &[(String, String)]) -> Result<(), HttpError>;
 
 impl BodySink for Vec<u8> {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -43,15 +50,21 @@ impl BodySink for Vec<u8> {
     }
 }
 
-pub(super) struct StatusGatedSink<'a> {
+pub(super) struct StatusGatedSink<'a, 'b> {
     pub(super) sink: &'a mut dyn Write,
     pub(super) error: Vec<u8>,
     pub(super) ok: Option<bool>,
+    pub(super) accept: AcceptHead<'b>,
 }
 
-impl BodySink for StatusGatedSink<'_> {
-    fn start(&mut self, status: u16) {
-        self.ok = Some((200..300).contains(&status));
+impl BodySink for StatusGatedSink<'_, '_> {
+    fn start(&mut self, status: u16, headers: &[(String, String)]) -> Result<(), HttpError> {
+        let ok = (200..300).contains(&status);
+        self.ok = Some(ok);
+        if ok {
+            (self.accept)(status, headers)?;
+        }
+        Ok(())
     }
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         if self.ok == Some(true) {

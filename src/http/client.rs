@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use zeroize::Zeroizing;
 
-use super::body::{framing, read_body, read_head, BodySink, StatusGatedSink};
+use super::body::{framing, read_body, read_head, AcceptHead, BodySink, StatusGatedSink};
 use super::connect::{connect, connect_tunnel, DeadlineStream, Stream};
 use super::error::map_io;
 use super::redirect;
@@ -233,6 +233,19 @@ impl Client {
         sink: &mut dyn Write,
         limit: usize,
     ) -> Result<Response, HttpError> {
+        self.download_with(req, sink, limit, &mut |_, _| Ok(()))
+    }
+
+    /// [`Client::download`], with `accept` shown the final 2xx answer's status and headers
+    /// before its first body byte reaches `sink`; its error ends the exchange (resumed
+    /// downloads check `206` and `Content-Range` there, or start over on `200`).
+    pub fn download_with(
+        &self,
+        req: &Request,
+        sink: &mut dyn Write,
+        limit: usize,
+        accept: AcceptHead<'_>,
+    ) -> Result<Response, HttpError> {
         let mut current = Cow::Borrowed(req);
         let mut hops = 0u32;
         loop {
@@ -240,6 +253,7 @@ impl Client {
                 sink: &mut *sink,
                 error: Vec::new(),
                 ok: None,
+                accept: &mut *accept,
             };
             let (status, headers, peer) = self.exchange(&current, &mut tee, limit)?;
             let resp = Response {
@@ -340,7 +354,7 @@ impl Client {
             .map_err(|e| map_io(e, &peer, "sending the request"))?;
 
         let (status, headers, mut reader) = read_head(stream, &peer, req.method == "HEAD")?;
-        sink.start(status);
+        sink.start(status, &headers)?;
         let framing = framing(status, &headers, req.method == "HEAD", &peer)?;
         read_body(&mut reader, framing, sink, limit, &peer)?;
         // Without the query: presigned URLs carry credentials there.

@@ -34,7 +34,7 @@ mod redirect;
 mod tls;
 mod url;
 
-pub use body::{parse_response_bytes, ParsedResponse};
+pub use body::{parse_response_bytes, AcceptHead, ParsedResponse};
 pub use client::{Client, ClientBuilder, Timeouts};
 pub use date::{parse_http_date, parse_retry_after};
 pub use error::HttpError;

@@ -453,6 +453,30 @@ impl Mirror {
         self.get_json("/__creds")
     }
 
+    /// Every artifact GET the mirror answered (`path`, `range`, `if_range`, `status`) and the
+    /// most in flight at once (`max_active`); see install_mirror.py `/__log`.
+    pub fn request_log(&self) -> serde_json::Value {
+        self.get_json("/__log")
+    }
+
+    /// The artifact GETs of `path`, in order, as `(Range, If-Range, status)`.
+    pub fn requests_of(&self, path: &str) -> Vec<(Option<String>, Option<String>, u64)> {
+        let log = self.request_log();
+        log["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"] == path)
+            .map(|r| {
+                (
+                    r["range"].as_str().map(String::from),
+                    r["if_range"].as_str().map(String::from),
+                    r["status"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
     /// GETs of artifact bodies (not the manifest, signature or checksum files).
     pub fn artifact_gets(&self) -> u64 {
         self.counts()

@@ -1,6 +1,16 @@
 //! Getting bytes from a URL into a writer (`file://` here; `https://` through the project's one
 //! HTTP client), and the verified download: temp file beside the target, SHA-256 while
 //! streaming, rename only after the digest matches.
+//!
+//! A download that drops resumes where it stopped ([`download`]): the bytes so far stay in the
+//! temporary file and in the running SHA-256, the next request asks for `Range: bytes=N-` with
+//! `If-Range` naming the validator the mirror gave (a strong `ETag`, else `Last-Modified`). A
+//! `206` whose `Content-Range` starts at N continues the file; a `200` (the mirror changed the
+//! file, or does not do ranges) starts it over. Without a validator a changed file shows as a
+//! digest mismatch: the download then starts over from zero once, and a second mismatch fails
+//! as any mismatch does. Attempts that make no progress are bounded by the retry policy;
+//! an attempt that moved the file forward before it dropped resumes at once with a fresh
+//! budget, within the policy's overall deadline.
 
 use crate::error::{Class, Classify};
 use std::fs::File;
@@ -53,6 +63,13 @@ impl crate::retry::Retryable for FetchError {}
 pub trait Fetch {
     /// Streams the content of `url` into `sink`, failing once more than `limit` bytes arrive.
     fn fetch(&self, url: &str, sink: &mut dyn Write, limit: u64) -> Result<(), FetchError>;
+
+    /// Continues `partial` from its offset (one attempt). Sources that cannot resume start over:
+    /// [`Partial::begin`] at 0, then the whole content.
+    fn fetch_from(&self, url: &str, partial: &mut Partial, limit: u64) -> Result<(), FetchError> {
+        partial.begin(0, None);
+        self.fetch(url, partial, limit)
+    }
 }
 
 /// `file://` URLs: `file:///abs/path`, or `file://rel/path` relative to the working directory
@@ -82,6 +99,7 @@ impl Fetch for FileFetch {
 /// `https://` (and `http://`) through the project's one HTTP client.
 pub struct HttpFetch {
     client: crate::http::Client,
+    resume: bool,
 }
 
 impl HttpFetch {
@@ -98,37 +116,174 @@ impl HttpFetch {
         }
         Ok(HttpFetch {
             client: builder.build()?,
+            resume: true,
         })
+    }
+
+    /// Never asks for a range: every attempt downloads the whole file (the restart-from-zero
+    /// baseline the benchmark measures resuming against).
+    pub fn without_resume(mut self) -> HttpFetch {
+        self.resume = false;
+        self
+    }
+}
+
+fn http_failure(url: &str, e: crate::http::HttpError, limit: u64) -> FetchError {
+    use crate::http::HttpError;
+    match e {
+        HttpError::TooLarge { .. } => FetchError::TooLarge {
+            url: url.into(),
+            limit,
+        },
+        e if e.is_transient() => FetchError::Transient {
+            url: url.into(),
+            detail: e.to_string(),
+        },
+        e => FetchError::Permanent {
+            url: url.into(),
+            detail: e.to_string(),
+        },
     }
 }
 
 impl Fetch for HttpFetch {
     fn fetch(&self, url: &str, sink: &mut dyn Write, limit: u64) -> Result<(), FetchError> {
-        use crate::http::{HttpError, Redirects, Request, Url};
+        use crate::http::{Redirects, Request, Url};
         let parsed = Url::parse(url).map_err(|e| FetchError::Permanent {
             url: url.into(),
             detail: e.to_string(),
         })?;
         let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-        match self.client.download(
-            &Request::get(parsed).redirects(Redirects::Download),
-            sink,
-            limit_usize,
-        ) {
-            Ok(_) => Ok(()),
-            Err(HttpError::TooLarge { .. }) => Err(FetchError::TooLarge {
-                url: url.into(),
-                limit,
-            }),
-            Err(e) if e.is_transient() => Err(FetchError::Transient {
-                url: url.into(),
-                detail: e.to_string(),
-            }),
-            Err(e) => Err(FetchError::Permanent {
-                url: url.into(),
-                detail: e.to_string(),
-            }),
+        self.client
+            .download(
+                &Request::get(parsed).redirects(Redirects::Download),
+                sink,
+                limit_usize,
+            )
+            .map(|_| ())
+            .map_err(|e| http_failure(url, e, limit))
+    }
+
+    fn fetch_from(&self, url: &str, partial: &mut Partial, limit: u64) -> Result<(), FetchError> {
+        use crate::http::{HttpError, Redirects, Request, Url};
+        let parsed = Url::parse(url).map_err(|e| FetchError::Permanent {
+            url: url.into(),
+            detail: e.to_string(),
+        })?;
+        let offset = if self.resume { partial.offset() } else { 0 };
+        let mut req = Request::get(parsed).redirects(Redirects::Download);
+        if offset > 0 {
+            req = req.header("Range", format!("bytes={offset}-"));
+            if let Some(v) = partial.validator() {
+                req = req.header("If-Range", v);
+            }
         }
+        let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+        // Decided from the head, applied before the first body byte (the sink is `partial`).
+        let start: std::cell::Cell<Option<(u64, Option<String>)>> = Default::default();
+        let mut accept = |status: u16, headers: &[(String, String)]| {
+            let header = |n: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| v.as_str())
+            };
+            let from = if status == 206 {
+                let range = header("content-range").and_then(content_range_start);
+                if offset == 0 || range != Some(offset) {
+                    return Err(HttpError::Protocol {
+                        peer: url.into(),
+                        detail: format!(
+                            "answered 206 with Content-Range {:?} to Range bytes={offset}-",
+                            header("content-range").unwrap_or("(none)")
+                        ),
+                    });
+                }
+                offset
+            } else {
+                0
+            };
+            let validator = validator(header("etag"), header("last-modified"));
+            start.set(Some((from, validator)));
+            Ok(())
+        };
+        let mut gate = Gate {
+            partial: &mut *partial,
+            start: &start,
+        };
+        let result = self
+            .client
+            .download_with(&req, &mut gate, limit_usize, &mut accept);
+        gate.apply();
+        match result {
+            Ok(_) => Ok(()),
+            // A range the mirror cannot serve (the file shrank) or answered wrongly: start over.
+            Err(e @ (HttpError::Protocol { .. } | HttpError::Status { code: 416, .. }))
+                if offset > 0 =>
+            {
+                partial.begin(0, None);
+                Err(FetchError::Transient {
+                    url: url.into(),
+                    detail: format!("{e}; starting the file over"),
+                })
+            }
+            Err(e) => Err(http_failure(url, e, limit)),
+        }
+    }
+}
+
+/// Applies the start decided from the head before the first body byte reaches the partial file.
+struct Gate<'a, 'b> {
+    partial: &'a mut Partial<'b>,
+    start: &'a std::cell::Cell<Option<(u64, Option<String>)>>,
+}
+
+impl Gate<'_, '_> {
+    fn apply(&mut self) {
+        if let Some((from, validator)) = self.start.take() {
+            self.partial.begin(from, validator);
+        }
+    }
+}
+
+impl Write for Gate<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.apply();
+        self.partial.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.partial.flush()
+    }
+}
+
+/// The first byte of `Content-Range: bytes FIRST-LAST/TOTAL` (`None` if malformed).
+pub fn content_range_start(value: &str) -> Option<u64> {
+    let spec = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = spec.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let num = |t: &str| {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u64>().ok())
+            .flatten()
+    };
+    let (first, last) = (num(first)?, num(last)?);
+    if last < first || (total != "*" && num(total)? <= last) {
+        return None;
+    }
+    Some(first)
+}
+
+/// What `If-Range` may name (RFC 9110 13.1.5): a strong entity tag, else the `Last-Modified`
+/// date; a weak tag (`W/"..."`) cannot validate a range.
+pub fn validator(etag: Option<&str>, last_modified: Option<&str>) -> Option<String> {
+    match etag.map(str::trim) {
+        Some(tag) if tag.starts_with('"') && tag.len() >= 2 && tag.ends_with('"') => {
+            Some(tag.to_string())
+        }
+        _ => last_modified
+            .map(str::trim)
+            .filter(|d| crate::http::parse_http_date(d).is_some())
+            .map(str::to_string),
     }
 }
 
@@ -223,10 +378,18 @@ pub struct Progress {
 impl Progress {
     /// Progress for `name`; live only when stderr is a terminal.
     pub fn new(name: &str) -> Progress {
+        let mut p = Progress::quiet(name);
+        p.live = io::stderr().is_terminal();
+        p
+    }
+
+    /// Progress that shows nothing (downloads running side by side would overwrite each
+    /// other's live line; each logs its own line when done).
+    pub fn quiet(name: &str) -> Progress {
         let now = Instant::now();
         Progress {
             name: name.to_string(),
-            live: io::stderr().is_terminal(),
+            live: false,
             started: now,
             last: now,
         }
@@ -363,6 +526,322 @@ pub fn download_once(
         (Ok(()), _) => Ok(written),
         (Err(_), Some(f)) => Err(f),
         (Err(e), None) => Err(local(e)),
+    }
+}
+
+/// The decompressed content so far: written to the temporary file and hashed, under the cap.
+struct Content {
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+    limit: u64,
+    url: String,
+    target: PathBuf,
+    /// Why the last write failed (over the cap, or the local write), for the caller.
+    failure: Option<FetchError>,
+}
+
+impl Write for Content {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.bytes.saturating_add(buf.len() as u64) > self.limit {
+            self.failure = Some(FetchError::TooLarge {
+                url: self.url.clone(),
+                limit: self.limit,
+            });
+            return Err(io::Error::other("over the size limit"));
+        }
+        if let Err(e) = self.file.write_all(buf) {
+            let kind = e.kind();
+            self.failure = Some(FetchError::Local {
+                path: self.target.clone(),
+                source: e,
+            });
+            return Err(io::Error::new(kind, "writing the temporary file"));
+        }
+        self.hasher.update(buf);
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+enum Decode {
+    Plain(Box<Content>),
+    Gzip(Box<flate2::write::GzDecoder<Content>>),
+}
+
+impl Decode {
+    fn content(&mut self) -> &mut Content {
+        match self {
+            Decode::Plain(c) => c,
+            Decode::Gzip(g) => g.get_mut(),
+        }
+    }
+}
+
+/// A download in progress across attempts: how many bytes of the source arrived (where the
+/// next attempt resumes), the validator the mirror gave for them, and the content written so
+/// far (decompressed when the source is gzip'd: the decoder lives across attempts too).
+pub struct Partial<'p> {
+    decode: Decode,
+    received: u64,
+    validator: Option<String>,
+    /// Answers that continued the file (206).
+    resumed: u32,
+    /// Times the file started over after it had bytes.
+    restarted: u32,
+    progress: &'p mut Progress,
+}
+
+impl<'p> Partial<'p> {
+    fn new(file: File, spec: &Spec, progress: &'p mut Progress) -> Partial<'p> {
+        let content = Content {
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+            limit: spec.limit,
+            url: spec.url.to_string(),
+            target: spec.target.to_path_buf(),
+            failure: None,
+        };
+        Partial {
+            decode: if spec.gzip {
+                Decode::Gzip(Box::new(flate2::write::GzDecoder::new(content)))
+            } else {
+                Decode::Plain(Box::new(content))
+            },
+            received: 0,
+            validator: None,
+            resumed: 0,
+            restarted: 0,
+            progress,
+        }
+    }
+
+    /// Bytes of the source received so far: where the next attempt resumes.
+    pub fn offset(&self) -> u64 {
+        self.received
+    }
+
+    /// The mirror's validator of those bytes (`If-Range`), if it gave one.
+    pub fn validator(&self) -> Option<&str> {
+        self.validator.as_deref()
+    }
+
+    /// An answer's body starts at byte `from` of the source: `0` drops what the file holds
+    /// (the whole content follows), otherwise `from` is [`Partial::offset`] and the body
+    /// continues the file. `validator` is what the answer named (kept when it named none).
+    pub fn begin(&mut self, from: u64, validator: Option<String>) {
+        if from == 0 || from != self.received {
+            self.reset();
+        } else {
+            self.resumed += 1;
+        }
+        if validator.is_some() || from == 0 {
+            self.validator = validator;
+        }
+    }
+
+    /// Drops every byte so far: the next attempt downloads the whole file.
+    fn reset(&mut self) {
+        if self.received > 0 {
+            self.restarted += 1;
+        }
+        self.received = 0;
+        self.validator = None;
+        let gzip = matches!(self.decode, Decode::Gzip(_));
+        let c = self.decode.content();
+        let fresh = |c: &mut Content| -> io::Result<File> {
+            use std::io::Seek;
+            c.file.set_len(0)?;
+            c.file.seek(io::SeekFrom::Start(0))?;
+            c.file.try_clone()
+        };
+        let failure = match fresh(c) {
+            Ok(file) => {
+                let content = Content {
+                    file,
+                    hasher: Sha256::new(),
+                    bytes: 0,
+                    limit: c.limit,
+                    url: c.url.clone(),
+                    target: c.target.clone(),
+                    failure: None,
+                };
+                self.decode = if gzip {
+                    Decode::Gzip(Box::new(flate2::write::GzDecoder::new(content)))
+                } else {
+                    Decode::Plain(Box::new(content))
+                };
+                return;
+            }
+            Err(e) => e,
+        };
+        c.failure = Some(FetchError::Local {
+            path: c.target.clone(),
+            source: failure,
+        });
+    }
+
+    /// The error a failed write recorded (the cap, the local disk), taking precedence over the
+    /// transport's view of it.
+    fn take_failure(&mut self) -> Option<FetchError> {
+        self.decode.content().failure.take()
+    }
+}
+
+impl Write for Partial<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // A reset that could not truncate the file leaves its failure: nothing more is written.
+        if self.decode.content().failure.is_some() {
+            return Err(io::Error::other("the temporary file failed"));
+        }
+        match &mut self.decode {
+            Decode::Plain(c) => c.write_all(buf)?,
+            Decode::Gzip(g) => g.write_all(buf)?,
+        }
+        self.received += buf.len() as u64;
+        let bytes = self.decode.content().bytes;
+        self.progress.update(bytes);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A verified download in its temporary file beside the target: [`Staged::place`] renames it
+/// into place; dropping it removes it.
+pub struct Staged {
+    tmp: TempFile,
+    /// Content bytes (decompressed).
+    pub bytes: u64,
+    /// Attempts (requests) it took.
+    pub attempts: u32,
+    /// Answers that continued the file where a drop cut it (206).
+    pub resumed: u32,
+    /// Times it started over after holding bytes (200 to a range request, a digest mismatch).
+    pub restarted: u32,
+}
+
+impl Staged {
+    /// Sets mode and owner, fsyncs, renames the file over its target and fsyncs the directory.
+    pub fn place(self) -> io::Result<()> {
+        self.tmp.commit(|_| Ok(()))
+    }
+
+    /// The temporary file (to inspect it before placing, e.g. a tarball's entries).
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
+/// At least this much of a file must arrive before a drop for the next attempt to resume at
+/// once with a fresh retry budget; less counts as a failed attempt.
+pub const PROGRESS_FOR_FRESH_BUDGET: u64 = 64 * 1024;
+
+/// Downloads `spec.url` into a temporary file beside `spec.target`, resuming after drops (see
+/// the module's notes), and checks its SHA-256; nothing is placed until [`Staged::place`].
+/// Attempts without progress follow `policy`; the whole download starts no attempt after
+/// `policy.deadline`.
+pub fn download(
+    fetch: &dyn Fetch,
+    spec: &Spec,
+    policy: &crate::retry::RetryPolicy,
+    progress: &mut Progress,
+) -> Result<Staged, FetchError> {
+    use std::cell::Cell;
+    let local = |source| FetchError::Local {
+        path: spec.target.to_path_buf(),
+        source,
+    };
+    let tmp = TempFile::create(spec.target, spec.opts).map_err(local)?;
+    let started = Instant::now();
+    let mut partial = Partial::new(tmp.handle().map_err(local)?, spec, progress);
+    let mut attempts = 0u32;
+    let mut restarted_for_digest = false;
+    loop {
+        let left = policy.deadline.saturating_sub(started.elapsed());
+        let progressed = Cell::new(false);
+        let result = crate::retry::run_if(
+            &policy.with_deadline(left),
+            &crate::retry::RealClock,
+            |e: &FetchError| e.is_transient() && !progressed.get(),
+            |_| {
+                attempts = attempts.saturating_add(1);
+                let before = partial.offset();
+                let r = fetch.fetch_from(spec.url, &mut partial, spec.limit);
+                let r = r.map_err(|e| partial.take_failure().unwrap_or(e));
+                if r.is_err()
+                    && partial.offset() >= before.saturating_add(PROGRESS_FOR_FRESH_BUDGET)
+                {
+                    progressed.set(true);
+                }
+                r
+            },
+        );
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_transient() && progressed.get() && !left.is_zero() => {
+                log::info!(
+                    "{}: dropped after {}; resuming",
+                    spec.url,
+                    human(partial.offset())
+                );
+                continue;
+            }
+            Err(e) => {
+                partial.progress.finish();
+                return Err(e);
+            }
+        }
+        let finished = match &mut partial.decode {
+            Decode::Plain(_) => Ok(()),
+            Decode::Gzip(g) => g.try_finish(),
+        };
+        if let Err(e) = finished {
+            partial.progress.finish();
+            return Err(partial.take_failure().unwrap_or(FetchError::Permanent {
+                url: spec.url.into(),
+                detail: format!("not valid gzip: {e}"),
+            }));
+        }
+        let content = partial.decode.content();
+        let got: [u8; 32] = content.hasher.clone().finalize().into();
+        let bytes = content.bytes;
+        if &got != spec.want {
+            // Spliced halves of a file the mirror changed in between (no validator told us):
+            // once more from zero; a whole file that does not match fails as always.
+            if partial.resumed > 0 && !restarted_for_digest {
+                log::warn!(
+                    "{}: SHA-256 of the resumed file is {}, not {}; the mirror may have changed the file between requests, downloading it again from the start",
+                    spec.url,
+                    hex::encode(got),
+                    hex::encode(spec.want)
+                );
+                restarted_for_digest = true;
+                partial.reset();
+                partial.resumed = 0;
+                continue;
+            }
+            partial.progress.finish();
+            return Err(FetchError::Mismatch {
+                url: spec.url.into(),
+                got: hex::encode(got),
+                want: hex::encode(spec.want),
+                want_from: spec.want_from.to_string(),
+            });
+        }
+        partial.progress.finish();
+        return Ok(Staged {
+            tmp,
+            bytes,
+            attempts,
+            resumed: partial.resumed,
+            restarted: partial.restarted,
+        });
     }
 }
 
@@ -543,6 +1022,132 @@ mod tests {
             matches!(err, FetchError::Local { .. } | FetchError::TooLarge { .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn content_range_and_validators() {
+        assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(content_range_start("bytes 0-0/*"), Some(0));
+        for bad in [
+            "bytes 100-99/200",
+            "bytes 100-199/199",
+            "bytes */200",
+            "bytes +1-5/9",
+            "items 1-2/3",
+            "bytes 1-2",
+        ] {
+            assert_eq!(content_range_start(bad), None, "{bad}");
+        }
+        let lm = "Sun, 06 Dec 2026 03:00:00 GMT";
+        assert_eq!(
+            validator(Some("\"abc\""), Some(lm)).as_deref(),
+            Some("\"abc\"")
+        );
+        assert_eq!(validator(Some("W/\"abc\""), Some(lm)).as_deref(), Some(lm));
+        assert_eq!(validator(Some("W/\"abc\""), None), None);
+        assert_eq!(validator(None, Some("yesterday")), None);
+    }
+
+    /// Serves `body` from the partial's offset, cutting each answer after `cut` bytes, as a
+    /// mirror with ranges; `changed` is served for the first answer only (a file replaced
+    /// between the halves, no validator).
+    struct Ranged {
+        body: Vec<u8>,
+        changed: Option<Vec<u8>>,
+        cut: usize,
+        offsets: std::cell::RefCell<Vec<u64>>,
+    }
+
+    impl Fetch for Ranged {
+        fn fetch(&self, _: &str, _: &mut dyn Write, _: u64) -> Result<(), FetchError> {
+            unreachable!("downloads resume through fetch_from")
+        }
+        fn fetch_from(&self, url: &str, p: &mut Partial, _: u64) -> Result<(), FetchError> {
+            let first = self.offsets.borrow().is_empty();
+            let from = p.offset();
+            self.offsets.borrow_mut().push(from);
+            let body = match (&self.changed, first) {
+                (Some(c), true) => c,
+                _ => &self.body,
+            };
+            p.begin(from, None);
+            let rest = &body[from as usize..];
+            let n = rest.len().min(self.cut);
+            p.write_all(&rest[..n]).unwrap();
+            if n < rest.len() {
+                return Err(FetchError::Transient {
+                    url: url.into(),
+                    detail: "connection reset".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drops_resume_at_the_offset_and_a_spliced_file_starts_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("kubelet");
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let policy = crate::retry::RetryPolicy::default();
+        let opts = WriteOptions::executable();
+        fn spec<'a>(want: &'a [u8; 32], target: &'a Path, opts: &'a WriteOptions) -> Spec<'a> {
+            Spec {
+                url: "x://k",
+                gzip: false,
+                want,
+                want_from: "the checksum file",
+                target,
+                opts,
+                limit: 1 << 20,
+            }
+        }
+        let want = digest(&body);
+        let src = Ranged {
+            body: body.clone(),
+            changed: None,
+            cut: 100_000,
+            offsets: Default::default(),
+        };
+        let mut p = Progress::quiet("kubelet");
+        let staged = download(&src, &spec(&want, &target, &opts), &policy, &mut p).unwrap();
+        assert_eq!(*src.offsets.borrow(), vec![0, 100_000, 200_000]);
+        assert_eq!(
+            (staged.attempts, staged.resumed, staged.restarted),
+            (3, 2, 0)
+        );
+        assert!(!target.exists(), "nothing placed before place()");
+        staged.place().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), body);
+
+        // The first half came from another file: the digest catches it, the file starts over.
+        let mut changed = body.clone();
+        changed[5] ^= 1;
+        let src = Ranged {
+            body: body.clone(),
+            changed: Some(changed),
+            cut: 200_000,
+            offsets: Default::default(),
+        };
+        let staged = download(&src, &spec(&want, &target, &opts), &policy, &mut p).unwrap();
+        assert_eq!(*src.offsets.borrow(), vec![0, 200_000, 0, 200_000]);
+        assert_eq!(staged.restarted, 1);
+        staged.place().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), body);
+
+        // A file that never matches fails after the one restart, and leaves no temp file.
+        let src = Ranged {
+            body: body.clone(),
+            changed: None,
+            cut: 200_000,
+            offsets: Default::default(),
+        };
+        let err = download(&src, &spec(&[7u8; 32], &target, &opts), &policy, &mut p)
+            .err()
+            .unwrap();
+        assert!(matches!(err, FetchError::Mismatch { .. }), "{err}");
+        assert_eq!(*src.offsets.borrow(), vec![0, 200_000, 0, 200_000]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

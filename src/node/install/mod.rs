@@ -9,7 +9,9 @@
 //! used), a remote manifest may name only `https://` URLs, and a signed manifest older than the
 //! one this node installed from is refused; files that
 //! already match are not fetched again; the CNI tarball is extracted by a strict, flat-only
-//! extractor ([`cni`]). The IAM Roles Anywhere credential process is hybridboot itself (the key
+//! extractor ([`cni`]). Artifacts download side by side ([`parallel::DOWNLOADS_AT_ONCE`]), a
+//! dropped download resumes where it stopped ([`fetch::download`]), and nothing is placed until
+//! every download of the set has matched its digest. The IAM Roles Anywhere credential process is hybridboot itself (the key
 //! stays in the TPM/HSM), so `aws_signing_helper` is not installed, yet the tracker still says
 //! `IamRolesAnywhere: true`: that capability is present.
 //!
@@ -23,6 +25,7 @@ pub mod fetch;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod manifest;
 pub mod mirror;
+pub mod parallel;
 #[allow(missing_docs)] // public items here are documented as the module is next reworked
 pub mod signature;
 pub mod signed;
@@ -233,21 +236,16 @@ pub fn host_arch() -> &'static str {
 
 /// Picks `file://` or `https://` per URL.
 struct Sources {
-    https: Option<Box<dyn Fetch>>,
+    https: Option<Box<dyn Fetch + Send + Sync>>,
 }
 
-impl Fetch for Sources {
-    fn fetch(
-        &self,
-        url: &str,
-        sink: &mut dyn std::io::Write,
-        limit: u64,
-    ) -> Result<(), FetchError> {
+impl Sources {
+    fn pick(&self, url: &str) -> Result<&dyn Fetch, FetchError> {
         if url.starts_with("file://") {
-            fetch::FileFetch.fetch(url, sink, limit)
+            Ok(&fetch::FileFetch)
         } else if url.starts_with("https://") || url.starts_with("http://") {
             match &self.https {
-                Some(h) => h.fetch(url, sink, limit),
+                Some(h) => Ok(h.as_ref()),
                 None => Err(FetchError::Permanent {
                     url: url.into(),
                     detail: "no HTTP client configured".into(),
@@ -262,6 +260,30 @@ impl Fetch for Sources {
     }
 }
 
+impl Fetch for Sources {
+    fn fetch(
+        &self,
+        url: &str,
+        sink: &mut dyn std::io::Write,
+        limit: u64,
+    ) -> Result<(), FetchError> {
+        self.pick(url)?.fetch(url, sink, limit)
+    }
+
+    fn fetch_from(
+        &self,
+        url: &str,
+        partial: &mut fetch::Partial,
+        limit: u64,
+    ) -> Result<(), FetchError> {
+        self.pick(url)?.fetch_from(url, partial, limit)
+    }
+}
+
+/// Disables resuming (every retry downloads the whole file again): a benchmark knob, so that
+/// `make bench` can measure the restart-from-zero baseline with the same binary.
+pub const NO_RESUME_ENV: &str = "HYBRIDBOOT_BENCH_NO_RESUME";
+
 fn sources(ca_bundle: Option<&Path>) -> anyhow::Result<Sources> {
     if let Some(ca) = ca_bundle {
         if !ca.is_file() {
@@ -271,9 +293,13 @@ fn sources(ca_bundle: Option<&Path>) -> anyhow::Result<Sources> {
             )));
         }
     }
-    let https = fetch::HttpFetch::new(ca_bundle)
+    let mut https = fetch::HttpFetch::new(ca_bundle)
         .classed()
         .context("HTTP client")?;
+    if std::env::var_os(NO_RESUME_ENV).is_some_and(|v| v == "1") {
+        log::warn!("{NO_RESUME_ENV}=1: dropped downloads start over from zero");
+        https = https.without_resume();
+    }
     Ok(Sources {
         https: Some(Box::new(https)),
     })
@@ -442,9 +468,29 @@ pub fn install(args: &InstallSettings) -> anyhow::Result<()> {
         ..Record::default()
     };
     // Files of artifacts this run does not touch stay recorded (e.g. containerd with `none`).
+    // Every download first, side by side, each verified into its temporary file; only when
+    // all of them succeeded is anything placed (no half-installed set).
+    let needs = chosen
+        .iter()
+        .map(|c| need(&root, c, &previous))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let jobs: Vec<(&Chosen, &Download)> = chosen
+        .iter()
+        .zip(&needs)
+        .filter_map(|(c, n)| n.as_ref().map(|d| (c, d)))
+        .collect();
+    let staged = download_all(&src, &jobs)?;
+    // A CNI tarball is checked entry by entry before anything is placed, too.
+    for ((c, _), s) in jobs.iter().zip(&staged) {
+        if c.placement.path == CNI_BIN_DIR {
+            check_cni(c, s)?;
+        }
+    }
+    let mut staged = staged.into_iter();
     let mut downloaded = 0u32;
-    for c in &chosen {
-        downloaded += place(&src, &root, c, &previous, &mut record)?;
+    for (c, n) in chosen.iter().zip(&needs) {
+        let s = if n.is_some() { staged.next() } else { None };
+        downloaded += place(&root, c, s, &previous, &mut record)?;
     }
     note_image_capabilities(&root, args.containerd_source, &mut record);
     remove_dropped(&root, &chosen, &previous, &record)?;
@@ -553,39 +599,167 @@ fn choose<'a>(
     Ok(chosen)
 }
 
-/// The URL an artifact is fetched from (its gzip'd form when the manifest has one) and whether
-/// it is gzip'd.
-fn source_url(c: &Chosen) -> (String, bool) {
-    match c.artifact.gzip_uri.as_deref().filter(|u| !u.is_empty()) {
-        Some(gz) => (gz.to_string(), true),
-        None => (c.artifact.uri.clone(), false),
+/// A download one chosen artifact needs: from where, and the file it is verified into.
+struct Download {
+    url: String,
+    gzip: bool,
+    target: PathBuf,
+    opts: WriteOptions,
+}
+
+/// Where the CNI tarball is verified and checked before it is extracted.
+const CNI_STAGING: &str = "/var/lib/hybridboot/cni-plugins.tgz";
+
+/// What one chosen artifact needs: nothing when what is in place already matches (a single
+/// file with the digest, or every file the CNI tarball placed last time), else a download.
+fn need(root: &Path, c: &Chosen, previous: &Record) -> anyhow::Result<Option<Download>> {
+    let name = &c.artifact.name;
+    let gzip_uri = c.artifact.gzip_uri.as_deref().filter(|u| !u.is_empty());
+    let url = gzip_uri.unwrap_or(&c.artifact.uri).to_string();
+    let gzip = gzip_uri.is_some();
+    if c.placement.path == CNI_BIN_DIR {
+        if cni_intact(root, c, previous) {
+            log::info!(
+                "{name}: {CNI_BIN_DIR} already holds tarball sha256 {}; not downloaded",
+                hex::encode(c.want)
+            );
+            return Ok(None);
+        }
+        return Ok(Some(Download {
+            url,
+            gzip,
+            target: fsutil::under_root(root, Path::new(CNI_STAGING)),
+            opts: WriteOptions::private(),
+        }));
+    }
+    let target = fsutil::under_root(root, Path::new(c.placement.path));
+    let current =
+        fetch::sha256_file(&target).with_context(|| format!("reading {}", target.display()))?;
+    if current == Some(c.want) {
+        log::info!(
+            "{name}: {} already matches sha256 {}; not downloaded",
+            c.placement.path,
+            hex::encode(c.want)
+        );
+        return Ok(None);
+    }
+    Ok(Some(Download {
+        url,
+        gzip,
+        target,
+        opts: WriteOptions::executable(),
+    }))
+}
+
+/// The retry policy of one artifact's download: the project's, within 10 minutes.
+fn download_policy() -> crate::retry::RetryPolicy {
+    crate::retry::RetryPolicy::default().with_deadline(RETRY_DEADLINE)
+}
+
+/// A download that failed, with its artifact's name.
+struct Failed {
+    name: String,
+    error: FetchError,
+}
+
+impl Classify for Failed {
+    fn class(&self) -> Class {
+        self.error.class()
     }
 }
 
-/// Places one chosen artifact (unless it already matches) and records it; returns 1 when it
-/// was downloaded.
+/// Downloads every job, [`parallel::DOWNLOADS_AT_ONCE`] at a time, each into a verified
+/// temporary file beside its target, with its own size cap, time limits and retries. Nothing
+/// is placed here; on failure every temporary file is removed.
+fn download_all(
+    src: &Sources,
+    jobs: &[(&Chosen, &Download)],
+) -> anyhow::Result<Vec<fetch::Staged>> {
+    let quiet = jobs.len() > 1;
+    let result = parallel::bounded(jobs, parallel::DOWNLOADS_AT_ONCE, |(c, d)| {
+        let name = &c.artifact.name;
+        let mut progress = if quiet {
+            fetch::Progress::quiet(name)
+        } else {
+            fetch::Progress::new(name)
+        };
+        let started = std::time::Instant::now();
+        let staged = fetch::download(
+            src,
+            &fetch::Spec {
+                url: &d.url,
+                gzip: d.gzip,
+                want: &c.want,
+                want_from: &c.want_from,
+                target: &d.target,
+                opts: &d.opts,
+                limit: MAX_ARTIFACT_BYTES,
+            },
+            &download_policy(),
+            &mut progress,
+        )
+        .map_err(|error| Failed {
+            name: name.clone(),
+            error,
+        })?;
+        let mut notes = String::new();
+        if staged.attempts > 1 {
+            notes += &format!(", {} attempts", staged.attempts);
+        }
+        if staged.resumed > 0 {
+            notes += &format!(", resumed {} times", staged.resumed);
+        }
+        if staged.restarted > 0 {
+            notes += &format!(", started over {} times", staged.restarted);
+        }
+        log::info!(
+            "{name}: downloaded and verified ({}, {}, sha256 {}{notes})",
+            fetch::human(staged.bytes),
+            fetch::rate(staged.bytes, started),
+            hex::encode(c.want),
+        );
+        Ok(staged)
+    });
+    result.or_else(|f: Failed| {
+        Err(f.error)
+            .classed()
+            .with_context(|| format!("installing {}", f.name))
+    })
+}
+
+/// Places one chosen artifact from its verified download (none: what is in place already
+/// matches) and records it; returns 1 when it was downloaded.
 fn place(
-    src: &dyn Fetch,
     root: &Path,
     c: &Chosen,
+    staged: Option<fetch::Staged>,
     previous: &Record,
     record: &mut Record,
 ) -> anyhow::Result<u32> {
-    let (url, gzip) = source_url(c);
-    let downloaded = if c.placement.path == CNI_BIN_DIR {
-        install_cni(src, root, c, &url, gzip, previous, record)?
+    let name = &c.artifact.name;
+    let downloaded = u32::from(staged.is_some());
+    if c.placement.path == CNI_BIN_DIR {
+        install_cni(root, c, staged, previous, record)?;
     } else {
-        let target = fsutil::under_root(root, Path::new(c.placement.path));
-        let n = fetch_verified(src, c, &target, c.placement.path)?;
+        if let Some(staged) = staged {
+            let target = fsutil::under_root(root, Path::new(c.placement.path));
+            staged
+                .place()
+                .with_context(|| format!("installing {name} at {}", target.display()))?;
+            log::info!(
+                "{name}: installed {} (sha256 {})",
+                c.placement.path,
+                hex::encode(c.want)
+            );
+        }
         record.files.insert(
             c.placement.path.to_string(),
             RecordedFile {
-                artifact: c.artifact.name.clone(),
+                artifact: name.clone(),
                 sha256: hex::encode(c.want),
             },
         );
-        n
-    };
+    }
     note_artifact(c, record);
     Ok(downloaded)
 }
@@ -602,69 +776,6 @@ fn note_artifact(c: &Chosen, record: &mut Record) {
         "true"
     };
     record.tracker.insert(field.to_string(), value.to_string());
-}
-
-/// Removes what a download or extraction killed mid-way (power cut) left in `dir`: the
-/// temporary files of dead processes.
-fn remove_stale_temp_files(dir: &Path) -> anyhow::Result<()> {
-    let n = fsutil::remove_stale_temp_files(dir)
-        .with_context(|| format!("cleaning {}", dir.display()))?;
-    if n > 0 {
-        log::info!(
-            "removed {n} temporary files an interrupted run left in {}",
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// Downloads one artifact to `target` (a temporary file beside it, renamed into place only
-/// when the SHA-256 matches) unless `target` already holds it; returns 1 when downloaded.
-/// `shown` is the path as logged (without `--root`).
-fn fetch_verified(src: &dyn Fetch, c: &Chosen, target: &Path, shown: &str) -> anyhow::Result<u32> {
-    let name = &c.artifact.name;
-    let (url, gzip) = source_url(c);
-    let current =
-        fetch::sha256_file(target).with_context(|| format!("reading {}", target.display()))?;
-    if current == Some(c.want) {
-        log::info!(
-            "{name}: {shown} already matches sha256 {}; not downloaded",
-            hex::encode(c.want)
-        );
-        return Ok(0);
-    }
-    remove_stale_temp_files(target.parent().unwrap_or(Path::new("/")))?;
-    let started = std::time::Instant::now();
-    let (bytes, attempts) = with_retries(name, |_| {
-        let mut progress = fetch::Progress::new(name);
-        fetch::download_once(
-            src,
-            &fetch::Spec {
-                url: &url,
-                gzip,
-                want: &c.want,
-                want_from: &c.want_from,
-                target,
-                opts: &WriteOptions::executable(),
-                limit: MAX_ARTIFACT_BYTES,
-            },
-            &mut progress,
-        )
-    })
-    .classed()
-    .with_context(|| format!("installing {name}"))?;
-    log::info!(
-        "{name}: installed {shown} ({}, {}, sha256 {}{})",
-        fetch::human(bytes),
-        fetch::rate(bytes, started),
-        hex::encode(c.want),
-        if attempts > 1 {
-            format!(", {attempts} attempts")
-        } else {
-            String::new()
-        }
-    );
-    Ok(1)
 }
 
 /// Capabilities that come from the image or from hybridboot itself.
@@ -713,122 +824,83 @@ fn remove_dropped(
     Ok(())
 }
 
-/// Installs the CNI plugins tarball; returns 1 when it was downloaded, 0 when already in place.
-fn install_cni(
-    src: &dyn Fetch,
-    root: &Path,
-    c: &Chosen,
-    url: &str,
-    gzip: bool,
-    previous: &Record,
-    record: &mut Record,
-) -> anyhow::Result<u32> {
-    if let Some(kept) = cni_intact(root, c, previous) {
-        record.files.extend(kept);
-        return Ok(0);
-    }
-    let bin = fsutil::under_root(root, Path::new(CNI_BIN_DIR));
-    for (rel, digest) in fetch_cni(src, root, c, (url, gzip), &bin, CNI_BIN_DIR)? {
-        record.files.insert(
-            Path::new(CNI_BIN_DIR).join(rel).display().to_string(),
-            RecordedFile {
-                artifact: c.artifact.name.clone(),
-                sha256: hex::encode(digest),
-            },
-        );
-    }
-    Ok(1)
-}
-
-/// The recorded CNI files, when the previous install placed this very tarball and every file
-/// it extracted is still as placed.
-fn cni_intact(root: &Path, c: &Chosen, previous: &Record) -> Option<Vec<(String, RecordedFile)>> {
+/// Whether every file the previous install extracted from this very tarball is unchanged.
+fn cni_intact(root: &Path, c: &Chosen, previous: &Record) -> bool {
     let name = &c.artifact.name;
-    let want_hex = hex::encode(c.want);
-    let previous_files: Vec<(String, RecordedFile)> = previous
+    let mut files = previous
         .files
         .iter()
         .filter(|(_, f)| &f.artifact == name)
-        .map(|(p, f)| (p.clone(), f.clone()))
-        .collect();
-    let intact = previous.artifacts.get(name) == Some(&want_hex)
-        && !previous_files.is_empty()
-        && previous_files.iter().all(|(p, f)| {
+        .peekable();
+    previous.artifacts.get(name) == Some(&hex::encode(c.want))
+        && files.peek().is_some()
+        && files.all(|(p, f)| {
             fetch::sha256_file(&fsutil::under_root(root, Path::new(p)))
                 .ok()
                 .flatten()
                 .map(hex::encode)
                 .as_ref()
                 == Some(&f.sha256)
-        });
-    if !intact {
-        return None;
-    }
-    log::info!("{name}: {CNI_BIN_DIR} already holds tarball sha256 {want_hex}; not downloaded");
-    Some(previous_files)
+        })
 }
 
-/// Downloads the CNI tarball (staged beside the state under `root`, verified, checked entry by
-/// entry) and extracts it into `dir` (logged as `shown`); returns each extracted file's name and
-/// SHA-256.
-fn fetch_cni(
-    src: &dyn Fetch,
+/// Checks every entry of a verified CNI tarball (no traversal, only flat files, within the
+/// limits) without extracting anything.
+fn check_cni(c: &Chosen, staged: &fetch::Staged) -> anyhow::Result<()> {
+    std::fs::File::open(staged.path())
+        .map_err(cni::CniError::Corrupt)
+        .and_then(|tarball| cni::plan(tarball, &cni::Limits::default()))
+        .map(|_| ())
+        .classed()
+        .with_context(|| c.artifact.uri.clone())
+}
+
+/// Extracts the verified CNI plugins tarball (checked entry by entry first), or keeps the
+/// files of the previous install when the tarball did not change.
+fn install_cni(
     root: &Path,
     c: &Chosen,
-    (url, gzip): (&str, bool),
-    dir: &Path,
-    shown: &str,
-) -> anyhow::Result<Vec<(PathBuf, [u8; 32])>> {
+    staged: Option<fetch::Staged>,
+    previous: &Record,
+    record: &mut Record,
+) -> anyhow::Result<()> {
     let name = &c.artifact.name;
-    let staging = fsutil::under_root(root, Path::new("/var/lib/hybridboot/cni-plugins.tgz"));
-    for d in [staging.parent().unwrap_or(Path::new("/")), dir] {
-        remove_stale_temp_files(d)?;
-    }
-    let started = std::time::Instant::now();
-    let (bytes, _) = with_retries(name, |_| {
-        let mut progress = fetch::Progress::new(name);
-        fetch::download_once(
-            src,
-            &fetch::Spec {
-                url,
-                gzip,
-                want: &c.want,
-                want_from: &c.want_from,
-                target: &staging,
-                opts: &WriteOptions::private(),
-                limit: MAX_ARTIFACT_BYTES,
+    let Some(staged) = staged else {
+        for (p, f) in previous.files.iter().filter(|(_, f)| &f.artifact == name) {
+            record.files.insert(p.clone(), f.clone());
+        }
+        return Ok(());
+    };
+    let placed = std::fs::File::open(staged.path())
+        .map_err(cni::CniError::Corrupt)
+        .and_then(|tarball| {
+            cni::extract(
+                tarball,
+                &fsutil::under_root(root, Path::new(CNI_BIN_DIR)),
+                &cni::Limits::default(),
+            )
+        })
+        .classed()
+        .with_context(|| c.artifact.uri.clone())?;
+    // Dropping the staged tarball removes it.
+    drop(staged);
+    let bin = fsutil::under_root(root, Path::new(CNI_BIN_DIR));
+    for (path, digest) in &placed {
+        let rel = Path::new(CNI_BIN_DIR).join(path.strip_prefix(&bin).unwrap_or(path));
+        record.files.insert(
+            rel.display().to_string(),
+            RecordedFile {
+                artifact: name.clone(),
+                sha256: hex::encode(digest),
             },
-            &mut progress,
-        )
-    })
-    .classed()
-    .with_context(|| format!("installing {name}"))?;
-    let limits = cni::Limits::default();
-    let open =
-        || std::fs::File::open(&staging).with_context(|| format!("reading {}", staging.display()));
-    let result = cni::plan(open()?, &limits).and_then(|_| {
-        cni::extract(
-            open().map_err(|e| cni::CniError::Corrupt(std::io::Error::other(e.to_string())))?,
-            dir,
-            &limits,
-        )
-    });
-    fsutil::remove_file(&staging).ok();
-    let placed = result.classed().with_context(|| url.to_string())?;
+        );
+    }
     log::info!(
-        "{name}: installed {} files in {shown} (tarball {}, {}, sha256 {})",
+        "{name}: installed {} files in {CNI_BIN_DIR} (tarball sha256 {})",
         placed.len(),
-        fetch::human(bytes),
-        fetch::rate(bytes, started),
         hex::encode(c.want)
     );
-    Ok(placed
-        .into_iter()
-        .map(|(path, digest)| {
-            let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
-            (rel, digest)
-        })
-        .collect())
+    Ok(())
 }
 
 /// `--offline`: the artifacts are already in the image; check them against the record.

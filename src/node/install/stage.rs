@@ -13,12 +13,12 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    choose, cni_intact, default_tracker, fetch, fetch_cni, fetch_verified, host_arch,
-    load_manifest, note_artifact, note_image_capabilities, read_record, signed, source_url,
-    sources, InstallSettings, Manifest, Record, RecordedFile, Sources, CNI_BIN_DIR,
+    check_cni, choose, cni, cni_intact, default_tracker, download_all, fetch, host_arch,
+    load_manifest, note_artifact, note_image_capabilities, read_record, signed, sources, Chosen,
+    Download, InstallSettings, Manifest, Record, RecordedFile, Sources, CNI_BIN_DIR, CNI_STAGING,
 };
 use crate::error::{self, ResultExt};
-use crate::fsutil;
+use crate::fsutil::{self, WriteOptions};
 
 /// How a staged file's name ends (after a leading dot and the final name).
 pub const STAGED_SUFFIX: &str = ".hb-upgrade";
@@ -96,7 +96,8 @@ pub fn staged_path(target: &str) -> String {
 }
 
 /// Downloads and verifies every artifact of `resolved` that differs from what is installed,
-/// into the staging names. Nothing installed changes; on failure the staged files are removed.
+/// side by side as `install` does, into the staging names. Nothing installed changes; on
+/// failure the staged files are removed.
 pub fn stage(args: &InstallSettings, resolved: &Resolved) -> anyhow::Result<Staged> {
     let root = &args.root;
     let release = resolved
@@ -123,56 +124,54 @@ pub fn stage(args: &InstallSettings, resolved: &Resolved) -> anyhow::Result<Stag
             .max(previous.manifest_serial),
         ..Record::default()
     };
+    // What each artifact needs: nothing (installed already), a move of a file a killed run
+    // staged and verified, or a download into its staging name.
+    let mut needs = Vec::new();
+    for c in &chosen {
+        needs.push(staging_need(root, c, previous)?);
+    }
+    let jobs: Vec<(&Chosen, &Download)> = chosen
+        .iter()
+        .zip(&needs)
+        .filter_map(|(c, n)| match n {
+            Need::Download(d) => Some((c, d)),
+            _ => None,
+        })
+        .collect();
+    let downloads = download_all(&resolved.src, &jobs)?;
+    for ((c, _), s) in jobs.iter().zip(&downloads) {
+        if c.placement.path == CNI_BIN_DIR {
+            check_cni(c, s)?;
+        }
+    }
     let mut moves = Vec::new();
-    let staged = (|| -> anyhow::Result<()> {
-        for c in &chosen {
+    let promoted = (|| -> anyhow::Result<()> {
+        let mut downloads = downloads.into_iter();
+        for (c, n) in chosen.iter().zip(&needs) {
             let name = &c.artifact.name;
+            let download = match n {
+                Need::Download(_) => downloads.next(),
+                _ => None,
+            };
             if c.placement.path == CNI_BIN_DIR {
-                if let Some(kept) = cni_intact(root, c, previous) {
-                    record.files.extend(kept);
-                } else {
-                    let dir = fsutil::under_root(root, Path::new(CNI_STAGING_DIR));
-                    clear_dir(&dir)?;
-                    let placed = fetch_cni(
-                        &resolved.src,
-                        root,
-                        c,
-                        (&source_url(c).0, source_url(c).1),
-                        &dir,
-                        CNI_STAGING_DIR,
-                    )?;
-                    for (rel, digest) in placed {
-                        let target = Path::new(CNI_BIN_DIR).join(&rel).display().to_string();
-                        let sha256 = hex::encode(digest);
-                        moves.push(Move {
-                            staged: Path::new(CNI_STAGING_DIR).join(&rel).display().to_string(),
-                            target: target.clone(),
-                            sha256: sha256.clone(),
-                        });
-                        record.files.insert(
-                            target,
-                            RecordedFile {
-                                artifact: name.clone(),
-                                sha256,
-                            },
-                        );
+                match download {
+                    None => {
+                        for (p, f) in previous.files.iter().filter(|(_, f)| &f.artifact == name) {
+                            record.files.insert(p.clone(), f.clone());
+                        }
+                    }
+                    Some(tarball) => {
+                        stage_cni(root, c, tarball, &mut moves, &mut record)?;
                     }
                 }
             } else {
                 let target = c.placement.path;
-                let installed = fsutil::under_root(root, Path::new(target));
-                let current = fetch::sha256_file(&installed)
-                    .with_context(|| format!("reading {}", installed.display()))?;
-                if current == Some(c.want) {
-                    log::info!("{name}: {target} is already the new release's; kept");
-                } else {
+                if !matches!(n, Need::Nothing) {
                     let staged = staged_path(target);
-                    fetch_verified(
-                        &resolved.src,
-                        c,
-                        &fsutil::under_root(root, Path::new(&staged)),
-                        &staged,
-                    )?;
+                    if let Some(file) = download {
+                        file.place()
+                            .with_context(|| format!("staging {name} at {staged}"))?;
+                    }
                     moves.push(Move {
                         staged,
                         target: target.to_string(),
@@ -191,7 +190,7 @@ pub fn stage(args: &InstallSettings, resolved: &Resolved) -> anyhow::Result<Stag
         }
         Ok(())
     })();
-    if let Err(e) = staged {
+    if let Err(e) = promoted {
         discard(root, &moves);
         return Err(e);
     }
@@ -210,6 +209,104 @@ pub fn stage(args: &InstallSettings, resolved: &Resolved) -> anyhow::Result<Stag
         moves,
         remove,
     })
+}
+
+/// What one artifact needs before the moves.
+enum Need {
+    /// The installed file (or CNI set) is the new release's already.
+    Nothing,
+    /// A killed run staged and verified it already.
+    Staged,
+    /// A download into its staging name (the CNI tarball: beside the state).
+    Download(Download),
+}
+
+fn staging_need(root: &Path, c: &Chosen, previous: &Record) -> anyhow::Result<Need> {
+    let name = &c.artifact.name;
+    let gzip_uri = c.artifact.gzip_uri.as_deref().filter(|u| !u.is_empty());
+    let url = gzip_uri.unwrap_or(&c.artifact.uri).to_string();
+    let gzip = gzip_uri.is_some();
+    let digest =
+        |p: &Path| fetch::sha256_file(p).with_context(|| format!("reading {}", p.display()));
+    if c.placement.path == CNI_BIN_DIR {
+        if cni_intact(root, c, previous) {
+            log::info!("{name}: {CNI_BIN_DIR} is already the new release's; kept");
+            return Ok(Need::Nothing);
+        }
+        let target = fsutil::under_root(root, Path::new(CNI_STAGING));
+        clean_temp_files(&target)?;
+        return Ok(Need::Download(Download {
+            url,
+            gzip,
+            target,
+            opts: WriteOptions::private(),
+        }));
+    }
+    if digest(&fsutil::under_root(root, Path::new(c.placement.path)))? == Some(c.want) {
+        log::info!(
+            "{name}: {} is already the new release's; kept",
+            c.placement.path
+        );
+        return Ok(Need::Nothing);
+    }
+    let staged = fsutil::under_root(root, Path::new(&staged_path(c.placement.path)));
+    clean_temp_files(&staged)?;
+    if digest(&staged)? == Some(c.want) {
+        log::info!("{name}: staged and verified by an interrupted run; not downloaded again");
+        return Ok(Need::Staged);
+    }
+    Ok(Need::Download(Download {
+        url,
+        gzip,
+        target: staged,
+        opts: WriteOptions::executable(),
+    }))
+}
+
+/// Removes the temporary files a killed download left beside `target`.
+fn clean_temp_files(target: &Path) -> anyhow::Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    fsutil::remove_stale_temp_files(dir)
+        .map(drop)
+        .with_context(|| format!("cleaning {}", dir.display()))
+}
+
+/// Extracts a verified (and checked) CNI tarball into [`CNI_STAGING_DIR`], emptied first, and
+/// notes a move per plugin.
+fn stage_cni(
+    root: &Path,
+    c: &Chosen,
+    tarball: fetch::Staged,
+    moves: &mut Vec<Move>,
+    record: &mut Record,
+) -> anyhow::Result<()> {
+    let dir = fsutil::under_root(root, Path::new(CNI_STAGING_DIR));
+    clear_dir(&dir)?;
+    let placed = std::fs::File::open(tarball.path())
+        .map_err(cni::CniError::Corrupt)
+        .and_then(|t| cni::extract(t, &dir, &cni::Limits::default()))
+        .classed()
+        .with_context(|| c.artifact.uri.clone())?;
+    // Dropping the verified tarball removes it.
+    drop(tarball);
+    for (path, digest) in placed {
+        let rel = path.strip_prefix(&dir).unwrap_or(&path).to_path_buf();
+        let target = Path::new(CNI_BIN_DIR).join(&rel).display().to_string();
+        let sha256 = hex::encode(digest);
+        moves.push(Move {
+            staged: Path::new(CNI_STAGING_DIR).join(&rel).display().to_string(),
+            target: target.clone(),
+            sha256: sha256.clone(),
+        });
+        record.files.insert(
+            target,
+            RecordedFile {
+                artifact: c.artifact.name.clone(),
+                sha256,
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Removes the regular files in our own staging directory (left by an interrupted run).
