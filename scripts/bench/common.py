@@ -20,6 +20,40 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------
+# One part of the bench alone (fleet, vault_ha, downloads, firstboot)
+# ---------------------------------------------------------------------------
+
+
+def alone_args(doc: str | None = None):
+    """The command line every part takes when run without the rest of `make bench`: the binary
+    (resolved), a work directory, results.json to merge into, and optionally the README whose
+    part of the table it replaces."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--bin", required=True)
+    p.add_argument("--work", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--readme", type=Path)
+    a = p.parse_args()
+    a.bin = str(Path(a.bin).resolve())
+    return a
+
+
+def publish_alone(a, name: str, figures: dict, md: str, section: str) -> None:
+    """Merges `figures` into the results.json `a.out` (other parts' figures kept), prints the
+    part's table and replaces its README section."""
+    import report
+    results = json.loads(a.out.read_text()) if a.out.exists() else {}
+    results.update(figures)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(md)
+    if a.readme:
+        report.replace_section(a.readme, section, md)
+    log(f"{name}: results in {a.out}")
+
+
+# ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
 

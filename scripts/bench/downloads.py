@@ -31,10 +31,8 @@ downloads section of the bench table.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -45,7 +43,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import log
+from common import alone_args, log, publish_alone
 
 HERE = Path(__file__).resolve().parent
 MIRROR = HERE.parents[1] / "tests" / "peers" / "install_mirror.py"
@@ -279,23 +277,10 @@ def downloads(bin: str, work: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--bin", required=True)
-    p.add_argument("--work", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--readme", type=Path)
-    a = p.parse_args()
     import report
-    result = downloads(str(Path(a.bin).resolve()), a.work / "downloads")
-    results = json.loads(a.out.read_text()) if a.out.exists() else {}
-    results["install"] = result
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
-    md = report.render_downloads(result)
-    print(md)
-    if a.readme:
-        report.replace_section(a.readme, "bench:downloads", md)
-    log(f"downloads: results in {a.out}")
+    a = alone_args()
+    result = downloads(a.bin, a.work / "downloads")
+    publish_alone(a, "downloads", {"install": result}, report.render_downloads(result), "bench:downloads")
 
 
 if __name__ == "__main__":

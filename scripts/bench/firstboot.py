@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import REGION, Moto, RolesAnywhere, Vault, gnu_time, log, max_rss_kib, summary
+from common import REGION, Moto, RolesAnywhere, Vault, alone_args, gnu_time, log, max_rss_kib, publish_alone, summary
 from latency import RUNS
 
 HANDLE = "0x81000200"
@@ -331,16 +331,10 @@ def main() -> None:
     """Alone, without the rest of `make bench` (scripts/bench/firstboot.sh starts the peers):
     the floor and first boot idle, then both again under BusyLoad; merges them into results.json
     (`floor`, `firstboot` with `over_floor`, `over_floor_idle`, `loaded`)."""
-    import argparse
     import latency
     import report
-    p = argparse.ArgumentParser()
-    p.add_argument("--bin", required=True)
-    p.add_argument("--work", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--readme", type=Path)
-    a = p.parse_args()
-    bin, work = str(Path(a.bin).resolve()), a.work
+    a = alone_args()
+    bin, work = a.bin, a.work
     env = latency.base_env(work)
     env["HYBRIDBOOT_TCTI"] = os.environ["HB_TCTI"]
     vault, moto, ra = Vault(work / "vault"), Moto(), RolesAnywhere()
@@ -350,19 +344,12 @@ def main() -> None:
     idle_load = os.getloadavg()
     log(f"firstboot idle: {idle['over_floor']:.2f}x its floor (load average {idle_load[0]:.1f})")
     busy = loaded(bin, vault, moto, ra, ref_node, work / "loaded", env)
-    results = json.loads(a.out.read_text()) if a.out.exists() else {}
-    results["floor"] = idle["floor"]
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE, text=True).stdout.strip()
     measured = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit {rev} on {os.cpu_count()} CPU(s), release build"
-    results["firstboot"] = dict(idle["firstboot"], **figures(idle, busy), loadavg_idle=[round(x, 2) for x in idle_load],
-                                measured=measured)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
-    md = report.render_firstboot_load(results["firstboot"])
-    print(md)
-    if a.readme:
-        report.replace_section(a.readme, "bench:firstboot_load", md)
-    log(f"firstboot: results in {a.out}")
+    firstboot = dict(idle["firstboot"], **figures(idle, busy), loadavg_idle=[round(x, 2) for x in idle_load],
+                     measured=measured)
+    publish_alone(a, "firstboot", {"floor": idle["floor"], "firstboot": firstboot},
+                  report.render_firstboot_load(firstboot), "bench:firstboot_load")
 
 
 if __name__ == "__main__":

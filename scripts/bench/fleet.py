@@ -24,7 +24,6 @@ of the bench table.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -37,7 +36,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common import RolesAnywhere, Vault, log
+from common import RolesAnywhere, Vault, alone_args, log, publish_alone
 
 NODES = int(os.environ.get("BENCH_FLEET_NODES", "1000"))
 THROTTLE_RPS = 10
@@ -360,27 +359,11 @@ def figures(f: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--bin", required=True)
-    p.add_argument("--work", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--readme", type=Path)
-    a = p.parse_args()
     import latency
     import report
-    bin = str(Path(a.bin).resolve())
-    env = latency.base_env(a.work)
-    result = fleet(bin, Vault(a.work / "vault"), RolesAnywhere(), a.work / "fleet", env)
-    results = json.loads(a.out.read_text()) if a.out.exists() else {}
-    results["fleet"] = result
-    results.update(figures(result))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
-    md = report.render_fleet(result)
-    print(md)
-    if a.readme:
-        report.replace_section(a.readme, "bench:fleet", md)
-    log(f"fleet: results in {a.out}")
+    a = alone_args()
+    result = fleet(a.bin, Vault(a.work / "vault"), RolesAnywhere(), a.work / "fleet", latency.base_env(a.work))
+    publish_alone(a, "fleet", {"fleet": result, **figures(result)}, report.render_fleet(result), "bench:fleet")
 
 
 if __name__ == "__main__":

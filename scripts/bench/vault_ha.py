@@ -14,7 +14,6 @@ vault_ha section of the bench table.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -26,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import log
+from common import alone_args, log, publish_alone
 from fleet import run_fleet
 
 # Its own size (the plain fleet's BENCH_FLEET_NODES grew to 1,000): 200 nodes through a TLS raft cluster.
@@ -294,26 +293,11 @@ def vault_ha(bin: str, work: Path, env: dict, nodes: int = NODES) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--bin", required=True)
-    p.add_argument("--work", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--readme", type=Path)
-    a = p.parse_args()
     import latency
     import report
-    bin = str(Path(a.bin).resolve())
-    env = latency.base_env(a.work)
-    result = vault_ha(bin, a.work / "vault-ha", env)
-    results = json.loads(a.out.read_text()) if a.out.exists() else {}
-    results["vault_ha"] = result
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
-    md = report.render_vault_ha(result)
-    print(md)
-    if a.readme:
-        report.replace_section(a.readme, "bench:vault_ha", md)
-    log(f"vault_ha: results in {a.out}")
+    a = alone_args()
+    result = vault_ha(a.bin, a.work / "vault-ha", latency.base_env(a.work))
+    publish_alone(a, "vault_ha", {"vault_ha": result}, report.render_vault_ha(result), "bench:vault_ha")
 
 
 if __name__ == "__main__":
