@@ -33,6 +33,10 @@ struct Node {
 
 /// moto with cluster `hybrid-test` at Kubernetes `version`, its endpoint on loopback (init's
 /// node-IP check passes) and a real CA.
+/// Exists while an upgrade moves binaries; the kubelet unit's guard drop-in keeps systemd from
+/// starting the kubelet meanwhile.
+const MARKER: &str = "var/lib/hybridboot/upgrade.replacing";
+
 fn cluster(dir: &Path, version: &str) -> Moto {
     let ca = MiniCa::root(dir, &format!("cluster-ca-{version}")).cert;
     Moto::start_configured(
@@ -278,11 +282,29 @@ fn upgrade_replaces_the_binaries_records_the_version_and_rerenders_the_kubelet_f
         !after.contains("--pod-infra-container-image"),
         "1.29 has no such flag: {after}"
     );
-    // Stopped before the files moved, started last; init restarted it for its new flags.
+    // The kubelet guard first (systemd reads the new drop-in), then kubelet stopped before the
+    // files moved, started last; init restarted it for its new flags.
     let calls = node.calls();
     let lines: Vec<&str> = calls.lines().collect();
-    assert_eq!(lines.first(), Some(&"stop kubelet.service"), "{calls}");
+    assert_eq!(
+        lines.get(..2),
+        Some(&["daemon-reload", "stop kubelet.service"][..]),
+        "{calls}"
+    );
     assert_eq!(lines.last(), Some(&"start kubelet.service"), "{calls}");
+    let guard = std::fs::read_to_string(
+        node.root
+            .join("etc/systemd/system/kubelet.service.d/90-hybridboot-upgrade.conf"),
+    )
+    .unwrap();
+    assert!(
+        guard.contains("ConditionPathExists=!/var/lib/hybridboot/upgrade.replacing"),
+        "{guard}"
+    );
+    assert!(
+        !node.root.join(MARKER).exists(),
+        "the marker outlived the upgrade"
+    );
     assert!(lines.contains(&"restart kubelet.service"), "{calls}");
     // The artifacts that did not change between the releases were not downloaded again.
     let counts = node.mirror.counts();
@@ -433,9 +455,22 @@ fn a_run_killed_at_any_step_is_finished_by_the_next_run() {
         // A journal, when there is one, is whole.
         let journal_kept = node.root.join("var/lib/hybridboot/upgrade.json").exists();
         let journal = node.root.join("var/lib/hybridboot/upgrade.json");
+        let mut step = None;
         if let Ok(bytes) = std::fs::read(&journal) {
-            serde_json::from_slice::<serde_json::Value>(&bytes)
+            let j = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .unwrap_or_else(|e| panic!("rename {n}: journal {e}"));
+            step = j["step"].as_str().map(str::to_string);
+        }
+        // Once kubelet was stopped for the moves and until they are all done, a boot would not
+        // start it: the marker and the guard on the kubelet unit are in place.
+        if step.as_deref() == Some("staged") && node.calls().contains("stop kubelet.service") {
+            assert!(node.root.join(MARKER).exists(), "rename {n}: no marker");
+            assert!(
+                node.root
+                    .join("etc/systemd/system/kubelet.service.d/90-hybridboot-upgrade.conf")
+                    .exists(),
+                "rename {n}: no kubelet guard"
+            );
         }
         let rerun = node.upgrade("1.29");
         assert_eq!(rerun.code, 0, "rename {n}: {}", rerun.stderr);
@@ -449,6 +484,7 @@ fn a_run_killed_at_any_step_is_finished_by_the_next_run() {
             Some("start kubelet.service"),
             "rename {n}"
         );
+        assert!(!node.root.join(MARKER).exists(), "rename {n}: marker left");
         println!(
             "killed before rename {n} ({}): finished by the next run",
             if journal_kept {

@@ -54,6 +54,7 @@ const INIT_FILES: &[&str] = &[
     crate::node::render::kubelet::CA_PATH,
     crate::node::render::kubelet::ENVIRONMENT_PATH,
     crate::node::render::kubelet::IMAGE_CREDENTIAL_PROVIDER_CONFIG,
+    crate::node::render::kubelet::UPGRADE_GUARD_PATH,
     crate::node::render::containerd::CONFIG_PATH,
     crate::node::render::containerd::DROP_IN_PATH,
     crate::node::render::containerd::MODULES_PATH,

@@ -28,6 +28,26 @@ pub const ENVIRONMENT_PATH: &str = "/etc/eks/kubelet/environment";
 pub const IMAGE_CREDENTIAL_PROVIDER_CONFIG: &str = "/etc/eks/image-credential-provider/config.json";
 /// The kubelet unit (written by `nodeadm install`).
 pub const UNIT_PATH: &str = "/etc/systemd/system/kubelet.service";
+/// The drop-in `upgrade` adds to the kubelet unit: while an upgrade is replacing binaries
+/// ([`UPGRADE_MARKER_PATH`] exists), systemd does not start the kubelet, so a power cut in
+/// the middle of the replacement cannot boot the node into a mixed set of binaries. Harmless
+/// (the condition holds) at every other time; `uninstall` removes it.
+pub const UPGRADE_GUARD_PATH: &str =
+    "/etc/systemd/system/kubelet.service.d/90-hybridboot-upgrade.conf";
+/// Exists exactly while `upgrade` moves the new binaries into place.
+pub const UPGRADE_MARKER_PATH: &str = "/var/lib/hybridboot/upgrade.replacing";
+
+/// The text of [`UPGRADE_GUARD_PATH`].
+pub fn upgrade_guard() -> String {
+    format!(
+        "# Written by `hybridboot upgrade`: the kubelet does not start while an upgrade is\n\
+         # replacing its binaries (a power cut then leaves the node down, not mixed);\n\
+         # `hybridboot upgrade VERSION` run again finishes the upgrade and starts it.\n\
+         [Unit]\n\
+         ConditionPathExists=!{UPGRADE_MARKER_PATH}\n"
+    )
+}
+
 /// systemd-resolved's real resolv.conf (Ubuntu).
 pub const UBUNTU_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
 

@@ -6,9 +6,15 @@
 //! NodeConfig -> journal? (resume it) -> install record (what is installed) -> manifest
 //!   (verified as install verifies it) -> no downgrade, same version = nothing to do
 //!   -> eks:DescribeCluster -> skew policy (policy.rs) -> stage every new artifact, verified
-//!   -> journal `staged` -> stop kubelet -> rename the staged files into place, record
-//!   -> journal `replaced` -> init (the version-dependent files) -> start kubelet -> no journal
+//!   -> journal `staged` -> kubelet guard + marker -> stop kubelet -> rename the staged files
+//!   into place, record -> journal `replaced` -> no marker -> init (the version-dependent
+//!   files) -> start kubelet -> no journal
 //! ```
+//!
+//! The kubelet guard is a drop-in on the kubelet unit that keeps systemd from starting the
+//! kubelet while the marker exists; the marker exists exactly while binaries are being moved.
+//! A power cut there boots the node with the kubelet down (not on a mixed set) until the same
+//! `upgrade` runs again and finishes.
 //!
 //! Everything that can refuse (config, versions, cluster, downloads, digests) happens before the
 //! first installed file changes; a failure there removes what was staged. From the `staged`
@@ -36,6 +42,7 @@ use crate::node::config;
 use crate::node::init::{self, InitSettings, ServiceManager, UnitAction};
 use crate::node::install::stage::{self, Staged};
 use crate::node::install::{self, ContainerdSource, InstallSettings};
+use crate::node::render::kubelet;
 use policy::Decision;
 
 /// The upgrade in progress (JSON); absent when none is.
@@ -278,6 +285,7 @@ fn finish(
     let root = &init_settings.root;
     let touch_units = !init_settings.no_start;
     if journal.step == Step::Staged {
+        guard_kubelet(root, touch_units, services)?;
         if touch_units {
             log::info!("{}", UnitAction::Halt(KUBELET.into()));
             services.apply(&UnitAction::Halt(KUBELET.into()))?;
@@ -295,6 +303,9 @@ fn finish(
         journal.step = Step::Replaced;
         write_journal(root, &journal)?;
     }
+    // The binaries are the new version's as a whole: the kubelet may start again.
+    let marker = fsutil::under_root(root, Path::new(kubelet::UPGRADE_MARKER_PATH));
+    fsutil::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
     // The version-dependent files (kubelet flags and configuration): init asks the new kubelet
     // its version.
     init::init(init_settings, services).context("re-running init for the new kubelet")?;
@@ -310,6 +321,33 @@ fn finish(
         replaced: journal.staged.moves.len(),
         resumed,
     })
+}
+
+/// Before the first binary moves: the kubelet unit's guard drop-in (written once; systemd
+/// told when it changed) and the marker it watches.
+fn guard_kubelet(
+    root: &Path,
+    touch_units: bool,
+    services: &mut dyn ServiceManager,
+) -> anyhow::Result<()> {
+    let guard = fsutil::under_root(root, Path::new(kubelet::UPGRADE_GUARD_PATH));
+    // What a run killed while writing the guard left beside it.
+    if let Some(dir) = guard.parent() {
+        fsutil::remove_stale_temp_files(dir)
+            .with_context(|| format!("cleaning {}", dir.display()))?;
+    }
+    let text = kubelet::upgrade_guard();
+    if std::fs::read(&guard).ok().as_deref() != Some(text.as_bytes()) {
+        fsutil::atomic_write(&guard, text.as_bytes(), &WriteOptions::public())
+            .with_context(|| format!("writing {}", guard.display()))?;
+        if touch_units {
+            log::info!("{}", UnitAction::DaemonReload);
+            services.apply(&UnitAction::DaemonReload)?;
+        }
+    }
+    let marker = fsutil::under_root(root, Path::new(kubelet::UPGRADE_MARKER_PATH));
+    fsutil::atomic_write(&marker, b"", &WriteOptions::private())
+        .with_context(|| format!("writing {}", marker.display()))
 }
 
 #[cfg(test)]
