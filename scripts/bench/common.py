@@ -39,12 +39,36 @@ def alone_args(doc: str | None = None):
     return a
 
 
+# The figures a fleet operator reads first, by the names results.json carries them under at its
+# top level (each also sits in its part's nested record: `install.drops.bytes_ratio` is
+# results["install"]["drops"]["bytes_ratio"]).
+NAMED_FIGURES = [
+    "fleet.nodes", "fleet.free.failures", "fleet.throttled.failures",
+    "fleet.throttled.requests_per_success", "fleet.throttled.completion_over_floor",
+    "fleet.vault_quota.requests_per_success", "fleet.vault_quota.completion_over_floor",
+    "install.drops.bytes_ratio", "install.drops.time_over_floor",
+    "install.restart_baseline.bytes_ratio", "firstboot.over_floor",
+]
+
+
+def name_figures(results: dict) -> dict:
+    """Puts each of NAMED_FIGURES that a nested record holds at the top level, by its name."""
+    for name in NAMED_FIGURES:
+        cur = results
+        for part in name.split("."):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        if cur is not None:
+            results[name] = cur
+    return results
+
+
 def publish_alone(a, name: str, figures: dict, md: str, section: str) -> None:
     """Merges `figures` into the results.json `a.out` (other parts' figures kept), prints the
     part's table and replaces its README section."""
     import report
     results = json.loads(a.out.read_text()) if a.out.exists() else {}
     results.update(figures)
+    name_figures(results)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1) + "\n")
     print(md)

@@ -27,7 +27,7 @@ import fleet
 import firstboot
 import latency
 import vault_ha
-from common import Moto, RolesAnywhere, Vault, log
+from common import Moto, RolesAnywhere, Vault, log, name_figures
 
 
 def machine() -> dict:
@@ -110,6 +110,7 @@ def main() -> None:
     results["vm"] = vm_guests(Path(__file__).resolve().parents[2] / "target" / "vm-artifacts")
     results["suite_seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_end"] = os.getloadavg()
+    name_figures(results)
     a.out.write_text(json.dumps(results, indent=1) + "\n")
     log(f"raw results in {a.out} ({results['suite_seconds']} s)")
 
