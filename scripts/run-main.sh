@@ -78,10 +78,13 @@ YAML
 printf '#!/bin/sh\necho "systemctl $*" >>"%s"\n' "$work/systemctl.log" >"$work/systemctl"
 chmod 755 "$work/systemctl"
 
-echo "== hybridboot firstboot --config-source file:///etc/hybridboot/config.yaml --root $root" >&2
+# --start and --hybridboot-path: act as on the node (units through the recording systemctl,
+# the written lines naming this binary); under --root, first boot would otherwise start no
+# unit and name /usr/bin/hybridboot, as for an image.
+echo "== hybridboot firstboot --config-source file:///etc/hybridboot/config.yaml --root $root --start --hybridboot-path $bin" >&2
 start=$(date +%s%N)
 HYBRIDBOOT_SYSTEMCTL=$work/systemctl "$bin" firstboot \
-  --config-source file:///etc/hybridboot/config.yaml --root "$root"
+  --config-source file:///etc/hybridboot/config.yaml --root "$root" --start --hybridboot-path "$bin"
 took=$(( ($(date +%s%N) - start) / 1000000 ))
 
 cert=$root/etc/iam/pki/server.pem

@@ -253,14 +253,18 @@ fn firstboot_dry_run_lists_steps_and_init_files_and_writes_nothing() {
     let site = Site::new(true);
     let source = "file:///etc/hybridboot/config.yaml".to_string();
     let root = site.root.display().to_string();
-    let args = [
+    let node = util::as_on_the_node();
+    let args: Vec<&str> = [
         "firstboot",
         "--config-source",
         &source,
         "--root",
         &root,
         "--dry-run",
-    ];
+    ]
+    .into_iter()
+    .chain(node.iter().map(String::as_str))
+    .collect();
 
     // No kubelet in the image and no spec.install: init's files cannot be rendered, and the
     // dry run says why.
@@ -319,6 +323,16 @@ fn firstboot_dry_run_lists_steps_and_init_files_and_writes_nothing() {
         "{}",
         dry.stdout
     );
+    // The --root rule: without --start, first boot under a root starts no unit (init's own
+    // test shows the lines then name the node's /usr/bin/hybridboot: the same rule).
+    let rooted = site.hb(&args[..6]);
+    rooted.ok();
+    assert!(
+        listing(&rooted.stdout, "unit").is_empty(),
+        "{}",
+        rooted.stdout
+    );
+    assert_eq!(tree(&site.root), before, "the dry run changed the root");
 
     // Without the certificate: the steps, and why init's files are not compared.
     std::fs::remove_file(site.root.join("etc/iam/pki/server.pem")).unwrap();

@@ -179,13 +179,15 @@ fn systemctl_recorder(log: &Path) -> String {
 }
 
 fn firstboot_args(root: &Path) -> Vec<String> {
-    vec![
+    let mut args: Vec<String> = vec![
         "firstboot".into(),
         "--config-source".into(),
         "file:///etc/hybridboot/config.yaml".into(),
         "--root".into(),
         root.display().to_string(),
-    ]
+    ];
+    args.extend(util::as_on_the_node());
+    args
 }
 
 fn firstboot(root: &Path, extra: &[(&str, &str)]) -> Run {

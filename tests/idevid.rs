@@ -154,17 +154,17 @@ impl Site {
     }
 
     fn firstboot(&self, root: &Path) -> Run {
-        self.hb(
-            &self.tpm,
-            &[
-                "-v",
-                "firstboot",
-                "--config-source",
-                "file:///etc/hybridboot/config.yaml",
-                "--root",
-                root.to_str().unwrap(),
-            ],
-        )
+        let node = util::as_on_the_node();
+        let mut args = vec![
+            "-v",
+            "firstboot",
+            "--config-source",
+            "file:///etc/hybridboot/config.yaml",
+            "--root",
+            root.to_str().unwrap(),
+        ];
+        args.extend(node.iter().map(String::as_str));
+        self.hb(&self.tpm, &args)
     }
 
     fn renew(&self, root: &Path) -> Run {

@@ -669,13 +669,20 @@ fn firstboot_at_vvv_never_shows_secret_ids_wrapping_tokens_or_aws_secrets() {
     let fb = hb(
         w,
         &[
-            "-vvv",
-            "firstboot",
-            "--config-source",
-            "file:///etc/hybridboot/config.yaml",
-            "--root",
-            &root_s,
-        ],
+            &[
+                "-vvv",
+                "firstboot",
+                "--config-source",
+                "file:///etc/hybridboot/config.yaml",
+                "--root",
+                &root_s,
+            ][..],
+            &util::as_on_the_node()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ]
+        .concat(),
         &[
             ("HYBRIDBOOT_SYSTEMCTL", systemctl.to_str().unwrap()),
             ("HYBRIDBOOT_CACHE_DIR", ""),
@@ -773,7 +780,13 @@ fn factory_identity_first_boot_and_renewal_at_vvv_never_show_vault_tokens_or_pri
         "--root",
         root_s.as_str(),
     ];
-    let fb = hb(w, &[&["-vvv", "firstboot"][..], &source].concat(), &env);
+    let node = util::as_on_the_node();
+    let node: Vec<&str> = node.iter().map(String::as_str).collect();
+    let fb = hb(
+        w,
+        &[&["-vvv", "firstboot"][..], &source, &node].concat(),
+        &env,
+    );
     audit.record("firstboot (IDevID)", fb, Stdout::Plain).ok();
     assert!(root.join("var/lib/hybridboot/joined").exists());
     let renew = hb(

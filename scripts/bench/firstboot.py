@@ -139,12 +139,18 @@ class Notifications:
         return self.messages
 
 
+def as_on_the_node(bin: str) -> list[str]:
+    """First boot under --root acting as on the node: units through the recording systemctl
+    (HYBRIDBOOT_SYSTEMCTL), the written lines naming the measured binary."""
+    return ["--start", "--hybridboot-path", bin]
+
+
 def one_run(bin: str, vault: Vault, moto: Moto, ra: RolesAnywhere, work: Path, env: dict) -> dict:
     root, systemctl = work / "root", work / "systemctl"
     write_image(root, vault, moto, ra, env["HYBRIDBOOT_TCTI"], systemctl)
     notes = Notifications(work / "notify.sock")
     report = work / "firstboot.time"
-    argv = gnu_time([bin, "firstboot", "--config-source", "file:///etc/hybridboot/config.yaml", "--root", str(root)], report)
+    argv = gnu_time([bin, "firstboot", "--config-source", "file:///etc/hybridboot/config.yaml", "--root", str(root), *as_on_the_node(bin)], report)
     env = dict(env, NOTIFY_SOCKET=str(notes.path), HYBRIDBOOT_SYSTEMCTL=str(systemctl), RUNTIME_DIRECTORY=str(work / "run"))
     t0 = time.time_ns()
     p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -178,7 +184,7 @@ def fsync_cost(bin: str, vault: Vault, moto: Moto, ra: RolesAnywhere, work: Path
     trace = work / "strace.txt"
     t0 = time.perf_counter()
     subprocess.run(["strace", "-f", "-qq", "--seccomp-bpf", "-T", "-e", "trace=fsync,fdatasync,syncfs", "-o", str(trace),
-                    bin, "-q", "firstboot", "--config-source", "file:///etc/hybridboot/config.yaml", "--root", str(root)],
+                    bin, "-q", "firstboot", "--config-source", "file:///etc/hybridboot/config.yaml", "--root", str(root), *as_on_the_node(bin)],
                    env=dict(env, HYBRIDBOOT_SYSTEMCTL=str(systemctl), RUNTIME_DIRECTORY=str(work / "run")),
                    check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = (time.perf_counter() - t0) * 1e3

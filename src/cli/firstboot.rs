@@ -19,6 +19,17 @@ pub struct FirstbootArgs {
     /// requests no certificate, writes no state and starts nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write init's files but reload, enable or restart no unit (implied by --root other than
+    /// /: the units of an image or a test tree are not this machine's).
+    #[arg(long)]
+    pub no_start: bool,
+    /// With --root: (re)start the units anyway (tests with a recording service manager).
+    #[arg(long, conflicts_with = "no_start")]
+    pub start: bool,
+    /// The hybridboot path written into the credential_process and kubeconfig exec-plugin
+    /// lines [default: this executable; with --root other than /, /usr/bin/hybridboot].
+    #[arg(long, value_name = "PATH")]
+    pub hybridboot_path: Option<PathBuf>,
 }
 
 /// Where the configuration comes from, and the root to work under.
@@ -49,10 +60,15 @@ impl ConfigArgs {
 
 /// Runs `firstboot`.
 pub fn run_firstboot(args: FirstbootArgs) -> anyhow::Result<()> {
+    let placement = super::node::root_rule(
+        &args.source.root,
+        (args.no_start, args.start),
+        args.hybridboot_path.clone(),
+    );
     if args.dry_run {
-        return super::print(&firstboot::dry_run(&args.source.source())?.render_text());
+        return super::print(&firstboot::dry_run(&args.source.source(), &placement)?.render_text());
     }
-    firstboot::run(&args.source.source())
+    firstboot::run(&args.source.source(), &placement)
 }
 
 /// `hybridboot status`.

@@ -172,6 +172,28 @@ pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
 /// Where hybridboot lives in a node image: what the lines init writes name under `--root`.
 pub const DEFAULT_HYBRIDBOOT_PATH: &str = "/usr/bin/hybridboot";
 
+/// The `--root` rule for what writes a node's files (init, first boot): a root other than `/`
+/// starts no unit unless `start`, and the lines written name `/usr/bin/hybridboot` unless
+/// `hybridboot_path` says otherwise.
+pub fn root_rule(
+    root: &Path,
+    (no_start, start): (bool, bool),
+    hybridboot_path: Option<PathBuf>,
+) -> crate::firstboot::Placement {
+    let rooted = root != Path::new("/");
+    if rooted && !no_start && !start {
+        log::info!(
+            "--root {}: not starting any unit (--root implies --no-start; --start overrides)",
+            root.display()
+        );
+    }
+    crate::firstboot::Placement {
+        no_start: no_start || (rooted && !start),
+        hybridboot_path: hybridboot_path
+            .or_else(|| rooted.then(|| PathBuf::from(DEFAULT_HYBRIDBOOT_PATH))),
+    }
+}
+
 /// Arguments of `hybridboot init`.
 #[derive(Args, Debug)]
 pub struct InitArgs {
@@ -276,20 +298,11 @@ impl NodeSiteArgs {
         skip: &[String],
         (no_start, start): (bool, bool),
     ) -> InitSettings {
-        let rooted = root != Path::new("/");
-        if rooted && !no_start && !start {
-            log::info!(
-                "--root {}: not starting any unit (--root implies --no-start; --start overrides)",
-                root.display()
-            );
-        }
+        let placement = root_rule(root, (no_start, start), self.hybridboot_path.clone());
         InitSettings {
             skip: skip.to_vec(),
-            no_start: no_start || (rooted && !start),
-            hybridboot_path: self
-                .hybridboot_path
-                .clone()
-                .or_else(|| rooted.then(|| PathBuf::from(DEFAULT_HYBRIDBOOT_PATH))),
+            no_start: placement.no_start,
+            hybridboot_path: placement.hybridboot_path,
             aws: self.aws(),
             eks_endpoint: self.eks_endpoint.clone(),
             ecr_endpoint: self.ecr_endpoint.clone(),

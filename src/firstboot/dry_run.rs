@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::state::{self, State, Step};
-use super::{ConfigSource, Plan};
+use super::{ConfigSource, Placement, Plan};
 use crate::fsutil;
 use crate::node::init;
 
@@ -54,7 +54,7 @@ fn step_label(step: Step) -> &'static str {
 }
 
 /// The dry run of first boot under `source.root`.
-pub fn dry_run(source: &ConfigSource) -> anyhow::Result<FirstbootDryRun> {
+pub fn dry_run(source: &ConfigSource, placement: &Placement) -> anyhow::Result<FirstbootDryRun> {
     let root = &source.root;
     let configs = source.load()?;
     let st = State::load(root)?;
@@ -160,6 +160,7 @@ pub fn dry_run(source: &ConfigSource) -> anyhow::Result<FirstbootDryRun> {
         )
     } else {
         let mut settings = plan.init(&configs);
+        placement.apply(&mut settings);
         settings.apply_unchanged = !done(Step::Init);
         (Some(init::dry_run(&settings)?), None)
     };

@@ -60,6 +60,27 @@ pub struct ConfigSource {
     pub root: PathBuf,
 }
 
+/// What first boot's init step may do to the machine it runs on, by the `--root` rule: under a
+/// root other than `/` it starts no unit and the lines it writes name `/usr/bin/hybridboot`,
+/// unless the command line says otherwise (`--start`, `--hybridboot-path`). At `/` (the node):
+/// units are started and the lines name this executable.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// Write init's files but reload, enable and restart no unit.
+    pub no_start: bool,
+    /// The hybridboot path the credential_process and exec-plugin lines name [default: this
+    /// executable].
+    pub hybridboot_path: Option<PathBuf>,
+}
+
+impl Placement {
+    /// Puts this placement into init's settings.
+    pub fn apply(&self, init: &mut init::InitSettings) {
+        init.no_start = self.no_start;
+        init.hybridboot_path = self.hybridboot_path.clone();
+    }
+}
+
 /// Both documents, validated.
 #[derive(Debug)]
 pub struct Configs {
@@ -164,7 +185,7 @@ fn export_proxy(proxy: &config::ProxyConfig) {
 }
 
 /// `hybridboot firstboot`.
-pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
+pub fn run(source: &ConfigSource, placement: &Placement) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = source.root.clone();
     let configs = source.load()?;
@@ -204,6 +225,7 @@ pub fn run(source: &ConfigSource) -> anyhow::Result<()> {
             root: &root,
             deadline,
             st: &mut st,
+            placement,
         },
     );
     match result {
@@ -262,6 +284,7 @@ struct Run<'a> {
     root: &'a Path,
     deadline: Instant,
     st: &'a mut State,
+    placement: &'a Placement,
 }
 
 impl Step {
@@ -439,6 +462,7 @@ fn steps(configs: &Configs, run: &mut Run<'_>) -> Result<String, StepFailed> {
     // profile and role accept it before anything is installed; the session is cached where
     // init and the node's credential_process find it.
     let mut init_settings = plan.init(configs);
+    run.placement.apply(&mut init_settings);
     run.run_step(Step::RolesAnywhere, |st, left| {
         let creds = roles_anywhere_check(configs, &init_settings, &deadline_policy(left))?;
         st.credentials_expiry = creds.expiration.map(crate::x509::chain::rfc3339);

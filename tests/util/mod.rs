@@ -40,6 +40,18 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hybridboot"))
 }
 
+/// The flags that make a command under `--root` act as on the node itself: units (re)started
+/// through the test's recording service manager, and the credential_process / exec-plugin
+/// lines naming this test binary (the `--root` rule would otherwise write none and name
+/// `/usr/bin/hybridboot`).
+pub fn as_on_the_node() -> Vec<String> {
+    vec![
+        "--start".into(),
+        "--hybridboot-path".into(),
+        bin().display().to_string(),
+    ]
+}
+
 /// Result of running the binary.
 pub struct Run {
     pub code: i32,
