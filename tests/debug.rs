@@ -235,17 +235,9 @@ fn debug_passes_on_a_joined_node_and_names_the_fix_of_each_failure_in_turn() {
     )
     .unwrap();
     std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let node = util::as_on_the_node();
-    let mut args = vec![
-        "firstboot",
-        "--config-source",
-        "file:///etc/hybridboot/config.yaml",
-        "--root",
-        root.to_str().unwrap(),
-    ];
-    args.extend(node.iter().map(String::as_str));
+    let args = util::firstboot_args(root);
     run(
-        &args,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &[
             ("NO_PROXY", "127.0.0.1"),
             ("HYBRIDBOOT_SYSTEMCTL", recorder.to_str().unwrap()),

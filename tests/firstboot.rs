@@ -178,17 +178,7 @@ fn systemctl_recorder(log: &Path) -> String {
     path.display().to_string()
 }
 
-fn firstboot_args(root: &Path) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "firstboot".into(),
-        "--config-source".into(),
-        "file:///etc/hybridboot/config.yaml".into(),
-        "--root".into(),
-        root.display().to_string(),
-    ];
-    args.extend(util::as_on_the_node());
-    args
-}
+use util::firstboot_args;
 
 fn firstboot(root: &Path, extra: &[(&str, &str)]) -> Run {
     let args = firstboot_args(root);

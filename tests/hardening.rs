@@ -131,16 +131,8 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 fn firstboot_in(root: &Path, env: &[(&str, &str)]) -> util::Run {
     let mut e = vec![("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")];
     e.extend_from_slice(env);
-    let node = util::as_on_the_node();
-    let mut args = vec![
-        "firstboot",
-        "--config-source",
-        "file:///etc/hybridboot/config.yaml",
-        "--root",
-        root.to_str().unwrap(),
-    ];
-    args.extend(node.iter().map(String::as_str));
-    run(&args, &e)
+    let args = util::firstboot_args(root);
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &e)
 }
 
 /// A PIN written into the BootstrapConfig's `spec.key.ref` (`?pin-value=`) used to be accepted

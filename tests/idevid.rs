@@ -154,16 +154,10 @@ impl Site {
     }
 
     fn firstboot(&self, root: &Path) -> Run {
-        let node = util::as_on_the_node();
-        let mut args = vec![
-            "-v",
-            "firstboot",
-            "--config-source",
-            "file:///etc/hybridboot/config.yaml",
-            "--root",
-            root.to_str().unwrap(),
-        ];
-        args.extend(node.iter().map(String::as_str));
+        let args = util::firstboot_args(root);
+        let args: Vec<&str> = std::iter::once("-v")
+            .chain(args.iter().map(String::as_str))
+            .collect();
         self.hb(&self.tpm, &args)
     }
 

