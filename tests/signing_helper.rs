@@ -493,41 +493,10 @@ fn pkcs11_certificate_read_from_the_token() {
         &env,
     )
     .ok();
-    let ca = MiniCa::root(d, "ra-ca");
-    let cert = d.join("node.pem");
-    ca.issue(&csr, &cert, -60, 3600);
-    let der = util::x509::cert_to_der(&cert);
-    hsm.pkcs11_tool(&[
-        "--token-label",
-        "ra-token",
-        "--login",
-        "--pin",
-        "pin-5678",
-        "--write-object",
-        der.to_str().unwrap(),
-        "--type",
-        "cert",
-        "--label",
-        "ra-cert",
-    ])
-    .ok();
-
-    let ra = RolesAnywhere::start(&RaOptions::new(&[&ca.cert]));
-    let mut args: Vec<String> = [
-        "credential-process",
-        "--certificate",
-        "pkcs11:token=ra-token;object=ra-cert",
-        "--private-key",
-        &key,
-        "--no-cache",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(ra.flags());
+    let (_ra, mut args) =
+        certificate_on_the_token(&hsm, d, &csr, ("ra-token", "pin-5678", "ra-cert"), &key);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut env_np = env.clone();
-    env_np.extend([("no_proxy", "127.0.0.1"), ("NO_PROXY", "127.0.0.1")]);
+    let env_np = no_proxy(&env);
     let out = run(&refs, &env_np);
     out.ok();
     let creds: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -607,40 +576,8 @@ fn reuse_pin_signs_with_a_key_that_needs_the_pin_for_every_signature() {
     with_flag.push("--reuse-pin");
     run(&with_flag, &env).ok();
 
-    let ca = MiniCa::root(d, "ra-ca");
-    let cert = d.join("node.pem");
-    ca.issue(&csr, &cert, -60, 3600);
-    let der = util::x509::cert_to_der(&cert);
-    hsm.pkcs11_tool(&[
-        "--token-label",
-        "piv",
-        "--login",
-        "--pin",
-        pin,
-        "--write-object",
-        der.to_str().unwrap(),
-        "--type",
-        "cert",
-        "--label",
-        "piv-9c-cert",
-    ])
-    .ok();
-
-    let ra = RolesAnywhere::start(&RaOptions::new(&[&ca.cert]));
-    let mut args: Vec<String> = [
-        "credential-process",
-        "--certificate",
-        "pkcs11:token=piv;object=piv-9c-cert",
-        "--private-key",
-        &key,
-        "--no-cache",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(ra.flags());
-    let mut env_np = env.clone();
-    env_np.extend([("no_proxy", "127.0.0.1"), ("NO_PROXY", "127.0.0.1")]);
+    let (ra, mut args) = certificate_on_the_token(&hsm, d, &csr, ("piv", pin, "piv-9c-cert"), &key);
+    let env_np = no_proxy(&env);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = run(&refs, &env_np);
     assert_eq!(r.code, 3, "{}", r.stderr);
@@ -670,4 +607,57 @@ fn reuse_pin_signs_with_a_key_that_needs_the_pin_for_every_signature() {
         r.stderr
     );
     assert!(!r.stderr.contains(pin), "{}", r.stderr);
+}
+
+/// The node certificate for `csr`, issued by a test CA, stored on the token as `label` (the
+/// reference's `--certificate pkcs11:` form); returns a Roles Anywhere endpoint trusting that
+/// CA and the credential-process arguments that read the certificate from the token and sign
+/// with `key` (argument 2 is the certificate URI).
+fn certificate_on_the_token(
+    hsm: &SoftHsm,
+    d: &Path,
+    csr: &Path,
+    (token, pin, label): (&str, &str, &str),
+    key: &str,
+) -> (RolesAnywhere, Vec<String>) {
+    let ca = MiniCa::root(d, "ra-ca");
+    let cert = d.join("node.pem");
+    ca.issue(csr, &cert, -60, 3600);
+    let der = util::x509::cert_to_der(&cert);
+    hsm.pkcs11_tool(&[
+        "--token-label",
+        token,
+        "--login",
+        "--pin",
+        pin,
+        "--write-object",
+        der.to_str().unwrap(),
+        "--type",
+        "cert",
+        "--label",
+        label,
+    ])
+    .ok();
+    let ra = RolesAnywhere::start(&RaOptions::new(&[&ca.cert]));
+    let uri = format!("pkcs11:token={token};object={label}");
+    let mut args: Vec<String> = [
+        "credential-process",
+        "--certificate",
+        &uri,
+        "--private-key",
+        key,
+        "--no-cache",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(ra.flags());
+    (ra, args)
+}
+
+/// `env` with the loopback peers exempt from any proxy of the environment.
+fn no_proxy<'a>(env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut e = env.to_vec();
+    e.extend([("no_proxy", "127.0.0.1"), ("NO_PROXY", "127.0.0.1")]);
+    e
 }
